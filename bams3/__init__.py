@@ -1,0 +1,36 @@
+"""bams3: aligned sequencing reads (BAM) as a cloud-native, chunked, columnar dataset."""
+
+__version__ = "0.1.0"
+
+from .errors import (  # noqa: E402
+    Bams3Error,
+    DatasetError,
+    DatasetExistsError,
+    InputError,
+    PluginError,
+    RegionError,
+    StorageError,
+    UsageError,
+)
+from .plugins import Codec, OutputFormat, StorageBackend, get_plugin_manager, get_registry, hookimpl  # noqa: E402
+
+
+def open(url: str):  # noqa: A001
+    """Open the bams3 dataset at ``url``: see :class:`bams3.dataset.Dataset`."""
+    from .dataset import Dataset
+
+    return Dataset.open(url)
+
+
+def convert(src: str, dst: str, **kwargs):
+    """Convert a sorted BAM/SAM/CRAM into a dataset: see :func:`bams3.converter.convert`."""
+    from .converter import convert as _convert
+
+    return _convert(src, dst, **kwargs)
+
+
+__all__ = [
+    "Bams3Error", "Codec", "DatasetError", "DatasetExistsError", "InputError", "OutputFormat", "PluginError",
+    "RegionError", "StorageBackend", "StorageError", "UsageError", "convert", "get_plugin_manager",
+    "get_registry", "hookimpl", "open",
+]

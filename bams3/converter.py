@@ -1,0 +1,246 @@
+"""BAM/SAM/CRAM -> bams3 dataset, streaming: records are read, split into
+windows, encoded and uploaded on worker threads while the input is still being
+read. ``_metadata.json`` is written last, so an interrupted run never leaves
+something that opens as a dataset.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from . import __version__
+from ._threads import prefetch
+from .errors import DatasetExistsError, InputError, UsageError
+from .format import CodecSpec, ChunkTable, Metadata, METADATA_KEY, chunk_key, encode_chunk
+from .inputs import open_input
+from .plugins import get_registry
+from .records import RecordBatch
+from .stats import StatsAccumulator
+from .storage import open_store
+
+DEFAULT_CHUNK_SIZE = 1 << 20
+MAX_CHUNK_RAW = 64 << 20  # a window holding more raw record bytes is stored as several chunks
+_UNPLACED = np.int64(1 << 31)
+
+_BINARY_SUFFIX = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def parse_chunk_size(text: str | int) -> int:
+    """``256K``, ``1M``, ``2M`` (binary multiples: 1M = 1,048,576 bp) or a plain number."""
+    if isinstance(text, int):
+        value = text
+    else:
+        t = text.strip().lower().removesuffix("bp").removesuffix("b")
+        suffix = t[-1:] if t[-1:] in ("k", "m", "g") else ""
+        digits = t[: len(t) - len(suffix)].replace(",", "").replace("_", "")
+        if not digits.isdigit():
+            raise UsageError(f"bad chunk size {text!r} (use e.g. 256K, 1M, 2M or a number of bp)")
+        value = int(digits) * _BINARY_SUFFIX[suffix]
+    if not 1024 <= value <= 1 << 30:
+        raise UsageError(f"chunk size {value} bp is out of range (1K to 1G)")
+    return value
+
+
+def convert(
+    src: str,
+    dst: str,
+    *,
+    chunk_size: int | str = DEFAULT_CHUNK_SIZE,
+    workers: int = 2,
+    codec: str = "zstd",
+    level: int | None = None,
+    force: bool = False,
+    reference: str | None = None,
+    sort: bool = False,
+    progress: Callable[[int, int | None], None] | None = None,
+    max_chunk_raw: int = MAX_CHUNK_RAW,
+) -> Metadata:
+    """Convert a coordinate-sorted BAM, SAM or CRAM file into a bams3 dataset at ``dst``."""
+    chunk_size = parse_chunk_size(chunk_size)
+    workers = max(1, int(workers))
+    codec_obj = get_registry().codec(codec)
+    if level is None:
+        level = codec_obj.default_level
+    if not os.path.exists(src):
+        raise InputError(f"{src}: no such file")
+    store = open_store(dst, create=True)
+    _check_destination(store, dst, force)
+    if sort:
+        with tempfile.TemporaryDirectory(prefix="bams3-sort-") as tmp:
+            sorted_path = os.path.join(tmp, "sorted.bam")
+            _sort(src, sorted_path, reference, workers)
+            return _convert(sorted_path, src, store, dst, chunk_size, workers, codec_obj, level, reference,
+                            progress, max_chunk_raw)
+    return _convert(src, src, store, dst, chunk_size, workers, codec_obj, level, reference, progress, max_chunk_raw)
+
+
+def _check_destination(store, dst: str, force: bool) -> None:
+    if store.size(METADATA_KEY) is not None:
+        if not force:
+            raise DatasetExistsError(f"{dst} already holds a bams3 dataset; pass --force to replace it")
+        return
+    foreign = next((k for k, _ in store.list() if not k.startswith("data/")), None)
+    if foreign is not None and not force:
+        raise DatasetExistsError(
+            f"{dst} is not empty and holds no bams3 dataset (found {foreign!r}); "
+            "choose an empty destination or pass --force"
+        )
+
+
+def _sort(src: str, out: str, reference: str | None, workers: int) -> None:
+    import pysam
+
+    args = ["-@", str(workers), "-o", out]
+    if reference:
+        args += ["--reference", reference]
+    try:
+        pysam.sort(*args, src, catch_stdout=False)
+    except pysam.SamtoolsError as exc:
+        msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else "samtools sort failed"
+        raise InputError(f"cannot sort {src}: {msg}") from None
+
+
+class _Pipeline:
+    """Encodes and uploads chunks on worker threads; keeps at most a few in flight."""
+
+    def __init__(self, store, prefix: str, codec, level, workers: int):
+        self.store = store
+        self.prefix = prefix
+        self.codec = codec
+        self.level = level
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="bams3-encode")
+        self.inflight: deque = deque()
+        self.limit = workers + 1
+        self.rows: list[dict] = []
+        self.next_index = 0
+
+    def submit(self, batch: RecordBatch, ref_id: int, window: int) -> None:
+        index = self.next_index
+        self.next_index += 1
+        self.inflight.append(self.pool.submit(self._work, index, batch, ref_id, window))
+        while len(self.inflight) > self.limit:
+            self.rows.append(self.inflight.popleft().result())
+
+    def _work(self, index: int, batch: RecordBatch, ref_id: int, window: int) -> dict:
+        blob, info = encode_chunk(batch, self.codec, self.level)
+        self.store.put(chunk_key(self.prefix, index), blob)
+        return {"ref_id": ref_id, "window": window, **info}
+
+    def finish(self) -> list[dict]:
+        while self.inflight:
+            self.rows.append(self.inflight.popleft().result())
+        self.pool.shutdown()
+        return self.rows
+
+    def abort(self) -> None:
+        for f in self.inflight:
+            f.cancel()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _convert(path, source_name, store, dst, chunk_size, workers, codec_obj, level, reference, progress,
+             max_chunk_raw) -> Metadata:
+    inp = open_input(path, reference=reference, threads=workers)
+    header = inp.header
+    n_refs = len(header.references)
+    prefix = f"data/{secrets.token_hex(6)}/"
+    pipe = _Pipeline(store, prefix, codec_obj, level, workers)
+    stats = StatsAccumulator(n_refs)
+    pending: list[RecordBatch] = []
+    pending_key = None
+    pending_bytes = 0
+    last_key = np.int64(-1)
+    seen = 0
+
+    def flush():
+        nonlocal pending, pending_bytes
+        if pending:
+            key = int(pending_key)
+            ref = -1 if key >> 32 == int(_UNPLACED) else key >> 32
+            window = -1 if ref < 0 else key & 0xFFFFFFFF
+            pipe.submit(RecordBatch.concat(pending), ref, window)
+        pending, pending_bytes = [], 0
+
+    try:
+        for batch in prefetch(inp.batches, depth=2):
+            core = batch.core
+            refid = core["refid"].astype(np.int64)
+            pos = core["pos"].astype(np.int64)
+            bad = (refid < -1) | (refid >= n_refs)
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise InputError(
+                    f"{source_name}: record {seen + i + 1} refers to reference #{int(refid[i])}, "
+                    f"but the header has {n_refs} references"
+                )
+            ref_u = np.where(refid < 0, _UNPLACED, refid)
+            sort_key = (ref_u << 32) | (pos + 1).clip(0, 0xFFFFFFFF)
+            order_bad = np.flatnonzero(sort_key[1:] < sort_key[:-1])
+            if len(sort_key) and sort_key[0] < last_key:
+                order_bad = np.concatenate([[-1], order_bad])
+            if len(order_bad):
+                i = int(order_bad[0]) + 1
+                raise InputError(
+                    f"{source_name} is not coordinate-sorted (record {seen + i + 1} is out of order); "
+                    f"sort it first with `samtools sort -o sorted.bam {source_name}` or pass --sort"
+                )
+            last_key = sort_key[-1]
+            window = np.where(refid < 0, 0, pos.clip(0, None) // chunk_size)
+            group = (ref_u << 32) | window
+            stats.add(core, batch.nbytes)
+            cuts = np.concatenate([[0], np.flatnonzero(group[1:] != group[:-1]) + 1, [len(group)]])
+            for a, b in zip(cuts[:-1], cuts[1:]):
+                a, b = int(a), int(b)
+                if group[a] != pending_key:
+                    flush()
+                    pending_key = group[a]
+                piece = batch.slice(a, b)
+                pending.append(piece)
+                pending_bytes += piece.nbytes
+                if pending_bytes >= max_chunk_raw:
+                    flush()
+            seen += len(core)
+            if progress is not None and inp.progress is not None:
+                progress(inp.progress(), inp.size)
+        flush()
+        rows = pipe.finish()
+        table = ChunkTable.from_rows(rows)
+        result = stats.result(header.references, int(table.nbytes.sum()) if len(table) else 0, len(table))
+        meta = Metadata(
+            header_text=header.text,
+            references=header.references,
+            chunk_size=chunk_size,
+            codecs=(CodecSpec(codec_obj.name, level),),
+            data_prefix=prefix,
+            chunks=table,
+            stats=result,
+            source={"name": os.path.basename(source_name), "format": inp.format, "size": inp.size},
+            created_by=f"bams3 {__version__}",
+        )
+        store.put(METADATA_KEY, meta.to_json())
+    except BaseException:
+        pipe.abort()
+        inp.close()
+        _delete_prefix(store, prefix)
+        raise
+    inp.close()
+    # Remove chunks of replaced datasets and of interrupted earlier runs.
+    for key, _ in list(store.list("data/")):
+        if not key.startswith(prefix):
+            store.delete(key)
+    return meta
+
+
+def _delete_prefix(store, prefix: str) -> None:
+    try:
+        for key, _ in list(store.list(prefix)):
+            store.delete(key)
+    except Exception:
+        pass

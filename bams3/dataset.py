@@ -1,0 +1,259 @@
+"""Reading a dataset: header, statistics, exact counts and region queries."""
+
+from __future__ import annotations
+
+import builtins
+import os
+import secrets
+from collections.abc import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from ._threads import ordered_map
+from .errors import DatasetError, InputError, PluginError
+from .format import METADATA_KEY, ChunkReader, Metadata, chunk_key
+from .plugins import get_registry
+from .records import Header, RecordBatch
+from .region import POS_MAX, Region, read_bed
+from .storage import open_store
+
+DEFAULT_WORKERS = 4
+
+
+def open(url: str) -> Dataset:  # noqa: A001 - the API is bams3.open(url)
+    """Open the dataset at ``url`` (a path, ``file://``, ``memory://``, ...)."""
+    return Dataset.open(url)
+
+
+class Dataset:
+    """A bams3 dataset. Reads only what each question needs."""
+
+    def __init__(self, store, meta: Metadata, url: str, workers: int = DEFAULT_WORKERS):
+        self.store = store
+        self.meta = meta
+        self.url = url
+        self.workers = workers
+        self.header = Header(meta.header_text, meta.references)
+        self._codecs = None
+
+    @classmethod
+    def open(cls, url: str, workers: int = DEFAULT_WORKERS) -> Dataset:
+        store = open_store(url)
+        try:
+            data = store.get(METADATA_KEY)
+        except FileNotFoundError:
+            raise DatasetError(
+                f"no bams3 dataset at {url} (no {METADATA_KEY}; create one with `bams3 convert in.bam {url}`)"
+            ) from None
+        except IsADirectoryError:
+            raise DatasetError(f"no bams3 dataset at {url}") from None
+        return cls(store, Metadata.from_json(data, url), url, workers)
+
+    # ------------------------------------------------------------------ metadata
+    @property
+    def references(self) -> list[tuple[str, int]]:
+        return list(self.meta.references)
+
+    @property
+    def stats(self) -> dict:
+        return self.meta.stats
+
+    @property
+    def chunks(self):
+        return self.meta.chunks
+
+    @property
+    def codecs(self) -> list:
+        if self._codecs is None:
+            reg = get_registry()
+            out = []
+            for spec in self.meta.codecs:
+                try:
+                    out.append(reg.codec(spec.name))
+                except PluginError:
+                    raise PluginError(
+                        f"{self.url} was written with codec {spec.name!r}, which no installed plugin provides; "
+                        f"install the package that provides the {spec.name!r} codec"
+                    ) from None
+            self._codecs = out
+        return self._codecs
+
+    def region(self, text: str | Region) -> Region:
+        return text if isinstance(text, Region) else Region.parse(text, self.meta.references)
+
+    def bed(self, path: str) -> list[Region]:
+        return read_bed(path, self.meta.references)
+
+    # ------------------------------------------------------------------ chunks
+    def _reader(self, index: int, prefix_only: bool = False) -> ChunkReader:
+        key = chunk_key(self.meta.data_prefix, index)
+        t = self.meta.chunks
+        try:
+            if prefix_only:
+                blob = self.store.get_range(key, 0, int(t.count_nbytes[index]))
+            else:
+                blob = self.store.get(key)
+        except FileNotFoundError:
+            raise DatasetError(
+                f"{self.url}: chunk {key} is missing; the dataset is incomplete or damaged"
+            ) from None
+        want = int(t.count_nbytes[index] if prefix_only else t.nbytes[index])
+        if len(blob) != want:
+            raise DatasetError(f"{self.url}: chunk {key} has the wrong size; the dataset is damaged")
+        reader = ChunkReader(blob, self.codecs, f"{self.url}/{key}")
+        if reader.n_records != t.n_records[index]:
+            raise DatasetError(f"{self.url}: chunk {key} does not match the chunk table; the dataset is damaged")
+        return reader
+
+    def _candidates(self, tid: int, beg: int, end: int) -> np.ndarray:
+        t = self.meta.chunks
+        if tid < 0:
+            return np.flatnonzero(t.ref_id == -1)
+        return np.flatnonzero((t.ref_id == tid) & (t.min_pos < end) & (t.max_end > beg))
+
+    def _inside(self, index: int, ivs) -> bool:
+        """Every record of the chunk starts inside one interval (so all of them overlap it)."""
+        t = self.meta.chunks
+        lo, hi = int(t.min_pos[index]), int(t.max_pos[index])
+        return any(lo >= b and hi < e for b, e in ivs)
+
+    @staticmethod
+    def _merge(regions: Sequence[Region]) -> dict[int, list[tuple[int, int]]]:
+        by_tid: dict[int, list[tuple[int, int]]] = {}
+        for r in regions:
+            by_tid.setdefault(r.tid, []).append((r.beg, r.end))
+        for tid, ivs in by_tid.items():
+            ivs.sort()
+            merged = [list(ivs[0])]
+            for b, e in ivs[1:]:
+                if b <= merged[-1][1]:
+                    merged[-1][1] = max(merged[-1][1], e)
+                else:
+                    merged.append([b, e])
+            by_tid[tid] = [(b, e) for b, e in merged]
+        return by_tid
+
+    def _plan(self, regions: Sequence[Region], union: bool) -> list[tuple[int, tuple[tuple[int, int], ...]]]:
+        """(chunk index, intervals to keep) in output order."""
+        plan = []
+        if union:
+            merged = self._merge(regions)
+            for tid in sorted(merged, key=lambda t: (t < 0, t)):
+                ivs = merged[tid]
+                idx = np.unique(np.concatenate([self._candidates(tid, b, e) for b, e in ivs]))
+                plan += [(int(i), tuple(ivs)) for i in idx]
+        else:
+            for r in regions:
+                plan += [(int(i), ((r.beg, r.end),)) for i in self._candidates(r.tid, r.beg, r.end)]
+        return plan
+
+    def _regions(self, regions) -> list[Region]:
+        if regions is None:
+            return []
+        if isinstance(regions, (str, Region)):
+            regions = [regions]
+        return [self.region(r) for r in regions]
+
+    # ------------------------------------------------------------------ count
+    def count(self, regions: str | Region | Iterable[str | Region] | None = None, union: bool = False) -> int:
+        """Records overlapping the region(s), as ``samtools view -c`` counts them.
+
+        Several regions are counted one after another (a record in two regions
+        counts twice), like samtools; ``union=True`` counts each record once
+        (``samtools view -c -L regions.bed``). No region: every record.
+        """
+        rs = self._regions(regions)
+        t = self.meta.chunks
+        if not rs:
+            return int(self.meta.stats["n_records"])
+        total = 0
+        edges = []
+        for index, ivs in self._plan(rs, union):
+            if t.ref_id[index] < 0 or self._inside(index, ivs):
+                total += int(t.n_records[index])
+            else:
+                edges.append((index, ivs))
+
+        def count_edge(item):
+            index, ivs = item
+            pos, span = self._reader(index, prefix_only=True).positions()
+            return int(np.count_nonzero(_overlap_mask(pos, span, ivs)))
+
+        total += sum(ordered_map(count_edge, edges, self.workers))
+        return total
+
+    # ------------------------------------------------------------------ records
+    def batches(
+        self, regions: str | Region | Iterable[str | Region] | None = None, union: bool = False
+    ) -> Iterator[RecordBatch]:
+        """Raw record batches for the region(s) in samtools' order (all records when None)."""
+        rs = self._regions(regions)
+        t = self.meta.chunks
+        if rs:
+            plan = self._plan(rs, union)
+        else:
+            plan = [(i, ((-1, POS_MAX),)) for i in range(len(t))]
+
+        def load(item):
+            index, ivs = item
+            reader = self._reader(index)
+            if not rs or t.ref_id[index] < 0 or self._inside(index, ivs):
+                return reader.records()
+            pos, span = reader.positions()
+            mask = _overlap_mask(pos, span, ivs)
+            if not mask.any():
+                return None
+            return reader.records().select(mask)
+
+        for batch in ordered_map(load, plan, self.workers):
+            if batch is not None and len(batch):
+                yield batch
+
+    def fetch(self, regions=None, union: bool = False):
+        """pysam ``AlignedSegment`` objects for the region(s), like ``AlignmentFile.fetch``."""
+        from ._pysam import records_via_htslib
+
+        return records_via_htslib(self.header, self.batches(regions, union))
+
+    def write(self, out, regions=None, *, format: str = "sam", union: bool = False, options: dict | None = None):
+        """Write the records of the region(s) to ``out`` (a binary file) in an output format."""
+        fmt = get_registry().output_format(format)
+        writer = fmt.open(out, self.header, dict(options or {}))
+        try:
+            for batch in self.batches(regions, union):
+                writer.write(batch)
+        except BaseException:
+            abort = getattr(writer, "abort", None)
+            if abort:
+                abort()
+            raise
+        writer.close()
+
+    def to_bam(self, path: str, region=None, *, index: bool = False, threads: int = 2, level: int = 6) -> None:
+        """Write the records (of a region) as a BAM file, through a temporary name."""
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            raise InputError(f"cannot write {path}: directory {directory} does not exist")
+        tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
+        try:
+            with builtins.open(tmp, "wb") as f:
+                self.write(f, region, format="bam", options={"threads": threads, "level": level})
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+        if index:
+            import pysam
+
+            pysam.index(path)
+
+
+def _overlap_mask(pos: np.ndarray, span: np.ndarray, ivs) -> np.ndarray:
+    end = pos + span
+    mask = np.zeros(len(pos), dtype=bool)
+    for b, e in ivs:
+        mask |= (pos < e) & (end > b)
+    return mask

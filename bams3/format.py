@@ -1,0 +1,305 @@
+"""BAMS3 format v1: the chunk object layout, the chunk table and ``_metadata.json``.
+
+All (de)serialisation of the format lives here; docs/format.md is the spec.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import struct
+import zlib
+from typing import Any
+
+import attrs
+import numpy as np
+import zstandard
+
+from .errors import DatasetError
+from .records import CORE, RecordBatch, assemble, reference_span, segment_lengths, split_columns
+
+FORMAT_NAME = "bams3"
+FORMAT_VERSION = 1
+METADATA_KEY = "_metadata.json"
+CHUNK_MAGIC = b"B3CHUNK\x01"
+_CHUNK_HEAD = struct.Struct("<8sII")  # magic, n_columns, n_records
+_DIR_ENTRY = struct.Struct("<BBHIQQ")  # column id, codec index, flags, crc32, stored, raw
+
+# Column ids and types, in the order they are stored. pos and span come first so
+# that a count reads one short prefix of an edge chunk.
+FIXED_COLUMNS: tuple[tuple[int, str, str], ...] = (
+    (0, "pos", "<i4"),  # delta-coded: first value, then differences (mod 2**32)
+    (1, "span", "<i4"),  # bam_endpos - pos, derived, for region overlap only
+    (2, "refid", "<i4"),
+    (3, "flag", "<u2"),
+    (4, "mapq", "u1"),
+    (5, "bin", "<u2"),
+    (6, "l_read_name", "u1"),
+    (7, "n_cigar_op", "<u2"),
+    (8, "l_seq", "<i4"),
+    (9, "next_refid", "<i4"),
+    (10, "next_pos", "<i4"),  # stored as next_pos - pos (mod 2**32)
+    (11, "tlen", "<i4"),
+    (12, "l_aux", "<u4"),
+)
+VAR_COLUMNS: tuple[tuple[int, str], ...] = ((13, "read_name"), (14, "cigar"), (15, "seq"), (16, "qual"), (17, "aux"))
+COUNT_COLUMNS = 2  # pos, span
+
+CHUNK_FIELDS = (
+    "ref_id",  # reference index, -1 for unplaced reads
+    "window",  # window index (pos // chunk_size), -1 for unplaced reads
+    "n_records",
+    "min_pos",  # 0-based leftmost position of the first record
+    "max_pos",  # 0-based leftmost position of the last record
+    "max_end",  # largest bam_endpos of any record (exclusive)
+    "nbytes",  # size of the chunk object
+    "count_nbytes",  # bytes from the start of the object through the span column
+    "raw_nbytes",  # uncompressed BAM record bytes
+)
+
+
+def chunk_key(data_prefix: str, index: int) -> str:
+    return f"{data_prefix}{index:06d}"
+
+
+# --------------------------------------------------------------------------- chunks
+
+
+def encode_chunk(batch: RecordBatch, codec, level) -> tuple[bytes, dict[str, int]]:
+    """Encode a batch of records (all one reference and window) as a chunk object."""
+    core = batch.core
+    seg = segment_lengths(core)
+    names, cigar, seq, qual, aux = split_columns(batch, seg)
+    span = reference_span(core, cigar)
+    pos = core["pos"].astype("<i4")
+    arrays: list[np.ndarray] = []
+    for cid, name, dtype in FIXED_COLUMNS:
+        if name == "pos":
+            a = np.diff(pos, prepend=np.int32(0))
+        elif name == "span":
+            a = span.astype("<i4")
+        elif name == "next_pos":
+            a = core["next_pos"].astype("<i4") - pos
+        elif name == "l_aux":
+            a = seg[:, 5].astype("<u4")
+        else:
+            a = core[name]
+        arrays.append(np.ascontiguousarray(a, dtype=dtype))
+    arrays += [names, cigar, seq, qual, aux]
+    ids = [c[0] for c in FIXED_COLUMNS] + [c[0] for c in VAR_COLUMNS]
+    entries, blobs = [], []
+    for cid, arr in zip(ids, arrays):
+        raw = arr.tobytes() if not isinstance(arr, bytes) else arr
+        stored = codec.encode(raw, level) if raw else b""
+        entries.append(_DIR_ENTRY.pack(cid, 0, 0, zlib.crc32(stored), len(stored), len(raw)))
+        blobs.append(stored)
+    head = _CHUNK_HEAD.pack(CHUNK_MAGIC, len(ids), len(core)) + b"".join(entries)
+    count_nbytes = len(head) + sum(len(b) for b in blobs[:COUNT_COLUMNS])
+    blob = head + b"".join(blobs)
+    ends = pos.astype(np.int64) + span
+    info = {
+        "n_records": len(core),
+        "min_pos": int(pos[0]),
+        "max_pos": int(pos[-1]),
+        "max_end": int(ends.max()),
+        "nbytes": len(blob),
+        "count_nbytes": count_nbytes,
+        "raw_nbytes": batch.nbytes,
+    }
+    return blob, info
+
+
+class ChunkReader:
+    """Decodes (part of) one chunk object; verifies sizes and checksums of what it reads."""
+
+    def __init__(self, blob: bytes, codecs: list, where: str):
+        self.where = where
+        self.blob = blob
+        self.codecs = codecs
+        if len(blob) < _CHUNK_HEAD.size or blob[:8] != CHUNK_MAGIC:
+            raise DatasetError(f"{where}: not a bams3 chunk (bad magic); the dataset is corrupt")
+        _, ncol, self.n_records = _CHUNK_HEAD.unpack_from(blob, 0)
+        end_dir = _CHUNK_HEAD.size + ncol * _DIR_ENTRY.size
+        if ncol > 255 or len(blob) < end_dir:
+            raise DatasetError(f"{where}: truncated chunk directory; the dataset is corrupt")
+        self.columns: dict[int, tuple[int, int, int, int, int]] = {}
+        o = end_dir
+        for i in range(ncol):
+            cid, codec_idx, _flags, crc, stored, raw = _DIR_ENTRY.unpack_from(blob, _CHUNK_HEAD.size + i * _DIR_ENTRY.size)
+            self.columns[cid] = (o, stored, raw, crc, codec_idx)
+            o += stored
+
+    def raw(self, cid: int) -> bytes:
+        try:
+            o, stored, raw, crc, codec_idx = self.columns[cid]
+        except KeyError:
+            raise DatasetError(f"{self.where}: column {cid} is missing; the dataset is corrupt") from None
+        data = self.blob[o : o + stored]
+        if len(data) != stored or zlib.crc32(data) != crc:
+            raise DatasetError(f"{self.where}: checksum mismatch in column {cid}; the dataset is corrupt")
+        if raw == 0:
+            return b""
+        try:
+            out = self.codecs[codec_idx].decode(data, raw)
+        except DatasetError:
+            raise
+        except Exception as exc:
+            raise DatasetError(f"{self.where}: column {cid} does not decode ({exc}); the dataset is corrupt") from None
+        if len(out) != raw:
+            raise DatasetError(f"{self.where}: column {cid} decodes to the wrong size; the dataset is corrupt")
+        return out
+
+    def array(self, cid: int, dtype: str) -> np.ndarray:
+        a = np.frombuffer(self.raw(cid), dtype=dtype)
+        if len(a) != self.n_records:
+            raise DatasetError(f"{self.where}: column {cid} has the wrong length; the dataset is corrupt")
+        return a
+
+    def positions(self) -> tuple[np.ndarray, np.ndarray]:
+        """(pos, span) of every record: all a count or a region filter needs."""
+        pos = np.cumsum(self.array(0, "<i4"), dtype=np.int32).astype(np.int64)
+        span = self.array(1, "<i4").astype(np.int64)
+        return pos, span
+
+    def records(self) -> RecordBatch:
+        """Every record of the chunk, reassembled byte for byte."""
+        n = self.n_records
+        core = np.zeros(n, dtype=CORE)
+        pos = np.cumsum(self.array(0, "<i4"), dtype=np.int32)
+        for cid, name, dtype in FIXED_COLUMNS[2:]:
+            a = self.array(cid, dtype)
+            if name == "next_pos":
+                core["next_pos"] = a + pos
+            elif name != "l_aux":
+                core[name] = a
+        core["pos"] = pos
+        l_aux = self.array(12, "<u4").astype(np.int64)
+        seg = segment_lengths(core, check=False)
+        core["block_size"] = seg[:, :5].sum(axis=1) + l_aux - 4
+        cols = [np.frombuffer(self.raw(cid), dtype=np.uint8) for cid, _ in VAR_COLUMNS]
+        expect = [seg[:, 1].sum(), seg[:, 2].sum(), seg[:, 3].sum(), seg[:, 4].sum(), l_aux.sum()]
+        if any(len(c) != e for c, e in zip(cols, expect)):
+            raise DatasetError(f"{self.where}: columns disagree on record sizes; the dataset is corrupt")
+        return assemble(core, cols)
+
+
+# --------------------------------------------------------------------------- chunk table
+
+
+@attrs.frozen(eq=False)
+class ChunkTable:
+    """Per-chunk columns (numpy int64 arrays named as CHUNK_FIELDS)."""
+
+    columns: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.columns["ref_id"])
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        try:
+            return self.columns[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @classmethod
+    def from_rows(cls, rows: list[dict[str, int]]) -> ChunkTable:
+        return cls({f: np.array([r[f] for r in rows], dtype=np.int64) for f in CHUNK_FIELDS})
+
+    def to_json(self) -> dict[str, Any]:
+        mat = np.stack([self.columns[f] for f in CHUNK_FIELDS]) if len(self) else np.zeros((len(CHUNK_FIELDS), 0))
+        raw = np.ascontiguousarray(mat, dtype="<i8").tobytes()
+        data = base64.b64encode(zstandard.ZstdCompressor(level=19).compress(raw)).decode()
+        return {"count": len(self), "fields": list(CHUNK_FIELDS), "encoding": "i8-field-major+zstd+base64", "data": data}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> ChunkTable:
+        n = int(obj["count"])
+        fields = list(obj["fields"])
+        if obj.get("encoding") != "i8-field-major+zstd+base64" or any(f not in fields for f in CHUNK_FIELDS):
+            raise ValueError("unsupported chunk table encoding")
+        if n < 0 or n > 1 << 32:
+            raise ValueError("absurd chunk count")
+        want = n * len(fields) * 8
+        raw = zstandard.ZstdDecompressor().decompress(base64.b64decode(obj["data"]), max_output_size=max(want, 1))
+        if len(raw) != want:
+            raise ValueError("chunk table has the wrong size")
+        mat = np.frombuffer(raw, dtype="<i8").reshape(len(fields), n)
+        return cls({f: mat[fields.index(f)].astype(np.int64) for f in CHUNK_FIELDS})
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+@attrs.frozen
+class CodecSpec:
+    name: str
+    level: int | None = None
+
+
+@attrs.frozen(eq=False)
+class Metadata:
+    """Everything in ``_metadata.json``."""
+
+    header_text: str
+    references: tuple[tuple[str, int], ...]
+    chunk_size: int
+    codecs: tuple[CodecSpec, ...]
+    data_prefix: str
+    chunks: ChunkTable
+    stats: dict[str, Any]
+    source: dict[str, Any]
+    created_by: str
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> bytes:
+        obj = {
+            "format": FORMAT_NAME,
+            "format_version": self.format_version,
+            "created_by": self.created_by,
+            "source": self.source,
+            "header": {"text": self.header_text, "references": [list(r) for r in self.references]},
+            "chunk_size": self.chunk_size,
+            "codecs": [attrs.asdict(c) for c in self.codecs],
+            "data_prefix": self.data_prefix,
+            "chunks": self.chunks.to_json(),
+            "stats": self.stats,
+        }
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=True).encode() + b"\n"
+
+    @classmethod
+    def from_json(cls, data: bytes, where: str) -> Metadata:
+        try:
+            obj = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            raise DatasetError(f"{where}: _metadata.json is not valid JSON (truncated or corrupt)") from None
+        if not isinstance(obj, dict) or obj.get("format") != FORMAT_NAME:
+            raise DatasetError(f"{where}: _metadata.json is not bams3 metadata")
+        version = obj.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise DatasetError(
+                f"{where}: dataset format version {version} is newer than this bams3 reads "
+                f"(up to {FORMAT_VERSION}); upgrade bams3"
+            )
+        try:
+            prefix = obj["data_prefix"]
+            if not isinstance(prefix, str) or not re.fullmatch(r"data/[A-Za-z0-9_-]{1,64}/", prefix):
+                raise ValueError("data_prefix escapes the dataset")
+            refs = tuple((str(n), int(l)) for n, l in obj["header"]["references"])
+            chunk_size = int(obj["chunk_size"])
+            if chunk_size < 1:
+                raise ValueError("chunk_size must be positive")
+            return cls(
+                header_text=str(obj["header"]["text"]),
+                references=refs,
+                chunk_size=chunk_size,
+                codecs=tuple(CodecSpec(str(c["name"]), c.get("level")) for c in obj["codecs"]),
+                data_prefix=prefix,
+                chunks=ChunkTable.from_json(obj["chunks"]),
+                stats=dict(obj["stats"]),
+                source=dict(obj.get("source", {})),
+                created_by=str(obj.get("created_by", "?")),
+                format_version=version,
+            )
+        except (KeyError, TypeError, ValueError, zstandard.ZstdError) as exc:
+            raise DatasetError(f"{where}: _metadata.json is malformed ({exc})") from None

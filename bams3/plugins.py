@@ -1,0 +1,200 @@
+"""The plugin host: what can be registered, and the registry built from the plugins.
+
+Nothing is loaded at import time. ``get_registry()`` builds (once, cached) a
+pluggy manager, loads every plugin advertised in the ``bams3`` entry-point
+group -- our own under ``plugins/`` arrive exactly like a third party's -- and
+collects what each registers through the ``register`` callbacks.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import pluggy
+
+from . import hookspecs
+from .errors import PluginError
+
+ENTRY_POINT_GROUP = "bams3"
+hookimpl = pluggy.HookimplMarker("bams3")
+
+
+@attrs.frozen
+class StorageBackend:
+    """A storage backend: serves URLs of the given schemes.
+
+    ``open(url, create)`` returns a :class:`bams3.storage.Store` rooted at the
+    URL (a dataset prefix). ``create=True`` is passed when the caller will write.
+    ``install_hint`` tells users what to install when the backend cannot load.
+    """
+
+    name: str
+    schemes: tuple[str, ...] = attrs.field(converter=tuple)
+    open: Callable[..., Any]
+    description: str = ""
+
+
+@attrs.frozen
+class Codec:
+    """A byte codec applied to each column of a chunk.
+
+    ``encode(data, level) -> bytes`` and ``decode(data, raw_size) -> bytes``
+    must be thread-safe; ``decode`` must never return more than ``raw_size``
+    bytes.
+    """
+
+    name: str
+    encode: Callable[[bytes, int | None], bytes]
+    decode: Callable[[bytes, int], bytes]
+    default_level: int | None = None
+    description: str = ""
+
+
+@attrs.frozen
+class OutputFormat:
+    """An output format for records: ``open(out, header, options) -> writer``.
+
+    ``out`` is a binary file object; the writer's ``write(batch)`` takes a
+    :class:`bams3.records.RecordBatch` and ``close()`` flushes it (without
+    closing ``out``).
+    """
+
+    name: str
+    extensions: tuple[str, ...] = attrs.field(converter=tuple)
+    open: Callable[..., Any]
+    description: str = ""
+
+
+@attrs.frozen
+class Provider:
+    """Which installed package provided a registered thing."""
+
+    plugin: str
+    package: str
+    version: str
+
+
+class Registry:
+    """Everything the installed plugins registered, by scheme or name."""
+
+    def __init__(self, pm: pluggy.PluginManager, providers: dict[int, Provider], failures: list[str]):
+        self.plugin_manager = pm
+        self.failures = failures
+        self.storage: dict[str, tuple[StorageBackend, Provider]] = {}
+        self.codecs: dict[str, tuple[Codec, Provider]] = {}
+        self.formats: dict[str, tuple[OutputFormat, Provider]] = {}
+        for hook, kind, table in (
+            (pm.hook.bams3_register_storage, StorageBackend, self.storage),
+            (pm.hook.bams3_register_codecs, Codec, self.codecs),
+            (pm.hook.bams3_register_output_formats, OutputFormat, self.formats),
+        ):
+            for impl in hook.get_hookimpls():
+                provider = providers.get(id(impl.plugin)) or Provider(impl.plugin_name, "?", "?")
+
+                def register(thing, _kind=kind, _table=table, _provider=provider):
+                    if not isinstance(thing, _kind):
+                        raise PluginError(
+                            f"plugin {_provider.plugin!r} registered {thing!r}, expected a bams3.{_kind.__name__}"
+                        )
+                    keys = thing.schemes if _kind is StorageBackend else (thing.name,)
+                    for key in keys:
+                        if key in _table:
+                            other = _table[key][1]
+                            raise PluginError(
+                                f"{_kind.__name__} {key!r} is registered by both {other.package} "
+                                f"(plugin {other.plugin}) and {_provider.package} (plugin {_provider.plugin}); "
+                                "uninstall one of them"
+                            )
+                        _table[key] = (thing, _provider)
+
+                impl.function(register=register)
+
+    def storage_for(self, scheme: str) -> StorageBackend:
+        try:
+            return self.storage[scheme][0]
+        except KeyError:
+            known = ", ".join(f"{s}://" for s in sorted(self.storage)) or "none"
+            raise PluginError(
+                f"no storage plugin serves {scheme}:// URLs (installed schemes: {known})"
+            ) from None
+
+    def codec(self, name: str) -> Codec:
+        try:
+            return self.codecs[name][0]
+        except KeyError:
+            known = ", ".join(sorted(self.codecs)) or "none"
+            raise PluginError(
+                f"codec {name!r} is not installed (installed codecs: {known}); "
+                f"install the plugin package that provides it"
+            ) from None
+
+    def output_format(self, name: str) -> OutputFormat:
+        try:
+            return self.formats[name][0]
+        except KeyError:
+            known = ", ".join(sorted(self.formats)) or "none"
+            raise PluginError(f"unknown output format {name!r} (installed formats: {known})") from None
+
+    def format_for_path(self, path: str) -> str | None:
+        lower = path.lower()
+        for name, (fmt, _) in self.formats.items():
+            if any(lower.endswith(ext) for ext in fmt.extensions):
+                return name
+        return None
+
+
+def _load_entry_points(pm: pluggy.PluginManager) -> tuple[dict[int, Provider], list[str]]:
+    providers: dict[int, Provider] = {}
+    failures: list[str] = []
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = getattr(ep, "dist", None)
+        package = dist.name if dist else "?"
+        version = dist.version if dist else "?"
+        if pm.get_plugin(ep.name) is not None:
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as exc:  # a broken plugin must not break the verbs that don't need it
+            msg = f"plugin {ep.name!r} from package {package} failed to load ({type(exc).__name__}: {exc})"
+            failures.append(msg)
+            print(f"bams3: warning: {msg}", file=sys.stderr)
+            continue
+        pm.register(plugin, name=ep.name)
+        providers[id(plugin)] = Provider(ep.name, package, version)
+    return providers, failures
+
+
+@functools.cache
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The plugin manager with every installed plugin registered (built once)."""
+    pm = pluggy.PluginManager("bams3")
+    pm.add_hookspecs(hookspecs)
+    get_plugin_manager.providers, get_plugin_manager.failures = _load_entry_points(pm)
+    pm.check_pending()
+    return pm
+
+
+@functools.cache
+def get_registry() -> Registry:
+    """The registry of storage backends, codecs and output formats (built once)."""
+    pm = get_plugin_manager()
+    return Registry(pm, get_plugin_manager.providers, get_plugin_manager.failures)
+
+
+def register_plugin(plugin: object, name: str | None = None) -> None:
+    """Register a plugin object at run time (tests, notebooks); rebuilds the registry."""
+    pm = get_plugin_manager()
+    pm.register(plugin, name=name)
+    pm.check_pending()
+    get_registry.cache_clear()
+
+
+def unregister_plugin(name: str) -> None:
+    pm = get_plugin_manager()
+    pm.unregister(name=name)
+    get_registry.cache_clear()

@@ -1,0 +1,280 @@
+"""Raw BAM records in bulk: header, record batches, column split and assembly.
+
+A :class:`RecordBatch` is many BAM records back to back exactly as in an
+uncompressed BAM stream (each with its ``block_size`` prefix) plus the offset
+of each. Fields are read with numpy over those bytes; nothing here makes a
+Python object per record.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Iterator
+
+import attrs
+import numpy as np
+
+from .errors import InputError
+
+# The 36 bytes every record starts with: block_size, then the 32-byte core.
+CORE = np.dtype(
+    [
+        ("block_size", "<i4"),
+        ("refid", "<i4"),
+        ("pos", "<i4"),
+        ("l_read_name", "u1"),
+        ("mapq", "u1"),
+        ("bin", "<u2"),
+        ("n_cigar_op", "<u2"),
+        ("flag", "<u2"),
+        ("l_seq", "<i4"),
+        ("next_refid", "<i4"),
+        ("next_pos", "<i4"),
+        ("tlen", "<i4"),
+    ]
+)
+CORE_SIZE = CORE.itemsize  # 36
+_ARANGE_CORE = np.arange(CORE_SIZE, dtype=np.int64)
+# CIGAR operations that consume the reference: M D N = X
+_REF_CONSUMING = np.zeros(16, dtype=np.int64)
+_REF_CONSUMING[[0, 2, 3, 7, 8]] = 1
+FUNMAP = 4
+
+
+@attrs.frozen
+class Header:
+    """The BAM header: the SAM header text and the binary reference list."""
+
+    text: str
+    references: tuple[tuple[str, int], ...]
+
+    @property
+    def names(self) -> list[str]:
+        return [n for n, _ in self.references]
+
+    def to_bam_bytes(self) -> bytes:
+        text = self.text.encode("utf-8", "surrogateescape")
+        parts = [b"BAM\x01", struct.pack("<i", len(text)), text, struct.pack("<i", len(self.references))]
+        for name, length in self.references:
+            nb = name.encode() + b"\x00"
+            parts += [struct.pack("<i", len(nb)), nb, struct.pack("<i", length)]
+        return b"".join(parts)
+
+    @classmethod
+    def parse(cls, buf: bytes) -> tuple[Header, int] | None:
+        """Parse a header at the start of ``buf``; ``None`` if ``buf`` is too short."""
+        if len(buf) < 12:
+            return None
+        if buf[:4] != b"BAM\x01":
+            raise InputError("not a BAM file (bad magic number)")
+        (l_text,) = struct.unpack_from("<i", buf, 4)
+        if l_text < 0:
+            raise InputError("corrupt BAM header (negative text length)")
+        o = 8 + l_text
+        if len(buf) < o + 4:
+            return None
+        text = buf[8:o].decode("utf-8", "surrogateescape")
+        (n_ref,) = struct.unpack_from("<i", buf, o)
+        if n_ref < 0:
+            raise InputError("corrupt BAM header (negative reference count)")
+        o += 4
+        refs = []
+        for _ in range(n_ref):
+            if len(buf) < o + 4:
+                return None
+            (l_name,) = struct.unpack_from("<i", buf, o)
+            if l_name <= 0 or l_name > 1 << 20:
+                raise InputError("corrupt BAM header (bad reference name length)")
+            if len(buf) < o + 4 + l_name + 4:
+                return None
+            name = buf[o + 4 : o + 4 + l_name].rstrip(b"\x00").decode("utf-8", "surrogateescape")
+            (l_ref,) = struct.unpack_from("<i", buf, o + 4 + l_name)
+            refs.append((name, l_ref))
+            o += 8 + l_name
+        return cls(text, tuple(refs)), o
+
+
+class RecordBatch:
+    """Records back to back (``data``) and where each starts (``offsets``, N+1 entries)."""
+
+    __slots__ = ("data", "offsets", "_core")
+
+    def __init__(self, data: np.ndarray, offsets: np.ndarray, core: np.ndarray | None = None):
+        self.data = data
+        self.offsets = offsets
+        self._core = core
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.offsets[-1] - self.offsets[0])
+
+    @property
+    def core(self) -> np.ndarray:
+        """The fixed fields of every record, as a structured array (copied out)."""
+        if self._core is None:
+            idx = self.offsets[:-1, None] + _ARANGE_CORE
+            self._core = self.data[idx].view(CORE).reshape(-1)
+        return self._core
+
+    def tobytes(self) -> bytes:
+        return self.data[self.offsets[0] : self.offsets[-1]].tobytes()
+
+    def select(self, mask: np.ndarray) -> RecordBatch:
+        """The records where ``mask`` is true, in order."""
+        if mask.all():
+            return self
+        lens = np.diff(self.offsets)
+        keep = np.repeat(mask, lens)
+        data = self.data[self.offsets[0] : self.offsets[-1]][keep]
+        offsets = np.zeros(int(mask.sum()) + 1, dtype=np.int64)
+        np.cumsum(lens[mask], out=offsets[1:])
+        return RecordBatch(data, offsets, None if self._core is None else self._core[mask])
+
+    def slice(self, start: int, stop: int) -> RecordBatch:
+        core = None if self._core is None else self._core[start:stop]
+        return RecordBatch(self.data, self.offsets[start : stop + 1], core)
+
+    @staticmethod
+    def concat(batches: list[RecordBatch]) -> RecordBatch:
+        if len(batches) == 1:
+            b = batches[0]
+            if b.offsets[0] == 0 and len(b.data) == b.offsets[-1]:
+                return b
+        datas = [b.data[b.offsets[0] : b.offsets[-1]] for b in batches]
+        data = np.concatenate(datas) if datas else np.zeros(0, np.uint8)
+        lens = np.concatenate([np.diff(b.offsets) for b in batches]) if batches else np.zeros(0, np.int64)
+        offsets = np.zeros(len(lens) + 1, dtype=np.int64)
+        np.cumsum(lens, out=offsets[1:])
+        cores = [b._core for b in batches]
+        core = np.concatenate(cores) if all(c is not None for c in cores) and cores else None
+        return RecordBatch(data, offsets, core)
+
+
+def segment_lengths(core: np.ndarray, check: bool = True) -> np.ndarray:
+    """Per record, the byte lengths of (core, name, cigar, seq, qual, aux): shape (N, 6)."""
+    n = len(core)
+    seg = np.empty((n, 6), dtype=np.int64)
+    seg[:, 0] = CORE_SIZE
+    seg[:, 1] = core["l_read_name"]
+    seg[:, 2] = core["n_cigar_op"].astype(np.int64) * 4
+    l_seq = core["l_seq"].astype(np.int64)
+    seg[:, 3] = (l_seq + 1) // 2
+    seg[:, 4] = l_seq
+    seg[:, 5] = core["block_size"].astype(np.int64) + 4 - seg[:, :5].sum(axis=1)
+    if check and n and (l_seq.min() < 0 or seg[:, 5].min() < 0 or seg[:, 1].min() < 1):
+        raise InputError("corrupt BAM record (field lengths exceed the record size)")
+    return seg
+
+
+def _labels(seg: np.ndarray) -> np.ndarray:
+    n = len(seg)
+    return np.repeat(np.tile(np.arange(6, dtype=np.uint8), n), seg.ravel())
+
+
+def split_columns(batch: RecordBatch, seg: np.ndarray) -> list[np.ndarray]:
+    """The five variable-length columns (name, cigar, seq, qual, aux), each concatenated."""
+    body = batch.data[batch.offsets[0] : batch.offsets[-1]]
+    labels = _labels(seg)
+    return [body[labels == k] for k in range(1, 6)]
+
+
+def assemble(core: np.ndarray, columns: list[np.ndarray]) -> RecordBatch:
+    """Rebuild raw records from the core fields and the five variable columns."""
+    seg = segment_lengths(core, check=False)
+    lens = seg.sum(axis=1)
+    offsets = np.zeros(len(core) + 1, dtype=np.int64)
+    np.cumsum(lens, out=offsets[1:])
+    out = np.empty(int(offsets[-1]), dtype=np.uint8)
+    labels = _labels(seg)
+    out[labels == 0] = np.ascontiguousarray(core).view(np.uint8)
+    for k, col in enumerate(columns, start=1):
+        out[labels == k] = col
+    return RecordBatch(out, offsets, core)
+
+
+def reference_span(core: np.ndarray, cigar: np.ndarray) -> np.ndarray:
+    """``bam_endpos - pos`` per record, as htslib computes it for region overlap.
+
+    Unmapped records and records whose CIGAR consumes no reference span 1.
+    ``cigar`` is the concatenated CIGAR column (uint32 ops).
+    """
+    ops = cigar.view("<u4")
+    contrib = (ops >> 4).astype(np.int64) * _REF_CONSUMING[ops & 0xF]
+    cs = np.zeros(len(contrib) + 1, dtype=np.int64)
+    np.cumsum(contrib, out=cs[1:])
+    ends = np.cumsum(core["n_cigar_op"].astype(np.int64))
+    starts = ends - core["n_cigar_op"]
+    rlen = cs[ends] - cs[starts]
+    rlen[(core["flag"] & FUNMAP) != 0] = 0
+    rlen[rlen == 0] = 1
+    return rlen
+
+
+def split_records(pieces: Iterable[bytes], target: int = 16 << 20) -> tuple[Header, Iterator[RecordBatch]]:
+    """Parse an uncompressed BAM stream into its header and batches of whole records.
+
+    Raises :class:`InputError` if the stream ends inside the header or a record.
+    """
+    it = iter(pieces)
+    buf = b""
+    parsed = None
+    for piece in it:
+        buf += piece
+        parsed = Header.parse(buf)
+        if parsed is not None:
+            break
+    if parsed is None:
+        if not buf:
+            raise InputError("input is empty (no BAM header)")
+        raise InputError("input is truncated inside the BAM header")
+    header, used = parsed
+
+    def batches() -> Iterator[RecordBatch]:
+        unpack = struct.Struct("<i").unpack_from
+        rest = buf[used:]
+        pending = [rest] if rest else []
+        size = len(rest)
+        exhausted = False
+        need = target
+        while not exhausted or pending:
+            while not exhausted and size < need:
+                try:
+                    p = next(it)
+                except StopIteration:
+                    exhausted = True
+                    break
+                pending.append(p)
+                size += len(p)
+            data = b"".join(pending) if len(pending) != 1 else pending[0]
+            pending = []
+            n = len(data)
+            offs = []
+            ap = offs.append
+            o = 0
+            while o + 4 <= n:
+                bs = unpack(data, o)[0]
+                if bs < 32:
+                    raise InputError("corrupt BAM record (block size too small)")
+                if o + 4 + bs > n:
+                    break
+                ap(o)
+                o += 4 + bs
+            if o < n:
+                if exhausted:
+                    raise InputError("input is truncated (ends inside a BAM record)")
+                pending = [data[o:]]
+            size = n - o
+            if offs:
+                ap(o)
+                need = target
+                arr = np.frombuffer(data, dtype=np.uint8)
+                yield RecordBatch(arr, np.array(offs, dtype=np.int64))
+            elif exhausted:
+                break
+            else:
+                need = size + 1  # one record larger than the target: read on
+
+    return header, batches()

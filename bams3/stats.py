@@ -1,0 +1,151 @@
+"""Statistics computed in bulk while converting: samtools flagstat and idxstats numbers.
+
+Counts follow samtools' bam_stat.c and htslib's index metadata exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+FPAIRED, FPROPER, FUNMAP, FMUNMAP = 0x1, 0x2, 0x4, 0x8
+FREAD1, FREAD2, FSECONDARY, FQCFAIL, FDUP, FSUPP = 0x40, 0x80, 0x100, 0x200, 0x400, 0x800
+
+FLAGSTAT_KEYS = (
+    "total",
+    "primary",
+    "secondary",
+    "supplementary",
+    "duplicates",
+    "primary_duplicates",
+    "mapped",
+    "primary_mapped",
+    "paired",
+    "read1",
+    "read2",
+    "properly_paired",
+    "both_mapped",
+    "singletons",
+    "mate_diff_chr",
+    "mate_diff_chr_mapq5",
+)
+
+
+class StatsAccumulator:
+    """Adds up the statistics of record batches (core fields only)."""
+
+    def __init__(self, n_refs: int):
+        self.flagstat = np.zeros((len(FLAGSTAT_KEYS), 2), dtype=np.int64)  # [key, qc-pass/qc-fail]
+        self.mapped = np.zeros(n_refs, dtype=np.int64)
+        self.unmapped = np.zeros(n_refs, dtype=np.int64)
+        self.no_coor = 0
+        self.n_records = 0
+        self.total_bases = 0
+        self.mapped_bases = 0
+        self.raw_bytes = 0
+
+    def add(self, core: np.ndarray, raw_bytes: int) -> None:
+        flag = core["flag"].astype(np.int64)
+        refid = core["refid"]
+        n = len(core)
+        self.n_records += n
+        self.raw_bytes += raw_bytes
+        fail = (flag & FQCFAIL) != 0
+        unmap = (flag & FUNMAP) != 0
+        munmap = (flag & FMUNMAP) != 0
+        secondary = (flag & FSECONDARY) != 0
+        supp = ((flag & FSUPP) != 0) & ~secondary
+        primary = ~secondary & ~supp
+        paired = primary & ((flag & FPAIRED) != 0)
+        dup = (flag & FDUP) != 0
+        both = paired & ~unmap & ~munmap
+        diff = both & (core["next_refid"] != refid)
+        conds = {
+            "total": np.ones(n, bool),
+            "primary": primary,
+            "secondary": secondary,
+            "supplementary": supp,
+            "duplicates": dup,
+            "primary_duplicates": primary & dup,
+            "mapped": ~unmap,
+            "primary_mapped": primary & ~unmap,
+            "paired": paired,
+            "read1": paired & ((flag & FREAD1) != 0),
+            "read2": paired & ((flag & FREAD2) != 0),
+            "properly_paired": paired & ((flag & FPROPER) != 0) & ~unmap,
+            "both_mapped": both,
+            "singletons": paired & munmap & ~unmap,
+            "mate_diff_chr": diff,
+            "mate_diff_chr_mapq5": diff & (core["mapq"] >= 5),
+        }
+        for i, key in enumerate(FLAGSTAT_KEYS):
+            c = conds[key]
+            nf = int(np.count_nonzero(c & fail))
+            self.flagstat[i, 0] += int(np.count_nonzero(c)) - nf
+            self.flagstat[i, 1] += nf
+        placed = refid >= 0
+        nref = len(self.mapped)
+        self.mapped += np.bincount(refid[placed & ~unmap], minlength=nref)[:nref]
+        self.unmapped += np.bincount(refid[placed & unmap], minlength=nref)[:nref]
+        self.no_coor += int(np.count_nonzero(~placed))
+        l_seq = core["l_seq"].astype(np.int64)
+        self.total_bases += int(l_seq.sum())
+        self.mapped_bases += int(l_seq[primary & ~unmap].sum())
+
+    def result(self, references, stored_bytes: int, n_chunks: int) -> dict[str, Any]:
+        genome = sum(length for _, length in references)
+        return {
+            "n_records": self.n_records,
+            "total_bases": self.total_bases,
+            "mapped_bases": self.mapped_bases,
+            "genome_length": genome,
+            "mean_coverage": round(self.mapped_bases / genome, 4) if genome else 0.0,
+            "raw_bytes": self.raw_bytes,
+            "stored_bytes": stored_bytes,
+            "n_chunks": n_chunks,
+            "flagstat": {k: [int(v[0]), int(v[1])] for k, v in zip(FLAGSTAT_KEYS, self.flagstat)},
+            "idxstats": [
+                [name, length, int(m), int(u)]
+                for (name, length), m, u in zip(references, self.mapped, self.unmapped)
+            ]
+            + [["*", 0, 0, self.no_coor]],
+        }
+
+
+def _pct(a: int, b: int) -> str:
+    return f"{100.0 * a / b:.2f}%" if b else "N/A"
+
+
+def flagstat_text(fs: dict[str, list[int]]) -> str:
+    """The text ``samtools flagstat`` prints, from stored counts."""
+    g = lambda k: fs[k]  # noqa: E731
+    lines = [
+        ("total", "in total (QC-passed reads + QC-failed reads)"),
+        ("primary", "primary"),
+        ("secondary", "secondary"),
+        ("supplementary", "supplementary"),
+        ("duplicates", "duplicates"),
+        ("primary_duplicates", "primary duplicates"),
+    ]
+    out = [f"{g(k)[0]} + {g(k)[1]} {label}" for k, label in lines]
+    t, pt = g("total"), g("primary")
+    m, pm = g("mapped"), g("primary_mapped")
+    out.append(f"{m[0]} + {m[1]} mapped ({_pct(m[0], t[0])} : {_pct(m[1], t[1])})")
+    out.append(f"{pm[0]} + {pm[1]} primary mapped ({_pct(pm[0], pt[0])} : {_pct(pm[1], pt[1])})")
+    p = g("paired")
+    for k, label in (("paired", "paired in sequencing"), ("read1", "read1"), ("read2", "read2")):
+        out.append(f"{g(k)[0]} + {g(k)[1]} {label}")
+    pp = g("properly_paired")
+    out.append(f"{pp[0]} + {pp[1]} properly paired ({_pct(pp[0], p[0])} : {_pct(pp[1], p[1])})")
+    out.append(f"{g('both_mapped')[0]} + {g('both_mapped')[1]} with itself and mate mapped")
+    s = g("singletons")
+    out.append(f"{s[0]} + {s[1]} singletons ({_pct(s[0], p[0])} : {_pct(s[1], p[1])})")
+    d, d5 = g("mate_diff_chr"), g("mate_diff_chr_mapq5")
+    out.append(f"{d[0]} + {d[1]} with mate mapped to a different chr")
+    out.append(f"{d5[0]} + {d5[1]} with mate mapped to a different chr (mapQ>=5)")
+    return "\n".join(out) + "\n"
+
+
+def idxstats_text(rows) -> str:
+    return "".join(f"{n}\t{l}\t{m}\t{u}\n" for n, l, m, u in rows)

@@ -1,0 +1,101 @@
+"""bams3 output formats: SAM (htslib-formatted, as samtools), BAM (BGZF) and JSON lines."""
+
+import json
+import os
+import threading
+
+import bams3
+from bams3._pysam import HtslibWriter
+from bams3.bgzf import BgzfWriter
+
+
+class _Fd:
+    """Lends pysam a duplicate of a file descriptor (pysam closes what it is given)."""
+
+    def __init__(self, fd: int):
+        self._fd = fd
+
+    def fileno(self) -> int:
+        return self._fd
+
+
+def _target_fd(out):
+    """A descriptor that writes to ``out``: its own (duplicated), or a pipe copied into it."""
+    try:
+        return os.dup(out.fileno()), None
+    except (AttributeError, OSError, ValueError):
+        pass
+    r, w = os.pipe()
+
+    def copy():
+        with os.fdopen(r, "rb") as rf:
+            while True:
+                b = rf.read(1 << 20)
+                if not b:
+                    break
+                out.write(b)
+
+    t = threading.Thread(target=copy, daemon=True, name="bams3-copy")
+    t.start()
+    return w, t
+
+
+def _sam_emit(with_header: bool):
+    def emit(af, out):
+        import pysam
+
+        fd, copier = _target_fd(out)
+        with pysam.AlignmentFile(_Fd(fd), "w", template=af, add_sam_header=with_header) as sam:
+            for rec in af:
+                sam.write(rec)
+        if copier:
+            copier.join()
+
+    return emit
+
+
+def open_sam(out, header, options):
+    return HtslibWriter(out, header, _sam_emit(bool(options.get("header"))))
+
+
+def _json_emit(af, out):
+    dumps = json.dumps
+    buf = []
+    for rec in af:
+        buf.append(dumps(rec.to_dict()))
+        if len(buf) >= 4096:
+            out.write(("\n".join(buf) + "\n").encode())
+            buf.clear()
+    if buf:
+        out.write(("\n".join(buf) + "\n").encode())
+
+
+def open_json(out, header, options):
+    if options.get("header"):
+        out.write((json.dumps({"header": header.text, "references": header.references}) + "\n").encode())
+    return HtslibWriter(out, header, _json_emit)
+
+
+class BamWriter:
+    def __init__(self, out, header, options):
+        self._w = BgzfWriter(out, level=int(options.get("level", 6)), threads=int(options.get("threads", 2)))
+        self._w.write(header.to_bam_bytes())
+
+    def write(self, batch):
+        self._w.write(memoryview(batch.data)[batch.offsets[0] : batch.offsets[-1]])
+
+    def close(self):
+        self._w.close()
+
+    def abort(self):
+        self._w.abort()
+
+
+@bams3.hookimpl
+def bams3_register_output_formats(register):
+    register(bams3.OutputFormat(name="sam", extensions=(".sam",), open=open_sam,
+                                description="SAM text, formatted by htslib exactly as samtools view"))
+    register(bams3.OutputFormat(name="bam", extensions=(".bam",), open=BamWriter,
+                                description="BAM (BGZF-compressed, threaded)"))
+    register(bams3.OutputFormat(name="json", extensions=(".json", ".jsonl", ".ndjson"), open=open_json,
+                                description="JSON lines, one object per record (pysam's to_dict)"))

@@ -1,0 +1,36 @@
+"""bams3 codec plugin: Zstandard, one compressor per thread (GIL released while compressing)."""
+
+import threading
+
+import zstandard
+
+import bams3
+
+_local = threading.local()
+
+
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    cache = getattr(_local, "c", None)
+    if cache is None:
+        cache = _local.c = {}
+    c = cache.get(level)
+    if c is None:
+        c = cache[level] = zstandard.ZstdCompressor(level=level, write_content_size=True)
+    return c
+
+
+def encode(data: bytes, level: int | None) -> bytes:
+    return _compressor(3 if level is None else int(level)).compress(data)
+
+
+def decode(data: bytes, raw_size: int) -> bytes:
+    d = getattr(_local, "d", None)
+    if d is None:
+        d = _local.d = zstandard.ZstdDecompressor()
+    return d.decompress(data, max_output_size=raw_size)
+
+
+@bams3.hookimpl
+def bams3_register_codecs(register):
+    register(bams3.Codec(name="zstd", encode=encode, decode=decode, default_level=9,
+                         description="Zstandard (levels 1-22)"))
