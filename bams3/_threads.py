@@ -11,38 +11,52 @@ from concurrent.futures import ThreadPoolExecutor
 _END = object()
 
 
-def prefetch(it: Iterable, depth: int = 2) -> Iterator:
-    """Run ``it`` on a background thread, ``depth`` items ahead; errors re-raise here."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
+class prefetch:
+    """Run an iterator on a background thread, ``depth`` items ahead; errors re-raise here.
 
-    def run():
+    ``close()`` stops the thread and waits for it, so the source may be closed afterwards.
+    """
+
+    def __init__(self, it: Iterable, depth: int = 2):
+        self._q: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(it,), daemon=True, name="bams3-prefetch")
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, it) -> None:
         try:
             for item in it:
-                while not stop.is_set():
-                    try:
-                        q.put((True, item), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not self._put((True, item)):
                     return
-            q.put((True, _END))
+            self._put((True, _END))
         except BaseException as exc:
-            q.put((False, exc))
+            self._put((False, exc))
 
-    t = threading.Thread(target=run, daemon=True, name="bams3-prefetch")
-    t.start()
-    try:
-        while True:
-            ok, item = q.get()
-            if not ok:
-                raise item
-            if item is _END:
-                return
-            yield item
-    finally:
-        stop.set()
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        ok, item = self._q.get()
+        if not ok:
+            self.close()
+            raise item
+        if item is _END:
+            self.close()
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def ordered_map(fn: Callable, items: Iterable, workers: int, ahead: int | None = None) -> Iterator:

@@ -27,7 +27,7 @@ from .storage import open_store
 
 DEFAULT_CHUNK_SIZE = 1 << 20
 MAX_CHUNK_RAW = 64 << 20  # a window holding more raw record bytes is stored as several chunks
-_UNPLACED = np.int64(1 << 31)
+_UNPLACED = np.int64((1 << 31) - 1)  # sorts after every reference index
 
 _BINARY_SUFFIX = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
@@ -168,8 +168,9 @@ def _convert(path, source_name, store, dst, chunk_size, workers, codec_obj, leve
             pipe.submit(RecordBatch.concat(pending), ref, window)
         pending, pending_bytes = [], 0
 
+    reader = prefetch(inp.batches, depth=2)
     try:
-        for batch in prefetch(inp.batches, depth=2):
+        for batch in reader:
             core = batch.core
             refid = core["refid"].astype(np.int64)
             pos = core["pos"].astype(np.int64)
@@ -226,6 +227,7 @@ def _convert(path, source_name, store, dst, chunk_size, workers, codec_obj, leve
         )
         store.put(METADATA_KEY, meta.to_json())
     except BaseException:
+        reader.close()
         pipe.abort()
         inp.close()
         _delete_prefix(store, prefix)

@@ -5,7 +5,8 @@ are decoded by htslib (pysam) into an uncompressed BAM stream on a thread.
 from __future__ import annotations
 
 import os
-import threading
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import attrs
@@ -113,60 +114,39 @@ def open_input(path: str, reference: str | None = None, threads: int = 2) -> Inp
 
 
 def _open_with_htslib(path: str, kind: str, reference: str | None, size: int, threads: int) -> Input:
-    import pysam
+    hint = " (pass --reference ref.fa)" if kind == "CRAM" and not reference else ""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bams3._htsdecode", path, reference or "", str(max(1, threads) if kind == "CRAM" else 1)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
 
-    pysam.set_verbosity(0)
-    try:
-        inp = pysam.AlignmentFile(path, "rc" if kind == "CRAM" else "r", reference_filename=reference,
-                                  threads=max(1, threads), check_sq=False)
-    except (OSError, ValueError) as exc:
-        hint = " (pass --reference ref.fa for CRAM)" if kind == "CRAM" and not reference else ""
-        raise InputError(f"cannot read {path} as {kind}: {exc}{hint}") from None
-    r, w = os.pipe()
-    error: list[BaseException] = []
-    consumed = [0]
-
-    def produce():
+    def finish() -> None:
         try:
-            with os.fdopen(w, "wb") as wf, pysam.AlignmentFile(wf, "wbu", template=inp) as out:
-                for rec in inp:
-                    out.write(rec)
-        except BrokenPipeError:
+            proc.stdout.close()
+        except OSError:
             pass
-        except BaseException as exc:  # reported by the consumer
-            error.append(exc)
-        finally:
-            inp.close()
-
-    t = threading.Thread(target=produce, name="bams3-htslib-reader", daemon=True)
-    t.start()
-    rf = os.fdopen(r, "rb")
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
 
     def pieces():
-        while True:
-            b = rf.read(4 << 20)
-            if not b:
-                break
-            consumed[0] += len(b)
-            yield b
-        t.join()
-        if error:
-            exc = error[0]
-            hint = " (pass --reference ref.fa)" if kind == "CRAM" and not reference else ""
-            raise InputError(f"{path}: cannot decode {kind} ({exc}){hint}")
+        yield from bgzf.decompress_stream(proc.stdout.read1)  # htslib writes level-0 BGZF
+        err = proc.stderr.read().decode(errors="replace").strip()
+        if proc.wait() != 0:
+            raise InputError(f"cannot decode {kind} ({err or 'htslib failed'}){hint}")
 
     try:
         header, batches = split_records(pieces())
     except InputError as exc:
-        rf.close()
+        finish()
         raise InputError(f"{path}: {exc}") from None
 
     def gen():
         try:
             yield from batches
+        except InputError as exc:
+            raise InputError(f"{path}: {exc}") from None
         finally:
-            rf.close()
-            t.join(timeout=5)
+            finish()
 
-    # progress for htslib inputs is unknown in compressed bytes; report none
     return Input(header, gen(), kind, size, None)

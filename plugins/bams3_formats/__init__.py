@@ -2,7 +2,7 @@
 
 import json
 import os
-import threading
+import select
 
 import bams3
 from bams3._pysam import HtslibWriter
@@ -10,7 +10,7 @@ from bams3.bgzf import BgzfWriter
 
 
 class _Fd:
-    """Lends pysam a duplicate of a file descriptor (pysam closes what it is given)."""
+    """Lends pysam a file descriptor (pysam writes through its own duplicate)."""
 
     def __init__(self, fd: int):
         self._fd = fd
@@ -19,37 +19,43 @@ class _Fd:
         return self._fd
 
 
-def _target_fd(out):
-    """A descriptor that writes to ``out``: its own (duplicated), or a pipe copied into it."""
-    try:
-        return os.dup(out.fileno()), None
-    except (AttributeError, OSError, ValueError):
-        pass
-    r, w = os.pipe()
-
-    def copy():
-        with os.fdopen(r, "rb") as rf:
-            while True:
-                b = rf.read(1 << 20)
-                if not b:
-                    break
-                out.write(b)
-
-    t = threading.Thread(target=copy, daemon=True, name="bams3-copy")
-    t.start()
-    return w, t
+def _reader_gone(fd: int) -> bool:
+    """True when ``fd`` is a pipe whose reading end was closed."""
+    p = select.poll()
+    p.register(fd, select.POLLOUT)
+    return any(ev & select.POLLERR for _, ev in p.poll(0))
 
 
 def _sam_emit(with_header: bool):
     def emit(af, out):
         import pysam
 
-        fd, copier = _target_fd(out)
-        with pysam.AlignmentFile(_Fd(fd), "w", template=af, add_sam_header=with_header) as sam:
+        try:
+            fd = os.dup(out.fileno())
+        except (AttributeError, OSError, ValueError):
+            fd = None
+        if fd is None:  # a file object without a descriptor (BytesIO, ...): htslib formats each record
+            if with_header:
+                out.write(str(af.header).encode())
+            lines = []
             for rec in af:
-                sam.write(rec)
-        if copier:
-            copier.join()
+                lines.append(rec.to_string())
+                if len(lines) >= 4096:
+                    out.write(("\n".join(lines) + "\n").encode())
+                    lines.clear()
+            if lines:
+                out.write(("\n".join(lines) + "\n").encode())
+            return
+        try:
+            with pysam.AlignmentFile(_Fd(fd), "w", template=af, add_sam_header=with_header) as sam:
+                for rec in af:
+                    sam.write(rec)
+        except OSError:
+            if _reader_gone(fd):  # bams3 query ... | head
+                raise BrokenPipeError() from None
+            raise
+        finally:
+            os.close(fd)
 
     return emit
 

@@ -1,0 +1,354 @@
+"""The ``bams3`` command line: a thin layer over the Python API.
+
+Data goes to stdout, messages to stderr. Exit status: 0 ok, 1 error, 2 usage
+error, 130 interrupted. Errors are one line, never a traceback (set
+BAMS3_DEBUG=1 to see one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+
+import click
+
+from . import __version__
+from .errors import Bams3Error
+
+CONTEXT = {"help_option_names": ["--help"], "max_content_width": 100}
+
+
+def _err(msg: str) -> None:
+    click.echo(f"bams3: {msg}", err=True)
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def _human_bp(n: int) -> str:
+    if n % (1 << 20) == 0:
+        return f"{n >> 20} Mbp"
+    if n % (1 << 10) == 0:
+        return f"{n >> 10} Kbp"
+    return f"{n:,} bp"
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="bams3")
+def cli():
+    """bams3: aligned reads (BAM) as a cloud-native dataset.
+
+    \b
+    One compressed object per genomic window plus _metadata.json, so a region
+    query, a read count or the statistics fetch only what they need.
+
+    \b
+    Examples:
+      bams3 convert sample.bam sample.bams3
+      bams3 query sample.bams3 chr20:10M-11M --count
+      bams3 query sample.bams3 chr1:1,000,000-1,001,000 -h | samtools flagstat -
+      bams3 stats sample.bams3
+      bams3 to-bam sample.bams3 roundtrip.bam --index
+      bams3 demo
+    """
+
+
+# ---------------------------------------------------------------- convert
+@cli.command(context_settings=CONTEXT)
+@click.argument("input_path", metavar="IN")
+@click.argument("dest")
+@click.option("--chunk-size", default="1M", show_default=True,
+              help="Genomic window per chunk: 256K, 1M, 2M or a number of bp (K/M are binary: 1M = 1,048,576 bp).")
+@click.option("-@", "--workers", default=2, show_default=True, type=click.IntRange(1, 256),
+              help="Threads for compression and upload.")
+@click.option("--codec", default="zstd", show_default=True, help="Column codec (see installed codec plugins).")
+@click.option("--level", type=int, default=None, help="Codec level (zstd default: 9).")
+@click.option("-T", "--reference", type=click.Path(dir_okay=False), default=None,
+              help="Reference FASTA, for CRAM input.")
+@click.option("--sort", "sort_input", is_flag=True, help="Sort the input by coordinate first (uses a temporary file).")
+@click.option("--force", is_flag=True, help="Replace an existing dataset at DEST.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+def convert(input_path, dest, chunk_size, workers, codec, level, reference, sort_input, force, progress, as_json):
+    """Convert a coordinate-sorted BAM, SAM or CRAM file into a dataset at DEST.
+
+    \b
+    DEST is a directory path, file:// or memory:// URL (or any scheme a
+    storage plugin serves). _metadata.json is written last: an interrupted
+    conversion never looks like a dataset.
+
+    \b
+    Examples:
+      bams3 convert sample.bam sample.bams3
+      bams3 convert sample.cram sample.bams3 -T ref.fa --chunk-size 256K -@ 4
+      bams3 convert unsorted.bam out.bams3 --sort
+    """
+    from .converter import convert as run
+
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = None
+    if show:
+        size = os.path.getsize(input_path) if os.path.isfile(input_path) else 0
+        bar = click.progressbar(length=size or 1, label="converting", file=sys.stderr, show_eta=True)
+        bar.__enter__()
+
+    def report(done, total):
+        if bar is not None:
+            bar.update(done - bar.pos)
+
+    try:
+        meta = run(input_path, dest, chunk_size=chunk_size, workers=workers, codec=codec, level=level,
+                   force=force, reference=reference, sort=sort_input, progress=report)
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    s = meta.stats
+    if as_json:
+        click.echo(json.dumps({"dataset": dest, "records": s["n_records"], "chunks": s["n_chunks"],
+                               "stored_bytes": s["stored_bytes"], "raw_bytes": s["raw_bytes"]}))
+    else:
+        _err(f"wrote {dest}: {s['n_records']:,} records in {s['n_chunks']} chunks, "
+             f"{_human_bytes(s['stored_bytes'])}")
+
+
+# ---------------------------------------------------------------- query
+@cli.command(context_settings=CONTEXT)
+@click.argument("dest")
+@click.argument("regions", nargs=-1)
+@click.option("-c", "--count", is_flag=True, help="Print the number of records (as samtools view -c).")
+@click.option("--show", type=click.IntRange(0), default=None, metavar="N", help="Output only the first N records.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write to this file (format from its extension) instead of stdout.")
+@click.option("--format", "fmt", default=None, help="Output format: sam (default), bam, json, or a plugin's.")
+@click.option("-h", "--header", "with_header", is_flag=True, help="Include the header (as samtools view -h).")
+@click.option("-L", "--regions-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Records overlapping any region of this BED file (each record once).")
+@click.option("--json", "as_json", is_flag=True, help="With --count: print JSON.")
+@click.option("-@", "--workers", default=4, show_default=True, type=click.IntRange(1, 256),
+              help="Concurrent chunk fetches and decodes.")
+def query(dest, regions, count, show, output, fmt, with_header, regions_file, as_json, workers):
+    """Records of DEST overlapping REGION(s), exactly as samtools view returns them.
+
+    \b
+    REGION is samtools syntax, 1-based inclusive: chr1, chr1:1000,
+    chr1:1,000,000-2,000,000, chr20:10M-11M (k/M/G = 10^3/10^6/10^9),
+    {name:with:colons}:1-100, or * for unplaced reads. Several regions are
+    output one after another, as samtools does. No region: every record.
+
+    \b
+    Examples:
+      bams3 query sample.bams3 chr20:10M-11M --count
+      bams3 query sample.bams3 chr1:1,000-2,000 --show 5
+      bams3 query sample.bams3 chr1 -o chr1.bam
+      bams3 query sample.bams3 -L targets.bed -h | samtools view -c -
+    """
+    from .dataset import Dataset
+
+    ds = Dataset.open(dest, workers=workers)
+    rs = [ds.region(r) for r in regions]
+    union = regions_file is not None
+    if union:
+        rs = rs + ds.bed(regions_file)
+    if count:
+        n = ds.count(rs or None, union=union)
+        if as_json:
+            click.echo(json.dumps({"dataset": dest, "regions": [r.text for r in rs], "count": n}))
+        else:
+            click.echo(n)
+        return
+    from .plugins import get_registry
+
+    reg = get_registry()
+    name = fmt or (reg.format_for_path(output) if output else None) or "sam"
+    reg.output_format(name)
+    options = {"header": with_header, "threads": min(workers, 4)}
+    batches = ds.batches(rs or None, union=union)
+    if show is not None:
+        batches = _first(batches, show)
+    out = open(output, "wb") if output else sys.stdout.buffer
+    try:
+        fmt_obj = reg.output_format(name)
+        writer = fmt_obj.open(out, ds.header, options)
+        for b in batches:
+            writer.write(b)
+        writer.close()
+        out.flush()
+    finally:
+        if output:
+            out.close()
+
+
+def _first(batches, n):
+    left = n
+    for b in batches:
+        if left <= 0:
+            return
+        if len(b) > left:
+            b = b.slice(0, left)
+        left -= len(b)
+        yield b
+
+
+# ---------------------------------------------------------------- stats
+@cli.command(context_settings=CONTEXT)
+@click.argument("dest")
+@click.option("--json", "as_json", is_flag=True, help="Print the full statistics as JSON.")
+@click.option("--flagstat", is_flag=True, help="Print what samtools flagstat prints.")
+@click.option("--idxstats", is_flag=True, help="Print what samtools idxstats prints.")
+def stats(dest, as_json, flagstat, idxstats):
+    """Statistics of DEST, from _metadata.json alone (one small read).
+
+    \b
+    Examples:
+      bams3 stats sample.bams3
+      bams3 stats sample.bams3 --json | jq .stats.flagstat
+      bams3 stats sample.bams3 --idxstats
+    """
+    from .dataset import Dataset
+    from .stats import flagstat_text, idxstats_text
+
+    ds = Dataset.open(dest)
+    m, s = ds.meta, ds.stats
+    if as_json:
+        click.echo(json.dumps({
+            "dataset": dest, "format": "bams3", "format_version": m.format_version, "source": m.source,
+            "references": [list(r) for r in m.references], "chunk_size": m.chunk_size,
+            "codecs": [{"name": c.name, "level": c.level} for c in m.codecs], "stats": s,
+        }, indent=1))
+        return
+    if flagstat:
+        click.echo(flagstat_text(s["flagstat"]), nl=False)
+        return
+    if idxstats:
+        click.echo(idxstats_text(s["idxstats"]), nl=False)
+        return
+    total = s["n_records"]
+    mapped = sum(s["flagstat"]["mapped"])
+    src = m.source
+    src_size = src.get("size")
+    codecs = ", ".join(f"{c.name}" + (f" level {c.level}" if c.level is not None else "") for c in m.codecs)
+    rows = [
+        ("Format", f"BAMS3 v{m.format_version}"),
+        ("Source", f"{src.get('name', '?')} ({src.get('format', '?')}" + (f", {_human_bytes(src_size)})" if src_size else ")")),
+        ("Reads", f"{total:,}"),
+        ("Mapped", f"{mapped:,} ({100 * mapped / total:.2f}%)" if total else "0"),
+        ("Bases", f"{s['total_bases']:,}"),
+        ("Mean coverage", f"{s['mean_coverage']:.2f}x"),
+        ("References", f"{len(m.references):,} ({s['genome_length']:,} bp)"),
+        ("Chunk size", f"{_human_bp(m.chunk_size)} ({m.chunk_size:,} bp)"),
+        ("Chunks", f"{s['n_chunks']:,}"),
+        ("Compression", codecs),
+        ("Size", f"{_human_bytes(s['stored_bytes'])} (raw records {_human_bytes(s['raw_bytes'])})"),
+        ("Ratio", f"{s['raw_bytes'] / s['stored_bytes']:.2f}x vs raw records"
+                  + (f", {s['stored_bytes'] / src_size:.2f}x the source's size" if src_size else "")
+         if s["stored_bytes"] else "n/a"),
+    ]
+    for k, v in rows:
+        click.echo(f"{k + ':':<15} {v}")
+
+
+# ---------------------------------------------------------------- to-bam
+@cli.command("to-bam", context_settings=CONTEXT)
+@click.argument("dest")
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("-r", "--region", "regions", multiple=True, help="Only records overlapping this region (repeatable).")
+@click.option("--index", is_flag=True, help="Also write OUT.bai (samtools index).")
+@click.option("-@", "--workers", default=2, show_default=True, type=click.IntRange(1, 256),
+              help="Threads for decoding and BGZF compression.")
+@click.option("-l", "--level", default=6, show_default=True, type=click.IntRange(0, 12), help="Deflate level.")
+def to_bam(dest, out, regions, index, workers, level):
+    """Write DEST (or a region of it) back as a BAM file, record for record.
+
+    \b
+    The file is written under a temporary name and renamed when complete.
+
+    \b
+    Examples:
+      bams3 to-bam sample.bams3 sample.bam --index
+      bams3 to-bam sample.bams3 chr1.bam --region chr1
+    """
+    from .dataset import Dataset
+
+    ds = Dataset.open(dest, workers=workers)
+    ds.to_bam(out, [ds.region(r) for r in regions] or None, index=index, threads=workers, level=level)
+
+
+# ---------------------------------------------------------------- demo
+@cli.command(context_settings=CONTEXT)
+@click.option("--keep", type=click.Path(file_okay=False), default=None,
+              help="Write the demo dataset here (default: a temporary directory, removed afterwards).")
+def demo(keep):
+    """Convert the bundled example BAM, query it and print its statistics."""
+    from importlib.resources import as_file, files
+
+    from .converter import convert as run
+    from .dataset import Dataset
+
+    with as_file(files("bams3") / "data" / "example.bam") as bam, tempfile.TemporaryDirectory() as tmp:
+        dest = keep or os.path.join(tmp, "example.bams3")
+        click.echo(f"$ bams3 convert {os.path.basename(str(bam))} {dest} --chunk-size 256K --force")
+        run(str(bam), dest, chunk_size="256K", force=True)
+        ds = Dataset.open(dest)
+        region = "chr1:20,000-30,000"
+        click.echo(f"\n$ bams3 query {dest} {region} --count")
+        click.echo(ds.count(region))
+        click.echo(f"\n$ bams3 query {dest} {region} --show 3")
+        sys.stdout.flush()
+        writer_out = sys.stdout.buffer
+        from .plugins import get_registry
+
+        w = get_registry().output_format("sam").open(writer_out, ds.header, {})
+        for b in _first(ds.batches(region), 3):
+            w.write(b)
+        w.close()
+        writer_out.flush()
+        click.echo(f"\n$ bams3 stats {dest}")
+        stats.callback(dest, False, False, False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit status."""
+    debug = bool(os.environ.get("BAMS3_DEBUG"))
+    try:
+        cli.main(args=argv, prog_name="bams3", standalone_mode=False)
+        return 0
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        _err("interrupted")
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except BrokenPipeError:
+        # The reader went away (bams3 query ... | head): stop quietly.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except OSError:
+            pass
+        return 0
+    except Bams3Error as exc:
+        if debug:
+            raise
+        _err(f"error: {exc}")
+        return exc.exit_code
+    except Exception as exc:  # never a traceback for users
+        if debug:
+            raise
+        _err(f"error: {type(exc).__name__}: {exc} (set BAMS3_DEBUG=1 for details, and please report it)")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
