@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import functools
 import os
 import pathlib
 import shutil
 import subprocess
+import tempfile
 
 import pytest
 
@@ -17,6 +19,27 @@ def corpus_files() -> list[pathlib.Path]:
     files = sorted(p for p in CORPUS.rglob("*") if p.suffix in (".sam", ".bam"))
     assert len(files) >= 90, f"the conformance corpus is missing: expected ../shared/corpus/htslib at {CORPUS}"
     return files
+
+
+@functools.cache
+def sorted_corpus() -> dict[pathlib.Path, pathlib.Path | None]:
+    """Each corpus file -> its coordinate-sorted BAM (``samtools sort``), or None if samtools cannot sort it."""
+    import pysam
+
+    out_dir = pathlib.Path(tempfile.mkdtemp(prefix="bams3-corpus-"))
+    result = {}
+    for i, src in enumerate(corpus_files()):
+        out = out_dir / f"{i:03d}.bam"
+        try:
+            pysam.sort("-o", str(out), str(src), catch_stdout=False)
+            result[src] = out
+        except pysam.SamtoolsError:
+            result[src] = None
+    return result
+
+
+def corpus_id(p: pathlib.Path) -> str:
+    return str(p.relative_to(CORPUS))
 
 
 @pytest.fixture(scope="session")

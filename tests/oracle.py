@@ -15,12 +15,14 @@ def samtools(*args: str) -> str:
     return pysam.samtools.__getattribute__(args[0])(*args[1:], catch_stdout=True)
 
 
-def view(path: str, *args: str) -> str:
-    return pysam.samtools.view("--no-PG", *args, path, catch_stdout=True)
+def view(path: str, *regions: str, flags: tuple[str, ...] = ()) -> str:
+    """``samtools view --no-PG FLAGS PATH REGIONS...``"""
+    return pysam.samtools.view("--no-PG", *flags, path, *regions, catch_stdout=True)
 
 
-def view_count(path: str, *regions: str) -> int:
-    return int(pysam.samtools.view("-c", path, *regions, catch_stdout=True))
+def view_count(path: str, *regions: str, flags: tuple[str, ...] = ()) -> int:
+    """``samtools view -c FLAGS PATH REGIONS...``"""
+    return int(pysam.samtools.view("-c", *flags, path, *regions, catch_stdout=True))
 
 
 def flagstat_json(path: str) -> dict:
