@@ -129,11 +129,22 @@ def _open_with_htslib(path: str, kind: str, reference: str | None, size: int, th
             proc.kill()
         proc.wait()
 
-    def pieces():
-        yield from bgzf.decompress_stream(proc.stdout.read1)  # htslib writes level-0 BGZF
+    def child_error() -> InputError | None:
         err = proc.stderr.read().decode(errors="replace").strip()
-        if proc.wait() != 0:
-            raise InputError(f"cannot decode {kind} ({err or 'htslib failed'}){hint}")
+        if proc.wait() == 0:
+            return None
+        if "sam_write1" in err:
+            err = "a record cannot be stored in BAM, e.g. a position beyond 2,147,483,647"
+        return InputError(f"cannot read it as {kind} ({err or 'htslib failed'}){hint}")
+
+    def pieces():
+        try:
+            yield from bgzf.decompress_stream(proc.stdout.read1)  # htslib writes level-0 BGZF
+        except InputError:
+            raise child_error() or InputError("the SAM/CRAM decoder stopped early") from None
+        exc = child_error()
+        if exc:
+            raise exc
 
     try:
         header, batches = split_records(pieces())

@@ -78,8 +78,10 @@ class Region:
                     )
                 if head in names:
                     name, rng = head, tail
-                else:
+                elif s in names or not re.fullmatch(r"[\d,.kKmMgG-]*", tail):
                     name, rng = s, ""
+                else:
+                    name, rng = head, tail  # looks like name:range with an unknown name
         if name not in names:
             raise RegionError(f"unknown reference {name!r} in region {text!r} (see `bams3 stats` for the references)")
         tid = names[name]

@@ -1,0 +1,196 @@
+"""The command line: outputs match samtools, and every bad input is one clear line."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import tempfile
+
+import pysam
+import pytest
+
+from .oracle import raw_bam, view, view_count
+
+SHIPPED = pathlib.Path(__file__).resolve().parent.parent / "bams3" / "data" / "example.bam"
+EXAMPLE = os.path.join(tempfile.mkdtemp(prefix="bams3-cli-"), "example.bam")  # an indexed copy for the oracle
+shutil.copy(SHIPPED, EXAMPLE)
+pysam.index(EXAMPLE)
+BAMS3 = shutil.which("bams3")
+
+
+def run(*args, input=None, check=False):
+    assert BAMS3, "the bams3 command is not installed (pip install -e .)"
+    p = subprocess.run([BAMS3, *map(str, args)], capture_output=True, input=input)
+    if check:
+        assert p.returncode == 0, p.stderr.decode()
+    return p
+
+
+def assert_one_line_error(p, code=1, *needles):
+    err = p.stderr.decode()
+    assert p.returncode == code, (p.returncode, err)
+    assert err.startswith("bams3: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in err, err
+
+
+def assert_no_dataset(dest: pathlib.Path):
+    assert not (dest / "_metadata.json").exists()
+    assert not any(dest.rglob("data/*/*")) if dest.exists() else True
+
+
+@pytest.fixture(scope="module")
+def ds(tmp_path_factory):
+    dest = tmp_path_factory.mktemp("cli") / "ex.bams3"
+    run("convert", EXAMPLE, dest, "--chunk-size", "4K", check=True)
+    return dest
+
+
+# ------------------------------------------------------------------ outputs
+
+
+def test_query_sam_matches_samtools_view(ds):
+    p = run("query", ds, "chr1:10,000-20,000", "chr2:5K-6K", check=True)
+    assert p.stdout.decode() == view(EXAMPLE, "chr1:10,000-20,000", "chr2:5000-6000")
+    p = run("query", ds, "chrM", "-h", check=True)
+    assert p.stdout.decode() == view(EXAMPLE, "chrM", flags=("-h",))
+
+
+def test_count_and_json_count(ds):
+    assert int(run("query", ds, "chr1:10,000-20,000", "--count", check=True).stdout) == view_count(
+        EXAMPLE, "chr1:10000-20000")
+    out = json.loads(run("query", ds, "chr1", "-c", "--json", check=True).stdout)
+    assert out["count"] == view_count(EXAMPLE, "chr1") and out["regions"] == ["chr1"]
+
+
+def test_show_n_bam_and_json_outputs(ds, tmp_path):
+    lines = run("query", ds, "chr1", "--show", "7", check=True).stdout.decode().splitlines()
+    assert lines == view(EXAMPLE, "chr1").splitlines()[:7]
+    run("query", ds, "chr2", "-o", tmp_path / "chr2.bam", check=True)
+    assert view(str(tmp_path / "chr2.bam")) == view(EXAMPLE, "chr2")
+    js = run("query", ds, "chrM", "--format", "json", check=True).stdout.decode().splitlines()
+    assert len(js) == view_count(EXAMPLE, "chrM")
+    assert json.loads(js[0])["name"] == view(EXAMPLE, "chrM").split("\t")[0]
+
+
+def test_bed_regions(ds, tmp_path):
+    bed = tmp_path / "t.bed"
+    bed.write_text("chr1\t1000\t2000\nchr1\t1500\t3000\nchr2\t0\t500\n")
+    assert run("query", ds, "-L", bed, check=True).stdout.decode() == view(EXAMPLE, flags=("-L", str(bed)))
+
+
+def test_stats_human_json_flagstat(ds):
+    text = run("stats", ds, check=True).stdout.decode()
+    for field in ("Format:", "Source:", "Reads:", "Mapped:", "Bases:", "Mean coverage:", "Chunk size:",
+                  "Chunks:", "Compression:", "Size:", "Ratio:"):
+        assert field in text
+    assert f"{view_count(EXAMPLE):,}" in text
+    js = json.loads(run("stats", ds, "--json", check=True).stdout)
+    assert js["stats"]["n_records"] == view_count(EXAMPLE)
+    assert run("stats", ds, "--flagstat", check=True).stdout.decode() == pysam.samtools.flagstat(EXAMPLE)
+
+
+def test_to_bam_region_and_index(ds, tmp_path):
+    out = tmp_path / "chr1.bam"
+    run("to-bam", ds, out, "--region", "chr1:1-30000", "--index", check=True)
+    assert (tmp_path / "chr1.bam.bai").exists()
+    assert view(str(out)) == view(EXAMPLE, "chr1:1-30000")
+    full = tmp_path / "full.bam"
+    run("to-bam", ds, full, check=True)
+    assert raw_bam(str(full)) == raw_bam(EXAMPLE)
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_pipe_into_head_is_quiet(ds):
+    p = subprocess.run(f"'{BAMS3}' query '{ds}' chr1 | head -n 1", shell=True, capture_output=True,
+                       executable="/bin/bash")
+    assert p.stdout.count(b"\n") == 1 and p.stderr == b""
+    p = subprocess.run(f"set -o pipefail; '{BAMS3}' query '{ds}' chr1 | head -n 1 >/dev/null", shell=True,
+                       executable="/bin/bash")
+    assert p.returncode == 0
+
+
+def test_demo_and_help():
+    p = run("demo", check=True)
+    assert b"Reads:" in p.stdout and b"--count" in p.stdout
+    for cmd in ("convert", "query", "stats", "to-bam"):
+        assert b"Examples:" in run(cmd, "--help", check=True).stdout
+
+
+def test_convert_refuses_to_overwrite_without_force(ds, tmp_path):
+    dest = tmp_path / "d"
+    run("convert", EXAMPLE, dest, check=True)
+    meta = (dest / "_metadata.json").read_bytes()
+    assert_one_line_error(run("convert", EXAMPLE, dest), 1, "--force")
+    assert (dest / "_metadata.json").read_bytes() == meta
+    run("convert", EXAMPLE, dest, "--force", "--chunk-size", "256K", check=True)
+    assert (dest / "_metadata.json").read_bytes() != meta
+    chunks = list((dest / "data").rglob("*"))
+    prefixes = {p.parent.name for p in chunks if p.is_file()}
+    assert len(prefixes) == 1  # the replaced dataset's chunks are gone
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def test_truncated_bam(tmp_path):
+    data = open(EXAMPLE, "rb").read()
+    bad = tmp_path / "trunc.bam"
+    bad.write_bytes(data[: len(data) // 2])
+    dest = tmp_path / "out"
+    assert_one_line_error(run("convert", bad, dest), 1, "truncated")
+    assert_no_dataset(dest)
+    bad.write_bytes(data[:-28])  # whole blocks, but no end-of-file marker
+    assert_one_line_error(run("convert", bad, dest), 1, "truncated")
+    assert_no_dataset(dest)
+
+
+def test_not_a_bam(tmp_path):
+    junk = tmp_path / "junk.bam"
+    junk.write_bytes(bytes(range(256)) * 10)
+    assert_one_line_error(run("convert", junk, tmp_path / "o1"), 1, "not a BAM")
+    text = tmp_path / "notes.sam"
+    text.write_text("hello, this is not SAM\n")
+    assert_one_line_error(run("convert", text, tmp_path / "o2"), 1, "notes.sam")
+    assert_no_dataset(tmp_path / "o1")
+    assert_no_dataset(tmp_path / "o2")
+
+
+def test_missing_file(tmp_path):
+    assert_one_line_error(run("convert", tmp_path / "nope.bam", tmp_path / "o"), 1, "no such file")
+    assert not (tmp_path / "o").exists()
+
+
+def test_unsorted_input(tmp_path):
+    recs = view(EXAMPLE, flags=("-h",)).splitlines()
+    header = [r for r in recs if r.startswith("@")]
+    body = [r for r in recs if not r.startswith("@")]
+    unsorted = tmp_path / "unsorted.sam"
+    unsorted.write_text("\n".join(header + body[100:200] + body[:100]) + "\n")
+    dest = tmp_path / "o"
+    assert_one_line_error(run("convert", unsorted, dest), 1, "samtools sort", "--sort")
+    assert_no_dataset(dest)
+    run("convert", unsorted, dest, "--sort", check=True)
+    assert int(run("query", dest, "--count", check=True).stdout) == 200
+
+
+def test_bad_regions(ds):
+    assert_one_line_error(run("query", ds, "chr9:1-100"), 2, "unknown reference")
+    assert_one_line_error(run("query", ds, "chr1:abc"), 2, "malformed")
+    assert_one_line_error(run("query", ds, "chr1:500-100"), 2, "before the start")
+    assert_one_line_error(run("query", ds, "chr1:-5-10"), 2)
+
+
+def test_missing_dataset_and_not_a_dataset(tmp_path):
+    assert_one_line_error(run("query", tmp_path / "nothing", "chr1", "-c"), 1, "no bams3 dataset")
+    assert_one_line_error(run("stats", EXAMPLE), 1, "not a bams3 dataset")
+    (tmp_path / "partial" / "data" / "x").mkdir(parents=True)
+    assert_one_line_error(run("stats", tmp_path / "partial"), 1, "no bams3 dataset")
+
+
+def test_unknown_scheme_lists_installed_ones():
+    assert_one_line_error(run("stats", "zz://bucket/x"), 1, "file://", "memory://")
