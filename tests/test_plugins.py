@@ -11,7 +11,7 @@ import pytest
 import bams3
 from bams3.errors import DatasetError, PluginError
 from bams3.plugins import get_registry, register_plugin, unregister_plugin
-from bams3.storage import open_store
+from bams3_conformance.store import StoreTests
 
 from .test_cli import EXAMPLE
 
@@ -48,28 +48,22 @@ def test_unknown_codec_and_format():
         get_registry().output_format("nope")
 
 
-@pytest.fixture(params=["file", "memory"])
-def store_url(request, tmp_path):
-    return str(tmp_path / "store") if request.param == "file" else f"memory://{uuid.uuid4().hex}"
+class TestLocalStore(StoreTests):
+    @pytest.fixture
+    def store_url(self, tmp_path):
+        return str(tmp_path / "store")
 
 
-def test_store_operations(store_url):
-    s = open_store(store_url, create=True)
-    s.put("a/b", b"0123456789")
-    s.put("a/c", b"xyz")
-    s.put("top", b"")
-    assert s.get("a/b") == b"0123456789"
-    assert s.get_range("a/b", 2, 5) == b"234"
-    assert s.get_ranges("a/b", [(0, 2), (8, 10)]) == [b"01", b"89"]
-    assert sorted(s.list("a/")) == [("a/b", 10), ("a/c", 3)]
-    assert s.size("a/c") == 3 and s.size("missing") is None
-    with pytest.raises(FileNotFoundError):
-        s.get("missing")
-    s.put("a/b", b"new")  # replaced atomically
-    assert s.get("a/b") == b"new"
-    s.delete("a/b")
-    s.delete("a/b")  # deleting a missing key is fine
-    assert [k for k, _ in s.list("a/")] == ["a/c"]
+class TestFileUrlStore(StoreTests):
+    @pytest.fixture
+    def store_url(self, tmp_path):
+        return f"file://{tmp_path}/store"
+
+
+class TestMemoryStore(StoreTests):
+    @pytest.fixture
+    def store_url(self):
+        return f"memory://{uuid.uuid4().hex}"
 
 
 def test_memory_datasets(tmp_path):
