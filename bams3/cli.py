@@ -343,6 +343,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         _err(f"error: {exc}")
         return exc.exit_code
+    except OSError as exc:  # a file we were asked to read or write
+        if debug:
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        _err(f"error: {exc.strerror or exc}{where}")
+        return 1
     except Exception as exc:  # never a traceback for users
         if debug:
             raise
