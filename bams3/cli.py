@@ -167,33 +167,15 @@ def query(dest, regions, count, show, output, fmt, with_header, regions_file, as
 
     reg = get_registry()
     name = fmt or (reg.format_for_path(output) if output else None) or "sam"
-    reg.output_format(name)
+    reg.output_format(name)  # an unknown format fails before any output is written
     options = {"header": with_header, "threads": min(workers, 4)}
-    batches = ds.batches(rs or None, union=union)
-    if show is not None:
-        batches = _first(batches, show)
     out = open(output, "wb") if output else sys.stdout.buffer
     try:
-        fmt_obj = reg.output_format(name)
-        writer = fmt_obj.open(out, ds.header, options)
-        for b in batches:
-            writer.write(b)
-        writer.close()
+        ds.write(out, rs or None, format=name, union=union, options=options, limit=show)
         out.flush()
     finally:
         if output:
             out.close()
-
-
-def _first(batches, n):
-    left = n
-    for b in batches:
-        if left <= 0:
-            return
-        if len(b) > left:
-            b = b.slice(0, left)
-        left -= len(b)
-        yield b
 
 
 # ---------------------------------------------------------------- stats
@@ -301,14 +283,8 @@ def demo(keep):
         click.echo(ds.count(region))
         click.echo(f"\n$ bams3 query {dest} {region} --show 3")
         sys.stdout.flush()
-        writer_out = sys.stdout.buffer
-        from .plugins import get_registry
-
-        w = get_registry().output_format("sam").open(writer_out, ds.header, {})
-        for b in _first(ds.batches(region), 3):
-            w.write(b)
-        w.close()
-        writer_out.flush()
+        ds.write(sys.stdout.buffer, region, limit=3)
+        sys.stdout.buffer.flush()
         click.echo(f"\n$ bams3 stats {dest}")
         stats.callback(dest, False, False, False)
 

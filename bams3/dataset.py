@@ -215,12 +215,19 @@ class Dataset:
 
         return records_via_htslib(self.header, self.batches(regions, union))
 
-    def write(self, out, regions=None, *, format: str = "sam", union: bool = False, options: dict | None = None):
-        """Write the records of the region(s) to ``out`` (a binary file) in an output format."""
+    def write(self, out, regions=None, *, format: str = "sam", union: bool = False, options: dict | None = None,
+              limit: int | None = None):
+        """Write the records of the region(s) to ``out`` (a binary file) in an output format.
+
+        ``limit``: at most this many records. ``options`` go to the format (e.g. ``{"header": True}``).
+        """
         fmt = get_registry().output_format(format)
+        batches = self.batches(regions, union)
+        if limit is not None:
+            batches = _first(batches, limit)
         writer = fmt.open(out, self.header, dict(options or {}))
         try:
-            for batch in self.batches(regions, union):
+            for batch in batches:
                 writer.write(batch)
         except BaseException:
             abort = getattr(writer, "abort", None)
@@ -249,6 +256,17 @@ class Dataset:
             import pysam
 
             pysam.index(path)
+
+
+def _first(batches: Iterable[RecordBatch], n: int) -> Iterator[RecordBatch]:
+    left = n
+    for b in batches:
+        if left <= 0:
+            return
+        if len(b) > left:
+            b = b.slice(0, left)
+        left -= len(b)
+        yield b
 
 
 def _overlap_mask(pos: np.ndarray, span: np.ndarray, ivs) -> np.ndarray:
