@@ -63,3 +63,31 @@ def sample_dataset(sample_dir, tmp_path_factory) -> str:
     dest = str(tmp_path_factory.mktemp("sample") / "sample.bams3")
     bams3.convert(str(sample_dir / "sample.bam"), dest)
     return dest
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-compatible server (moto's) on 127.0.0.1, reached over HTTP like AWS.
+
+    Configured the way users configure bams3: AWS_* environment variables.
+    """
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    env = {"AWS_ACCESS_KEY_ID": "testing-key-id", "AWS_SECRET_ACCESS_KEY": "testing-secret-key",
+           "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    client.create_bucket(Bucket="bams3-test")
+    yield {"endpoint": endpoint, "bucket": "bams3-test", "client": client, "env": env}
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    server.stop()

@@ -1,0 +1,124 @@
+"""bams3 storage plugin: S3, GCS, Azure (read/write) and HTTP(S) (read-only), via obstore.
+
+Credentials and settings come the way their users already have them: for S3 the
+AWS_* environment variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+AWS_SESSION_TOKEN, AWS_REGION/AWS_DEFAULT_REGION, AWS_ENDPOINT_URL,
+AWS_SKIP_SIGNATURE for public buckets, AWS_REQUESTER_PAYS), instance and task
+roles; for GCS and Azure obstore's own GOOGLE_*/AZURE_* variables.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import timedelta
+
+from obstore.store import from_url
+
+import bams3
+from bams3.errors import DatasetError, StorageError
+from bams3.storage import ObstoreStore
+
+_RETRY = {"max_retries": 5, "retry_timeout": timedelta(seconds=30),
+          "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=5), "base": 2}}
+_SECRET = re.compile(r"(X-Amz-[A-Za-z-]+|Signature|Credential|sig|token)=[^&\s]+", re.I)
+
+
+def _clean(text: str) -> str:
+    """The first line of an error, with anything that looks like a credential removed."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return _SECRET.sub(r"\1=…", line)[:200]
+
+
+def translate(exc: BaseException, url: str, key: str) -> BaseException:
+    """Turn an obstore error into something a user can act on (never echoing credentials)."""
+    msg = str(exc)
+    if "NoSuchBucket" in msg:
+        return StorageError(f"{url}: the bucket does not exist (check its name and AWS_REGION)")
+    if isinstance(exc, FileNotFoundError):
+        return exc
+    if any(s in msg for s in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken")):
+        return StorageError(f"{url}: the credentials were rejected; check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
+                            "(or AWS_SESSION_TOKEN), or use --no-sign-request for a public bucket")
+    if "AccessDenied" in msg or "403" in msg:
+        return StorageError(f"{url}: access denied to {key}; check the credentials' permissions on this bucket")
+    if "credential" in msg.lower() or "NoCredentials" in msg:
+        return StorageError(f"{url}: no credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                            "(or AWS_PROFILE), or pass --no-sign-request for a public bucket")
+    if any(s in msg.lower() for s in ("connection refused", "dns error", "error sending request", "timed out",
+                                      "connect", "tcp")):
+        if url.lower().startswith("s3://"):
+            endpoint = os.environ.get("AWS_ENDPOINT_URL") or "S3"
+            return StorageError(f"{url}: cannot reach {endpoint}; check the network and AWS_ENDPOINT_URL")
+        return StorageError(f"{url}: cannot reach the server; check the network and the URL")
+    return StorageError(f"{url}: storage request for {key} failed ({_clean(msg)})")
+
+
+class CloudStore(ObstoreStore):
+    """An ObstoreStore whose errors are translated into one-line, actionable messages."""
+
+    def __init__(self, store, url: str, read_only: bool = False):
+        super().__init__(store, url)
+        self.read_only = read_only
+
+    def _guard(self, fn, key, *args, **kwargs):
+        try:
+            return fn(key, *args, **kwargs)
+        except BaseException as exc:
+            if isinstance(exc, (KeyboardInterrupt, SystemExit, StorageError)):
+                raise
+            raise translate(exc, self.url, key) from None
+
+    def get(self, key):
+        return self._guard(super().get, key)
+
+    def get_range(self, key, start, end):
+        return self._guard(super().get_range, key, start, end)
+
+    def get_ranges(self, key, ranges):
+        return self._guard(super().get_ranges, key, ranges)
+
+    def put(self, key, data):
+        if self.read_only:
+            raise StorageError(f"{self.url} is read-only (HTTP); write to s3://, gs://, az:// or a path instead")
+        return self._guard(super().put, key, data)
+
+    def list(self, prefix=""):
+        return self._guard(lambda p: list(super(CloudStore, self).list(p)), prefix)
+
+    def delete(self, key):
+        if self.read_only:
+            raise StorageError(f"{self.url} is read-only (HTTP)")
+        return self._guard(super().delete, key)
+
+    def size(self, key):
+        return self._guard(super().size, key)
+
+
+def open_cloud(url: str, create: bool = False):
+    scheme = url.split("://", 1)[0].lower()
+    if create and scheme in ("http", "https"):
+        raise StorageError(f"{url} is read-only (HTTP); write to s3://, gs://, az:// or a path instead")
+    options = {"timeout": "60s", "connect_timeout": "5s"}
+    kwargs = {}
+    if scheme == "s3":
+        endpoint = os.environ.get("AWS_ENDPOINT_URL", "")
+        if endpoint.startswith("http://"):
+            options["allow_http"] = True
+        if os.environ.get("AWS_S3_USE_ACCELERATE", "").lower() == "true" and not endpoint:
+            bucket = url.split("://", 1)[1].split("/", 1)[0]
+            kwargs["endpoint"] = f"https://{bucket}.s3-accelerate.amazonaws.com"
+            kwargs["virtual_hosted_style_request"] = True
+    elif scheme == "http":
+        options["allow_http"] = True
+    try:
+        store = from_url(url.rstrip("/"), client_options=options, retry_config=_RETRY, **kwargs)
+    except Exception as exc:
+        raise DatasetError(f"cannot use {url}: {_clean(str(exc))}") from None
+    return CloudStore(store, url, read_only=scheme in ("http", "https"))
+
+
+@bams3.hookimpl
+def bams3_register_storage(register):
+    register(bams3.StorageBackend(name="cloud", schemes=("s3", "gs", "az", "http", "https"), open=open_cloud,
+                                  description="S3, Google Cloud Storage, Azure Blob (obstore); HTTP(S) read-only"))

@@ -1,0 +1,91 @@
+"""Datasets on S3: the same exactness as on local disk, against a real S3 server over HTTP."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import uuid
+
+import pytest
+
+import bams3
+from bams3.errors import StorageError
+
+from .oracle import raw_bam, view, view_count
+from .synth import random_regions, write_bam
+from .test_cli import BAMS3, EXAMPLE, assert_one_line_error
+
+
+def _url(s3, name: str) -> str:
+    return f"s3://{s3['bucket']}/{uuid.uuid4().hex[:8]}/{name}"
+
+
+@pytest.fixture(scope="module")
+def synth_s3(s3_server, tmp_path_factory):
+    bam = write_bam(str(tmp_path_factory.mktemp("s3synth") / "synth.bam"), n=3000, seed=7)
+    url = _url(s3_server, "synth.bams3")
+    bams3.convert(bam, url, chunk_size=4096)
+    return bam, url
+
+
+def test_no_local_files_written(s3_server, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    url = _url(s3_server, "ex.bams3")
+    bams3.convert(EXAMPLE, url, chunk_size="256K")
+    assert list(tmp_path.iterdir()) == []
+    keys = [o["Key"] for o in s3_server["client"].list_objects_v2(Bucket=s3_server["bucket"],
+                                                                  Prefix=url.split("/", 3)[3])["Contents"]]
+    assert any(k.endswith("_metadata.json") for k in keys) and len(keys) > 1
+
+
+def test_round_trip_over_s3(synth_s3, tmp_path):
+    bam, url = synth_s3
+    out = tmp_path / "back.bam"
+    bams3.open(url).to_bam(str(out))
+    assert raw_bam(str(out)) == raw_bam(bam)
+
+
+def test_exact_regions_over_s3(synth_s3, tmp_path):
+    bam, url = synth_s3
+    ds = bams3.open(url)
+    regions = random_regions(random.Random(3), 60)
+    for region in regions:
+        assert ds.count(region) == view_count(bam, region), region
+    for region in regions[:15]:
+        out = tmp_path / "o.sam"
+        with open(out, "wb") as f:
+            ds.write(f, region)
+        assert out.read_text() == view(bam, region), region
+
+
+def test_stats_over_s3_equal_local(synth_s3, tmp_path):
+    bam, url = synth_s3
+    bams3.convert(bam, str(tmp_path / "local"), chunk_size=4096)
+    assert bams3.open(url).stats == bams3.open(str(tmp_path / "local")).stats
+
+
+def test_cli_over_s3(s3_server):
+    url = _url(s3_server, "cli.bams3")
+    env = {**os.environ, **s3_server["env"]}
+    run = lambda *a: subprocess.run([BAMS3, *a], capture_output=True, env=env)  # noqa: E731
+    assert run("convert", EXAMPLE, url).returncode == 0
+    assert int(run("query", url, "chr1:1-30000", "-c").stdout) == view_count(EXAMPLE, "chr1:1-30000")
+    assert b"Reads:" in run("stats", url).stdout
+    assert_one_line_error(run("convert", EXAMPLE, url), 1, "--force")
+
+
+def test_storage_errors_are_one_line(s3_server):
+    env = {**os.environ, **s3_server["env"]}
+    run = lambda *a, **e: subprocess.run([BAMS3, *a], capture_output=True, env={**env, **e})  # noqa: E731
+    assert_one_line_error(run("stats", "s3://no-such-bucket/x.bams3"), 1, "bucket does not exist")
+    assert_one_line_error(run("stats", f"s3://{s3_server['bucket']}/nothing-here"), 1, "no bams3 dataset")
+    p = run("stats", "s3://bams3-test/x", AWS_ENDPOINT_URL="http://127.0.0.1:9")
+    assert_one_line_error(p, 1, "cannot reach")
+    for secret in (s3_server["env"]["AWS_SECRET_ACCESS_KEY"], s3_server["env"]["AWS_ACCESS_KEY_ID"]):
+        assert secret.encode() not in p.stderr + p.stdout
+
+
+def test_http_is_read_only():
+    with pytest.raises(StorageError, match="read-only"):
+        bams3.convert(EXAMPLE, "http://127.0.0.1:9/x.bams3")
