@@ -74,7 +74,7 @@ def encode_chunk(batch: RecordBatch, codec, level) -> tuple[bytes, dict[str, int
     span = reference_span(core, cigar)
     pos = core["pos"].astype("<i4")
     arrays: list[np.ndarray] = []
-    for cid, name, dtype in FIXED_COLUMNS:
+    for _cid, name, dtype in FIXED_COLUMNS:
         if name == "pos":
             a = np.diff(pos, prepend=np.int32(0))
         elif name == "span":
