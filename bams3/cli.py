@@ -20,6 +20,23 @@ from .errors import Bams3Error
 CONTEXT = {"help_option_names": ["--help"], "max_content_width": 100}
 
 
+def storage_options(f):
+    """--endpoint-url and --no-sign-request, as the AWS CLI has them, on every verb."""
+
+    def apply(ctx, param, value):
+        if value and param.name == "endpoint_url":
+            os.environ["AWS_ENDPOINT_URL"] = value
+        elif value and param.name == "no_sign_request":
+            os.environ["AWS_SKIP_SIGNATURE"] = "true"
+        return value
+
+    f = click.option("--no-sign-request", is_flag=True, expose_value=False, callback=apply, is_eager=True,
+                     help="Anonymous access to public S3 buckets.")(f)
+    f = click.option("--endpoint-url", metavar="URL", expose_value=False, callback=apply, is_eager=True,
+                     help="S3-compatible endpoint (same as AWS_ENDPOINT_URL), e.g. http://127.0.0.1:9000.")(f)
+    return f
+
+
 def _err(msg: str) -> None:
     click.echo(f"bams3: {msg}", err=True)
 
@@ -62,6 +79,7 @@ def cli():
 
 # ---------------------------------------------------------------- convert
 @cli.command(context_settings=CONTEXT)
+@storage_options
 @click.argument("input_path", metavar="IN")
 @click.argument("dest")
 @click.option("--chunk-size", default="1M", show_default=True,
@@ -120,6 +138,7 @@ def convert(input_path, dest, chunk_size, workers, codec, level, reference, sort
 
 # ---------------------------------------------------------------- query
 @cli.command(context_settings=CONTEXT)
+@storage_options
 @click.argument("dest")
 @click.argument("regions", nargs=-1)
 @click.option("-c", "--count", is_flag=True, help="Print the number of records (as samtools view -c).")
@@ -180,6 +199,7 @@ def query(dest, regions, count, show, output, fmt, with_header, regions_file, as
 
 # ---------------------------------------------------------------- stats
 @cli.command(context_settings=CONTEXT)
+@storage_options
 @click.argument("dest")
 @click.option("--json", "as_json", is_flag=True, help="Print the full statistics as JSON.")
 @click.option("--flagstat", is_flag=True, help="Print what samtools flagstat prints.")
@@ -238,6 +258,7 @@ def stats(dest, as_json, flagstat, idxstats):
 
 # ---------------------------------------------------------------- to-bam
 @cli.command("to-bam", context_settings=CONTEXT)
+@storage_options
 @click.argument("dest")
 @click.argument("out", type=click.Path(dir_okay=False))
 @click.option("-r", "--region", "regions", multiple=True, help="Only records overlapping this region (repeatable).")

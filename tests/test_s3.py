@@ -75,6 +75,21 @@ def test_cli_over_s3(s3_server):
     assert_one_line_error(run("convert", EXAMPLE, url), 1, "--force")
 
 
+def test_endpoint_url_option(s3_server):
+    url = _url(s3_server, "opt.bams3")
+    bams3.convert(EXAMPLE, url)
+    env = {k: v for k, v in os.environ.items() if k != "AWS_ENDPOINT_URL"}
+    p = subprocess.run([BAMS3, "query", url, "chrM", "-c", "--endpoint-url", s3_server["endpoint"]],
+                       capture_output=True, env=env)
+    assert p.returncode == 0, p.stderr
+    assert int(p.stdout) == view_count(EXAMPLE, "chrM")
+    anonymous = {k: v for k, v in env.items() if not k.startswith("AWS_ACCESS_KEY_ID") and k != "AWS_SECRET_ACCESS_KEY"}
+    # unsigned requests reach the server, which refuses them on this private bucket: one clear line
+    p = subprocess.run([BAMS3, "stats", url, "--no-sign-request", "--endpoint-url", s3_server["endpoint"]],
+                       capture_output=True, env=anonymous)
+    assert_one_line_error(p, 1, "access denied")
+
+
 def test_storage_errors_are_one_line(s3_server):
     env = {**os.environ, **s3_server["env"]}
     run = lambda *a, **e: subprocess.run([BAMS3, *a], capture_output=True, env={**env, **e})  # noqa: E731
