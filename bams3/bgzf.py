@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import deflate
@@ -17,7 +17,6 @@ from .errors import InputError
 
 EOF_BLOCK = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
 MAX_INPUT = 0xFF00  # bytes of input per block, as htslib
-_HEADER = struct.Struct("<4BI2BH")  # magic(3)+flg, mtime, xfl, os, xlen
 
 
 def _block_extent(buf: bytes, o: int) -> int | None:
@@ -141,10 +140,3 @@ class BgzfWriter:
         for f in self._futures:
             f.cancel()
         self._pool.shutdown(wait=True, cancel_futures=True)
-
-
-def compress_all(pieces: Iterable[bytes], out, level: int = 6, threads: int = 2) -> None:
-    w = BgzfWriter(out, level, threads)
-    for p in pieces:
-        w.write(p)
-    w.close()

@@ -1,5 +1,6 @@
 """Opening inputs: BAM is read directly (bulk BGZF + raw records); SAM and CRAM
-are decoded by htslib (pysam) into an uncompressed BAM stream on a thread.
+are decoded by htslib in a child process (``bams3._htsdecode``) that streams an
+uncompressed BAM back through a pipe.
 """
 
 from __future__ import annotations
