@@ -45,6 +45,17 @@ FIXED_COLUMNS: tuple[tuple[int, str, str], ...] = (
 )
 VAR_COLUMNS: tuple[tuple[int, str], ...] = ((13, "read_name"), (14, "cigar"), (15, "seq"), (16, "qual"), (17, "aux"))
 COUNT_COLUMNS = 2  # pos, span
+_ITEMSIZE = {cid: np.dtype(dtype).itemsize for cid, _, dtype in FIXED_COLUMNS}
+FLAG_SHUFFLED = 1  # the column's bytes are grouped by significance (all first bytes, then all second, ...)
+_KNOWN_FLAGS = FLAG_SHUFFLED
+
+
+def _shuffle(raw: bytes, itemsize: int) -> bytes:
+    return np.frombuffer(raw, np.uint8).reshape(-1, itemsize).T.tobytes()
+
+
+def _unshuffle(raw: bytes, itemsize: int) -> bytes:
+    return np.frombuffer(raw, np.uint8).reshape(itemsize, -1).T.tobytes()
 
 CHUNK_FIELDS = (
     "ref_id",  # reference index, -1 for unplaced reads
@@ -90,9 +101,12 @@ def encode_chunk(batch: RecordBatch, codec, level) -> tuple[bytes, dict[str, int
     ids = [c[0] for c in FIXED_COLUMNS] + [c[0] for c in VAR_COLUMNS]
     entries, blobs = [], []
     for cid, arr in zip(ids, arrays):
-        raw = arr.tobytes() if not isinstance(arr, bytes) else arr
+        raw = arr.tobytes()
+        flags = 0
+        if _ITEMSIZE.get(cid, 1) > 1 and raw:
+            raw, flags = _shuffle(raw, _ITEMSIZE[cid]), FLAG_SHUFFLED
         stored = codec.encode(raw, level) if raw else b""
-        entries.append(_DIR_ENTRY.pack(cid, 0, 0, zlib.crc32(stored), len(stored), len(raw)))
+        entries.append(_DIR_ENTRY.pack(cid, 0, flags, zlib.crc32(stored), len(stored), len(raw)))
         blobs.append(stored)
     head = _CHUNK_HEAD.pack(CHUNK_MAGIC, len(ids), len(core)) + b"".join(entries)
     count_nbytes = len(head) + sum(len(b) for b in blobs[:COUNT_COLUMNS])
@@ -126,13 +140,15 @@ class ChunkReader:
         self.columns: dict[int, tuple[int, int, int, int, int]] = {}
         o = end_dir
         for i in range(ncol):
-            cid, codec_idx, _flags, crc, stored, raw = _DIR_ENTRY.unpack_from(blob, _CHUNK_HEAD.size + i * _DIR_ENTRY.size)
-            self.columns[cid] = (o, stored, raw, crc, codec_idx)
+            cid, codec_idx, flags, crc, stored, raw = _DIR_ENTRY.unpack_from(blob, _CHUNK_HEAD.size + i * _DIR_ENTRY.size)
+            if flags & ~_KNOWN_FLAGS or codec_idx >= len(codecs):
+                raise DatasetError(f"{where}: column {cid} uses a feature this bams3 does not know; upgrade bams3")
+            self.columns[cid] = (o, stored, raw, crc, codec_idx, flags)
             o += stored
 
     def raw(self, cid: int) -> bytes:
         try:
-            o, stored, raw, crc, codec_idx = self.columns[cid]
+            o, stored, raw, crc, codec_idx, flags = self.columns[cid]
         except KeyError:
             raise DatasetError(f"{self.where}: column {cid} is missing; the dataset is corrupt") from None
         data = self.blob[o : o + stored]
@@ -148,6 +164,11 @@ class ChunkReader:
             raise DatasetError(f"{self.where}: column {cid} does not decode ({exc}); the dataset is corrupt") from None
         if len(out) != raw:
             raise DatasetError(f"{self.where}: column {cid} decodes to the wrong size; the dataset is corrupt")
+        if flags & FLAG_SHUFFLED:
+            size = _ITEMSIZE.get(cid, 1)
+            if raw % size:
+                raise DatasetError(f"{self.where}: column {cid} has a partial value; the dataset is corrupt")
+            out = _unshuffle(out, size)
         return out
 
     def array(self, cid: int, dtype: str) -> np.ndarray:
