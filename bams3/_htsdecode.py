@@ -1,5 +1,5 @@
 """Child process: decode SAM/CRAM with htslib and write an uncompressed BAM stream
-to stdout. Run as ``python -m bams3._htsdecode PATH [REFERENCE] [THREADS]``.
+to stdout. Run as ``python -m bams3._htsdecode PATH [REFERENCE] [THREADS]``; PATH ``-`` is stdin.
 
 A separate process, because pysam may hold the GIL while blocked on a full pipe;
 it also decodes on a second core. Errors: one line on stderr, exit status 1.

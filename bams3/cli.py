@@ -112,14 +112,15 @@ def convert(input_path, dest, chunk_size, workers, codec, level, reference, sort
 
     show = sys.stderr.isatty() if progress is None else progress
     bar = None
-    if show:
-        size = os.path.getsize(input_path) if os.path.isfile(input_path) else 0
-        bar = click.progressbar(length=size or 1, label="converting", file=sys.stderr, show_eta=True)
-        bar.__enter__()
 
     def report(done, total):
-        if bar is not None:
-            bar.update(done - bar.pos)
+        nonlocal bar
+        if not show or not total:
+            return
+        if bar is None:
+            bar = click.progressbar(length=total, label="converting", file=sys.stderr, show_eta=True)
+            bar.__enter__()
+        bar.update(done - bar.pos)
 
     try:
         meta = run(input_path, dest, chunk_size=chunk_size, workers=workers, codec=codec, level=level,

@@ -23,7 +23,7 @@ from .inputs import open_input
 from .plugins import get_registry
 from .records import RecordBatch
 from .stats import StatsAccumulator
-from .storage import open_store
+from .storage import open_store, url_scheme
 
 DEFAULT_CHUNK_SIZE = 1 << 20
 MAX_CHUNK_RAW = 64 << 20  # a window holding more raw record bytes is stored as several chunks
@@ -68,8 +68,11 @@ def convert(
     codec_obj = get_registry().codec(codec)
     if level is None:
         level = codec_obj.default_level
-    if not os.path.exists(src):
+    remote = url_scheme(src) != "file"
+    if not remote and not os.path.exists(src.removeprefix("file://")):
         raise InputError(f"{src}: no such file")
+    if sort and remote:
+        raise UsageError("--sort needs a local input file; sort it with `samtools sort` first")
     store = open_store(dst, create=True)
     _check_destination(store, dst, force)
     if sort:

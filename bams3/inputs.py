@@ -1,6 +1,7 @@
-"""Opening inputs: BAM is read directly (bulk BGZF + raw records); SAM and CRAM
-are decoded by htslib in a child process (``bams3._htsdecode``) that streams an
-uncompressed BAM back through a pipe.
+"""Opening inputs, local or on any store: BAM is read directly (bulk BGZF + raw
+records); SAM and CRAM are decoded by htslib in a child process
+(``bams3._htsdecode``) that streams an uncompressed BAM back through a pipe.
+Remote inputs are streamed, never copied to local disk.
 """
 
 from __future__ import annotations
@@ -8,13 +9,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 
 import attrs
 
 from . import bgzf
-from .errors import InputError
+from .errors import InputError, StorageError
 from .records import Header, RecordBatch, split_records
+from .storage import open_store, url_scheme
+
+_HEAD = 64 * 1024
 
 
 @attrs.define
@@ -23,7 +28,7 @@ class Input:
     batches: Iterator[RecordBatch]
     format: str
     size: int | None
-    progress: callable = None  # bytes of input consumed so far
+    progress: Callable[[], int] | None = None  # bytes of input consumed so far
 
     def close(self) -> None:
         close = getattr(self.batches, "close", None)
@@ -31,95 +36,146 @@ class Input:
             close()
 
 
-class _CountingReader:
-    def __init__(self, f):
-        self.f = f
-        self.n = 0
+class _Source:
+    """The input's bytes: a local file, or an object streamed from a store."""
 
-    def read(self, k: int) -> bytes:
-        b = self.f.read(k)
-        self.n += len(b)
+    def __init__(self, name: str):
+        self.name = name
+        self.consumed = 0
+        local = name[len("file://") :] if name.startswith("file://") else name
+        if url_scheme(name) == "file":
+            self.local_path = local
+            try:
+                self._f = open(local, "rb")
+            except FileNotFoundError:
+                raise InputError(f"{name}: no such file") from None
+            except IsADirectoryError:
+                raise InputError(f"{name} is a directory, not a BAM/SAM/CRAM file") from None
+            except OSError as exc:
+                raise InputError(f"cannot read {name}: {exc.strerror}") from None
+            self.size = os.fstat(self._f.fileno()).st_size
+            self.head = self._f.read(_HEAD)
+            self._f.seek(0)
+            self._read = self._f.read
+        else:
+            self.local_path = None
+            self._f = None
+            parent, _, key = name.rstrip("/").rpartition("/")
+            store = open_store(parent)
+            self.size = store.size(key)
+            if self.size is None:
+                raise InputError(f"{name}: no such object")
+            self.head = store.get_range(key, 0, min(self.size, _HEAD))
+            self._it = store.stream(key)
+            self._buf = b""
+            self._read = self._read_stream
+
+    def _read_stream(self, n: int) -> bytes:
+        while len(self._buf) < n:
+            try:
+                self._buf += next(self._it)
+            except StopIteration:
+                break
+        out, self._buf = self._buf[:n], self._buf[n:]
+        return out
+
+    def read(self, n: int) -> bytes:
+        b = self._read(n)
+        self.consumed += len(b)
         return b
 
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+        else:
+            close = getattr(self._it, "close", None)
+            if close:
+                close()
 
-def _sniff(path: str) -> str:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(64 * 1024)
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path} is a directory, not a BAM/SAM/CRAM file") from None
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror}") from None
+
+def _sniff(head: bytes, name: str) -> str:
     if not head:
-        raise InputError(f"{path} is empty, not a BAM/SAM/CRAM file")
+        raise InputError(f"{name} is empty, not a BAM/SAM/CRAM file")
     if head[:4] == b"CRAM":
         return "CRAM"
     if head[:4] == b"BAM\x01":
         return "BAM-raw"
     if head[:2] == b"\x1f\x8b":
         try:
-            first = next(bgzf.decompress_stream(_OneShot(head).read), b"")
+            pieces = iter([head])
+            first = next(bgzf.decompress_stream(lambda n: next(pieces, b"")), b"")
         except InputError as exc:
             if "truncated" not in str(exc):
-                raise InputError(f"{path}: {exc}") from None
+                raise InputError(f"{name}: {exc}") from None
             first = b""
-        except StopIteration:
-            first = b""
-        if first[:4] == b"BAM\x01" or not first:
-            return "BAM"
-        return "SAM"
+        return "BAM" if first[:4] == b"BAM\x01" or not first else "SAM"
     if head[:1] == b"@" or all(32 <= c < 127 or c in (9, 10, 13) for c in head[:4096]):
         return "SAM"
-    raise InputError(f"{path} is not a BAM, SAM or CRAM file")
+    raise InputError(f"{name} is not a BAM, SAM or CRAM file")
 
 
-class _OneShot:
-    def __init__(self, data: bytes):
-        self.data = data
-
-    def read(self, k: int) -> bytes:
-        d, self.data = self.data, b""
-        return d
-
-
-def open_input(path: str, reference: str | None = None, threads: int = 2) -> Input:
-    """Open a BAM, SAM or CRAM file as a stream of raw record batches."""
-    kind = _sniff(path)
-    size = os.path.getsize(path)
-    if kind in ("BAM", "BAM-raw"):
-        f = open(path, "rb")
-        reader = _CountingReader(f)
+def open_input(name: str, reference: str | None = None, threads: int = 2) -> Input:
+    """Open a BAM, SAM or CRAM file (a path or a URL) as a stream of raw record batches."""
+    src = _Source(name)
+    try:
+        kind = _sniff(src.head, name)
+        if kind not in ("BAM", "BAM-raw"):
+            return _open_with_htslib(src, kind, reference, threads)
         if kind == "BAM":
-            pieces = bgzf.decompress_stream(reader.read)
+            pieces = bgzf.decompress_stream(src.read)
         else:
-            pieces = iter(lambda: reader.read(4 << 20), b"")
+            pieces = iter(lambda: src.read(4 << 20), b"")
+        header, batches = split_records(pieces)
+    except InputError as exc:
+        src.close()
+        raise exc if str(exc).startswith(name) else InputError(f"{name}: {exc}") from None
+    except BaseException:
+        src.close()
+        raise
+
+    def gen():
         try:
-            header, batches = split_records(pieces)
+            yield from batches
         except InputError as exc:
-            f.close()
-            raise InputError(f"{path}: {exc}") from None
+            raise InputError(f"{name}: {exc}") from None
+        finally:
+            src.close()
 
-        def gen():
-            try:
-                for b in batches:
-                    yield b
-            except InputError as exc:
-                raise InputError(f"{path}: {exc}") from None
-            finally:
-                f.close()
-
-        return Input(header, gen(), "BAM", size, lambda: reader.n)
-    return _open_with_htslib(path, kind, reference, size, threads)
+    return Input(header, gen(), "BAM", src.size, lambda: src.consumed)
 
 
-def _open_with_htslib(path: str, kind: str, reference: str | None, size: int, threads: int) -> Input:
+def _open_with_htslib(src: _Source, kind: str, reference: str | None, threads: int) -> Input:
+    name = src.name
     hint = " (pass --reference ref.fa)" if kind == "CRAM" and not reference else ""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bams3._htsdecode", path, reference or "", str(max(1, threads) if kind == "CRAM" else 1)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [sys.executable, "-m", "bams3._htsdecode", src.local_path or "-", reference or "",
+         str(max(1, threads) if kind == "CRAM" else 1)],
+        stdin=subprocess.DEVNULL if src.local_path else subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
+    feed_error: list[BaseException] = []
+    feeder = None
+    if src.local_path is None:  # stream the object into the decoder
+
+        def feed():
+            try:
+                while True:
+                    b = src.read(1 << 20)
+                    if not b:
+                        break
+                    proc.stdin.write(b)
+            except BrokenPipeError:
+                pass
+            except BaseException as exc:
+                feed_error.append(exc)
+            finally:
+                try:
+                    proc.stdin.close()
+                except OSError:
+                    pass
+
+        feeder = threading.Thread(target=feed, daemon=True, name="bams3-feed-decoder")
+        feeder.start()
 
     def finish() -> None:
         try:
@@ -129,8 +185,16 @@ def _open_with_htslib(path: str, kind: str, reference: str | None, size: int, th
         if proc.poll() is None:
             proc.kill()
         proc.wait()
+        if feeder is not None:
+            feeder.join()
+        src.close()
 
     def child_error() -> InputError | None:
+        if feeder is not None:
+            feeder.join()
+        if feed_error:
+            exc = feed_error[0]
+            return exc if isinstance(exc, (InputError, StorageError)) else InputError(f"cannot read it ({exc})")
         err = proc.stderr.read().decode(errors="replace").strip()
         if proc.wait() == 0:
             return None
@@ -149,16 +213,16 @@ def _open_with_htslib(path: str, kind: str, reference: str | None, size: int, th
 
     try:
         header, batches = split_records(pieces())
-    except InputError as exc:
+    except (InputError, StorageError) as exc:
         finish()
-        raise InputError(f"{path}: {exc}") from None
+        raise type(exc)(f"{name}: {exc}") from None
 
     def gen():
         try:
             yield from batches
         except InputError as exc:
-            raise InputError(f"{path}: {exc}") from None
+            raise InputError(f"{name}: {exc}") from None
         finally:
             finish()
 
-    return Input(header, gen(), kind, size, None)
+    return Input(header, gen(), kind, src.size, lambda: src.consumed)

@@ -42,6 +42,9 @@ class Store(Protocol):
     def get_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         """Several ``[start, end)`` ranges of one object, in order."""
 
+    def stream(self, key: str) -> Iterator[bytes]:
+        """The whole object as a stream of pieces (bounded memory, in order)."""
+
     def put(self, key: str, data: bytes) -> None:
         """Write the object atomically: readers see the old object or the new one."""
 
@@ -110,6 +113,17 @@ class ObstoreStore:
             "GET", key, nbytes_in=sum(map(len, datas)), rng=tuple(ranges), seconds=time.perf_counter() - t
         )
         return datas
+
+    def stream(self, key: str, piece: int = 8 << 20) -> Iterator[bytes]:
+        t = time.perf_counter()
+        n = 0
+        try:
+            for b in self._obs.get(self._store, key).stream(min_chunk_size=piece):
+                b = bytes(b)
+                n += len(b)
+                yield b
+        finally:
+            self.counter.add("GET", key, nbytes_in=n, seconds=time.perf_counter() - t)
 
     def put(self, key: str, data: bytes) -> None:
         t = time.perf_counter()

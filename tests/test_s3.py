@@ -59,6 +59,25 @@ def test_exact_regions_over_s3(synth_s3, tmp_path):
         assert out.read_text() == view(bam, region), region
 
 
+def test_input_streamed_from_s3(s3_server, synth_s3, tmp_path):
+    """BAM and SAM inputs on S3 are read as streams, with the same result as local files."""
+    bam, _ = synth_s3
+    prefix = _url(s3_server, "")
+    key = prefix.split("/", 3)[3]
+    s3_server["client"].upload_file(bam, s3_server["bucket"], key + "in.bam")
+    sam = tmp_path / "in.sam"
+    sam.write_text(view(bam, flags=("-h",)))
+    s3_server["client"].upload_file(str(sam), s3_server["bucket"], key + "in.sam")
+    for name in ("in.bam", "in.sam"):
+        dest = prefix + name + ".bams3"
+        bams3.convert(prefix + name, dest, chunk_size=4096)
+        out = tmp_path / f"{name}.back.bam"
+        bams3.open(dest).to_bam(str(out))
+        assert raw_bam(str(out))[1] == raw_bam(bam)[1]
+    with pytest.raises(bams3.InputError, match="no such object"):
+        bams3.convert(prefix + "missing.bam", prefix + "x.bams3")
+
+
 def test_stats_over_s3_equal_local(synth_s3, tmp_path):
     bam, url = synth_s3
     bams3.convert(bam, str(tmp_path / "local"), chunk_size=4096)

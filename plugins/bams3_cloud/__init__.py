@@ -78,6 +78,19 @@ class CloudStore(ObstoreStore):
     def get_ranges(self, key, ranges):
         return self._guard(super().get_ranges, key, ranges)
 
+    def stream(self, key, piece=8 << 20):
+        it = super().stream(key, piece)
+        while True:
+            try:
+                b = next(it)
+            except StopIteration:
+                return
+            except BaseException as exc:
+                if isinstance(exc, (KeyboardInterrupt, SystemExit, StorageError, GeneratorExit)):
+                    raise
+                raise translate(exc, self.url, key) from None
+            yield b
+
     def put(self, key, data):
         if self.read_only:
             raise StorageError(f"{self.url} is read-only (HTTP); write to s3://, gs://, az:// or a path instead")
