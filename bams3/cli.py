@@ -16,20 +16,27 @@ import click
 
 from . import __version__
 from .errors import Bams3Error
+from .storage import trace_lines, trace_totals
 
 CONTEXT = {"help_option_names": ["--help"], "max_content_width": 100}
 
 
 def storage_options(f):
-    """--endpoint-url and --no-sign-request, as the AWS CLI has them, on every verb."""
+    """--endpoint-url and --no-sign-request (as the AWS CLI has them) and --trace, on every verb."""
 
     def apply(ctx, param, value):
-        if value and param.name == "endpoint_url":
+        if value and param.name == "trace":
+            from .storage import start_trace
+
+            start_trace()
+        elif value and param.name == "endpoint_url":
             os.environ["AWS_ENDPOINT_URL"] = value
         elif value and param.name == "no_sign_request":
             os.environ["AWS_SKIP_SIGNATURE"] = "true"
         return value
 
+    f = click.option("--trace", is_flag=True, expose_value=False, callback=apply, is_eager=True,
+                     help="Print every storage request (method, object, range, bytes, time) and a total to stderr.")(f)
     f = click.option("--no-sign-request", is_flag=True, expose_value=False, callback=apply, is_eager=True,
                      help="Anonymous access to public S3 buckets.")(f)
     f = click.option("--endpoint-url", metavar="URL", expose_value=False, callback=apply, is_eager=True,
@@ -179,7 +186,11 @@ def query(dest, regions, count, show, output, fmt, with_header, regions_file, as
     if count:
         n = ds.count(rs or None, union=union)
         if as_json:
-            click.echo(json.dumps({"dataset": dest, "regions": [r.text for r in rs], "count": n}))
+            out = {"dataset": dest, "regions": [r.text for r in rs], "count": n}
+            io = trace_totals()
+            if io is not None:
+                out["io"] = io
+            click.echo(json.dumps(out))
         else:
             click.echo(n)
         return
@@ -224,6 +235,7 @@ def stats(dest, as_json, flagstat, idxstats):
             "dataset": dest, "format": "bams3", "format_version": m.format_version, "source": m.source,
             "references": [list(r) for r in m.references], "chunk_size": m.chunk_size,
             "codecs": [{"name": c.name, "level": c.level} for c in m.codecs], "stats": s,
+            **({"io": trace_totals()} if trace_totals() is not None else {}),
         }, indent=1))
         return
     if flagstat:
@@ -314,6 +326,14 @@ def demo(keep):
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     debug = bool(os.environ.get("BAMS3_DEBUG"))
+    try:
+        return _main(argv, debug)
+    finally:
+        for line in trace_lines():
+            click.echo(line, err=True)
+
+
+def _main(argv: list[str] | None, debug: bool) -> int:
     try:
         cli.main(args=argv, prog_name="bams3", standalone_mode=False)
         return 0

@@ -151,11 +151,53 @@ class ObstoreStore:
             return None
 
 
+_traced: list | None = None  # stores opened while tracing (--trace)
+
+
+def start_trace() -> None:
+    """Record every store opened from now on, to report its requests (``--trace``)."""
+    global _traced
+    _traced = []
+
+
+def trace_totals() -> dict | None:
+    """Requests and bytes of the traced stores, or None when not tracing."""
+    if _traced is None:
+        return None
+    counters = [s.counter for s in _traced]
+    return {"requests": sum(c.requests for c in counters), "bytes_in": sum(c.bytes_in for c in counters),
+            "bytes_out": sum(c.bytes_out for c in counters)}
+
+
+def trace_lines() -> list[str]:
+    """One line per request (method, object, range, bytes, time) and a total."""
+    lines = []
+    for store in _traced or []:
+        with store.counter.lock:
+            log = list(store.counter.log)
+        for method, key, rng, nbytes, seconds in log:
+            where = f"{store.url.rstrip('/')}/{key}" if key else store.url
+            if rng and isinstance(rng[0], tuple):
+                span = " ranges=" + ",".join(f"{a}-{b - 1}" for a, b in rng)
+            elif rng:
+                span = f" range={rng[0]}-{rng[1] - 1}"
+            else:
+                span = ""
+            lines.append(f"trace: {method} {where}{span} {nbytes:,} B {seconds * 1000:.1f} ms")
+    t = trace_totals()
+    if t is not None:
+        lines.append(f"trace: total {t['requests']} requests, {t['bytes_in']:,} B in, {t['bytes_out']:,} B out")
+    return lines
+
+
 def open_store(url: str, *, create: bool = False) -> Store:
     """The store rooted at ``url``, from the plugin serving its scheme."""
     backend = get_registry().storage_for(url_scheme(url))
     try:
-        return backend.open(url, create=create)
+        store = backend.open(url, create=create)
+        if _traced is not None and hasattr(store, "counter"):
+            _traced.append(store)
+        return store
     except (StorageError, FileNotFoundError):
         raise
     except OSError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -107,6 +108,25 @@ def test_endpoint_url_option(s3_server):
     p = subprocess.run([BAMS3, "stats", url, "--no-sign-request", "--endpoint-url", s3_server["endpoint"]],
                        capture_output=True, env=anonymous)
     assert_one_line_error(p, 1, "access denied")
+
+
+def test_trace_shows_every_request(s3_server):
+    url = _url(s3_server, "trace.bams3")
+    bams3.convert(EXAMPLE, url, chunk_size="4K")
+    env = {**os.environ, **s3_server["env"]}
+    p = subprocess.run([BAMS3, "query", url, "chr1:10,000-20,000", "-c", "--json", "--trace"],
+                       capture_output=True, env=env)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["count"] == view_count(EXAMPLE, "chr1:10000-20000")
+    lines = p.stderr.decode().splitlines()
+    gets = [line for line in lines if line.startswith("trace: GET ")]
+    assert gets[0].startswith(f"trace: GET {url}/_metadata.json")
+    assert all("range=0-" in line for line in gets[1:])  # counts read only chunk prefixes
+    assert lines[-1] == (f"trace: total {out['io']['requests']} requests, {out['io']['bytes_in']:,} B in, 0 B out")
+    assert out["io"]["requests"] == len(gets)
+    for secret in s3_server["env"]["AWS_SECRET_ACCESS_KEY"], s3_server["env"]["AWS_ACCESS_KEY_ID"]:
+        assert secret not in p.stderr.decode() + p.stdout.decode()
 
 
 def test_storage_errors_are_one_line(s3_server):
