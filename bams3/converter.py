@@ -18,7 +18,7 @@ import numpy as np
 from . import __version__
 from ._threads import prefetch
 from .errors import DatasetExistsError, InputError, UsageError
-from .format import CodecSpec, ChunkTable, Metadata, METADATA_KEY, chunk_key, encode_chunk
+from .format import CodecSpec, ChunkTable, Metadata, METADATA_KEY, chunk_key, count_slot_bp, encode_chunk
 from .inputs import open_input
 from .plugins import get_registry
 from .records import RecordBatch
@@ -26,7 +26,7 @@ from .stats import StatsAccumulator
 from .storage import open_store, url_scheme
 
 DEFAULT_CHUNK_SIZE = 1 << 20
-MAX_CHUNK_RAW = 64 << 20  # a window holding more raw record bytes is stored as several chunks
+MAX_CHUNK_RAW = 16 << 20  # a window holding more raw record bytes is stored as several chunks
 _UNPLACED = np.int64((1 << 31) - 1)  # sorts after every reference index
 
 _BINARY_SUFFIX = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
@@ -113,7 +113,7 @@ def _sort(src: str, out: str, reference: str | None, workers: int) -> None:
 class _Pipeline:
     """Encodes and uploads chunks on worker threads; keeps at most a few in flight."""
 
-    def __init__(self, store, prefix: str, codec, level, workers: int):
+    def __init__(self, store, prefix: str, codec, level, workers: int, chunk_size: int):
         self.store = store
         self.prefix = prefix
         self.codec = codec
@@ -123,6 +123,9 @@ class _Pipeline:
         self.limit = workers + 1
         self.rows: list[dict] = []
         self.next_index = 0
+        self.chunk_size = chunk_size
+        self.slot_bp = count_slot_bp(chunk_size)
+        self.n_slots = -(-chunk_size // self.slot_bp)
 
     def submit(self, batch: RecordBatch, ref_id: int, window: int) -> None:
         index = self.next_index
@@ -132,7 +135,11 @@ class _Pipeline:
             self.rows.append(self.inflight.popleft().result())
 
     def _work(self, index: int, batch: RecordBatch, ref_id: int, window: int) -> dict:
-        blob, info = encode_chunk(batch, self.codec, self.level)
+        if ref_id < 0:
+            blob, info = encode_chunk(batch, self.codec, self.level)
+        else:
+            blob, info = encode_chunk(batch, self.codec, self.level, window * self.chunk_size, self.slot_bp,
+                                      self.n_slots)
         self.store.put(chunk_key(self.prefix, index), blob)
         return {"ref_id": ref_id, "window": window, **info}
 
@@ -154,7 +161,7 @@ def _convert(path, source_name, store, dst, chunk_size, workers, codec_obj, leve
     header = inp.header
     n_refs = len(header.references)
     prefix = f"data/{secrets.token_hex(6)}/"
-    pipe = _Pipeline(store, prefix, codec_obj, level, workers)
+    pipe = _Pipeline(store, prefix, codec_obj, level, workers, chunk_size)
     stats = StatsAccumulator(n_refs)
     pending: list[RecordBatch] = []
     pending_key = None
@@ -221,6 +228,7 @@ def _convert(path, source_name, store, dst, chunk_size, workers, codec_obj, leve
             header_text=header.text,
             references=header.references,
             chunk_size=chunk_size,
+            count_slot_bp=pipe.slot_bp,
             codecs=(CodecSpec(codec_obj.name, level),),
             data_prefix=prefix,
             chunks=table,

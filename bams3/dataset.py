@@ -11,7 +11,7 @@ import numpy as np
 
 from ._threads import ordered_map
 from .errors import DatasetError, InputError, PluginError
-from .format import METADATA_KEY, ChunkReader, Metadata, chunk_key
+from .format import METADATA_KEY, ChunkReader, Metadata, chunk_key, decode_slots, slot_range
 from .plugins import get_registry
 from .records import Header, RecordBatch
 from .region import POS_MAX, Region, read_bed
@@ -176,10 +176,59 @@ class Dataset:
 
         def count_edge(item):
             index, ivs = item
+            if len(ivs) == 1 and t.slot_nbytes[index] and self.meta.count_slot_bp:
+                n = self._count_with_slots(index, *ivs[0])
+                if n is not None:
+                    return n
             pos, span = self._reader(index, prefix_only=True).positions()
             return int(np.count_nonzero(_overlap_mask(pos, span, ivs)))
 
         total += sum(ordered_map(count_edge, edges, self.workers))
+        return total
+
+    def _count_with_slots(self, index: int, beg: int, end: int) -> int | None:
+        """Records of an edge chunk overlapping [beg, end), from the count slots at the
+        region's edges (one ranged read). None when earlier reads may reach ``beg`` and
+        every position is needed."""
+        t, m = self.meta.chunks, self.meta
+        slot_bp, size = m.count_slot_bp, int(t.slot_nbytes[index])
+        w0 = int(t.window[index]) * m.chunk_size
+        n = int(t.n_records[index])
+        lo, hi = int(t.min_pos[index]), int(t.max_pos[index])
+        use_beg, use_end = beg > lo, end <= hi
+        j0, j1 = slot_range(lo, hi, w0, slot_bp, m.n_slots)
+        n_slots = j1 - j0 + 1  # this chunk's slots: j0..j1, stored from 0
+
+        def slot(x: int) -> int:
+            return min(max((x - w0) // slot_bp, j0), j1) - j0
+
+        jb, je = slot(beg), slot(end)
+        need = ([max(jb - 1, 0), jb] if use_beg else []) + ([je] if use_end else [])
+        if not need:
+            return n
+        first, last = min(need), max(need)
+        key = chunk_key(m.data_prefix, index)
+        base = int(t.nbytes[index]) - n_slots * size
+        try:
+            blob = self.store.get_range(key, base + first * size, base + (last + 1) * size)
+        except FileNotFoundError:
+            raise DatasetError(f"{self.url}: chunk {key} is missing; the dataset is incomplete or damaged") from None
+        if base < 0 or len(blob) != (last - first + 1) * size:
+            raise DatasetError(f"{self.url}: chunk {key} has the wrong size; the dataset is damaged")
+        slots = decode_slots(blob, first, size, w0 + j0 * slot_bp, slot_bp, self.codecs[0], f"{self.url}/{key}")
+
+        def below(x: int, j: int) -> int:  # records with pos < x
+            n_before, _, pos, _ = slots[j - first]
+            return n_before + int(np.count_nonzero(pos < x))
+
+        total = (below(end, je) if use_end else n) - (below(beg, jb) if use_beg else 0)
+        if use_beg:
+            k0 = max(jb - 1, 0)
+            if slots[k0 - first][1] > beg:  # a read before these slots reaches the region
+                return None
+            for k in range(k0, jb + 1):
+                _, _, pos, span = slots[k - first]
+                total += int(np.count_nonzero((pos < beg) & (pos + span > beg)))
         return total
 
     # ------------------------------------------------------------------ records

@@ -67,7 +67,9 @@ CHUNK_FIELDS = (
     "nbytes",  # size of the chunk object
     "count_nbytes",  # bytes from the start of the object through the span column
     "raw_nbytes",  # uncompressed BAM record bytes
+    "slot_nbytes",  # size of each count slot at the end of the object; 0 = no count slots
 )
+OPTIONAL_CHUNK_FIELDS = {"slot_nbytes": 0}  # absent in datasets written before they existed
 
 
 def chunk_key(data_prefix: str, index: int) -> str:
@@ -77,8 +79,80 @@ def chunk_key(data_prefix: str, index: int) -> str:
 # --------------------------------------------------------------------------- chunks
 
 
-def encode_chunk(batch: RecordBatch, codec, level) -> tuple[bytes, dict[str, int]]:
-    """Encode a batch of records (all one reference and window) as a chunk object."""
+# --------------------------------------------------------------------------- count slots
+# The records' positions and spans again, cut by 16 kb sub-windows into fixed-size
+# slots at the end of a chunk object: a count reads only the slots at a region's edges.
+_SLOT_HEAD = struct.Struct("<IIqII")  # n_before, n_in, max_end_before, payload length, crc32
+
+
+def count_slot_bp(chunk_size: int) -> int:
+    """Sub-window size of the count slots for a chunk size (about 16 kb, at most 256 slots)."""
+    n = min(256, max(1, chunk_size // 16384))
+    return -(-chunk_size // n)
+
+
+def slot_range(min_pos: int, max_pos: int, window_start: int, slot_bp: int, n_slots: int) -> tuple[int, int]:
+    """The first and last count slot of a chunk: those of its first and last record."""
+    def slot(x: int) -> int:
+        return min(max((x - window_start) // slot_bp, 0), n_slots - 1)
+
+    return slot(min_pos), slot(max_pos)
+
+
+def encode_slots(pos: np.ndarray, span: np.ndarray, window_start: int, slot_bp: int, n_slots: int,
+                 codec, level) -> tuple[bytes, int]:
+    """The count slots of one chunk (concatenated, each padded to the largest) and the slot size."""
+    j0, j1 = slot_range(int(pos[0]), int(pos[-1]), window_start, slot_bp, n_slots)
+    j = np.clip((pos - window_start) // slot_bp, 0, n_slots - 1) - j0
+    n_slots = j1 - j0 + 1
+    counts = np.bincount(j, minlength=n_slots)
+    starts = np.zeros(n_slots + 1, dtype=np.int64)
+    np.cumsum(counts, out=starts[1:])
+    slot_max = np.full(n_slots, -1, dtype=np.int64)
+    np.maximum.at(slot_max, j, pos + span)
+    max_before = np.concatenate([[-1], np.maximum.accumulate(slot_max)[:-1]])
+    slots = []
+    for k in range(n_slots):
+        a, b = int(starts[k]), int(starts[k + 1])
+        payload = b""
+        if b > a:
+            rel = (pos[a:b] - (window_start + (j0 + k) * slot_bp)).astype("<i4").tobytes()
+            raw = _shuffle(rel, 4) + _shuffle(span[a:b].astype("<i4").tobytes(), 4)
+            payload = codec.encode(raw, level)
+        slots.append(_SLOT_HEAD.pack(a, b - a, int(max_before[k]), len(payload), zlib.crc32(payload)) + payload)
+    size = max(len(x) for x in slots)
+    return b"".join(x.ljust(size, b"\0") for x in slots), size
+
+
+def decode_slots(blob: bytes, first: int, slot_nbytes: int, window_start: int, slot_bp: int, codec,
+                 where: str) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
+    """(n_before, max_end_before, pos, span) of consecutive slots starting at slot ``first``."""
+    out = []
+    for i in range(len(blob) // slot_nbytes):
+        o = i * slot_nbytes
+        n_before, n_in, max_before, plen, crc = _SLOT_HEAD.unpack_from(blob, o)
+        payload = blob[o + _SLOT_HEAD.size : o + _SLOT_HEAD.size + plen]
+        if len(payload) != plen or zlib.crc32(payload) != crc or plen + _SLOT_HEAD.size > slot_nbytes:
+            raise DatasetError(f"{where}: checksum mismatch in count slot {first + i}; the dataset is corrupt")
+        if n_in:
+            raw = codec.decode(payload, 8 * n_in)
+            if len(raw) != 8 * n_in:
+                raise DatasetError(f"{where}: count slot {first + i} decodes to the wrong size; the dataset is corrupt")
+            rel = np.frombuffer(_unshuffle(raw[: 4 * n_in], 4), "<i4").astype(np.int64)
+            span = np.frombuffer(_unshuffle(raw[4 * n_in :], 4), "<i4").astype(np.int64)
+            pos = rel + window_start + (first + i) * slot_bp
+        else:
+            pos = span = np.zeros(0, dtype=np.int64)
+        out.append((n_before, max_before, pos, span))
+    return out
+
+
+def encode_chunk(batch: RecordBatch, codec, level, window_start: int | None = None,
+                 slot_bp: int = 0, n_slots: int = 0) -> tuple[bytes, dict[str, int]]:
+    """Encode a batch of records (all one reference and window) as a chunk object.
+
+    With ``window_start`` and ``slot_bp``, count slots are appended (placed records only).
+    """
     core = batch.core
     seg = segment_lengths(core)
     names, cigar, seq, qual, aux = split_columns(batch, seg)
@@ -111,6 +185,10 @@ def encode_chunk(batch: RecordBatch, codec, level) -> tuple[bytes, dict[str, int
     head = _CHUNK_HEAD.pack(CHUNK_MAGIC, len(ids), len(core)) + b"".join(entries)
     count_nbytes = len(head) + sum(len(b) for b in blobs[:COUNT_COLUMNS])
     blob = head + b"".join(blobs)
+    slot_nbytes = 0
+    if window_start is not None and slot_bp:
+        slots, slot_nbytes = encode_slots(pos.astype(np.int64), span, window_start, slot_bp, n_slots, codec, level)
+        blob += slots
     ends = pos.astype(np.int64) + span
     info = {
         "n_records": len(core),
@@ -120,6 +198,7 @@ def encode_chunk(batch: RecordBatch, codec, level) -> tuple[bytes, dict[str, int
         "nbytes": len(blob),
         "count_nbytes": count_nbytes,
         "raw_nbytes": batch.nbytes,
+        "slot_nbytes": slot_nbytes,
     }
     return blob, info
 
@@ -237,7 +316,8 @@ class ChunkTable:
     def from_json(cls, obj: dict[str, Any]) -> ChunkTable:
         n = int(obj["count"])
         fields = list(obj["fields"])
-        if obj.get("encoding") != "i8-field-major+zstd+base64" or any(f not in fields for f in CHUNK_FIELDS):
+        required = [f for f in CHUNK_FIELDS if f not in OPTIONAL_CHUNK_FIELDS]
+        if obj.get("encoding") != "i8-field-major+zstd+base64" or any(f not in fields for f in required):
             raise ValueError("unsupported chunk table encoding")
         if n < 0 or n > 1 << 32:
             raise ValueError("absurd chunk count")
@@ -246,7 +326,8 @@ class ChunkTable:
         if len(raw) != want:
             raise ValueError("chunk table has the wrong size")
         mat = np.frombuffer(raw, dtype="<i8").reshape(len(fields), n)
-        return cls({f: mat[fields.index(f)].astype(np.int64) for f in CHUNK_FIELDS})
+        return cls({f: mat[fields.index(f)].astype(np.int64) if f in fields
+                    else np.full(n, OPTIONAL_CHUNK_FIELDS[f], dtype=np.int64) for f in CHUNK_FIELDS})
 
 
 # --------------------------------------------------------------------------- metadata
@@ -272,6 +353,11 @@ class Metadata:
     source: dict[str, Any]
     created_by: str
     format_version: int = FORMAT_VERSION
+    count_slot_bp: int = 0  # 0: chunks have no count slots
+
+    @property
+    def n_slots(self) -> int:
+        return -(-self.chunk_size // self.count_slot_bp) if self.count_slot_bp else 0
 
     def to_json(self) -> bytes:
         obj = {
@@ -281,6 +367,7 @@ class Metadata:
             "source": self.source,
             "header": {"text": self.header_text, "references": [list(r) for r in self.references]},
             "chunk_size": self.chunk_size,
+            "count_slot_bp": self.count_slot_bp,
             "codecs": [attrs.asdict(c) for c in self.codecs],
             "data_prefix": self.data_prefix,
             "chunks": self.chunks.to_json(),
@@ -321,6 +408,7 @@ class Metadata:
                 source=dict(obj.get("source", {})),
                 created_by=str(obj.get("created_by", "?")),
                 format_version=version,
+                count_slot_bp=max(0, int(obj.get("count_slot_bp", 0))),
             )
         except (KeyError, TypeError, ValueError, zstandard.ZstdError) as exc:
             raise DatasetError(f"{where}: _metadata.json is malformed ({exc})") from None
