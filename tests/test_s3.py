@@ -129,6 +129,25 @@ def test_trace_shows_every_request(s3_server):
         assert secret not in p.stderr.decode() + p.stdout.decode()
 
 
+def test_named_profile_from_aws_files(s3_server, tmp_path):
+    url = _url(s3_server, "profile.bams3")
+    bams3.convert(EXAMPLE, url)
+    (tmp_path / "credentials").write_text(
+        "[default]\naws_access_key_id = wrong\naws_secret_access_key = wrong\n\n"
+        f"[lab]\naws_access_key_id = {s3_server['env']['AWS_ACCESS_KEY_ID']}\n"
+        f"aws_secret_access_key = {s3_server['env']['AWS_SECRET_ACCESS_KEY']}\n")
+    (tmp_path / "config").write_text(f"[profile lab]\nregion = us-east-1\nendpoint_url = {s3_server['endpoint']}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "credentials"), AWS_CONFIG_FILE=str(tmp_path / "config"),
+               AWS_PROFILE="lab")
+    p = subprocess.run([BAMS3, "query", url, "chrM", "-c"], capture_output=True, env=env)
+    assert p.returncode == 0, p.stderr
+    assert int(p.stdout) == view_count(EXAMPLE, "chrM")
+    p = subprocess.run([BAMS3, "stats", url], capture_output=True, env={**env, "AWS_PROFILE": "nope"})
+    assert_one_line_error(p, 1, "profile 'nope'")
+    assert b"wrong" not in p.stderr
+
+
 def test_storage_errors_are_one_line(s3_server):
     env = {**os.environ, **s3_server["env"]}
     run = lambda *a, **e: subprocess.run([BAMS3, *a], capture_output=True, env={**env, **e})  # noqa: E731

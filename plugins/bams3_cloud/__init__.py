@@ -2,13 +2,15 @@
 
 Credentials and settings come the way their users already have them: for S3 the
 AWS_* environment variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
-AWS_SESSION_TOKEN, AWS_REGION/AWS_DEFAULT_REGION, AWS_ENDPOINT_URL,
+AWS_SESSION_TOKEN, AWS_REGION/AWS_DEFAULT_REGION, AWS_ENDPOINT_URL, named
+profiles (AWS_PROFILE, ~/.aws/credentials and ~/.aws/config),
 AWS_SKIP_SIGNATURE for public buckets, AWS_REQUESTER_PAYS), instance and task
 roles; for GCS and Azure obstore's own GOOGLE_*/AZURE_* variables.
 """
 
 from __future__ import annotations
 
+import configparser
 import os
 import re
 from datetime import timedelta
@@ -108,6 +110,41 @@ class CloudStore(ObstoreStore):
         return self._guard(super().size, key)
 
 
+def _profile_config() -> dict:
+    """Static keys, region and endpoint of the AWS named profile in use, from
+    ~/.aws/credentials and ~/.aws/config (AWS_SHARED_CREDENTIALS_FILE, AWS_CONFIG_FILE),
+    when the environment does not already hold keys."""
+    if os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("AWS_SKIP_SIGNATURE", "").lower() == "true":
+        return {}
+    profile = os.environ.get("AWS_PROFILE") or os.environ.get("AWS_DEFAULT_PROFILE")
+    cred_file = os.path.expanduser(os.environ.get("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials"))
+    conf_file = os.path.expanduser(os.environ.get("AWS_CONFIG_FILE", "~/.aws/config"))
+    creds, conf = configparser.RawConfigParser(), configparser.RawConfigParser()
+    creds.read(cred_file)
+    conf.read(conf_file)
+    name = profile or "default"
+    conf_section = name if name == "default" else f"profile {name}"
+    section = {**(dict(conf[conf_section]) if conf.has_section(conf_section) else {}),
+               **(dict(creds[name]) if creds.has_section(name) else {})}
+    if not section:
+        if profile:
+            raise StorageError(f"AWS profile {profile!r} is not in {cred_file} or {conf_file}")
+        return {}
+    out = {}
+    if "aws_access_key_id" in section and "aws_secret_access_key" in section:
+        out.update(access_key_id=section["aws_access_key_id"], secret_access_key=section["aws_secret_access_key"])
+        if section.get("aws_session_token"):
+            out["token"] = section["aws_session_token"]
+    elif profile:
+        raise StorageError(f"AWS profile {profile!r} has no static keys (roles, SSO and credential_process "
+                           "profiles are not supported yet); export AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
+    if section.get("region") and not (os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")):
+        out["region"] = section["region"]
+    if section.get("endpoint_url") and not os.environ.get("AWS_ENDPOINT_URL"):
+        out["endpoint"] = section["endpoint_url"]
+    return out
+
+
 def open_cloud(url: str, create: bool = False):
     scheme = url.split("://", 1)[0].lower()
     if create and scheme in ("http", "https"):
@@ -115,7 +152,8 @@ def open_cloud(url: str, create: bool = False):
     options = {"timeout": "60s", "connect_timeout": "5s"}
     kwargs = {}
     if scheme == "s3":
-        endpoint = os.environ.get("AWS_ENDPOINT_URL", "")
+        kwargs.update(_profile_config())
+        endpoint = os.environ.get("AWS_ENDPOINT_URL", "") or kwargs.get("endpoint", "")
         if endpoint.startswith("http://"):
             options["allow_http"] = True
         if os.environ.get("AWS_S3_USE_ACCELERATE", "").lower() == "true" and not endpoint:
