@@ -45,24 +45,37 @@ class CountingProxy:
                 if body or self.command in ("PUT", "POST"):
                     headers["Content-Length"] = str(len(body))
                 conn = http.client.HTTPConnection(*proxy.upstream, timeout=60)
+                sent = 0
+                status = 0
                 try:
                     conn.request(self.command, self.path, body=body or None, headers=headers)
                     resp = conn.getresponse()
-                    data = resp.read()
+                    status = resp.status
+                    self.send_response_only(resp.status, resp.reason)
+                    chunked = resp.getheader("Content-Length") is None and self.command != "HEAD"
+                    for k, v in resp.getheaders():
+                        if k.lower() not in HOP:
+                            self.send_header(k, v)
+                    if chunked:  # rare: pass the body on in one piece with its length
+                        data = resp.read()
+                        self.send_header("Content-Length", str(len(data)))
+                        self.end_headers()
+                        self.wfile.write(data)
+                        sent = len(data)
+                    else:
+                        self.end_headers()
+                        while self.command != "HEAD":
+                            piece = resp.read(1 << 16)
+                            if not piece:
+                                break
+                            self.wfile.write(piece)  # counted as it is delivered
+                            sent += len(piece)
+                except (ConnectionResetError, BrokenPipeError):
+                    self.close_connection = True  # the client stopped reading: count what it got
                 finally:
                     conn.close()
-                self.send_response_only(resp.status, resp.reason)
-                for k, v in resp.getheaders():
-                    if k.lower() not in HOP and k.lower() != "content-length":
-                        self.send_header(k, v)
-                length = resp.getheader("Content-Length") if self.command == "HEAD" else str(len(data))
-                self.send_header("Content-Length", length or "0")
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-                with proxy.lock:
-                    proxy.log.append((self.command, self.path, self.headers.get("Range"), resp.status,
-                                      0 if self.command == "HEAD" else len(data)))
+                    with proxy.lock:
+                        proxy.log.append((self.command, self.path, self.headers.get("Range"), status, sent))
 
             do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
 
