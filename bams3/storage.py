@@ -127,7 +127,8 @@ class ObstoreStore:
 
     def put(self, key: str, data: bytes) -> None:
         t = time.perf_counter()
-        self._obs.put(self._store, key, data)
+        # one request at a time per put (multipart for large objects): --workers bounds uploads
+        self._obs.put(self._store, key, data, max_concurrency=1)
         self.counter.add("PUT", key, nbytes_out=len(data), seconds=time.perf_counter() - t)
 
     def list(self, prefix: str = "") -> Iterator[tuple[str, int]]:

@@ -67,17 +67,25 @@ def sample_dataset(sample_dir, tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def s3_server():
-    """A real S3-compatible server (moto's) on 127.0.0.1, reached over HTTP like AWS.
+    """A real S3-compatible server process (moto's standalone server) on 127.0.0.1,
+    reached over HTTP exactly as AWS is, configured through AWS_* variables."""
+    import re
+    import sys
+    import threading
 
-    Configured the way users configure bams3: AWS_* environment variables.
-    """
     import boto3
-    from moto.server import ThreadedMotoServer
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    port = None
+    for line in proc.stdout:  # werkzeug prints the port it bound
+        m = re.search(r"Running on http://127\.0\.0\.1:(\d+)", line)
+        if m:
+            port = int(m.group(1))
+            break
+    assert port, "moto's server did not start"
+    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # drain its log
+    endpoint = f"http://127.0.0.1:{port}"
     env = {"AWS_ACCESS_KEY_ID": "testing-key-id", "AWS_SECRET_ACCESS_KEY": "testing-secret-key",
            "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}
     saved = {k: os.environ.get(k) for k in env}
@@ -90,4 +98,5 @@ def s3_server():
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
-    server.stop()
+    proc.terminate()
+    proc.wait(timeout=10)
