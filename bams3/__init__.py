@@ -12,7 +12,7 @@ from .errors import (  # noqa: E402
     StorageError,
     UsageError,
 )
-from .plugins import Codec, OutputFormat, StorageBackend, get_plugin_manager, get_registry, hookimpl  # noqa: E402
+from .plugins import Codec, OutputFormat, RecordFields, StorageBackend, get_plugin_manager, get_registry, hookimpl  # noqa: E402
 
 
 def open(url: str):  # noqa: A001
@@ -31,6 +31,6 @@ def convert(src: str, dst: str, **kwargs):
 
 __all__ = [
     "Bams3Error", "Codec", "DatasetError", "DatasetExistsError", "InputError", "OutputFormat", "PluginError",
-    "RegionError", "StorageBackend", "StorageError", "UsageError", "convert", "get_plugin_manager",
+    "RecordFields", "RegionError", "StorageBackend", "StorageError", "UsageError", "convert", "get_plugin_manager",
     "get_registry", "hookimpl", "open",
 ]

@@ -95,13 +95,15 @@ def cli():
               help="Threads for compression and upload.")
 @click.option("--codec", default="zstd", show_default=True, help="Column codec (see installed codec plugins).")
 @click.option("--level", type=int, default=None, help="Codec level (zstd default: 9).")
+@click.option("--qual-codec", default="qual", show_default=True,
+              help="Codec for base qualities ('qual': per-cycle context model; 'zstd' or any codec plugin).")
 @click.option("-T", "--reference", type=click.Path(dir_okay=False), default=None,
               help="Reference FASTA, for CRAM input.")
 @click.option("--sort", "sort_input", is_flag=True, help="Sort the input by coordinate first (uses a temporary file).")
 @click.option("--force", is_flag=True, help="Replace an existing dataset at DEST.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
-def convert(input_path, dest, chunk_size, workers, codec, level, reference, sort_input, force, progress, as_json):
+def convert(input_path, dest, chunk_size, workers, codec, level, qual_codec, reference, sort_input, force, progress, as_json):
     """Convert a coordinate-sorted BAM, SAM or CRAM file into a dataset at DEST.
 
     \b
@@ -130,7 +132,7 @@ def convert(input_path, dest, chunk_size, workers, codec, level, reference, sort
         bar.update(done - bar.pos)
 
     try:
-        meta = run(input_path, dest, chunk_size=chunk_size, workers=workers, codec=codec, level=level,
+        meta = run(input_path, dest, chunk_size=chunk_size, workers=workers, codec=codec, level=level, qual_codec=qual_codec,
                    force=force, reference=reference, sort=sort_input, progress=report)
     finally:
         if bar is not None:

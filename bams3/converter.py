@@ -18,7 +18,8 @@ import numpy as np
 from . import __version__
 from ._threads import prefetch
 from .errors import DatasetExistsError, InputError, UsageError
-from .format import CodecSpec, ChunkTable, Metadata, METADATA_KEY, chunk_key, count_slot_bp, encode_chunk
+from .format import (CodecSpec, ChunkTable, Metadata, METADATA_KEY, QUAL_COLUMN, chunk_key, count_slot_bp,
+                     encode_chunk)
 from .inputs import open_input
 from .plugins import get_registry
 from .records import RecordBatch
@@ -56,6 +57,7 @@ def convert(
     workers: int = 2,
     codec: str = "zstd",
     level: int | None = None,
+    qual_codec: str | None = "qual",
     force: bool = False,
     reference: str | None = None,
     sort: bool = False,
@@ -68,6 +70,12 @@ def convert(
     codec_obj = get_registry().codec(codec)
     if level is None:
         level = codec_obj.default_level
+    codecs = [(codec_obj, level)]
+    column_codecs = {}
+    if qual_codec and qual_codec != codec:
+        qual_obj = get_registry().codec(qual_codec)
+        codecs.append((qual_obj, qual_obj.default_level))
+        column_codecs[QUAL_COLUMN] = 1
     remote = url_scheme(src) != "file"
     if not remote and not os.path.exists(src.removeprefix("file://")):
         raise InputError(f"{src}: no such file")
@@ -79,9 +87,10 @@ def convert(
         with tempfile.TemporaryDirectory(prefix="bams3-sort-") as tmp:
             sorted_path = os.path.join(tmp, "sorted.bam")
             _sort(src, sorted_path, reference, workers)
-            return _convert(sorted_path, src, store, dst, chunk_size, workers, codec_obj, level, reference,
+            return _convert(sorted_path, src, store, dst, chunk_size, workers, codecs, column_codecs, reference,
                             progress, max_chunk_raw)
-    return _convert(src, src, store, dst, chunk_size, workers, codec_obj, level, reference, progress, max_chunk_raw)
+    return _convert(src, src, store, dst, chunk_size, workers, codecs, column_codecs, reference, progress,
+                    max_chunk_raw)
 
 
 def _check_destination(store, dst: str, force: bool) -> None:
@@ -113,11 +122,11 @@ def _sort(src: str, out: str, reference: str | None, workers: int) -> None:
 class _Pipeline:
     """Encodes and uploads chunks on worker threads; keeps at most a few in flight."""
 
-    def __init__(self, store, prefix: str, codec, level, workers: int, chunk_size: int):
+    def __init__(self, store, prefix: str, codecs, column_codecs, workers: int, chunk_size: int):
         self.store = store
         self.prefix = prefix
-        self.codec = codec
-        self.level = level
+        self.codecs = codecs
+        self.column_codecs = column_codecs
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="bams3-encode")
         self.inflight: deque = deque()
         self.limit = workers + 1
@@ -136,10 +145,10 @@ class _Pipeline:
 
     def _work(self, index: int, batch: RecordBatch, ref_id: int, window: int) -> dict:
         if ref_id < 0:
-            blob, info = encode_chunk(batch, self.codec, self.level)
+            blob, info = encode_chunk(batch, self.codecs, column_codecs=self.column_codecs)
         else:
-            blob, info = encode_chunk(batch, self.codec, self.level, window * self.chunk_size, self.slot_bp,
-                                      self.n_slots)
+            blob, info = encode_chunk(batch, self.codecs, window * self.chunk_size, self.slot_bp, self.n_slots,
+                                      column_codecs=self.column_codecs)
         self.store.put(chunk_key(self.prefix, index), blob)
         return {"ref_id": ref_id, "window": window, **info}
 
@@ -155,13 +164,13 @@ class _Pipeline:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _convert(path, source_name, store, dst, chunk_size, workers, codec_obj, level, reference, progress,
+def _convert(path, source_name, store, dst, chunk_size, workers, codecs, column_codecs, reference, progress,
              max_chunk_raw) -> Metadata:
     inp = open_input(path, reference=reference, threads=workers)
     header = inp.header
     n_refs = len(header.references)
     prefix = f"data/{secrets.token_hex(6)}/"
-    pipe = _Pipeline(store, prefix, codec_obj, level, workers, chunk_size)
+    pipe = _Pipeline(store, prefix, codecs, column_codecs, workers, chunk_size)
     stats = StatsAccumulator(n_refs)
     pending: list[RecordBatch] = []
     pending_key = None
@@ -229,7 +238,7 @@ def _convert(path, source_name, store, dst, chunk_size, workers, codec_obj, leve
             references=header.references,
             chunk_size=chunk_size,
             count_slot_bp=pipe.slot_bp,
-            codecs=(CodecSpec(codec_obj.name, level),),
+            codecs=tuple(CodecSpec(c.name, lv) for c, lv in codecs),
             data_prefix=prefix,
             chunks=table,
             stats=result,

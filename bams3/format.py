@@ -147,12 +147,27 @@ def decode_slots(blob: bytes, first: int, slot_nbytes: int, window_start: int, s
     return out
 
 
-def encode_chunk(batch: RecordBatch, codec, level, window_start: int | None = None,
-                 slot_bp: int = 0, n_slots: int = 0) -> tuple[bytes, dict[str, int]]:
+QUAL_COLUMN = 16
+
+
+def record_fields(core: np.ndarray):
+    """What a record-aware codec is told about the records of a chunk."""
+    from .plugins import RecordFields
+
+    return RecordFields(l_seq=core["l_seq"].astype(np.int64), flag=core["flag"].astype(np.uint16))
+
+
+def encode_chunk(batch: RecordBatch, codecs, window_start: int | None = None,
+                 slot_bp: int = 0, n_slots: int = 0, column_codecs: dict[int, int] | None = None
+                 ) -> tuple[bytes, dict[str, int]]:
     """Encode a batch of records (all one reference and window) as a chunk object.
 
+    ``codecs`` is a sequence of (codec, level); every column uses the first unless
+    ``column_codecs`` maps its id to another index (the qualities, typically).
     With ``window_start`` and ``slot_bp``, count slots are appended (placed records only).
     """
+    column_codecs = column_codecs or {}
+    codec, level = codecs[0]
     core = batch.core
     seg = segment_lengths(core)
     names, cigar, seq, qual, aux = split_columns(batch, seg)
@@ -179,8 +194,15 @@ def encode_chunk(batch: RecordBatch, codec, level, window_start: int | None = No
         flags = 0
         if _ITEMSIZE.get(cid, 1) > 1 and raw:
             raw, flags = _shuffle(raw, _ITEMSIZE[cid]), FLAG_SHUFFLED
-        stored = codec.encode(raw, level) if raw else b""
-        entries.append(_DIR_ENTRY.pack(cid, 0, flags, zlib.crc32(stored), len(stored), len(raw)))
+        ci = column_codecs.get(cid, 0)
+        c, lv = codecs[ci]
+        if not raw:
+            stored = b""
+        elif c.record_aware:
+            stored = c.encode(raw, lv, records=record_fields(core))
+        else:
+            stored = c.encode(raw, lv)
+        entries.append(_DIR_ENTRY.pack(cid, ci, flags, zlib.crc32(stored), len(stored), len(raw)))
         blobs.append(stored)
     head = _CHUNK_HEAD.pack(CHUNK_MAGIC, len(ids), len(core)) + b"".join(entries)
     count_nbytes = len(head) + sum(len(b) for b in blobs[:COUNT_COLUMNS])
@@ -235,8 +257,12 @@ class ChunkReader:
             raise DatasetError(f"{self.where}: checksum mismatch in column {cid}; the dataset is corrupt")
         if raw == 0:
             return b""
+        codec = self.codecs[codec_idx]
         try:
-            out = self.codecs[codec_idx].decode(data, raw)
+            if codec.record_aware:
+                out = codec.decode(data, raw, records=self._record_fields())
+            else:
+                out = codec.decode(data, raw)
         except DatasetError:
             raise
         except Exception as exc:
@@ -249,6 +275,11 @@ class ChunkReader:
                 raise DatasetError(f"{self.where}: column {cid} has a partial value; the dataset is corrupt")
             out = _unshuffle(out, size)
         return out
+
+    def _record_fields(self):
+        from .plugins import RecordFields
+
+        return RecordFields(l_seq=self.array(8, "<i4").astype(np.int64), flag=self.array(3, "<u2"))
 
     def array(self, cid: int, dtype: str) -> np.ndarray:
         a = np.frombuffer(self.raw(cid), dtype=dtype)

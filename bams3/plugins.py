@@ -46,13 +46,26 @@ class Codec:
     ``encode(data, level) -> bytes`` and ``decode(data, raw_size) -> bytes``
     must be thread-safe; ``decode`` must never return more than ``raw_size``
     bytes.
+
+    A ``record_aware`` codec is for a per-base column (qualities): both
+    functions also receive ``records=`` a :class:`RecordFields` describing the
+    chunk's records, so the codec can model per read and per cycle.
     """
 
     name: str
-    encode: Callable[[bytes, int | None], bytes]
-    decode: Callable[[bytes, int], bytes]
+    encode: Callable[..., bytes]
+    decode: Callable[..., bytes]
     default_level: int | None = None
     description: str = ""
+    record_aware: bool = False
+
+
+@attrs.frozen
+class RecordFields:
+    """What a record-aware codec learns about the chunk's records (numpy arrays, one entry per record)."""
+
+    l_seq: Any  # int64: bases (and qualities) per record
+    flag: Any  # uint16: SAM FLAG (0x10 reverse strand: BAM stores its qualities reversed; 0x80 second read)
 
 
 @attrs.frozen
