@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 import attrs
 import numpy as np
 
+from . import _kernels
 from .errors import InputError
 
 # The 36 bytes every record starts with: block_size, then the 32-byte core.
@@ -169,16 +170,15 @@ def segment_lengths(core: np.ndarray, check: bool = True) -> np.ndarray:
     return seg
 
 
-def _labels(seg: np.ndarray) -> np.ndarray:
-    n = len(seg)
-    return np.repeat(np.tile(np.arange(6, dtype=np.uint8), n), seg.ravel())
-
-
 def split_columns(batch: RecordBatch, seg: np.ndarray) -> list[np.ndarray]:
     """The five variable-length columns (name, cigar, seq, qual, aux), each concatenated."""
-    body = batch.data[batch.offsets[0] : batch.offsets[-1]]
-    labels = _labels(seg)
-    return [body[labels == k] for k in range(1, 6)]
+    base = batch.offsets[0]
+    body = batch.data[base : batch.offsets[-1]]
+    totals = seg.sum(axis=0)
+    outs = [np.empty(int(t), dtype=np.uint8) for t in totals]
+    _kernels.split(body, np.ascontiguousarray(batch.offsets - base, dtype=np.int64),
+                   np.ascontiguousarray(seg, dtype=np.int64), *outs)
+    return outs[1:]
 
 
 def assemble(core: np.ndarray, columns: list[np.ndarray]) -> RecordBatch:
@@ -188,10 +188,8 @@ def assemble(core: np.ndarray, columns: list[np.ndarray]) -> RecordBatch:
     offsets = np.zeros(len(core) + 1, dtype=np.int64)
     np.cumsum(lens, out=offsets[1:])
     out = np.empty(int(offsets[-1]), dtype=np.uint8)
-    labels = _labels(seg)
-    out[labels == 0] = np.ascontiguousarray(core).view(np.uint8)
-    for k, col in enumerate(columns, start=1):
-        out[labels == k] = col
+    _kernels.assemble(out, np.ascontiguousarray(seg, dtype=np.int64),
+                      np.ascontiguousarray(core).view(np.uint8), *columns)
     return RecordBatch(out, offsets, core)
 
 
@@ -233,7 +231,6 @@ def split_records(pieces: Iterable[bytes], target: int = 16 << 20) -> tuple[Head
     header, used = parsed
 
     def batches() -> Iterator[RecordBatch]:
-        unpack = struct.Struct("<i").unpack_from
         rest = buf[used:]
         pending = [rest] if rest else []
         size = len(rest)
@@ -251,27 +248,20 @@ def split_records(pieces: Iterable[bytes], target: int = 16 << 20) -> tuple[Head
             data = b"".join(pending) if len(pending) != 1 else pending[0]
             pending = []
             n = len(data)
-            offs = []
-            ap = offs.append
-            o = 0
-            while o + 4 <= n:
-                bs = unpack(data, o)[0]
-                if bs < 32:
-                    raise InputError("corrupt BAM record (block size too small)")
-                if o + 4 + bs > n:
-                    break
-                ap(o)
-                o += 4 + bs
+            offs = np.empty(n // CORE_SIZE + 1, dtype=np.int64)
+            count, o = _kernels.scan(data, offs)
+            if count < 0:
+                raise InputError("corrupt BAM record (block size too small)")
             if o < n:
                 if exhausted:
                     raise InputError("input is truncated (ends inside a BAM record)")
                 pending = [data[o:]]
             size = n - o
-            if offs:
-                ap(o)
+            if count:
+                offs[count] = o
                 need = target
                 arr = np.frombuffer(data, dtype=np.uint8)
-                yield RecordBatch(arr, np.array(offs, dtype=np.int64))
+                yield RecordBatch(arr, offs[: count + 1].copy())
             elif exhausted:
                 break
             else:

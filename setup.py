@@ -1,0 +1,9 @@
+"""The compiled parts (everything else is in pyproject.toml): bulk kernels over raw
+records, and the qual codec's rANS."""
+
+from setuptools import Extension, setup
+
+setup(ext_modules=[
+    Extension("bams3._kernels", ["bams3/_kernels.c"], extra_compile_args=["-O3"]),
+    Extension("bams3_qual._rans", ["plugins/bams3_qual/_rans.c"], extra_compile_args=["-O3"]),
+])
