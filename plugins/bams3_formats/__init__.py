@@ -3,6 +3,8 @@
 import json
 import os
 import select
+import subprocess
+import sys
 
 import bams3
 from bams3._pysam import HtslibWriter
@@ -60,8 +62,72 @@ def _sam_emit(with_header: bool):
     return emit
 
 
+# samtools view in a child process: our raw records go into its stdin as an
+# uncompressed BAM stream, and it formats SAM straight onto our output descriptor,
+# in C, on the other core, byte for byte as `samtools view` does.
+_SAMTOOLS_CHILD = """
+import sys, pysam
+try:
+    pysam.samtools.view(*sys.argv[1:], catch_stdout=False)
+except pysam.SamtoolsError as exc:
+    sys.stderr.write(str(exc).strip().splitlines()[-1] if str(exc).strip() else "samtools view failed")
+    sys.exit(1)
+"""
+
+
+class SamtoolsWriter:
+    def __init__(self, fd: int, header, with_header: bool):
+        self._fd = fd
+        args = ["--no-PG", *(["-h"] if with_header else []), "-"]
+        self._proc = subprocess.Popen([sys.executable, "-c", _SAMTOOLS_CHILD, *args], stdin=subprocess.PIPE,
+                                      stdout=fd, stderr=subprocess.PIPE, bufsize=1 << 20)
+        self._raw(header.to_bam_bytes())
+
+    def _raw(self, data) -> None:
+        try:
+            self._proc.stdin.write(data)
+        except BrokenPipeError:
+            self._finish()
+            raise
+
+    def write(self, batch) -> None:
+        self._raw(memoryview(batch.data)[batch.offsets[0] : batch.offsets[-1]])
+
+    def _finish(self) -> None:
+        try:
+            self._proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        err = self._proc.stderr.read().decode(errors="replace").strip()
+        self._proc.stderr.close()
+        if self._proc.wait() != 0:
+            if _reader_gone(self._fd):  # bams3 query ... | head
+                raise BrokenPipeError()
+            raise bams3.Bams3Error(f"formatting SAM failed: {err.splitlines()[-1] if err else 'samtools view died'}")
+
+    def close(self) -> None:
+        self._finish()
+
+    def abort(self) -> None:
+        self._proc.kill()
+        self._proc.wait()
+        for f in (self._proc.stdin, self._proc.stderr):
+            try:
+                f.close()
+            except OSError:
+                pass
+
+
 def open_sam(out, header, options):
-    return HtslibWriter(out, header, _sam_emit(bool(options.get("header"))))
+    with_header = bool(options.get("header"))
+    try:
+        fd = out.fileno()
+    except (AttributeError, OSError, ValueError):
+        fd = None
+    if fd is not None:
+        out.flush()
+        return SamtoolsWriter(fd, header, with_header)
+    return HtslibWriter(out, header, _sam_emit(with_header))
 
 
 def _json_emit(af, out):
