@@ -93,17 +93,20 @@ def cli():
               help="Genomic window per chunk: 256K, 1M, 2M or a number of bp (K/M are binary: 1M = 1,048,576 bp).")
 @click.option("-@", "--workers", default=2, show_default=True, type=click.IntRange(1, 256),
               help="Threads for compression and upload.")
-@click.option("--codec", default="zstd", show_default=True, help="Column codec (see installed codec plugins).")
-@click.option("--level", type=int, default=None, help="Codec level (zstd default: 9).")
-@click.option("--qual-codec", default="qual", show_default=True,
-              help="Codec for base qualities ('qual': per-cycle context model; 'zstd' or any codec plugin).")
+@click.option("--compression", type=click.Choice(["default", "high"]), default="default", show_default=True,
+              help="default: zstd-9 columns, qualities by the 'qual' context model. high: also sequences "
+                   "against the chunk's own consensus (no reference needed) and zstd-12; smaller than CRAM.")
+@click.option("--codec", default=None, help="Codec for all other columns (default: zstd; see `bams3 plugins`).")
+@click.option("--level", type=int, default=None, help="Level of that codec (zstd: 9, or 12 with --compression high).")
+@click.option("--qual-codec", default=None, help="Codec for base qualities (default: qual; 'none' = the column codec).")
+@click.option("--seq-codec", default=None, help="Codec for sequences (default: none, or consensus with high).")
 @click.option("-T", "--reference", type=click.Path(dir_okay=False), default=None,
               help="Reference FASTA, for CRAM input.")
 @click.option("--sort", "sort_input", is_flag=True, help="Sort the input by coordinate first (uses a temporary file).")
 @click.option("--force", is_flag=True, help="Replace an existing dataset at DEST.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
-def convert(input_path, dest, chunk_size, workers, codec, level, qual_codec, reference, sort_input, force, progress, as_json):
+def convert(input_path, dest, chunk_size, workers, compression, codec, level, qual_codec, seq_codec, reference, sort_input, force, progress, as_json):
     """Convert a coordinate-sorted BAM, SAM or CRAM file into a dataset at DEST.
 
     \b
@@ -132,7 +135,8 @@ def convert(input_path, dest, chunk_size, workers, codec, level, qual_codec, ref
         bar.update(done - bar.pos)
 
     try:
-        meta = run(input_path, dest, chunk_size=chunk_size, workers=workers, codec=codec, level=level, qual_codec=qual_codec,
+        meta = run(input_path, dest, chunk_size=chunk_size, workers=workers, compression=compression, codec=codec,
+                   level=level, qual_codec=qual_codec, seq_codec=seq_codec,
                    force=force, reference=reference, sort=sort_input, progress=report)
     finally:
         if bar is not None:
@@ -157,12 +161,13 @@ def convert(input_path, dest, chunk_size, workers, codec, level, qual_codec, ref
               help="Write to this file (format from its extension) instead of stdout.")
 @click.option("--format", "fmt", default=None, help="Output format: sam (default), bam, json, or a plugin's.")
 @click.option("-h", "--header", "with_header", is_flag=True, help="Include the header (as samtools view -h).")
+@click.option("-H", "--header-only", is_flag=True, help="Print only the header (as samtools view -H --no-PG).")
 @click.option("-L", "--regions-file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Records overlapping any region of this BED file (each record once).")
 @click.option("--json", "as_json", is_flag=True, help="With --count: print JSON.")
 @click.option("-@", "--workers", default=4, show_default=True, type=click.IntRange(1, 256),
               help="Concurrent chunk fetches and decodes.")
-def query(dest, regions, count, show, output, fmt, with_header, regions_file, as_json, workers):
+def query(dest, regions, count, show, output, fmt, with_header, header_only, regions_file, as_json, workers):
     """Records of DEST overlapping REGION(s), exactly as samtools view returns them.
 
     \b
@@ -181,6 +186,10 @@ def query(dest, regions, count, show, output, fmt, with_header, regions_file, as
     from .dataset import Dataset
 
     ds = Dataset.open(dest, workers=workers)
+    if header_only:
+        sys.stdout.buffer.write(ds.header.text.encode("utf-8", "surrogateescape"))
+        sys.stdout.buffer.flush()
+        return
     rs = [ds.region(r) for r in regions]
     union = regions_file is not None
     if union:

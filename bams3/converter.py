@@ -18,7 +18,8 @@ import numpy as np
 from . import __version__
 from ._threads import prefetch
 from .errors import DatasetExistsError, InputError, UsageError
-from .format import (CodecSpec, ChunkTable, Metadata, METADATA_KEY, QUAL_COLUMN, chunk_key, count_slot_bp,
+from .format import (CodecSpec, ChunkTable, Metadata, METADATA_KEY, QUAL_COLUMN, SEQ_COLUMN, chunk_key,
+                     count_slot_bp,
                      encode_chunk)
 from .inputs import open_input
 from .plugins import get_registry
@@ -55,9 +56,11 @@ def convert(
     *,
     chunk_size: int | str = DEFAULT_CHUNK_SIZE,
     workers: int = 2,
-    codec: str = "zstd",
+    compression: str = "default",
+    codec: str | None = None,
     level: int | None = None,
-    qual_codec: str | None = "qual",
+    qual_codec: str | None = None,
+    seq_codec: str | None = None,
     force: bool = False,
     reference: str | None = None,
     sort: bool = False,
@@ -67,15 +70,7 @@ def convert(
     """Convert a coordinate-sorted BAM, SAM or CRAM file into a bams3 dataset at ``dst``."""
     chunk_size = parse_chunk_size(chunk_size)
     workers = max(1, int(workers))
-    codec_obj = get_registry().codec(codec)
-    if level is None:
-        level = codec_obj.default_level
-    codecs = [(codec_obj, level)]
-    column_codecs = {}
-    if qual_codec and qual_codec != codec:
-        qual_obj = get_registry().codec(qual_codec)
-        codecs.append((qual_obj, qual_obj.default_level))
-        column_codecs[QUAL_COLUMN] = 1
+    codecs, column_codecs = codec_plan(compression, codec, level, qual_codec, seq_codec)
     remote = url_scheme(src) != "file"
     if not remote and not os.path.exists(src.removeprefix("file://")):
         raise InputError(f"{src}: no such file")
@@ -87,10 +82,39 @@ def convert(
         with tempfile.TemporaryDirectory(prefix="bams3-sort-") as tmp:
             sorted_path = os.path.join(tmp, "sorted.bam")
             _sort(src, sorted_path, reference, workers)
-            return _convert(sorted_path, src, store, dst, chunk_size, workers, codecs, column_codecs, reference,
-                            progress, max_chunk_raw)
-    return _convert(src, src, store, dst, chunk_size, workers, codecs, column_codecs, reference, progress,
-                    max_chunk_raw)
+            return _convert(sorted_path, src, store, dst, chunk_size, workers, codecs, column_codecs, compression,
+                            reference, progress, max_chunk_raw)
+    return _convert(src, src, store, dst, chunk_size, workers, codecs, column_codecs, compression, reference,
+                    progress, max_chunk_raw)
+
+
+# What --compression chooses; explicit --codec/--level/--qual-codec/--seq-codec override it.
+PROFILES = {
+    "default": {"codec": "zstd", "level": None, "qual_codec": "qual", "seq_codec": None, "count_slots": True},
+    # No count slots: a count reads the short pos/span prefix of its edge chunks instead.
+    "high": {"codec": "zstd", "level": 12, "qual_codec": "qual", "seq_codec": "consensus", "count_slots": False},
+}
+
+
+def codec_plan(compression="default", codec=None, level=None, qual_codec=None, seq_codec=None):
+    """The (codec, level) list of a dataset and which columns use which (column id -> index)."""
+    try:
+        profile = PROFILES[compression]
+    except KeyError:
+        raise UsageError(f"unknown compression setting {compression!r} (use {' or '.join(PROFILES)})") from None
+    reg = get_registry()
+    general = reg.codec(codec or profile["codec"])
+    if level is None:
+        level = profile["level"] if codec is None and profile["level"] is not None else general.default_level
+    codecs = [(general, level)]
+    column_codecs = {}
+    for column, name in ((QUAL_COLUMN, qual_codec or profile["qual_codec"]),
+                         (SEQ_COLUMN, seq_codec or profile["seq_codec"])):
+        if name and name not in ("none", general.name):
+            obj = reg.codec(name)
+            codecs.append((obj, obj.default_level))
+            column_codecs[column] = len(codecs) - 1
+    return codecs, column_codecs
 
 
 def _check_destination(store, dst: str, force: bool) -> None:
@@ -122,7 +146,8 @@ def _sort(src: str, out: str, reference: str | None, workers: int) -> None:
 class _Pipeline:
     """Encodes and uploads chunks on worker threads; keeps at most a few in flight."""
 
-    def __init__(self, store, prefix: str, codecs, column_codecs, workers: int, chunk_size: int):
+    def __init__(self, store, prefix: str, codecs, column_codecs, workers: int, chunk_size: int,
+                 count_slots: bool = True):
         self.store = store
         self.prefix = prefix
         self.codecs = codecs
@@ -133,8 +158,8 @@ class _Pipeline:
         self.rows: list[dict] = []
         self.next_index = 0
         self.chunk_size = chunk_size
-        self.slot_bp = count_slot_bp(chunk_size)
-        self.n_slots = -(-chunk_size // self.slot_bp)
+        self.slot_bp = count_slot_bp(chunk_size) if count_slots else 0
+        self.n_slots = -(-chunk_size // self.slot_bp) if count_slots else 0
 
     def submit(self, batch: RecordBatch, ref_id: int, window: int) -> None:
         index = self.next_index
@@ -164,13 +189,14 @@ class _Pipeline:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _convert(path, source_name, store, dst, chunk_size, workers, codecs, column_codecs, reference, progress,
-             max_chunk_raw) -> Metadata:
+def _convert(path, source_name, store, dst, chunk_size, workers, codecs, column_codecs, compression, reference,
+             progress, max_chunk_raw) -> Metadata:
     inp = open_input(path, reference=reference, threads=workers)
     header = inp.header
     n_refs = len(header.references)
     prefix = f"data/{secrets.token_hex(6)}/"
-    pipe = _Pipeline(store, prefix, codecs, column_codecs, workers, chunk_size)
+    pipe = _Pipeline(store, prefix, codecs, column_codecs, workers, chunk_size,
+                     count_slots=PROFILES[compression]["count_slots"])
     stats = StatsAccumulator(n_refs)
     pending: list[RecordBatch] = []
     pending_key = None

@@ -47,7 +47,23 @@ VAR_COLUMNS: tuple[tuple[int, str], ...] = ((13, "read_name"), (14, "cigar"), (1
 COUNT_COLUMNS = 2  # pos, span
 _ITEMSIZE = {cid: np.dtype(dtype).itemsize for cid, _, dtype in FIXED_COLUMNS}
 FLAG_SHUFFLED = 1  # the column's bytes are grouped by significance (all first bytes, then all second, ...)
-_KNOWN_FLAGS = FLAG_SHUFFLED
+FLAG_PREDICTED = 2  # tlen only: stored as the difference from tlen_prediction() (mod 2**32)
+_KNOWN_FLAGS = FLAG_SHUFFLED | FLAG_PREDICTED
+TLEN_COLUMN = 11
+
+
+def tlen_prediction(pos, next_pos, span, refid, next_refid) -> np.ndarray:
+    """TLEN as the mate's position predicts it: ``next_pos - pos + span`` when the mate
+    is to the right (exact when the mate spans as much as this read), ``next_pos - pos - span``
+    when it is to the left (exact when this read ends last), 0 otherwise."""
+    pos, next_pos, span = (np.asarray(x, dtype=np.int64) for x in (pos, next_pos, span))
+    d = next_pos - pos
+    pred = np.where(d > 0, d + span, np.where(d < 0, d - span, 0))
+    return np.where((np.asarray(refid) == np.asarray(next_refid)) & (np.asarray(refid) >= 0), pred, 0)
+
+
+def _wrap_i32(x: np.ndarray) -> np.ndarray:
+    return ((x.astype(np.int64) + (1 << 31)) % (1 << 32) - (1 << 31)).astype("<i4")
 
 
 def _shuffle(raw: bytes, itemsize: int) -> bytes:
@@ -147,14 +163,17 @@ def decode_slots(blob: bytes, first: int, slot_nbytes: int, window_start: int, s
     return out
 
 
+SEQ_COLUMN = 15
 QUAL_COLUMN = 16
 
 
-def record_fields(core: np.ndarray):
+def record_fields(core: np.ndarray, cigar: np.ndarray):
     """What a record-aware codec is told about the records of a chunk."""
     from .plugins import RecordFields
 
-    return RecordFields(l_seq=core["l_seq"].astype(np.int64), flag=core["flag"].astype(np.uint16))
+    return RecordFields(l_seq=core["l_seq"].astype(np.int64), flag=core["flag"].astype(np.uint16),
+                        pos=core["pos"].astype(np.int64), n_cigar_op=core["n_cigar_op"].astype(np.int64),
+                        cigar=np.frombuffer(cigar.tobytes(), dtype="<u4"))
 
 
 def encode_chunk(batch: RecordBatch, codecs, window_start: int | None = None,
@@ -181,6 +200,9 @@ def encode_chunk(batch: RecordBatch, codecs, window_start: int | None = None,
             a = span.astype("<i4")
         elif name == "next_pos":
             a = core["next_pos"].astype("<i4") - pos
+        elif name == "tlen":
+            a = _wrap_i32(core["tlen"].astype(np.int64) - tlen_prediction(
+                pos, core["next_pos"], span, core["refid"], core["next_refid"]))
         elif name == "l_aux":
             a = seg[:, 5].astype("<u4")
         else:
@@ -189,17 +211,22 @@ def encode_chunk(batch: RecordBatch, codecs, window_start: int | None = None,
     arrays += [names, cigar, seq, qual, aux]
     ids = [c[0] for c in FIXED_COLUMNS] + [c[0] for c in VAR_COLUMNS]
     entries, blobs = [], []
+    fields = None
     for cid, arr in zip(ids, arrays):
         raw = arr.tobytes()
         flags = 0
         if _ITEMSIZE.get(cid, 1) > 1 and raw:
             raw, flags = _shuffle(raw, _ITEMSIZE[cid]), FLAG_SHUFFLED
+        if cid == TLEN_COLUMN:
+            flags |= FLAG_PREDICTED
         ci = column_codecs.get(cid, 0)
         c, lv = codecs[ci]
         if not raw:
             stored = b""
         elif c.record_aware:
-            stored = c.encode(raw, lv, records=record_fields(core))
+            if fields is None:
+                fields = record_fields(core, cigar)
+            stored = c.encode(raw, lv, records=fields)
         else:
             stored = c.encode(raw, lv)
         entries.append(_DIR_ENTRY.pack(cid, ci, flags, zlib.crc32(stored), len(stored), len(raw)))
@@ -232,6 +259,7 @@ class ChunkReader:
         self.where = where
         self.blob = blob
         self.codecs = codecs
+        self._fields = None
         if len(blob) < _CHUNK_HEAD.size or blob[:8] != CHUNK_MAGIC:
             raise DatasetError(f"{where}: not a bams3 chunk (bad magic); the dataset is corrupt")
         _, ncol, self.n_records = _CHUNK_HEAD.unpack_from(blob, 0)
@@ -242,7 +270,7 @@ class ChunkReader:
         o = end_dir
         for i in range(ncol):
             cid, codec_idx, flags, crc, stored, raw = _DIR_ENTRY.unpack_from(blob, _CHUNK_HEAD.size + i * _DIR_ENTRY.size)
-            if flags & ~_KNOWN_FLAGS or codec_idx >= len(codecs):
+            if flags & ~_KNOWN_FLAGS or codec_idx >= len(codecs) or (flags & FLAG_PREDICTED and cid != TLEN_COLUMN):
                 raise DatasetError(f"{where}: column {cid} uses a feature this bams3 does not know; upgrade bams3")
             self.columns[cid] = (o, stored, raw, crc, codec_idx, flags)
             o += stored
@@ -279,7 +307,15 @@ class ChunkReader:
     def _record_fields(self):
         from .plugins import RecordFields
 
-        return RecordFields(l_seq=self.array(8, "<i4").astype(np.int64), flag=self.array(3, "<u2"))
+        if self._fields is None:
+            n_ops = self.array(7, "<u2").astype(np.int64)
+            cigar = np.frombuffer(self.raw(14), dtype="<u4")
+            if len(cigar) != int(n_ops.sum()):
+                raise DatasetError(f"{self.where}: columns disagree on CIGAR sizes; the dataset is corrupt")
+            self._fields = RecordFields(
+                l_seq=self.array(8, "<i4").astype(np.int64), flag=self.array(3, "<u2"),
+                pos=np.cumsum(self.array(0, "<i4"), dtype=np.int32).astype(np.int64), n_cigar_op=n_ops, cigar=cigar)
+        return self._fields
 
     def array(self, cid: int, dtype: str) -> np.ndarray:
         a = np.frombuffer(self.raw(cid), dtype=dtype)
@@ -305,6 +341,10 @@ class ChunkReader:
             elif name != "l_aux":
                 core[name] = a
         core["pos"] = pos
+        if self.columns.get(TLEN_COLUMN, (0,) * 6)[5] & FLAG_PREDICTED:
+            span = self.array(1, "<i4")
+            core["tlen"] = _wrap_i32(core["tlen"].astype(np.int64) + tlen_prediction(
+                pos, core["next_pos"], span, core["refid"], core["next_refid"]))
         l_aux = self.array(12, "<u4").astype(np.int64)
         seg = segment_lengths(core, check=False)
         core["block_size"] = seg[:, :5].sum(axis=1) + l_aux - 4

@@ -66,6 +66,9 @@ class RecordFields:
 
     l_seq: Any  # int64: bases (and qualities) per record
     flag: Any  # uint16: SAM FLAG (0x10 reverse strand: BAM stores its qualities reversed; 0x80 second read)
+    pos: Any = None  # int64: 0-based leftmost position
+    n_cigar_op: Any = None  # int64: CIGAR operations per record
+    cigar: Any = None  # uint32: every record's CIGAR operations, concatenated (BAM encoding: len << 4 | op)
 
 
 @attrs.frozen

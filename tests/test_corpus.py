@@ -17,11 +17,12 @@ SORTABLE = [p for p in FILES if SORTED[p] is not None]
 UNSORTABLE = [p for p in FILES if SORTED[p] is None]
 
 
+@pytest.mark.parametrize("compression", ["default", "high"])
 @pytest.mark.parametrize("src", SORTABLE, ids=map(corpus_id, SORTABLE))
-def test_round_trip(src, tmp_path):
+def test_round_trip(src, compression, tmp_path):
     sorted_bam = str(SORTED[src])
     dest = str(tmp_path / "ds.bams3")
-    bams3.convert(sorted_bam, dest, chunk_size=1024)
+    bams3.convert(sorted_bam, dest, chunk_size=1024, compression=compression)
     out = str(tmp_path / "back.bam")
     bams3.open(dest).to_bam(out)
     h1, r1 = raw_bam(sorted_bam)

@@ -9,7 +9,7 @@ import pytest
 
 import bams3
 from bams3.errors import DatasetError
-from bams3.format import FLAG_SHUFFLED, ChunkReader
+from bams3.format import FLAG_PREDICTED, FLAG_SHUFFLED, ChunkReader
 
 from .test_cli import EXAMPLE
 
@@ -24,7 +24,8 @@ def test_wide_columns_are_shuffled_and_read_back(tmp_path):
     ds = bams3.open(str(dest))
     reader = ds._reader(0)
     flags = {cid: entry[5] for cid, entry in reader.columns.items()}
-    assert flags[0] == flags[1] == flags[11] == FLAG_SHUFFLED  # pos, span, tlen
+    assert flags[0] == flags[1] == FLAG_SHUFFLED  # pos, span
+    assert flags[11] == FLAG_SHUFFLED | FLAG_PREDICTED  # tlen, as the difference from its prediction
     assert flags[4] == 0 and flags[16] == 0  # one-byte mapq, byte column qual
     assert ds.count("chr1") > 0
 

@@ -120,15 +120,16 @@ def _write(path, specs):
             out.write(r)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                                                   HealthCheck.function_scoped_fixture])
-@given(specs=st.lists(record_specs(), min_size=0, max_size=25), chunk_size=st.integers(1024, 1 << 20))
-def test_random_records_round_trip(tmp_path_factory, specs, chunk_size):
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                                                    HealthCheck.function_scoped_fixture])
+@given(specs=st.lists(record_specs(), min_size=0, max_size=25), chunk_size=st.integers(1024, 1 << 20),
+       compression=st.sampled_from(["default", "high"]))
+def test_random_records_round_trip(tmp_path_factory, specs, chunk_size, compression):
     d = tmp_path_factory.mktemp("prop")
     src = str(d / "in.bam")
     _write(src, specs)
     dest = str(d / "ds.bams3")
-    bams3.convert(src, dest, chunk_size=chunk_size)
+    bams3.convert(src, dest, chunk_size=chunk_size, compression=compression)
     out = str(d / "out.bam")
     bams3.open(dest).to_bam(out)
     h1, r1 = raw_bam(src)
