@@ -377,26 +377,49 @@ class ChunkTable:
     def from_rows(cls, rows: list[dict[str, int]]) -> ChunkTable:
         return cls({f: np.array([r[f] for r in rows], dtype=np.int64) for f in CHUNK_FIELDS})
 
+    # Written: each field delta-coded as _DELTAS says, its int64 bytes shuffled (all first
+    # bytes, then all second, ...), fields one after another, zstd, base64. Read: that or
+    # the plain field-major encoding of the first datasets.
+    _ENCODING = "i8-field-major-delta-shuffled+zstd+base64"
+    _PLAIN = "i8-field-major+zstd+base64"
+    _DELTAS = {"ref_id": None, "window": None, "min_pos": None, "max_pos": "min_pos", "max_end": "max_pos"}
+
     def to_json(self) -> dict[str, Any]:
-        mat = np.stack([self.columns[f] for f in CHUNK_FIELDS]) if len(self) else np.zeros((len(CHUNK_FIELDS), 0))
-        raw = np.ascontiguousarray(mat, dtype="<i8").tobytes()
-        data = base64.b64encode(zstandard.ZstdCompressor(level=19).compress(raw)).decode()
-        return {"count": len(self), "fields": list(CHUNK_FIELDS), "encoding": "i8-field-major+zstd+base64", "data": data}
+        n = len(self)
+        parts = []
+        for f in CHUNK_FIELDS:
+            v = self.columns[f].astype(np.int64)
+            if f in self._DELTAS:
+                base = self._DELTAS[f]
+                v = np.diff(v, prepend=0) if base is None else v - self.columns[base]
+            parts.append(np.ascontiguousarray(v, dtype="<i8").view(np.uint8).reshape(n, 8).T.tobytes())
+        data = base64.b64encode(zstandard.ZstdCompressor(level=19).compress(b"".join(parts))).decode()
+        return {"count": n, "fields": list(CHUNK_FIELDS), "encoding": self._ENCODING, "data": data}
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> ChunkTable:
         n = int(obj["count"])
         fields = list(obj["fields"])
         required = [f for f in CHUNK_FIELDS if f not in OPTIONAL_CHUNK_FIELDS]
-        if obj.get("encoding") != "i8-field-major+zstd+base64" or any(f not in fields for f in required):
+        encoding = obj.get("encoding")
+        if encoding not in (cls._ENCODING, cls._PLAIN) or any(f not in fields for f in required):
             raise ValueError("unsupported chunk table encoding")
-        if n < 0 or n > 1 << 32:
+        if n < 0 or n > 1 << 32 or len(fields) > 64:
             raise ValueError("absurd chunk count")
         want = n * len(fields) * 8
         raw = zstandard.ZstdDecompressor().decompress(base64.b64decode(obj["data"]), max_output_size=max(want, 1))
         if len(raw) != want:
             raise ValueError("chunk table has the wrong size")
-        mat = np.frombuffer(raw, dtype="<i8").reshape(len(fields), n)
+        if encoding == cls._PLAIN:
+            mat = np.frombuffer(raw, dtype="<i8").reshape(len(fields), n)
+        else:
+            b = np.frombuffer(raw, dtype=np.uint8).reshape(len(fields), 8, n)
+            mat = np.ascontiguousarray(b.transpose(0, 2, 1)).view("<i8").reshape(len(fields), n).copy()
+            for f in ("ref_id", "window", "min_pos", "max_pos", "max_end"):  # in dependency order
+                if f in fields:
+                    i = fields.index(f)
+                    base = cls._DELTAS[f]
+                    mat[i] = np.cumsum(mat[i]) if base is None else mat[i] + mat[fields.index(base)]
         return cls({f: mat[fields.index(f)].astype(np.int64) if f in fields
                     else np.full(n, OPTIONAL_CHUNK_FIELDS[f], dtype=np.int64) for f in CHUNK_FIELDS})
 
