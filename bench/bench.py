@@ -114,7 +114,7 @@ class Bench:
     def versions(self) -> dict:
         import bams3
 
-        st = subprocess.run([self.samtools, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+        st = subprocess.run([self.samtools, "--version"], capture_output=True).stdout.decode("latin-1").splitlines()[0]
         return {"bams3": bams3.__version__, "samtools": st}
 
     def row(self, section, case, ours, theirs, extra=""):
@@ -269,7 +269,7 @@ def _records_md5(bam: str) -> str:
 
     h = hashlib.md5()
     with open(bam, "rb") as f:
-        header, batches = split_records(bgzf.decompress_stream(iter(lambda: f.read(1 << 22), b"")))
+        header, batches = split_records(bgzf.decompress_stream(f.read))
         h.update(header.to_bam_bytes())
         for b in batches:
             h.update(memoryview(b.data)[b.offsets[0] : b.offsets[-1]])
