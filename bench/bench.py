@@ -32,18 +32,19 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "conformance"))
 
 
-def run(cmd: list[str], *, env=None, stdout=None, check=True) -> dict:
+def run(cmd: list[str], *, env=None, stdout=None, check=True, cwd=None) -> dict:
     """Wall seconds and peak RSS (MB) of one child process."""
     t = time.perf_counter()
     out = subprocess.DEVNULL if stdout is None else stdout
-    p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.PIPE, env=env)
+    p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.PIPE, env=env, cwd=cwd)
     err = p.stderr.read()
     _, status, usage = os.wait4(p.pid, 0)
     p.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t
     if check and p.returncode:
         sys.exit(f"command failed ({p.returncode}): {' '.join(cmd)}\n{err.decode(errors='replace').strip()}")
-    return {"seconds": wall, "rss_mb": usage.ru_maxrss / 1024}
+    return {"seconds": wall, "rss_mb": usage.ru_maxrss / 1024, "returncode": p.returncode,
+            "error": err.decode(errors="replace").strip().splitlines()[-1] if p.returncode and err.strip() else ""}
 
 
 def median_run(cmd, repeat, *, env=None, prepare=None, stdout_path=None) -> dict:
@@ -225,23 +226,34 @@ class Bench:
         for name, ours_args, st_args in cases:
             row = {}
             for who, cmd, path in (("bams3", [self.bams3, *ours_args], b), ("samtools", [self.samtools, *st_args], a)):
-                times, reqs, nbytes = [], [], []
-                for _ in range(self.repeat):
+                times, reqs, nbytes, failures = [], [], [], []
+                while len(times) < self.repeat and len(failures) < 3 * self.repeat:
                     proxy.reset()
-                    with open(path, "wb") as f:
-                        r = run(cmd, env=env, stdout=f)
+                    # htslib saves the remote .bai into the working directory and reuses any
+                    # file of that name later without checking it (a stale index gave wrong
+                    # offsets here): every samtools run starts in an empty directory.
+                    with open(path, "wb") as f, tempfile.TemporaryDirectory(dir=self.tmp) as cwd:
+                        r = run(cmd, env=env, stdout=f, check=False, cwd=cwd)
+                    if r["returncode"]:  # reported, then retried: a failed run is not a measurement
+                        failures.append(r["error"])
+                        continue
                     times.append(r["seconds"])
                     reqs.append(len(proxy.log))
                     nbytes.append(proxy.bytes_out())
+                if not times:
+                    sys.exit(f"{who} failed every run of {name}: {failures[-1]}")
                 row[who] = {"seconds": statistics.median(times), "requests": int(statistics.median(reqs)),
-                            "bytes": int(statistics.median(nbytes)), "runs": [round(t, 3) for t in times]}
+                            "bytes": int(statistics.median(nbytes)), "runs": [round(t, 3) for t in times],
+                            "failed_runs": failures}
             row["identical"] = md5(a) == md5(b)
             out["cases"][name] = row
             self.row("S3", name, row["bams3"], row["samtools"],
                      f"{row['bams3']['requests']} vs {row['samtools']['requests']} requests, "
                      f"{row['bams3']['bytes']:,} vs {row['samtools']['bytes']:,} B "
                      f"({row['bams3']['bytes'] / max(row['samtools']['bytes'], 1):.4f}x)"
-                     + (f"; identical: {row['identical']}" if "identical" in row else ""))
+                     + (f"; identical: {row['identical']}" if "identical" in row else "")
+                     + "".join(f"; {w} FAILED {len(row[w]['failed_runs'])}x ({row[w]['failed_runs'][0]})"
+                               for w in ("bams3", "samtools") if row[w]["failed_runs"]))
         proxy.close()
         server.stop()
         self.result["s3"] = out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 import sys
 
 import pytest
@@ -41,7 +42,11 @@ def samtools_over_s3(proxy, *args) -> tuple[str, int, int]:
     """
     proxy.reset()
     code = "import pysam, sys; sys.stdout.write(pysam.samtools.view(*sys.argv[1:], catch_stdout=True))"
-    p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+    # htslib saves a remote index into the working directory and later reuses any
+    # file of that name without checking it: run it in an empty directory each time.
+    with tempfile.TemporaryDirectory() as cwd:
+        p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300,
+                           cwd=cwd)
     assert p.returncode == 0, p.stderr
     return p.stdout, len(proxy.gets()), proxy.bytes_out()
 
