@@ -28,7 +28,7 @@ from .stats import StatsAccumulator
 from .storage import open_store, url_scheme
 
 DEFAULT_CHUNK_SIZE = 1 << 20
-MAX_CHUNK_RAW = 16 << 20  # a window holding more raw record bytes is stored as several chunks
+MAX_CHUNK_RAW = 4 << 20  # a window holding more raw record bytes is stored as several chunks
 _UNPLACED = np.int64((1 << 31) - 1)  # sorts after every reference index
 
 _BINARY_SUFFIX = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
@@ -247,11 +247,15 @@ def _convert(path, source_name, store, dst, chunk_size, workers, codecs, column_
                 if group[a] != pending_key:
                     flush()
                     pending_key = group[a]
-                piece = batch.slice(a, b)
-                pending.append(piece)
-                pending_bytes += piece.nbytes
-                if pending_bytes >= max_chunk_raw:
-                    flush()
+                while a < b:  # fill the pending chunk up to max_chunk_raw, then start another
+                    ends = batch.offsets[a + 1 : b + 1] - batch.offsets[a]
+                    take = int(np.searchsorted(ends, max_chunk_raw - pending_bytes)) + 1
+                    piece = batch.slice(a, min(a + take, b))
+                    pending.append(piece)
+                    pending_bytes += piece.nbytes
+                    a += len(piece)
+                    if pending_bytes >= max_chunk_raw:
+                        flush()
             seen += len(core)
             if progress is not None and inp.progress is not None:
                 progress(inp.progress(), inp.size)
@@ -271,6 +275,9 @@ def _convert(path, source_name, store, dst, chunk_size, workers, codecs, column_
             source={"name": os.path.basename(source_name), "format": inp.format, "size": inp.size},
             created_by=f"bams3 {__version__}",
         )
+        table_frame = meta.external_chunks()
+        if table_frame is not None:
+            store.put(meta.chunks_key, table_frame)
         store.put(METADATA_KEY, meta.to_json())
     except BaseException:
         reader.close()

@@ -60,6 +60,14 @@ class Dataset:
 
     @property
     def chunks(self):
+        """The chunk table (fetched on first use when it is stored as an object of its own)."""
+        if self.meta.chunks is None:
+            key = self.meta.chunks_key
+            try:
+                frame = self.store.get(key)
+            except FileNotFoundError:
+                raise DatasetError(f"{self.url}: the chunk table {key} is missing; the dataset is corrupt") from None
+            self.meta.load_chunks(frame, self.url)
         return self.meta.chunks
 
     @property
@@ -87,7 +95,7 @@ class Dataset:
     # ------------------------------------------------------------------ chunks
     def _reader(self, index: int, prefix_only: bool = False) -> ChunkReader:
         key = chunk_key(self.meta.data_prefix, index)
-        t = self.meta.chunks
+        t = self.chunks
         try:
             if prefix_only:
                 blob = self.store.get_range(key, 0, int(t.count_nbytes[index]))
@@ -106,14 +114,14 @@ class Dataset:
         return reader
 
     def _candidates(self, tid: int, beg: int, end: int) -> np.ndarray:
-        t = self.meta.chunks
+        t = self.chunks
         if tid < 0:
             return np.flatnonzero(t.ref_id == -1)
         return np.flatnonzero((t.ref_id == tid) & (t.min_pos < end) & (t.max_end > beg))
 
     def _inside(self, index: int, ivs) -> bool:
         """Every record of the chunk starts inside one interval (so all of them overlap it)."""
-        t = self.meta.chunks
+        t = self.chunks
         lo, hi = int(t.min_pos[index]), int(t.max_pos[index])
         return any(lo >= b and hi < e for b, e in ivs)
 
@@ -163,7 +171,7 @@ class Dataset:
         (``samtools view -c -L regions.bed``). No region: every record.
         """
         rs = self._regions(regions)
-        t = self.meta.chunks
+        t = self.chunks
         if not rs:
             return int(self.meta.stats["n_records"])
         total = 0
@@ -190,7 +198,7 @@ class Dataset:
         """Records of an edge chunk overlapping [beg, end), from the count slots at the
         region's edges (one ranged read). None when earlier reads may reach ``beg`` and
         every position is needed."""
-        t, m = self.meta.chunks, self.meta
+        t, m = self.chunks, self.meta
         slot_bp, size = m.count_slot_bp, int(t.slot_nbytes[index])
         w0 = int(t.window[index]) * m.chunk_size
         n = int(t.n_records[index])
@@ -237,7 +245,7 @@ class Dataset:
     ) -> Iterator[RecordBatch]:
         """Raw record batches for the region(s) in samtools' order (all records when None)."""
         rs = self._regions(regions)
-        t = self.meta.chunks
+        t = self.chunks
         if rs:
             plan = self._plan(rs, union)
         else:

@@ -385,6 +385,11 @@ class ChunkTable:
     _DELTAS = {"ref_id": None, "window": None, "min_pos": None, "max_pos": "min_pos", "max_end": "max_pos"}
 
     def to_json(self) -> dict[str, Any]:
+        obj, frame = self.encode()
+        return {**obj, "data": base64.b64encode(frame).decode()}
+
+    def encode(self) -> tuple[dict[str, Any], bytes]:
+        """The table's description and its binary form (a zstd frame)."""
         n = len(self)
         parts = []
         for f in CHUNK_FIELDS:
@@ -393,11 +398,12 @@ class ChunkTable:
                 base = self._DELTAS[f]
                 v = np.diff(v, prepend=0) if base is None else v - self.columns[base]
             parts.append(np.ascontiguousarray(v, dtype="<i8").view(np.uint8).reshape(n, 8).T.tobytes())
-        data = base64.b64encode(zstandard.ZstdCompressor(level=19).compress(b"".join(parts))).decode()
-        return {"count": n, "fields": list(CHUNK_FIELDS), "encoding": self._ENCODING, "data": data}
+        frame = zstandard.ZstdCompressor(level=19).compress(b"".join(parts))
+        return {"count": n, "fields": list(CHUNK_FIELDS), "encoding": self._ENCODING}, frame
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> ChunkTable:
+    def from_json(cls, obj: dict[str, Any], frame: bytes | None = None) -> ChunkTable:
+        """From the ``chunks`` object of the metadata; ``frame`` is the external table's bytes."""
         n = int(obj["count"])
         fields = list(obj["fields"])
         required = [f for f in CHUNK_FIELDS if f not in OPTIONAL_CHUNK_FIELDS]
@@ -407,7 +413,9 @@ class ChunkTable:
         if n < 0 or n > 1 << 32 or len(fields) > 64:
             raise ValueError("absurd chunk count")
         want = n * len(fields) * 8
-        raw = zstandard.ZstdDecompressor().decompress(base64.b64decode(obj["data"]), max_output_size=max(want, 1))
+        if frame is None:
+            frame = base64.b64decode(obj["data"])
+        raw = zstandard.ZstdDecompressor().decompress(frame, max_output_size=max(want, 1))
         if len(raw) != want:
             raise ValueError("chunk table has the wrong size")
         if encoding == cls._PLAIN:
@@ -427,6 +435,20 @@ class ChunkTable:
 # --------------------------------------------------------------------------- metadata
 
 
+CHUNKS_OBJECT = "_chunks"  # the external chunk table, under the data prefix
+INLINE_TABLE_MAX = 32 * 1024  # larger tables are stored as an object of their own, so stats stays one small read
+
+
+def _external_ref(obj: dict[str, Any], prefix: str) -> dict[str, Any] | None:
+    if "object" not in obj:
+        return None
+    if obj["object"] != prefix + CHUNKS_OBJECT or not isinstance(obj.get("nbytes"), int) \
+            or not isinstance(obj.get("crc32"), int) or not 0 < obj["nbytes"] <= 1 << 32:
+        raise ValueError("bad external chunk table reference")
+    int(obj["count"])
+    return dict(obj)
+
+
 @attrs.frozen
 class CodecSpec:
     name: str
@@ -442,16 +464,47 @@ class Metadata:
     chunk_size: int
     codecs: tuple[CodecSpec, ...]
     data_prefix: str
-    chunks: ChunkTable
+    chunks: ChunkTable | None  # None while an external table is not loaded (see load_chunks)
     stats: dict[str, Any]
     source: dict[str, Any]
     created_by: str
     format_version: int = FORMAT_VERSION
     count_slot_bp: int = 0  # 0: chunks have no count slots
+    chunks_ref: dict[str, Any] | None = None  # the external table's description (key, size, crc32)
+
+    @property
+    def chunks_key(self) -> str:
+        return self.data_prefix + CHUNKS_OBJECT
+
+    def external_chunks(self) -> bytes | None:
+        """The table as an object of its own when it is too large to inline (written before the metadata)."""
+        if self.chunks is None:
+            return None
+        _, frame = self.chunks.encode()
+        return frame if len(frame) > INLINE_TABLE_MAX else None
+
+    def load_chunks(self, frame: bytes, where: str) -> ChunkTable:
+        ref = self.chunks_ref or {}
+        if len(frame) != ref.get("nbytes") or zlib.crc32(frame) != ref.get("crc32"):
+            raise DatasetError(f"{where}: the chunk table {self.chunks_key} is corrupt (size or checksum mismatch)")
+        try:
+            table = ChunkTable.from_json(ref, frame)
+        except (KeyError, TypeError, ValueError, zstandard.ZstdError) as exc:
+            raise DatasetError(f"{where}: the chunk table {self.chunks_key} is malformed ({exc})") from None
+        object.__setattr__(self, "chunks", table)
+        return table
 
     @property
     def n_slots(self) -> int:
         return -(-self.chunk_size // self.count_slot_bp) if self.count_slot_bp else 0
+
+    def _chunks_json(self) -> dict[str, Any]:
+        if self.chunks is None:
+            return dict(self.chunks_ref)
+        obj, frame = self.chunks.encode()
+        if len(frame) > INLINE_TABLE_MAX:
+            return {**obj, "object": self.chunks_key, "nbytes": len(frame), "crc32": zlib.crc32(frame)}
+        return {**obj, "data": base64.b64encode(frame).decode()}
 
     def to_json(self) -> bytes:
         obj = {
@@ -464,7 +517,7 @@ class Metadata:
             "count_slot_bp": self.count_slot_bp,
             "codecs": [attrs.asdict(c) for c in self.codecs],
             "data_prefix": self.data_prefix,
-            "chunks": self.chunks.to_json(),
+            "chunks": self._chunks_json(),
             "stats": self.stats,
         }
         return json.dumps(obj, separators=(",", ":"), ensure_ascii=True).encode() + b"\n"
@@ -497,7 +550,8 @@ class Metadata:
                 chunk_size=chunk_size,
                 codecs=tuple(CodecSpec(str(c["name"]), c.get("level")) for c in obj["codecs"]),
                 data_prefix=prefix,
-                chunks=ChunkTable.from_json(obj["chunks"]),
+                chunks=None if "object" in obj["chunks"] else ChunkTable.from_json(obj["chunks"]),
+                chunks_ref=_external_ref(obj["chunks"], prefix),
                 stats=dict(obj["stats"]),
                 source=dict(obj.get("source", {})),
                 created_by=str(obj.get("created_by", "?")),

@@ -77,3 +77,33 @@ def test_count_reads_under_200_kb_and_is_exact(human_scale, region):
     out = _io("query", ds, region, "-c")
     assert out["count"] == int(pysam.view("-c", bam, region))
     assert out["io"]["bytes_in"] < 200 * 1024
+
+
+def test_a_large_chunk_table_is_an_object_of_its_own(human_scale, tmp_path, monkeypatch):
+    """Past 32 KB the table moves out of _metadata.json, so `stats` stays one small read
+    whatever the dataset's size; a count then reads the table once."""
+    from bams3 import format as fmt
+
+    bam, _ = human_scale
+    monkeypatch.setattr(fmt, "INLINE_TABLE_MAX", 1024)
+    ds = str(tmp_path / "ext.bams3")
+    bams3.convert(bam, ds, chunk_size=1_000_000)
+    monkeypatch.undo()
+    meta = json.loads((tmp_path / "ext.bams3" / "_metadata.json").read_bytes())
+    assert "object" in meta["chunks"] and "data" not in meta["chunks"]
+    out = _io("stats", ds)
+    assert out["io"]["requests"] == 1 and out["io"]["bytes_in"] < 8 * 1024
+    out = _io("query", ds, "chr1:100,000,000-101,000,000", "-c")
+    assert out["count"] == int(pysam.view("-c", bam, "chr1:100,000,000-101,000,000"))
+    assert out["io"]["requests"] <= 4
+    table = tmp_path / "ext.bams3" / meta["chunks"]["object"]
+    blob = bytearray(table.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    table.write_bytes(bytes(blob))
+    p = subprocess.run([sys.executable, "-m", "bams3.cli", "query", ds, "chr1", "-c"], capture_output=True, text=True)
+    assert p.returncode != 0 and "chunk table" in p.stderr and "corrupt" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+    table.unlink()
+    p = subprocess.run([sys.executable, "-m", "bams3.cli", "query", ds, "chr1", "-c"], capture_output=True, text=True)
+    assert p.returncode != 0 and "missing" in p.stderr
+    assert subprocess.run([sys.executable, "-m", "bams3.cli", "stats", ds], capture_output=True).returncode == 0
