@@ -15,7 +15,7 @@ import tempfile
 import click
 
 from . import __version__
-from .errors import Bams3Error
+from .errors import Bams3Error, UsageError
 from .storage import trace_lines, trace_totals
 
 CONTEXT = {"help_option_names": ["--help"], "max_content_width": 100}
@@ -106,7 +106,8 @@ def cli():
 @click.option("--force", is_flag=True, help="Replace an existing dataset at DEST.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
-def convert(input_path, dest, chunk_size, workers, compression, codec, level, qual_codec, seq_codec, reference, sort_input, force, progress, as_json):
+def convert(input_path, dest, chunk_size, workers, compression, codec, level, qual_codec, seq_codec, reference,
+            sort_input, force, progress, as_json):
     """Convert a coordinate-sorted BAM, SAM or CRAM file into a dataset at DEST.
 
     \b
@@ -278,6 +279,45 @@ def stats(dest, as_json, flagstat, idxstats):
     ]
     for k, v in rows:
         click.echo(f"{k + ':':<15} {v}")
+
+
+# ---------------------------------------------------------------- coverage
+@cli.command(context_settings=CONTEXT)
+@storage_options
+@click.argument("dest")
+@click.option("-r", "--region", default=None, help="Only bins overlapping this region (samtools syntax).")
+@click.option("--bin", "bin_size", default="16K", show_default=True,
+              help="Bin size: a multiple of the stored 16K bins (16K, 64K, 1M, ...; K/M binary).")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines instead of BED-like TSV.")
+def coverage(dest, region, bin_size, as_json):
+    """Mean depth per bin of DEST, from its stored binned depth alone (no reads are read).
+
+    \b
+    Depth is counted as samtools depth counts it: bases of M/=/X operations of
+    records without UNMAP, SECONDARY, QCFAIL or DUP flags; deletions do not
+    count. Output: reference, start (0-based), end, mean depth, tab-separated.
+
+    \b
+    Examples:
+      bams3 coverage sample.bams3 --bin 1M
+      bams3 coverage s3://bucket/sample.bams3 -r chrX --bin 64K
+    """
+    from .converter import parse_chunk_size
+    from .dataset import Dataset
+
+    ds = Dataset.open(dest)
+    try:
+        bin_bp = parse_chunk_size(bin_size)
+    except Bams3Error:
+        raise UsageError(f"bad bin size {bin_size!r} (use e.g. 16K, 64K, 1M)") from None
+    rows = ds.coverage(region, bin_bp)
+    out = sys.stdout
+    if as_json:
+        for name, beg, end, depth in rows:
+            out.write(json.dumps({"reference": name, "start": beg, "end": end, "mean_depth": round(depth, 4)}) + "\n")
+    else:
+        out.write("".join(f"{name}\t{beg}\t{end}\t{depth:.4f}\n" for name, beg, end, depth in rows))
+    out.flush()
 
 
 # ---------------------------------------------------------------- to-bam

@@ -17,6 +17,7 @@ import numpy as np
 
 from . import __version__
 from ._threads import prefetch
+from .coverage import COVERAGE_OBJECT, DepthAccumulator
 from .errors import DatasetExistsError, InputError, UsageError
 from .format import (CodecSpec, ChunkTable, Metadata, METADATA_KEY, QUAL_COLUMN, SEQ_COLUMN, chunk_key,
                      count_slot_bp,
@@ -156,6 +157,7 @@ class _Pipeline:
         self.inflight: deque = deque()
         self.limit = workers + 1
         self.rows: list[dict] = []
+        self.depth = None  # a DepthAccumulator, set by the caller
         self.next_index = 0
         self.chunk_size = chunk_size
         self.slot_bp = count_slot_bp(chunk_size) if count_slots else 0
@@ -166,7 +168,13 @@ class _Pipeline:
         self.next_index += 1
         self.inflight.append(self.pool.submit(self._work, index, batch, ref_id, window))
         while len(self.inflight) > self.limit:
-            self.rows.append(self.inflight.popleft().result())
+            self._collect(self.inflight.popleft().result())
+
+    def _collect(self, row: dict) -> None:
+        depth = row.pop("_depth", None)
+        if depth is not None and self.depth is not None:
+            self.depth.add(row["ref_id"], *depth)
+        self.rows.append(row)
 
     def _work(self, index: int, batch: RecordBatch, ref_id: int, window: int) -> dict:
         if ref_id < 0:
@@ -179,7 +187,7 @@ class _Pipeline:
 
     def finish(self) -> list[dict]:
         while self.inflight:
-            self.rows.append(self.inflight.popleft().result())
+            self._collect(self.inflight.popleft().result())
         self.pool.shutdown()
         return self.rows
 
@@ -198,6 +206,7 @@ def _convert(path, source_name, store, dst, chunk_size, workers, codecs, column_
     pipe = _Pipeline(store, prefix, codecs, column_codecs, workers, chunk_size,
                      count_slots=PROFILES[compression]["count_slots"])
     stats = StatsAccumulator(n_refs)
+    pipe.depth = DepthAccumulator(header.references)
     pending: list[RecordBatch] = []
     pending_key = None
     pending_bytes = 0
@@ -275,6 +284,9 @@ def _convert(path, source_name, store, dst, chunk_size, workers, codecs, column_
             source={"name": os.path.basename(source_name), "format": inp.format, "size": inp.size},
             created_by=f"bams3 {__version__}",
         )
+        depth_frame = pipe.depth.encode()
+        object.__setattr__(meta, "coverage", pipe.depth.describe(prefix + COVERAGE_OBJECT, depth_frame))
+        store.put(prefix + COVERAGE_OBJECT, depth_frame)
         table_frame = meta.external_chunks()
         if table_frame is not None:
             store.put(meta.chunks_key, table_frame)

@@ -70,6 +70,45 @@ class Dataset:
             self.meta.load_chunks(frame, self.url)
         return self.meta.chunks
 
+    def depth_sums(self) -> np.ndarray:
+        """Per reference, per stored bin: the sum of depth over the bin's positions (coverage.py)."""
+        from .coverage import decode_depth
+
+        if getattr(self, "_depth", None) is None:
+            ref = self.meta.coverage
+            if ref is None:
+                raise DatasetError(f"{self.url} has no binned coverage (written before bams3 stored it); "
+                                   f"convert it again to get it")
+            try:
+                frame = self.store.get(ref["object"])
+            except FileNotFoundError:
+                raise DatasetError(f"{self.url}: the coverage object {ref['object']} is missing; "
+                                   f"the dataset is corrupt") from None
+            sums = decode_depth(frame, ref, self.url)
+            expect = sum(max(1, -(-length // ref["bin"])) for _, length in self.meta.references)
+            if len(sums) != expect:
+                raise DatasetError(f"{self.url}: the coverage object does not match the references; corrupt")
+            self._depth = sums
+        return self._depth
+
+    def coverage(self, region: str | Region | None = None, bin_bp: int | None = None) -> list[tuple]:
+        """(reference, start, end, mean depth) per bin: 0-based half-open, as samtools depth counts depth
+        (no UNMAP/SECONDARY/QCFAIL/DUP records, no deletions), from the stored bins alone."""
+        from .coverage import bin_table
+
+        sums = self.depth_sums()
+        stored = self.meta.coverage["bin"]
+        r = None
+        if region is not None:
+            reg = self.region(region) if not isinstance(region, Region) else region
+            if reg.tid < 0:
+                raise InputError("coverage needs a region on a reference, not '*'")
+            r = (reg.tid, reg.beg, reg.end)
+        try:
+            return bin_table(sums, self.meta.references, bin_bp or stored, stored, r)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+
     @property
     def codecs(self) -> list:
         if self._codecs is None:

@@ -16,6 +16,7 @@ import attrs
 import numpy as np
 import zstandard
 
+from .coverage import chunk_depth
 from .errors import DatasetError
 from .records import CORE, RecordBatch, assemble, reference_span, segment_lengths, split_columns
 
@@ -249,6 +250,8 @@ def encode_chunk(batch: RecordBatch, codecs, window_start: int | None = None,
         "raw_nbytes": batch.nbytes,
         "slot_nbytes": slot_nbytes,
     }
+    if window_start is not None:
+        info["_depth"] = chunk_depth(core, cigar)
     return blob, info
 
 
@@ -449,6 +452,20 @@ def _external_ref(obj: dict[str, Any], prefix: str) -> dict[str, Any] | None:
     return dict(obj)
 
 
+def _coverage_ref(obj, prefix: str) -> dict[str, Any] | None:
+    from .coverage import COVERAGE_OBJECT
+
+    if obj is None:
+        return None
+    if not isinstance(obj, dict) or obj.get("object") != prefix + COVERAGE_OBJECT \
+            or obj.get("encoding") != "i8-delta-shuffled+zstd":
+        raise ValueError("bad coverage reference")
+    for k in ("bin", "bins", "nbytes", "crc32"):
+        if not isinstance(obj.get(k), int) or obj[k] < 0 or obj[k] > 1 << 40:
+            raise ValueError(f"bad coverage {k}")
+    return dict(obj)
+
+
 @attrs.frozen
 class CodecSpec:
     name: str
@@ -471,6 +488,7 @@ class Metadata:
     format_version: int = FORMAT_VERSION
     count_slot_bp: int = 0  # 0: chunks have no count slots
     chunks_ref: dict[str, Any] | None = None  # the external table's description (key, size, crc32)
+    coverage: dict[str, Any] | None = None  # the binned-depth object's description (coverage.py)
 
     @property
     def chunks_key(self) -> str:
@@ -518,6 +536,7 @@ class Metadata:
             "codecs": [attrs.asdict(c) for c in self.codecs],
             "data_prefix": self.data_prefix,
             "chunks": self._chunks_json(),
+            **({"coverage": self.coverage} if self.coverage else {}),
             "stats": self.stats,
         }
         return json.dumps(obj, separators=(",", ":"), ensure_ascii=True).encode() + b"\n"
@@ -552,6 +571,7 @@ class Metadata:
                 data_prefix=prefix,
                 chunks=None if "object" in obj["chunks"] else ChunkTable.from_json(obj["chunks"]),
                 chunks_ref=_external_ref(obj["chunks"], prefix),
+                coverage=_coverage_ref(obj.get("coverage"), prefix),
                 stats=dict(obj["stats"]),
                 source=dict(obj.get("source", {})),
                 created_by=str(obj.get("created_by", "?")),
