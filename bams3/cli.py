@@ -320,6 +320,206 @@ def coverage(dest, region, bin_size, as_json):
     out.flush()
 
 
+# ---------------------------------------------------------------- ls
+@cli.command(context_settings=CONTEXT)
+@storage_options
+@click.argument("prefix")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per dataset.")
+@click.option("-@", "--workers", default=16, show_default=True, type=click.IntRange(1, 256),
+              help="Metadata reads in flight.")
+def ls(prefix, as_json, workers):
+    """The datasets directly under PREFIX, with reads, size, chunk size and format version.
+
+    \b
+    Examples:
+      bams3 ls s3://cohort/samples/
+      bams3 ls ./datasets --json | jq .reads
+    """
+    from . import cohort
+
+    urls = cohort.find_datasets(prefix)
+    rows = cohort.run(cohort.stats_sample, [(cohort.sample_name(u), u, 0) for u in urls], workers=workers)
+    rows = [r for r in rows if not (r[-1] and "no bams3 dataset" in r[-1])]
+    if as_json:
+        for r in rows:
+            d = dict(zip(cohort.STATS_COLUMNS, r))
+            click.echo(json.dumps({"dataset": d["url"], "name": d["sample"], "reads": d["records"],
+                                   "size": d["size"], "chunk_size": d["chunk_size"], "chunks": d["chunks"],
+                                   "format_version": d["format_version"], **({"error": d["error"]} if d["error"]
+                                                                             else {})}))
+        return
+    if not rows:
+        _err(f"no datasets under {prefix}")
+        return
+    click.echo(f"{'reads':>14}  {'size':>10}  {'chunk':>8}  {'v':>2}  dataset")
+    for r in rows:
+        d = dict(zip(cohort.STATS_COLUMNS, r))
+        if d["error"]:
+            click.echo(f"{'?':>14}  {'?':>10}  {'?':>8}  {'?':>2}  {d['url']}  ({d['error']})")
+        else:
+            click.echo(f"{d['records']:>14,}  {_human_bytes(d['size']):>10}  {_human_bp(d['chunk_size']):>8}  "
+                       f"{d['format_version']:>2}  {d['url']}")
+
+
+# ---------------------------------------------------------------- cohort
+@cli.group(context_settings=CONTEXT)
+def cohort():
+    """The same question over many datasets: counts, statistics, coverage.
+
+    \b
+    Samples come from --from FILE (URL or NAME<TAB>URL per line) or --prefix
+    (every dataset directly under it). Work runs concurrently in this process
+    (--engine local) or on Dask (--engine dask: a LocalCluster of --workers
+    processes, or the cluster at --scheduler tcp://host:8786). A failing sample
+    is retried, then reported in its own row with the error; the others finish.
+    """
+
+
+def _cohort_options(f):
+    f = click.option("--from", "from_file", type=click.Path(dir_okay=False), default=None,
+                     help="File of samples: URL or NAME<TAB>URL per line.")(f)
+    f = click.option("--prefix", default=None, help="Every dataset directly under this prefix.")(f)
+    f = click.option("--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True)(f)
+    f = click.option("--scheduler", default=None, help="Dask scheduler address (implies --engine dask).")(f)
+    f = click.option("-@", "--workers", default=8, show_default=True, type=click.IntRange(1, 1024),
+                     help="Samples in flight (threads), or Dask worker processes for a LocalCluster.")(f)
+    f = click.option("-o", "--output", default=None, help="Write .tsv, .csv or .parquet instead of TSV on stdout.")(f)
+    f = click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")(f)
+    return storage_options(f)
+
+
+def _cohort_samples(from_file, prefix):
+    from . import cohort as c
+
+    if bool(from_file) == bool(prefix):
+        raise UsageError("give the samples with exactly one of --from FILE or --prefix PREFIX")
+    if from_file:
+        return c.read_sample_list(from_file)
+    urls = c.find_datasets(prefix)
+    if not urls:
+        raise UsageError(f"no datasets under {prefix}")
+    return [(c.sample_name(u), u) for u in urls]
+
+
+def _cohort_run(fn, jobs, engine, scheduler, workers, progress):
+    from . import cohort as c
+
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = None
+
+    def report(done, total):
+        nonlocal bar
+        if not show:
+            return
+        if bar is None:
+            bar = click.progressbar(length=total, label="samples", file=sys.stderr, show_eta=True)
+            bar.__enter__()
+        bar.update(done - bar.pos)
+
+    try:
+        return c.run(fn, jobs, engine="dask" if scheduler else engine, workers=workers, scheduler=scheduler,
+                     progress=report)
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+
+
+def _cohort_write(df, output, prefix_mode=False):
+    from . import cohort as c
+
+    if prefix_mode:
+        df = c.drop_non_datasets(df)
+
+    if output is None:
+        c.write_table(df, None, sys.stdout)
+    else:
+        c.write_table(df, output)
+    failed = df[df["error"].fillna("") != ""]["sample"].unique()
+    if len(failed):
+        _err(f"{len(failed)} sample(s) failed (see the error column): {', '.join(map(str, failed[:5]))}"
+             + (" ..." if len(failed) > 5 else ""))
+
+
+@cohort.command("count", context_settings=CONTEXT)
+@click.argument("regions", nargs=-1)
+@click.option("-L", "--regions-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="BED file: one row per interval and sample.")
+@_cohort_options
+def cohort_count(regions, regions_file, from_file, prefix, engine, scheduler, workers, output, progress):
+    """Reads overlapping each REGION in each sample (= samtools view -c): columns sample, region, count, error.
+
+    \b
+    Examples:
+      bams3 cohort count chr20:10M-11M --prefix s3://cohort/samples/ -o counts.parquet
+      bams3 cohort count -L targets.bed --from samples.txt --engine dask --workers 8
+      bams3 cohort count chr1 chr2 --from samples.txt --scheduler tcp://10.0.0.5:8786
+    """
+    from . import cohort as c
+
+    texts = list(regions)
+    if regions_file:
+        texts += c.bed_regions(regions_file)
+    if not texts:
+        raise UsageError("give at least one REGION or -L regions.bed")
+    samples = _cohort_samples(from_file, prefix)
+    jobs = [(name, url, texts, c.RETRIES) for name, url in samples]
+    results = _cohort_run(c.count_sample, jobs, engine, scheduler, workers, progress)
+    _cohort_write(c._table([row for rows in results for row in rows], c.COUNT_COLUMNS), output, bool(prefix))
+
+
+@cohort.command("stats", context_settings=CONTEXT)
+@_cohort_options
+def cohort_stats(from_file, prefix, engine, scheduler, workers, output, progress):
+    """One row per sample, from its metadata alone (reads, mapped, duplicates, size, ...).
+
+    \b
+    Example:
+      bams3 cohort stats --prefix s3://cohort/samples/ -o stats.csv
+    """
+    from . import cohort as c
+
+    samples = _cohort_samples(from_file, prefix)
+    rows = _cohort_run(c.stats_sample, [(n, u, c.RETRIES) for n, u in samples], engine, scheduler, workers, progress)
+    _cohort_write(c._table(rows, c.STATS_COLUMNS), output, bool(prefix))
+
+
+@cohort.command("coverage", context_settings=CONTEXT)
+@click.option("--bin", "bin_size", default="1M", show_default=True, help="Bin size (a multiple of 16K).")
+@click.option("--plot", default=None, help="Draw per-sample, per-reference coverage: out.html or out.png.")
+@_cohort_options
+def cohort_coverage(bin_size, plot, from_file, prefix, engine, scheduler, workers, output, progress):
+    """Mean depth per bin of every sample, from stored bins (no reads are read); --plot draws it
+    normalised by each sample's median, like goleft indexcov (dosage and drop-outs show at a glance).
+
+    \b
+    Examples:
+      bams3 cohort coverage --prefix s3://cohort/samples/ --plot cohort.html
+      bams3 cohort coverage --from samples.txt --bin 64K -o bins.parquet
+    """
+    from . import cohort as c
+    from .converter import parse_chunk_size
+
+    bin_bp = parse_chunk_size(bin_size)
+    samples = _cohort_samples(from_file, prefix)
+    results = _cohort_run(c.coverage_sample, [(n, u, bin_bp, c.RETRIES) for n, u in samples], engine, scheduler,
+                          workers, progress)
+    rows = []
+    for name, bins, error in results:
+        if error:
+            rows.append((name, None, None, None, None, error))
+        rows += [(name, ref, beg, end, depth, "") for ref, beg, end, depth in bins]
+    df = c._table(rows, ("sample", "reference", "start", "end", "mean_depth", "error"))
+    if prefix:
+        df = c.drop_non_datasets(df)
+    if plot:
+        from .plot import coverage_plot
+
+        coverage_plot(df, plot)
+        _err(f"wrote {plot}")
+    if output or not plot:
+        _cohort_write(df, output)
+
+
 # ---------------------------------------------------------------- to-bam
 @cli.command("to-bam", context_settings=CONTEXT)
 @storage_options

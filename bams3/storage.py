@@ -137,6 +137,12 @@ class ObstoreStore:
             for meta in batch:
                 yield meta["path"], meta["size"]
 
+    def list_dirs(self, prefix: str = "") -> list[str]:
+        """The "directories" directly under ``prefix`` (one delimited LIST, not every key)."""
+        self.counter.add("LIST", prefix)
+        res = self._obs.list_with_delimiter(self._store, prefix or None)
+        return [p.rstrip("/") + "/" for p in res["common_prefixes"]]
+
     def delete(self, key: str) -> None:
         self.counter.add("DELETE", key)
         try:
