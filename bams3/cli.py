@@ -424,18 +424,15 @@ def _cohort_run(fn, jobs, engine, scheduler, workers, progress):
             bar.__exit__(None, None, None)
 
 
-def _cohort_write(df, output, prefix_mode=False):
+def _cohort_write(rows, columns, output, prefix_mode=False):
     from . import cohort as c
 
     if prefix_mode:
-        df = c.drop_non_datasets(df)
-
-    if output is None:
-        c.write_table(df, None, sys.stdout)
-    else:
-        c.write_table(df, output)
-    failed = df[df["error"].fillna("") != ""]["sample"].unique()
-    if len(failed):
+        rows = c.drop_non_dataset_rows(rows, columns)
+    c.write_rows(rows, columns, output, sys.stdout)
+    e, n = list(columns).index("error"), list(columns).index("sample")
+    failed = list(dict.fromkeys(r[n] for r in rows if r[e]))
+    if failed:
         _err(f"{len(failed)} sample(s) failed (see the error column): {', '.join(map(str, failed[:5]))}"
              + (" ..." if len(failed) > 5 else ""))
 
@@ -464,7 +461,7 @@ def cohort_count(regions, regions_file, from_file, prefix, engine, scheduler, wo
     samples = _cohort_samples(from_file, prefix)
     jobs = [(name, url, texts, c.RETRIES) for name, url in samples]
     results = _cohort_run(c.count_sample, jobs, engine, scheduler, workers, progress)
-    _cohort_write(c._table([row for rows in results for row in rows], c.COUNT_COLUMNS), output, bool(prefix))
+    _cohort_write([row for rows in results for row in rows], c.COUNT_COLUMNS, output, bool(prefix))
 
 
 @cohort.command("stats", context_settings=CONTEXT)
@@ -480,7 +477,7 @@ def cohort_stats(from_file, prefix, engine, scheduler, workers, output, progress
 
     samples = _cohort_samples(from_file, prefix)
     rows = _cohort_run(c.stats_sample, [(n, u, c.RETRIES) for n, u in samples], engine, scheduler, workers, progress)
-    _cohort_write(c._table(rows, c.STATS_COLUMNS), output, bool(prefix))
+    _cohort_write(rows, c.STATS_COLUMNS, output, bool(prefix))
 
 
 @cohort.command("coverage", context_settings=CONTEXT)
@@ -508,16 +505,16 @@ def cohort_coverage(bin_size, plot, from_file, prefix, engine, scheduler, worker
         if error:
             rows.append((name, None, None, None, None, error))
         rows += [(name, ref, beg, end, depth, "") for ref, beg, end, depth in bins]
-    df = c._table(rows, ("sample", "reference", "start", "end", "mean_depth", "error"))
+    columns = ("sample", "reference", "start", "end", "mean_depth", "error")
     if prefix:
-        df = c.drop_non_datasets(df)
+        rows = c.drop_non_dataset_rows(rows, columns)
     if plot:
         from .plot import coverage_plot
 
-        coverage_plot(df, plot)
+        coverage_plot(c._table(rows, columns), plot)
         _err(f"wrote {plot}")
     if output or not plot:
-        _cohort_write(df, output)
+        _cohort_write(rows, columns, output)
 
 
 # ---------------------------------------------------------------- to-bam

@@ -262,6 +262,47 @@ def coverage(datasets: Iterable, bin_bp: int = 1 << 20, client=None, *, workers:
     return _table(rows, ("sample", "reference", "start", "end", "mean_depth", "error"))
 
 
+def write_rows(rows: list[tuple], columns: Sequence[str], path: str | None, out=None) -> None:
+    """Rows as TSV on ``out`` when ``path`` is None; else by extension: .tsv, .csv, .parquet.
+    (No pandas: the CLI stays quick to start.)"""
+    import csv
+    import io
+
+    def cell(v):
+        return "NA" if v is None else v
+
+    if path is not None:
+        ext = path.rsplit(".", 1)[-1].lower()
+        if ext == "parquet":
+            try:
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+            except ImportError:
+                raise UsageError("writing parquet needs pyarrow: pip install 'bams3[cohort]'") from None
+            pq.write_table(pa.table({c: [r[i] for r in rows] for i, c in enumerate(columns)}), path)
+            return
+        if ext not in ("csv", "tsv", "txt"):
+            raise UsageError(f"unknown table format .{ext} (use .tsv, .csv or .parquet)")
+        try:
+            with open(path, "w", newline="") as f:
+                w = csv.writer(f, delimiter="," if ext == "csv" else "\t", lineterminator="\n")
+                w.writerow(columns)
+                w.writerows([cell(v) for v in r] for r in rows)
+        except OSError as exc:
+            raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+        return
+    buf = io.StringIO()
+    w = csv.writer(buf, delimiter="\t", lineterminator="\n")
+    w.writerow(columns)
+    w.writerows([cell(v) for v in r] for r in rows)
+    out.write(buf.getvalue())
+
+
+def drop_non_dataset_rows(rows: list[tuple], columns: Sequence[str]) -> list[tuple]:
+    e = list(columns).index("error")
+    return [r for r in rows if not (r[e] or "").startswith("no bams3 dataset")]
+
+
 def write_table(df, path: str | None, out=None) -> None:
     """TSV on ``out`` (stdout) when ``path`` is None; else by extension: .tsv, .csv, .parquet."""
     if path is None:

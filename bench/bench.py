@@ -190,15 +190,13 @@ class Bench:
         import logging
 
         import boto3
-        from moto.server import ThreadedMotoServer
-
-        from bams3_conformance.proxy import CountingProxy
+    
+        from bams3_conformance.motoserver import MotoServer
+    from bams3_conformance.proxy import CountingProxy
 
         logging.disable(logging.CRITICAL)
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        host, port = server.get_host_and_port()
-        upstream = f"http://{host}:{port}"
+        server = MotoServer()  # its own process
+        upstream = server.endpoint
         creds = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "us-east-1"}
         s3 = boto3.client("s3", endpoint_url=upstream, **{
             "aws_access_key_id": "bench", "aws_secret_access_key": "bench", "region_name": "us-east-1"})

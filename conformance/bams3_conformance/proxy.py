@@ -49,12 +49,25 @@ class CountingProxy:
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
                 if body or self.command in ("PUT", "POST"):
                     headers["Content-Length"] = str(len(body))
-                conn = http.client.HTTPConnection(*proxy.upstream, timeout=60)
+                # one upstream connection per client connection, kept while responses are read whole
+                conn = getattr(self, "_upstream", None)
+                fresh = conn is None
+                if fresh:
+                    conn = self._upstream = http.client.HTTPConnection(*proxy.upstream, timeout=60)
                 sent = 0
                 status = 0
+                complete = False
                 try:
-                    conn.request(self.command, self.path, body=body or None, headers=headers)
-                    resp = conn.getresponse()
+                    try:
+                        conn.request(self.command, self.path, body=body or None, headers=headers)
+                        resp = conn.getresponse()
+                    except (http.client.RemoteDisconnected, ConnectionError, BrokenPipeError):
+                        if fresh:
+                            raise
+                        conn.close()  # the kept connection had gone stale: once more on a new one
+                        conn = self._upstream = http.client.HTTPConnection(*proxy.upstream, timeout=60)
+                        conn.request(self.command, self.path, body=body or None, headers=headers)
+                        resp = conn.getresponse()
                     status = resp.status
                     self.send_response_only(resp.status, resp.reason)
                     chunked = resp.getheader("Content-Length") is None and self.command != "HEAD"
@@ -75,10 +88,13 @@ class CountingProxy:
                                 break
                             self.wfile.write(piece)  # counted as it is delivered
                             sent += len(piece)
+                    complete = resp.isclosed() or self.command == "HEAD"
                 except (ConnectionResetError, BrokenPipeError):
                     self.close_connection = True  # the client stopped reading: count what it got
                 finally:
-                    conn.close()
+                    if not complete or resp.will_close:
+                        conn.close()
+                        self._upstream = None
                     with proxy.lock:
                         proxy.log.append((self.command, self.path, self.headers.get("Range"), status, sent))
 

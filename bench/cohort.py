@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""One region over a cohort on S3: `bams3 cohort count` against `samtools view -c` on
+BAM+BAI, with the same concurrency, on the same server (moto on 127.0.0.1 behind a
+counting proxy: requests and bytes are counted at the server).
+
+    python bench/cohort.py SAMPLE_DIR [--samples 200] [--concurrency 16] [--json out.json]
+
+The cohort is SAMPLE_DIR/sample.bam cut to chr1:1,000,001-1,400,000 (about 54,000 reads),
+uploaded once per sample as BAM+BAI and as a bams3 dataset. samtools runs as a pool of
+--concurrency child processes (as GNU parallel -j would), each in an empty directory
+so that it fetches the index as a first query does; bams3 runs one `cohort count`
+process with -@ --concurrency. Prints a table; median of --repeat runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "conformance"))
+
+REGION = "chr1:1,100,001-1,200,000"
+SLICE = "chr1:1,000,001-1,400,000"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("sample_dir")
+    ap.add_argument("--samples", type=int, default=200)
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--json", dest="json_out")
+    args = ap.parse_args()
+
+    import boto3
+
+    import bams3
+    from bams3_conformance.motoserver import MotoServer
+    from bams3_conformance.proxy import CountingProxy
+
+    samtools = shutil.which("samtools") or sys.exit("needs samtools on PATH")
+    bams3_cmd = shutil.which("bams3") or sys.exit("needs bams3 on PATH")
+    logging.disable(logging.CRITICAL)
+    tmp = tempfile.mkdtemp(prefix="bams3-cohort-bench-")
+    bam = os.path.join(tmp, "slice.bam")
+    subprocess.run([samtools, "view", "-b", "-o", bam, os.path.join(args.sample_dir, "sample.bam"), SLICE],
+                   check=True)
+    subprocess.run([samtools, "index", bam], check=True)
+    ds = os.path.join(tmp, "slice.bams3")
+    bams3.convert(bam, ds)
+    expected = int(subprocess.run([samtools, "view", "-c", bam, REGION], capture_output=True, text=True).stdout)
+
+    server = MotoServer()  # its own process
+    upstream = server.endpoint
+    s3 = boto3.client("s3", endpoint_url=upstream, aws_access_key_id="bench", aws_secret_access_key="bench",
+                      region_name="us-east-1")
+    s3.create_bucket(Bucket="cohort")
+    files = [(os.path.relpath(os.path.join(d, f), ds), os.path.join(d, f)) for d, _, fs in os.walk(ds) for f in fs]
+    blobs = {rel: open(path, "rb").read() for rel, path in files}
+    bam_bytes, bai_bytes = open(bam, "rb").read(), open(bam + ".bai", "rb").read()
+    names = [f"s{k:04d}" for k in range(args.samples)]
+    for n in names:
+        s3.put_object(Bucket="cohort", Key=f"bam/{n}.bam", Body=bam_bytes)
+        s3.put_object(Bucket="cohort", Key=f"bam/{n}.bam.bai", Body=bai_bytes)
+        for rel, data in blobs.items():
+            s3.put_object(Bucket="cohort", Key=f"bams3/{n}.bams3/{rel}", Body=data)
+    proxy = CountingProxy(upstream)
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": proxy.endpoint, "HTS_S3_HOST": proxy.endpoint.removeprefix("http://"),
+           "HTS_S3_ADDRESS_STYLE": "path"}
+    samples_txt = os.path.join(tmp, "samples.txt")
+    with open(samples_txt, "w") as f:
+        f.writelines(f"{n}\ts3://cohort/bams3/{n}.bams3\n" for n in names)
+
+    def run_bams3():
+        p = subprocess.run([bams3_cmd, "cohort", "count", REGION, "--from", samples_txt, "-@",
+                            str(args.concurrency), "--no-progress"], env=env, capture_output=True, text=True)
+        if p.returncode:
+            sys.exit(f"bams3 failed: {p.stderr.strip()}")
+        counts = [int(line.split("\t")[2]) for line in p.stdout.splitlines()[1:]]
+        return counts
+
+    def one_samtools(n):
+        with tempfile.TemporaryDirectory(dir=tmp) as cwd:
+            p = subprocess.run([samtools, "view", "-c", f"s3+http://cohort/bam/{n}.bam", REGION], env=env,
+                               capture_output=True, text=True, cwd=cwd)
+        return int(p.stdout) if p.returncode == 0 else None
+
+    def run_samtools():
+        with ThreadPoolExecutor(args.concurrency) as pool:
+            return list(pool.map(one_samtools, names))
+
+    result = {"samples": args.samples, "concurrency": args.concurrency, "region": REGION,
+              "reads_per_sample": expected}
+    for who, fn in (("bams3", run_bams3), ("samtools", run_samtools)):
+        runs = []
+        for _ in range(args.repeat):
+            proxy.reset()
+            t = time.perf_counter()
+            counts = fn()
+            wall = time.perf_counter() - t
+            runs.append({"seconds": wall, "requests": len(proxy.log), "bytes": proxy.bytes_out(),
+                         "correct": sum(c == expected for c in counts), "failed": sum(c is None for c in counts)})
+        result[who] = {"seconds": statistics.median(r["seconds"] for r in runs),
+                       "requests": int(statistics.median(r["requests"] for r in runs)),
+                       "bytes": int(statistics.median(r["bytes"] for r in runs)),
+                       "correct": min(r["correct"] for r in runs), "failed": max(r["failed"] for r in runs),
+                       "runs": [round(r["seconds"], 2) for r in runs]}
+    proxy.close()
+    server.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
+    b, s = result["bams3"], result["samtools"]
+    print(f"\n{args.samples} samples x 1 region ({REGION}, {expected:,} reads each), concurrency "
+          f"{args.concurrency}, median of {args.repeat}\n")
+    print(f"{'':10} {'wall s':>8} {'requests':>9} {'bytes':>14} {'correct':>8}")
+    for who, m in (("bams3", b), ("samtools", s)):
+        print(f"{who:10} {m['seconds']:>8.2f} {m['requests']:>9,} {m['bytes']:>14,} {m['correct']:>5}/{args.samples}")
+    print(f"\nsamtools / bams3: {s['seconds'] / b['seconds']:.1f}x the wall time, "
+          f"{s['bytes'] / max(b['bytes'], 1):.0f}x the bytes, {s['requests'] / max(b['requests'], 1):.1f}x the requests")
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(result, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
