@@ -141,6 +141,11 @@ def test_cohort_stats_and_coverage_show_dosage(cohort, tmp_path):
     assert p.returncode == 0, p.stderr
     text = html.read_text()
     assert text.count("<svg") == 3 and "chrX" in text and "s000" in text
+    png = tmp_path / "cov.png"
+    p = subprocess.run([sys.executable, "-m", "bams3.cli", "cohort", "coverage", "--bin", "16K", "--from",
+                        str(cohort["dir"] / "samples.txt"), "--plot", str(png)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
 def test_cohort_needs_samples():
