@@ -517,6 +517,41 @@ def cohort_coverage(bin_size, plot, from_file, prefix, engine, scheduler, worker
         _cohort_write(rows, columns, output)
 
 
+# ---------------------------------------------------------------- plugins
+@cli.command(context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per plugin.")
+def plugins(as_json):
+    """The installed plugins: what each provides (URL schemes, codecs, output formats),
+    from which package and version. Plugins that failed to load are listed with the error.
+
+    \b
+    Example:
+      bams3 plugins
+    """
+    from .plugins import get_registry
+
+    reg = get_registry()
+    by_plugin: dict = {}
+    for kind, table in (("schemes", reg.storage), ("codecs", reg.codecs), ("formats", reg.formats)):
+        for key, (_, prov) in sorted(table.items()):
+            entry = by_plugin.setdefault(prov.plugin, {"plugin": prov.plugin, "package": prov.package,
+                                                       "version": prov.version, "schemes": [], "codecs": [],
+                                                       "formats": []})
+            entry[kind].append(key)
+    rows = sorted(by_plugin.values(), key=lambda e: e["plugin"])
+    if as_json:
+        for e in rows:
+            click.echo(json.dumps(e))
+        for f in reg.failures:
+            click.echo(json.dumps({"error": f}))
+        return
+    for e in rows:
+        provides = "; ".join(f"{k} {', '.join(e[k])}" for k in ("schemes", "codecs", "formats") if e[k])
+        click.echo(f"{e['plugin']:<10} {e['package']} {e['version']:<8}  {provides}")
+    for f in reg.failures:
+        click.echo(f"(failed)   {f}")
+
+
 # ---------------------------------------------------------------- to-bam
 @cli.command("to-bam", context_settings=CONTEXT)
 @storage_options

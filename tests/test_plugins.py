@@ -98,3 +98,21 @@ def test_newer_format_version_is_refused(tmp_path):
     (dest / "_metadata.json").write_text(json.dumps(meta))
     with pytest.raises(DatasetError, match="upgrade bams3"):
         bams3.open(str(dest))
+
+
+def test_plugins_command_lists_what_each_provides():
+    import json
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "bams3.cli", "plugins", "--json"], capture_output=True, text=True,
+                       check=True)
+    rows = {r["plugin"]: r for r in map(json.loads, p.stdout.splitlines())}
+    assert {"local", "memory", "cloud", "zstd", "qual", "seq", "formats"} <= set(rows)
+    assert rows["cloud"]["schemes"] == ["az", "gs", "http", "https", "s3"]
+    assert rows["qual"]["codecs"] == ["qual"] and rows["seq"]["codecs"] == ["consensus"]
+    assert rows["formats"]["formats"] == ["bam", "json", "sam"]
+    assert all(r["package"] == "bams3" and r["version"] == bams3.__version__ for r in rows.values())
+    text = subprocess.run([sys.executable, "-m", "bams3.cli", "plugins"], capture_output=True, text=True,
+                          check=True).stdout
+    assert "codecs qual" in text and "schemes file" in text
