@@ -277,7 +277,7 @@ def _convert(path, source_name, store, dst, chunk_size, workers, codecs, column_
             references=header.references,
             chunk_size=chunk_size,
             count_slot_bp=pipe.slot_bp,
-            codecs=tuple(CodecSpec(c.name, lv) for c, lv in codecs),
+            codecs=tuple(CodecSpec(c.name, lv, get_registry().codecs[c.name][1].package) for c, lv in codecs),
             data_prefix=prefix,
             chunks=table,
             stats=result,

@@ -118,10 +118,12 @@ class Dataset:
                 try:
                     out.append(reg.codec(spec.name))
                 except PluginError:
-                    raise PluginError(
-                        f"{self.url} was written with codec {spec.name!r}, which no installed plugin provides; "
-                        f"install the package that provides the {spec.name!r} codec"
-                    ) from None
+                    if spec.package and spec.package != "?":
+                        hint = f"install {spec.package!r}, the package that provided it (pip install {spec.package})"
+                    else:
+                        hint = f"install the package that provides the {spec.name!r} codec"
+                    raise PluginError(f"{self.url} was written with codec {spec.name!r}, which no installed plugin "
+                                      f"provides; {hint}") from None
             self._codecs = out
         return self._codecs
 

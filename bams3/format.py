@@ -470,6 +470,7 @@ def _coverage_ref(obj, prefix: str) -> dict[str, Any] | None:
 class CodecSpec:
     name: str
     level: int | None = None
+    package: str | None = None  # the distribution that provided the codec when the dataset was written
 
 
 @attrs.frozen(eq=False)
@@ -533,7 +534,8 @@ class Metadata:
             "header": {"text": self.header_text, "references": [list(r) for r in self.references]},
             "chunk_size": self.chunk_size,
             "count_slot_bp": self.count_slot_bp,
-            "codecs": [attrs.asdict(c) for c in self.codecs],
+            "codecs": [{k: v for k, v in attrs.asdict(c).items() if v is not None or k == "level"}
+                       for c in self.codecs],
             "data_prefix": self.data_prefix,
             "chunks": self._chunks_json(),
             **({"coverage": self.coverage} if self.coverage else {}),
@@ -567,7 +569,8 @@ class Metadata:
                 header_text=str(obj["header"]["text"]),
                 references=refs,
                 chunk_size=chunk_size,
-                codecs=tuple(CodecSpec(str(c["name"]), c.get("level")) for c in obj["codecs"]),
+                codecs=tuple(CodecSpec(str(c["name"]), c.get("level"),
+                                       str(c["package"]) if c.get("package") else None) for c in obj["codecs"]),
                 data_prefix=prefix,
                 chunks=None if "object" in obj["chunks"] else ChunkTable.from_json(obj["chunks"]),
                 chunks_ref=_external_ref(obj["chunks"], prefix),

@@ -82,12 +82,17 @@ def test_dataset_needing_a_missing_codec_says_what_to_install(tmp_path):
     dest = tmp_path / "d"
     bams3.convert(EXAMPLE, str(dest))
     meta = json.loads((dest / "_metadata.json").read_text())
-    meta["codecs"][0]["name"] = "fancyq"
+    assert meta["codecs"][0] == {"name": "zstd", "level": 9, "package": "bams3"}  # what wrote it, and from where
+    meta["codecs"][0].update(name="fancyq", package="bams3-fancyq")
     (dest / "_metadata.json").write_text(json.dumps(meta))
     ds = bams3.open(str(dest))
     assert ds.stats["n_records"] > 0  # metadata alone still works
-    with pytest.raises(PluginError, match="fancyq.*install"):
+    with pytest.raises(PluginError, match="fancyq.*pip install bams3-fancyq"):
         ds.count("chr1:1-100")
+    del meta["codecs"][0]["package"]  # datasets written before packages were recorded
+    (dest / "_metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(PluginError, match="install the package that provides the 'fancyq' codec"):
+        bams3.open(str(dest)).count("chr1:1-100")
 
 
 def test_newer_format_version_is_refused(tmp_path):
