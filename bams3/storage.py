@@ -29,7 +29,9 @@ def url_scheme(url: str) -> str:
 
 @runtime_checkable
 class Store(Protocol):
-    """Keys are ``/``-separated relative paths under the store's root."""
+    """Keys are ``/``-separated relative paths under the store's root. As on a file
+    system, a key is never also a "directory" of other keys (bams3 never writes both
+    ``a`` and ``a/b``); ``list`` matches any string prefix, as object stores do."""
 
     url: str
 
@@ -133,9 +135,13 @@ class ObstoreStore:
 
     def list(self, prefix: str = "") -> Iterator[tuple[str, int]]:
         self.counter.add("LIST", prefix)
-        for batch in self._obs.list(self._store, prefix or None):
+        # Object stores match any string prefix, a file system whole path segments: list the
+        # segment that holds the prefix and filter, so both behave alike.
+        base = prefix.rsplit("/", 1)[0] + "/" if "/" in prefix else ""
+        for batch in self._obs.list(self._store, base or None):
             for meta in batch:
-                yield meta["path"], meta["size"]
+                if meta["path"].startswith(prefix):
+                    yield meta["path"], meta["size"]
 
     def list_dirs(self, prefix: str = "") -> list[str]:
         """The "directories" directly under ``prefix`` (one delimited LIST, not every key)."""

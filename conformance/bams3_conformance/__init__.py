@@ -1,5 +1,12 @@
 """Conformance tests a bams3 plugin package runs against its own plugins.
 
+- ``store.StoreTests`` (override ``store_url``) and ``store.store_state_machine(make_url)``,
+  a hypothesis rule-based test of put/get/range/list/size/delete against a model;
+- ``codec.CodecTests`` (set ``codec_name``);
+- ``formats.OutputFormatTests`` (set ``format_name``, implement ``read_back``);
+- ``strategies``: hypothesis strategies for records, regions and record batches;
+- ``proxy.CountingProxy`` and ``motoserver.MotoServer`` for S3 tests on loopback.
+
 Subclass a test class, provide its fixture, and pytest runs the checks::
 
     from bams3_conformance.store import StoreTests

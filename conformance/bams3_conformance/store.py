@@ -53,3 +53,102 @@ class StoreTests:
         store.delete("a/b")
         store.delete("a/b")  # deleting a missing key is not an error
         assert list(store.list("a/")) == []
+
+    def test_large_object_and_stream(self, store):
+        data = bytes(range(256)) * (24 << 12)  # 24 MiB: multipart territory for object stores
+        store.put("big", data)
+        assert store.size("big") == len(data)
+        assert store.get_range("big", len(data) - 5, len(data)) == data[-5:]
+        assert b"".join(store.stream("big")) == data
+
+    def test_concurrent_writers_and_readers(self, store):
+        from concurrent.futures import ThreadPoolExecutor
+
+        def work(i):
+            key = f"c/{i:03d}"
+            store.put(key, key.encode() * 1000)
+            return store.get(key) == key.encode() * 1000
+
+        with ThreadPoolExecutor(16) as pool:
+            assert all(pool.map(work, range(64)))
+        assert len(list(store.list("c/"))) == 64
+
+    def test_a_dataset_appears_only_when_published(self, store_url):
+        """A converted dataset opens only once its _metadata.json is written (last), and reads back."""
+        import os
+        import tempfile
+
+        import bams3
+        from bams3.errors import DatasetError
+
+        from .strategies import write_bam
+
+        with tempfile.TemporaryDirectory() as d:
+            bam = os.path.join(d, "in.bam")
+            write_bam(bam, n=300, seed=1)
+            store = open_store(store_url, create=True)
+            with pytest.raises(DatasetError):
+                bams3.open(store_url)
+            bams3.convert(bam, store_url, force=True)
+            assert store.size("_metadata.json") is not None
+            ds = bams3.open(store_url)
+            assert ds.count() == 300
+            keys = [k for k, _ in store.list("")]
+            assert all(k == "_metadata.json" or k.startswith(ds.meta.data_prefix) for k in keys)
+
+
+def store_state_machine(make_url):
+    """A hypothesis rule-based test of a store against a dict model: put, get, range, list,
+    size, delete, in any order. ``make_url()`` returns a fresh, empty prefix URL.
+
+        TestMyStoreStateful = store_state_machine(lambda: "myfs://bucket/" + uuid4().hex).TestCase
+    """
+    from hypothesis import settings
+    from hypothesis import strategies as st
+    from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+    # no key is also a "directory" of another (the Store contract): "a/b" but never "a" too
+    keys = st.sampled_from(["a/b", "a/c", "b/x/y", "ab", "abc", "d_1", "e-2.bin"])
+    values = st.binary(max_size=2048)
+
+    class StoreMachine(RuleBasedStateMachine):
+        def __init__(self):
+            super().__init__()
+            self.store = open_store(make_url(), create=True)
+            self.model: dict[str, bytes] = {}
+
+        @rule(key=keys, value=values)
+        def put(self, key, value):
+            self.store.put(key, value)
+            self.model[key] = value
+
+        @rule(key=keys)
+        def get(self, key):
+            if key in self.model:
+                assert self.store.get(key) == self.model[key]
+            else:
+                with pytest.raises(FileNotFoundError):
+                    self.store.get(key)
+
+        @rule(key=keys, a=st.integers(0, 2100), n=st.integers(1, 300))
+        def get_range(self, key, a, n):
+            if key in self.model and a + n <= len(self.model[key]):
+                assert self.store.get_range(key, a, a + n) == self.model[key][a : a + n]
+
+        @rule(key=keys)
+        def delete(self, key):
+            self.store.delete(key)
+            self.model.pop(key, None)
+
+        @rule(prefix=st.sampled_from(["", "a", "a/", "b/", "z"]))
+        def list_prefix(self, prefix):
+            got = sorted(self.store.list(prefix))
+            assert got == sorted((k, len(v)) for k, v in self.model.items() if k.startswith(prefix))
+
+        @invariant()
+        def sizes(self):
+            for k, v in self.model.items():
+                assert self.store.size(k) == len(v)
+
+    StoreMachine.TestCase.settings = settings(max_examples=25, stateful_step_count=20, deadline=None)
+    return StoreMachine

@@ -1,0 +1,77 @@
+"""Every plugin bams3 ships passes the conformance kit it offers to others."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pysam
+import pytest
+
+from bams3_conformance.codec import CodecTests
+from bams3_conformance.formats import OutputFormatTests
+from bams3_conformance.store import StoreTests, store_state_machine
+
+
+class TestZstd(CodecTests):
+    codec_name = "zstd"
+
+
+class TestQual(CodecTests):
+    codec_name = "qual"
+
+
+class TestConsensus(CodecTests):
+    codec_name = "consensus"
+    column = "seq"
+
+
+class TestSam(OutputFormatTests):
+    format_name = "sam"
+
+    def read_back(self, path):
+        rows = [line.split("\t") for line in open(path) if line.strip() and not line.startswith("@")]
+        return [(r[0], int(r[1]), int(r[3])) for r in rows]
+
+
+class TestBam(OutputFormatTests):
+    format_name = "bam"
+
+    def read_back(self, path):
+        with pysam.AlignmentFile(path, check_sq=False) as f:
+            return [(r.query_name, r.flag, r.reference_start + 1) for r in f]
+
+
+class TestJson(OutputFormatTests):
+    format_name = "json"
+
+    def read_back(self, path):
+        rows = [json.loads(line) for line in open(path) if line.strip()]
+        return [(r["name"], int(r["flag"]), int(r["ref_pos"])) for r in rows]
+
+
+class TestS3Store(StoreTests):
+    @pytest.fixture
+    def store_url(self, s3_server):
+        return f"s3://{s3_server['bucket']}/conformance/{uuid.uuid4().hex}"
+
+
+_tmp = None
+
+
+def _local_url():
+    import tempfile
+
+    global _tmp
+    _tmp = _tmp or tempfile.mkdtemp(prefix="bams3-stateful-")
+    return f"{_tmp}/{uuid.uuid4().hex}"
+
+
+TestLocalStoreStateful = store_state_machine(_local_url).TestCase
+TestMemoryStoreStateful = store_state_machine(lambda: f"memory://stateful-{uuid.uuid4().hex}").TestCase
+
+
+class TestS3StoreStateful(store_state_machine(lambda: f"s3://bams3-test/stateful/{uuid.uuid4().hex}").TestCase):
+    @pytest.fixture(autouse=True)
+    def _server(self, s3_server):  # the S3 server (and its AWS_* settings) must be up first
+        yield

@@ -1,0 +1,64 @@
+"""A plugin package that lives outside bams3 (plugins/bams3-parquet, its own pyproject) is
+installed with pip into a fresh virtual environment and used from the CLI by name, with
+no change to bams3; in that environment it passes its own tests, which run bams3's
+conformance kit. Without it, bams3 says the format is unknown."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pysam
+import pytest
+
+import bams3
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PLUGIN = ROOT / "plugins" / "bams3-parquet"
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory):
+    d = tmp_path_factory.mktemp("venv") / "v"
+    # bams3 and its dependencies come from this environment; only the plugin is installed into the venv
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(d)], check=True)
+    py = d / "bin" / "python"
+    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    p = subprocess.run([str(py), "-m", "pip", "install", "--no-deps", str(PLUGIN)],
+                       capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    return py
+
+
+def test_the_plugin_is_not_in_this_environment():
+    assert "parquet" not in bams3.get_registry().formats
+    p = subprocess.run([sys.executable, "-m", "bams3.cli", "query", str(ROOT / "tests" / "golden" / "v1" /
+                        "qual_ctx.bams3"), "--format", "parquet"], capture_output=True, text=True)
+    assert p.returncode != 0 and "unknown output format 'parquet'" in p.stderr
+
+
+def test_installed_plugin_is_listed_and_used_by_name(venv, tmp_path, sample_dataset, sample_dir):
+    p = subprocess.run([str(venv), "-m", "bams3.cli", "plugins", "--json"], capture_output=True, text=True,
+                       check=True)
+    rows = {r["plugin"]: r for r in map(json.loads, p.stdout.splitlines()) if "plugin" in r}
+    assert rows["parquet"]["package"] == "bams3-parquet" and rows["parquet"]["formats"] == ["parquet"]
+    region = "chr1:1,000,000-1,010,000"
+    out = tmp_path / "r.parquet"
+    subprocess.run([str(venv), "-m", "bams3.cli", "query", sample_dataset, region, "-o", str(out)], check=True)
+    t = pq.read_table(out)
+    bam = str(sample_dir / "sample.bam")
+    assert t.num_rows == int(pysam.view("-c", bam, region))
+    with pysam.AlignmentFile(bam) as f:
+        expect = [(r.query_name, r.reference_start + 1) for r in f.fetch("chr1", 999_999, 1_010_000)]
+    assert list(zip(t["name"].to_pylist(), t["pos"].to_pylist())) == expect
+
+
+def test_the_plugin_passes_its_own_tests_with_the_kit(venv):
+    p = subprocess.run([str(venv), "-m", "pytest", "-q", "-p", "no:cacheprovider", str(PLUGIN / "tests")],
+                       capture_output=True, text=True, cwd=str(PLUGIN))
+    assert p.returncode == 0, p.stdout[-3000:]
+    assert " passed" in p.stdout and "failed" not in p.stdout
