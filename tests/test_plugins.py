@@ -121,3 +121,33 @@ def test_plugins_command_lists_what_each_provides():
     text = subprocess.run([sys.executable, "-m", "bams3.cli", "plugins"], capture_output=True, text=True,
                           check=True).stdout
     assert "codecs qual" in text and "schemes file" in text
+
+
+def test_a_plugin_that_fails_to_import_warns_and_breaks_nothing_else(tmp_path):
+    """A third-party plugin whose import fails: one warning naming its package; other verbs work."""
+    import subprocess
+    import sys
+
+    site = tmp_path / "site"
+    (site / "broken_plugin-1.0.dist-info").mkdir(parents=True)
+    (site / "broken_plugin-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\n"
+                                                                   "Version: 1.0\n")
+    (site / "broken_plugin-1.0.dist-info" / "entry_points.txt").write_text("[bams3]\nbroken = broken_mod\n")
+    (site / "broken_mod.py").write_text("import not_a_module_anywhere\n")
+    env = {**__import__("os").environ, "PYTHONPATH": str(site)}
+    dest = tmp_path / "d"
+    bams3.convert(EXAMPLE, str(dest))
+    p = subprocess.run([sys.executable, "-m", "bams3.cli", "query", str(dest), "chr1", "-c"], capture_output=True,
+                       text=True, env=env)
+    assert p.returncode == 0 and int(p.stdout) > 0
+    assert p.stderr.count("\n") == 1 and "warning" in p.stderr and "broken-plugin" in p.stderr
+    p = subprocess.run([sys.executable, "-m", "bams3.cli", "plugins"], capture_output=True, text=True, env=env)
+    assert "(failed)" in p.stdout and "broken-plugin" in p.stdout and "codecs zstd" in p.stdout
+
+
+def test_the_kit_is_importable_as_bams3_conformance_and_a_pytest_plugin(bams3_dataset):
+    from bams3.conformance import CodecTests, OutputFormatTests, StoreTests, store_state_machine, strategies
+
+    assert CodecTests and OutputFormatTests and StoreTests and store_state_machine and strategies.regions
+    bam, ds = bams3_dataset  # a fixture of the kit's pytest plugin
+    assert bams3.open(ds).count() == 1000
