@@ -75,3 +75,20 @@ class TestS3StoreStateful(store_state_machine(lambda: f"s3://bams3-test/stateful
     @pytest.fixture(autouse=True)
     def _server(self, s3_server):  # the S3 server (and its AWS_* settings) must be up first
         yield
+
+
+def test_kit_strategies_make_datasets_that_match_samtools(tmp_path):
+    """The kit's hypothesis strategies: drawn datasets and regions agree with samtools."""
+    import bams3
+    from hypothesis import HealthCheck, given, settings
+
+    from bams3_conformance.strategies import datasets, regions
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(data=datasets(str(tmp_path)), region=regions())
+    def check(data, region):
+        bam, ds = data
+        pysam.index(bam)
+        assert bams3.open(ds).count(region) == int(pysam.view("-c", bam, region.replace(",", "")))
+
+    check()

@@ -102,3 +102,21 @@ def record_batches(draw, max_records=30):
             header, batches = split_records(bgzf.decompress_stream(f.read))
             out = list(batches)
     return header, RecordBatch.concat(out) if out else RecordBatch(np.zeros(0, np.uint8), np.zeros(1, np.int64))
+
+
+@st.composite
+def datasets(draw, directory: str, max_records: int = 40):
+    """A bams3 dataset of drawn records, converted under ``directory`` (which the caller owns);
+    returns (bam path, dataset path). Chunk sizes vary so that records cross chunk edges."""
+    import os
+    import uuid
+
+    import bams3
+
+    recs = draw(st.lists(records(), min_size=0, max_size=max_records))
+    name = uuid.uuid4().hex
+    bam = os.path.join(directory, f"{name}.bam")
+    write_records(bam, recs)
+    dest = os.path.join(directory, f"{name}.bams3")
+    bams3.convert(bam, dest, chunk_size=draw(st.sampled_from([1024, 4096, 1 << 20])))
+    return bam, dest
