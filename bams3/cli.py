@@ -517,6 +517,62 @@ def cohort_coverage(bin_size, plot, from_file, prefix, engine, scheduler, worker
         _cohort_write(rows, columns, output)
 
 
+# ---------------------------------------------------------------- verify
+@cli.command(context_settings=CONTEXT)
+@storage_options
+@click.argument("dest")
+@click.option("--deep", is_flag=True, help="Also decode every record and recompute the statistics.")
+@click.option("-@", "--workers", default=8, show_default=True, type=click.IntRange(1, 256),
+              help="Objects checked concurrently.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
+def verify(dest, deep, workers, as_json, progress):
+    """Check every object of DEST: missing, extra and corrupt ones (sizes and checksums);
+    exit status 1 when anything is wrong.
+
+    \b
+    Examples:
+      bams3 verify s3://bucket/sample.bams3
+      bams3 verify sample.bams3 --deep --json
+    """
+    from .verify import verify as run
+
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = None
+
+    def report(done, total):
+        nonlocal bar
+        if not show:
+            return
+        if bar is None:
+            bar = click.progressbar(length=total, label="verifying", file=sys.stderr, show_eta=True)
+            bar.__enter__()
+        bar.update(done - bar.pos)
+
+    try:
+        rep = run(dest, deep=deep, workers=workers, progress=report)
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    if as_json:
+        click.echo(json.dumps(rep.to_json()))
+    else:
+        for k in rep.missing:
+            click.echo(f"missing  {k}")
+        for k in rep.extra:
+            click.echo(f"extra    {k}")
+        for k, why in rep.corrupt:
+            click.echo(f"corrupt  {k}: {why}")
+        if rep.stats_match is False:
+            click.echo("stats    the records do not add up to the statistics in _metadata.json")
+        verdict = "OK" if rep.ok else "FAILED"
+        click.echo(f"{verdict}: {rep.objects} objects, {rep.records:,} records checked"
+                   + (" and decoded, statistics recomputed" if deep and rep.stats_match else "")
+                   + f"; {len(rep.missing)} missing, {len(rep.extra)} extra, {len(rep.corrupt)} corrupt")
+    if not rep.ok:
+        raise SystemExit(1)
+
+
 # ---------------------------------------------------------------- plugins
 @cli.command(context_settings=CONTEXT)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per plugin.")
