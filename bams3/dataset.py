@@ -67,7 +67,9 @@ class Dataset:
                 frame = self.store.get(key)
             except FileNotFoundError:
                 raise DatasetError(f"{self.url}: the chunk table {key} is missing; the dataset is corrupt") from None
-            self.meta.load_chunks(frame, self.url)
+            table = self.meta.load_chunks(frame, self.url)
+            if len(table) and (int(table.ref_id.max()) >= len(self.meta.references) or int(table.ref_id.min()) < -1):
+                raise DatasetError(f"{self.url}: the chunk table refers to references the header lacks; corrupt")
         return self.meta.chunks
 
     def depth_sums(self) -> np.ndarray:

@@ -562,9 +562,22 @@ class Metadata:
             if not isinstance(prefix, str) or not re.fullmatch(r"data/[A-Za-z0-9_-]{1,64}/", prefix):
                 raise ValueError("data_prefix escapes the dataset")
             refs = tuple((str(n), int(l)) for n, l in obj["header"]["references"])
-            chunk_size = int(obj["chunk_size"])
-            if chunk_size < 1:
-                raise ValueError("chunk_size must be positive")
+            if any(length < 0 or length >= 1 << 62 for _, length in refs):
+                raise ValueError("absurd reference length")
+            chunk_size = obj["chunk_size"]
+            if not isinstance(chunk_size, int) or not 1 <= chunk_size <= 1 << 40:
+                raise ValueError("chunk_size must be a positive integer")
+            stats = obj["stats"]
+            if not isinstance(stats, dict) or not isinstance(stats.get("n_records"), int) \
+                    or stats["n_records"] < 0:
+                raise ValueError("stats.n_records must be a non-negative integer")
+            slot_bp = obj.get("count_slot_bp", 0)
+            if not isinstance(slot_bp, int) or not 0 <= slot_bp <= chunk_size:
+                raise ValueError("bad count_slot_bp")
+            table = None if "object" in obj["chunks"] else ChunkTable.from_json(obj["chunks"])
+            if table is not None and len(table) and (int(table.ref_id.max()) >= len(refs)
+                                                     or int(table.ref_id.min()) < -1):
+                raise ValueError("chunk table refers to references the header lacks")
             return cls(
                 header_text=str(obj["header"]["text"]),
                 references=refs,
@@ -572,14 +585,14 @@ class Metadata:
                 codecs=tuple(CodecSpec(str(c["name"]), c.get("level"),
                                        str(c["package"]) if c.get("package") else None) for c in obj["codecs"]),
                 data_prefix=prefix,
-                chunks=None if "object" in obj["chunks"] else ChunkTable.from_json(obj["chunks"]),
+                chunks=table,
                 chunks_ref=_external_ref(obj["chunks"], prefix),
                 coverage=_coverage_ref(obj.get("coverage"), prefix),
-                stats=dict(obj["stats"]),
+                stats=dict(stats),
                 source=dict(obj.get("source", {})),
                 created_by=str(obj.get("created_by", "?")),
                 format_version=version,
-                count_slot_bp=max(0, int(obj.get("count_slot_bp", 0))),
+                count_slot_bp=slot_bp,
             )
         except (KeyError, TypeError, ValueError, zstandard.ZstdError) as exc:
             raise DatasetError(f"{where}: _metadata.json is malformed ({exc})") from None
