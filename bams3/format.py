@@ -312,7 +312,10 @@ class ChunkReader:
 
         if self._fields is None:
             n_ops = self.array(7, "<u2").astype(np.int64)
-            cigar = np.frombuffer(self.raw(14), dtype="<u4")
+            raw = self.raw(14)
+            if len(raw) != 4 * int(n_ops.sum()):
+                raise DatasetError(f"{self.where}: columns disagree on CIGAR sizes; the dataset is corrupt")
+            cigar = np.frombuffer(raw, dtype="<u4")
             if len(cigar) != int(n_ops.sum()):
                 raise DatasetError(f"{self.where}: columns disagree on CIGAR sizes; the dataset is corrupt")
             self._fields = RecordFields(
@@ -321,7 +324,10 @@ class ChunkReader:
         return self._fields
 
     def array(self, cid: int, dtype: str) -> np.ndarray:
-        a = np.frombuffer(self.raw(cid), dtype=dtype)
+        raw = self.raw(cid)
+        if len(raw) % np.dtype(dtype).itemsize:
+            raise DatasetError(f"{self.where}: column {cid} has a partial value; the dataset is corrupt")
+        a = np.frombuffer(raw, dtype=dtype)
         if len(a) != self.n_records:
             raise DatasetError(f"{self.where}: column {cid} has the wrong length; the dataset is corrupt")
         return a
@@ -407,7 +413,9 @@ class ChunkTable:
     @classmethod
     def from_json(cls, obj: dict[str, Any], frame: bytes | None = None) -> ChunkTable:
         """From the ``chunks`` object of the metadata; ``frame`` is the external table's bytes."""
-        n = int(obj["count"])
+        if not isinstance(obj.get("count"), int):
+            raise ValueError("chunk count must be an integer")
+        n = obj["count"]
         fields = list(obj["fields"])
         required = [f for f in CHUNK_FIELDS if f not in OPTIONAL_CHUNK_FIELDS]
         encoding = obj.get("encoding")
@@ -508,7 +516,7 @@ class Metadata:
             raise DatasetError(f"{where}: the chunk table {self.chunks_key} is corrupt (size or checksum mismatch)")
         try:
             table = ChunkTable.from_json(ref, frame)
-        except (KeyError, TypeError, ValueError, zstandard.ZstdError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError, zstandard.ZstdError) as exc:
             raise DatasetError(f"{where}: the chunk table {self.chunks_key} is malformed ({exc})") from None
         object.__setattr__(self, "chunks", table)
         return table
@@ -594,5 +602,5 @@ class Metadata:
                 format_version=version,
                 count_slot_bp=slot_bp,
             )
-        except (KeyError, TypeError, ValueError, zstandard.ZstdError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError, zstandard.ZstdError) as exc:
             raise DatasetError(f"{where}: _metadata.json is malformed ({exc})") from None
