@@ -665,6 +665,14 @@ def demo(keep):
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     debug = bool(os.environ.get("BAMS3_DEBUG"))
+    import signal
+    import threading
+
+    def _terminated(signum, frame):  # SIGTERM (kill, a batch scheduler) cleans up like Ctrl-C
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         return _main(argv, debug)
     finally:
