@@ -23,6 +23,11 @@ class CountingProxy:
         self.upstream = (u.hostname, u.port)
         self.log: list[tuple[str, str, str | None, int, int]] = []  # method, path, range, status, body bytes
         self.lock = threading.Lock()
+        # Fault injection: faults.pop(0) decides the next GET's fate, if the list is not empty:
+        # "503" / "500" / "slowdown" (an S3 SlowDown 503), "reset" (the connection drops mid-body),
+        # "short" (the body ends early, connection closed). self.injected counts what was done.
+        self.faults: list[str] = []
+        self.injected: dict[str, int] = {}
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -44,7 +49,32 @@ class CountingProxy:
                 n = int(self.headers.get("Content-Length") or 0)
                 return self.rfile.read(n) if n else b""
 
+            def _fault(self) -> str | None:
+                if self.command != "GET":
+                    return None
+                with proxy.lock:
+                    if not proxy.faults:
+                        return None
+                    kind = proxy.faults.pop(0)
+                    proxy.injected[kind] = proxy.injected.get(kind, 0) + 1
+                if kind in ("500", "503", "slowdown"):
+                    code = 500 if kind == "500" else 503
+                    msg = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>" \
+                        if kind == "slowdown" else b"<Error><Code>InternalError</Code></Error>"
+                    self.send_response_only(code)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(msg)))
+                    self.end_headers()
+                    self.wfile.write(msg)
+                    with proxy.lock:
+                        proxy.log.append((self.command, self.path, self.headers.get("Range"), code, 0))
+                    return kind
+                return kind  # "reset" / "short": forwarded, then cut (below)
+
             def _forward(self):
+                fault = self._fault()
+                if fault in ("500", "503", "slowdown"):
+                    return
                 body = self._body()
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
                 if body or self.command in ("PUT", "POST"):
@@ -85,6 +115,19 @@ class CountingProxy:
                         while self.command != "HEAD":
                             piece = resp.read(1 << 16)
                             if not piece:
+                                break
+                            if fault in ("reset", "short"):  # half the body, then the connection goes
+                                piece = piece[: max(1, len(piece) // 2)]
+                                self.wfile.write(piece)
+                                sent += len(piece)
+                                self.wfile.flush()
+                                if fault == "reset":
+                                    import socket
+                                    import struct
+
+                                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                                               struct.pack("ii", 1, 0))  # RST, not FIN
+                                self.close_connection = True
                                 break
                             self.wfile.write(piece)  # counted as it is delivered
                             sent += len(piece)
