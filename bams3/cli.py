@@ -44,8 +44,24 @@ def storage_options(f):
     return f
 
 
+_SECRET_VARS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID", "GOOGLE_SERVICE_ACCOUNT_KEY",
+                "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_SAS_TOKEN")
+
+
+def redact(text: str) -> str:
+    """The text with any credential from the environment, and any request signature, masked:
+    a last line of defence under every message bams3 prints."""
+    import re
+
+    for var in _SECRET_VARS:
+        value = os.environ.get(var)
+        if value and len(value) >= 4:
+            text = text.replace(value, "***")
+    return re.sub(r"(X-Amz-Signature=|Signature=|Credential=|sig=)[^&\s\"'<]+", r"\1***", text)
+
+
 def _err(msg: str) -> None:
-    click.echo(f"bams3: {msg}", err=True)
+    click.echo(redact(f"bams3: {msg}"), err=True)
 
 
 def _human_bytes(n: float) -> str:
@@ -677,7 +693,7 @@ def main(argv: list[str] | None = None) -> int:
         return _main(argv, debug)
     finally:
         for line in trace_lines():
-            click.echo(line, err=True)
+            click.echo(redact(line), err=True)
 
 
 def _main(argv: list[str] | None, debug: bool) -> int:

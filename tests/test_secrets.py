@@ -69,3 +69,17 @@ def test_errors_and_debug_tracebacks_never_print_credentials(s3_server, tmp_path
         text = _run(args, {**base, **extra})
         assert text.strip()  # something was said
         _clean(text)
+
+
+def test_redaction_is_the_last_line_of_defence(monkeypatch):
+    from bams3.cli import redact
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEY_ID)
+    text = (f"failed: <AWSAccessKeyId>{KEY_ID}</AWSAccessKeyId> key {SECRET} "
+            "https://b.s3.amazonaws.com/k?X-Amz-Signature=abcdef0123&X-Amz-Credential=AKIA/2026 "
+            "Authorization: AWS4-HMAC-SHA256 Credential=AKIAXYZ/20261124/us-east-1/s3/aws4_request, Signature=ff00")
+    out = redact(text)
+    assert SECRET not in out and KEY_ID not in out
+    assert "abcdef0123" not in out and "ff00" not in out and "AKIAXYZ" not in out
+    assert out.startswith("failed: <AWSAccessKeyId>***</AWSAccessKeyId> key ***")
