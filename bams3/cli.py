@@ -7,6 +7,7 @@ BAMS3_DEBUG=1 to see one).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -62,6 +63,29 @@ def redact(text: str) -> str:
 
 def _err(msg: str) -> None:
     click.echo(redact(f"bams3: {msg}"), err=True)
+
+
+@contextlib.contextmanager
+def _progress(label: str, progress: bool | None):
+    """A ``report(done, total)`` callback drawing a progress bar on stderr (by default only on a
+    terminal); the bar is closed when the block ends, however it ends."""
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = None
+
+    def report(done, total):
+        nonlocal bar
+        if not show or not total:
+            return
+        if bar is None:
+            bar = click.progressbar(length=total, label=label, file=sys.stderr, show_eta=True)
+            bar.__enter__()
+        bar.update(done - bar.pos)
+
+    try:
+        yield report
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
 
 
 def _human_bytes(n: float) -> str:
@@ -139,25 +163,10 @@ def convert(input_path, dest, chunk_size, workers, compression, codec, level, qu
     """
     from .converter import convert as run
 
-    show = sys.stderr.isatty() if progress is None else progress
-    bar = None
-
-    def report(done, total):
-        nonlocal bar
-        if not show or not total:
-            return
-        if bar is None:
-            bar = click.progressbar(length=total, label="converting", file=sys.stderr, show_eta=True)
-            bar.__enter__()
-        bar.update(done - bar.pos)
-
-    try:
+    with _progress("converting", progress) as report:
         meta = run(input_path, dest, chunk_size=chunk_size, workers=workers, compression=compression, codec=codec,
                    level=level, qual_codec=qual_codec, seq_codec=seq_codec,
                    force=force, reference=reference, sort=sort_input, progress=report)
-    finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
     s = meta.stats
     if as_json:
         click.echo(json.dumps({"dataset": dest, "records": s["n_records"], "chunks": s["n_chunks"],
@@ -420,24 +429,9 @@ def _cohort_samples(from_file, prefix):
 def _cohort_run(fn, jobs, engine, scheduler, workers, progress):
     from . import cohort as c
 
-    show = sys.stderr.isatty() if progress is None else progress
-    bar = None
-
-    def report(done, total):
-        nonlocal bar
-        if not show:
-            return
-        if bar is None:
-            bar = click.progressbar(length=total, label="samples", file=sys.stderr, show_eta=True)
-            bar.__enter__()
-        bar.update(done - bar.pos)
-
-    try:
+    with _progress("samples", progress) as report:
         return c.run(fn, jobs, engine="dask" if scheduler else engine, workers=workers, scheduler=scheduler,
                      progress=report)
-    finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
 
 
 def _cohort_write(rows, columns, output, prefix_mode=False):
@@ -516,12 +510,8 @@ def cohort_coverage(bin_size, plot, from_file, prefix, engine, scheduler, worker
     samples = _cohort_samples(from_file, prefix)
     results = _cohort_run(c.coverage_sample, [(n, u, bin_bp, c.RETRIES) for n, u in samples], engine, scheduler,
                           workers, progress)
-    rows = []
-    for name, bins, error in results:
-        if error:
-            rows.append((name, None, None, None, None, error))
-        rows += [(name, ref, beg, end, depth, "") for ref, beg, end, depth in bins]
-    columns = ("sample", "reference", "start", "end", "mean_depth", "error")
+    rows = c.coverage_rows(results)
+    columns = c.COVERAGE_COLUMNS
     if prefix:
         rows = c.drop_non_dataset_rows(rows, columns)
     if plot:
@@ -553,23 +543,8 @@ def verify(dest, deep, workers, as_json, progress):
     """
     from .verify import verify as run
 
-    show = sys.stderr.isatty() if progress is None else progress
-    bar = None
-
-    def report(done, total):
-        nonlocal bar
-        if not show:
-            return
-        if bar is None:
-            bar = click.progressbar(length=total, label="verifying", file=sys.stderr, show_eta=True)
-            bar.__enter__()
-        bar.update(done - bar.pos)
-
-    try:
+    with _progress("verifying", progress) as report:
         rep = run(dest, deep=deep, workers=workers, progress=report)
-    finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
     if as_json:
         click.echo(json.dumps(rep.to_json()))
     else:

@@ -21,6 +21,7 @@ from .errors import Bams3Error, DatasetError, UsageError
 COUNT_COLUMNS = ("sample", "region", "count", "error")
 STATS_COLUMNS = ("sample", "url", "records", "mapped", "unmapped", "duplicates", "secondary", "supplementary",
                  "chunk_size", "chunks", "size", "format_version", "error")
+COVERAGE_COLUMNS = ("sample", "reference", "start", "end", "mean_depth", "error")
 RETRIES = 2  # extra attempts for a failing sample
 
 
@@ -74,25 +75,10 @@ def read_sample_list(path: str) -> list[tuple[str, str]]:
 
 def bed_regions(path: str) -> list[str]:
     """Region texts (samtools syntax) of the intervals of a BED file, in order."""
-    from .errors import RegionError
+    from .region import bed_intervals
 
-    out = []
-    try:
-        with open(path) as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip() or line.startswith(("#", "track", "browser")):
-                    continue
-                fields = line.split("\t") if "\t" in line else line.split()
-                try:
-                    name, beg, end = fields[0].strip(), int(fields[1]), int(fields[2])
-                except (IndexError, ValueError):
-                    raise RegionError(f"{path}:{lineno}: not a BED line (need chrom, start, end)") from None
-                if beg < 0 or end <= beg:
-                    raise RegionError(f"{path}:{lineno}: bad interval {beg}-{end}")
-                out.append(f"{{{name}}}:{beg + 1}-{end}" if ":" in name else f"{name}:{beg + 1}-{end}")
-    except OSError as exc:
-        raise RegionError(f"cannot read BED file {path}: {exc.strerror}") from None
-    return out
+    return [f"{{{name}}}:{beg + 1}-{end}" if ":" in name else f"{name}:{beg + 1}-{end}"
+            for _, name, beg, end in bed_intervals(path)]
 
 
 # ------------------------------------------------------------------ per sample (runs on Dask workers too)
@@ -103,7 +89,7 @@ def _with_retries(fn: Callable, retries: int):
             return fn(), None
         except Bams3Error as exc:
             last = str(exc)
-            if isinstance(exc, (DatasetError,)) and "corrupt" not in last and "no bams3 dataset" in last:
+            if isinstance(exc, DatasetError) and "corrupt" not in last and "no bams3 dataset" in last:
                 break  # a missing dataset will not appear by retrying
         except Exception as exc:  # noqa: BLE001 - a sample's failure is reported, not raised
             last = f"{type(exc).__name__}: {exc}"
@@ -225,10 +211,6 @@ def _table(rows: list[tuple], columns: Sequence[str]):
     return df
 
 
-def drop_non_datasets(df):
-    """Rows of prefix entries that turned out not to be datasets (no _metadata.json) removed."""
-    return df[~df["error"].fillna("").str.startswith("no bams3 dataset")].reset_index(drop=True)
-
 
 # ------------------------------------------------------------------ the Python API
 def count(datasets: Iterable, regions: Sequence[str] | str, client=None, *, workers: int = 8,
@@ -254,12 +236,17 @@ def coverage(datasets: Iterable, bin_bp: int = 1 << 20, client=None, *, workers:
     """Mean depth per bin per sample, long form (pandas: sample, reference, start, end, mean_depth, error)."""
     jobs = [(name, url, bin_bp, retries) for name, url in _samples(datasets)]
     results = run(coverage_sample, jobs, workers=workers, client=client, progress=progress)
+    return _table(coverage_rows(results), COVERAGE_COLUMNS)
+
+
+def coverage_rows(results: list) -> list[tuple]:
+    """Long-form rows (COVERAGE_COLUMNS) of ``coverage_sample`` results; a failed sample is one error row."""
     rows = []
     for name, bins, error in results:
         if error:
             rows.append((name, None, None, None, None, error))
         rows += [(name, ref, beg, end, depth, "") for ref, beg, end, depth in bins]
-    return _table(rows, ("sample", "reference", "start", "end", "mean_depth", "error"))
+    return rows
 
 
 def write_rows(rows: list[tuple], columns: Sequence[str], path: str | None, out=None) -> None:
@@ -301,20 +288,3 @@ def write_rows(rows: list[tuple], columns: Sequence[str], path: str | None, out=
 def drop_non_dataset_rows(rows: list[tuple], columns: Sequence[str]) -> list[tuple]:
     e = list(columns).index("error")
     return [r for r in rows if not (r[e] or "").startswith("no bams3 dataset")]
-
-
-def write_table(df, path: str | None, out=None) -> None:
-    """TSV on ``out`` (stdout) when ``path`` is None; else by extension: .tsv, .csv, .parquet."""
-    if path is None:
-        df.to_csv(out, sep="\t", index=False, na_rep="NA")
-        return
-    ext = path.rsplit(".", 1)[-1].lower()
-    if ext == "parquet":
-        try:
-            df.to_parquet(path, index=False)
-        except ImportError:
-            raise UsageError("writing parquet needs pyarrow: pip install 'bams3[cohort]'") from None
-    elif ext in ("csv", "tsv", "txt"):
-        df.to_csv(path, sep="," if ext == "csv" else "\t", index=False, na_rep="NA")
-    else:
-        raise UsageError(f"unknown table format .{ext} (use .tsv, .csv or .parquet)")

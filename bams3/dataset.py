@@ -35,6 +35,7 @@ class Dataset:
         self.workers = workers
         self.header = Header(meta.header_text, meta.references)
         self._codecs = None
+        self._depth = None  # binned depth, fetched on first use
 
     @classmethod
     def open(cls, url: str, workers: int = DEFAULT_WORKERS) -> Dataset:
@@ -76,7 +77,7 @@ class Dataset:
         """Per reference, per stored bin: the sum of depth over the bin's positions (coverage.py)."""
         from .coverage import decode_depth
 
-        if getattr(self, "_depth", None) is None:
+        if self._depth is None:
             ref = self.meta.coverage
             if ref is None:
                 raise DatasetError(f"{self.url} has no binned coverage (written before bams3 stored it); "

@@ -99,8 +99,9 @@ class Region:
         return cls(tid, beg, end, text)
 
 
-def read_bed(path: str, references) -> list[Region]:
-    """Regions from a BED file (0-based half-open), skipping headers and comments."""
+def bed_intervals(path: str) -> list[tuple[int, str, int, int]]:
+    """``(line number, chrom, start, end)`` of each interval of a BED file (0-based half-open),
+    skipping headers and comments."""
     out = []
     try:
         with open(path) as f:
@@ -114,12 +115,20 @@ def read_bed(path: str, references) -> list[Region]:
                     name, beg, end = fields[0], int(fields[1]), int(fields[2])
                 except (IndexError, ValueError):
                     raise RegionError(f"{path}:{lineno}: not a BED line (need chrom, start, end)") from None
-                names = [n for n, _ in references]
-                if name not in names:
-                    raise RegionError(f"{path}:{lineno}: unknown reference {name!r}")
                 if beg < 0 or end <= beg:
                     raise RegionError(f"{path}:{lineno}: bad interval {beg}-{end}")
-                out.append(Region(names.index(name), beg, end, f"{name}:{beg + 1}-{end}"))
+                out.append((lineno, name, beg, end))
     except OSError as exc:
         raise RegionError(f"cannot read BED file {path}: {exc.strerror}") from None
+    return out
+
+
+def read_bed(path: str, references) -> list[Region]:
+    """Regions from a BED file on these references."""
+    names = [n for n, _ in references]
+    out = []
+    for lineno, name, beg, end in bed_intervals(path):
+        if name not in names:
+            raise RegionError(f"{path}:{lineno}: unknown reference {name!r}")
+        out.append(Region(names.index(name), beg, end, f"{name}:{beg + 1}-{end}"))
     return out

@@ -17,7 +17,7 @@ import numpy as np
 
 from ._threads import ordered_map
 from .errors import Bams3Error
-from .format import METADATA_KEY, ChunkReader, chunk_key
+from .format import METADATA_KEY, ChunkReader, chunk_key, decode_slots, slot_range
 
 
 @attrs.define
@@ -91,8 +91,6 @@ def verify(url: str, deep: bool = False, workers: int = 8,
             if r.n_records != int(t.n_records[i]):
                 return ("corrupt", key, "record count differs from the chunk table")
             if int(t.slot_nbytes[i]) and m.count_slot_bp:
-                from .format import decode_slots, slot_range
-
                 w0 = int(t.window[i]) * m.chunk_size
                 j0, j1 = slot_range(int(t.min_pos[i]), int(t.max_pos[i]), w0, m.count_slot_bp, m.n_slots)
                 size = int(t.slot_nbytes[i])
