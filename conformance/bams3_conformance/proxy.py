@@ -5,7 +5,10 @@ access log would. Used to measure what a query costs, for bams3 and samtools ali
 from __future__ import annotations
 
 import http.client
+import socket
+import struct
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
@@ -23,10 +26,20 @@ class CountingProxy:
         self.upstream = (u.hostname, u.port)
         self.log: list[tuple[str, str, str | None, int, int]] = []  # method, path, range, status, body bytes
         self.lock = threading.Lock()
-        # Fault injection: faults.pop(0) decides the next GET's fate, if the list is not empty:
-        # "503" / "500" / "slowdown" (an S3 SlowDown 503), "reset" (the connection drops mid-body),
-        # "short" (the body ends early, connection closed). self.injected counts what was done.
+        # Fault injection: faults.pop(0) decides the fate of the next request whose method is in
+        # fault_methods (GET unless changed), if the list is not empty:
+        #   "503" / "500" / "slowdown" (an S3 SlowDown 503): answered by the proxy, not forwarded;
+        #   "reset": GET: the connection drops (RST) mid-body; other methods: forwarded (the write
+        #            lands upstream) but the connection drops before the response;
+        #   "short": GET: the body ends early, connection closed; other methods: as "reset" with a FIN;
+        #   "stall": nothing is sent for stall_seconds, then the connection closes.
+        #   "ok": passed through untouched (to space faults out).
+        # fault_match, if set, limits faults to requests whose path contains it.
+        # self.injected counts what was done, per kind.
         self.faults: list[str] = []
+        self.fault_methods: set[str] = {"GET"}
+        self.fault_match: str | None = None
+        self.stall_seconds = 10.0
         self.injected: dict[str, int] = {}
         proxy = self
 
@@ -50,12 +63,16 @@ class CountingProxy:
                 return self.rfile.read(n) if n else b""
 
             def _fault(self) -> str | None:
-                if self.command != "GET":
+                if self.command not in proxy.fault_methods:
+                    return None
+                if proxy.fault_match is not None and proxy.fault_match not in self.path:
                     return None
                 with proxy.lock:
                     if not proxy.faults:
                         return None
                     kind = proxy.faults.pop(0)
+                    if kind == "ok":
+                        return None
                     proxy.injected[kind] = proxy.injected.get(kind, 0) + 1
                 if kind in ("500", "503", "slowdown"):
                     code = 500 if kind == "500" else 503
@@ -69,11 +86,21 @@ class CountingProxy:
                     with proxy.lock:
                         proxy.log.append((self.command, self.path, self.headers.get("Range"), code, 0))
                     return kind
+                if kind == "stall":
+                    time.sleep(proxy.stall_seconds)
+                    self.close_connection = True
+                    with proxy.lock:
+                        proxy.log.append((self.command, self.path, self.headers.get("Range"), 0, 0))
                 return kind  # "reset" / "short": forwarded, then cut (below)
+
+            def _drop(self, rst: bool):
+                if rst:
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.close_connection = True
 
             def _forward(self):
                 fault = self._fault()
-                if fault in ("500", "503", "slowdown"):
+                if fault in ("500", "503", "slowdown", "stall"):
                     return
                 body = self._body()
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
@@ -99,6 +126,11 @@ class CountingProxy:
                         conn.request(self.command, self.path, body=body or None, headers=headers)
                         resp = conn.getresponse()
                     status = resp.status
+                    if fault in ("reset", "short") and self.command != "GET":  # done upstream, never answered
+                        resp.read()
+                        complete = True
+                        self._drop(rst=fault == "reset")
+                        return
                     self.send_response_only(resp.status, resp.reason)
                     chunked = resp.getheader("Content-Length") is None and self.command != "HEAD"
                     for k, v in resp.getheaders():
@@ -121,13 +153,7 @@ class CountingProxy:
                                 self.wfile.write(piece)
                                 sent += len(piece)
                                 self.wfile.flush()
-                                if fault == "reset":
-                                    import socket
-                                    import struct
-
-                                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                                               struct.pack("ii", 1, 0))  # RST, not FIN
-                                self.close_connection = True
+                                self._drop(rst=fault == "reset")  # RST, or a FIN for "short"
                                 break
                             self.wfile.write(piece)  # counted as it is delivered
                             sent += len(piece)

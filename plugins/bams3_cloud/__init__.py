@@ -6,6 +6,12 @@ AWS_SESSION_TOKEN, AWS_REGION/AWS_DEFAULT_REGION, AWS_ENDPOINT_URL, named
 profiles (AWS_PROFILE, ~/.aws/credentials and ~/.aws/config),
 AWS_SKIP_SIGNATURE for public buckets, AWS_REQUESTER_PAYS), instance and task
 roles; for GCS and Azure obstore's own GOOGLE_*/AZURE_* variables.
+
+Every request is retried with exponential backoff on 5xx, SlowDown, dropped
+connections, cut-short bodies and timeouts: AWS_MAX_ATTEMPTS attempts in all
+(default 6, as the AWS CLI counts them), BAMS3_TIMEOUT seconds per request
+(default 60) and BAMS3_CONNECT_TIMEOUT seconds to connect (default 5). A
+request that still fails is one line naming the object and what to change.
 """
 
 from __future__ import annotations
@@ -18,11 +24,10 @@ from datetime import timedelta
 from obstore.store import from_url
 
 import bams3
-from bams3.errors import DatasetError, StorageError
+from bams3.errors import DatasetError, StorageError, UsageError
 from bams3.storage import ObstoreStore
 
-_RETRY = {"max_retries": 5, "retry_timeout": timedelta(seconds=30),
-          "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=5), "base": 2}}
+_BACKOFF = {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=5), "base": 2}
 _SECRET = re.compile(r"(X-Amz-[A-Za-z-]+|Signature|Credential|sig|token)=[^&\s]+", re.I)
 
 
@@ -32,9 +37,41 @@ def _clean(text: str) -> str:
     return _SECRET.sub(r"\1=…", line)[:200]
 
 
+def _number(name: str, default: float, low: float, high: float) -> float:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text.removesuffix("s"))
+    except ValueError:
+        value = float("nan")
+    if not low <= value <= high:
+        raise UsageError(f"{name}={text!r} is not a number from {low:g} to {high:g}")
+    return value
+
+
+def settings() -> dict:
+    """Timeouts and retries from the environment (validated; see the module docstring)."""
+    attempts = int(_number("AWS_MAX_ATTEMPTS", 6, 1, 100))
+    timeout = _number("BAMS3_TIMEOUT", 60, 0.1, 86400)
+    connect = _number("BAMS3_CONNECT_TIMEOUT", 5, 0.1, 3600)
+    # the retries of one request stop once this long has passed since its first attempt
+    budget = max(30.0, attempts * (timeout + 5))
+    return {"attempts": attempts, "timeout": timeout, "connect": connect,
+            "client": {"timeout": f"{int(timeout * 1000)}ms", "connect_timeout": f"{int(connect * 1000)}ms"},
+            "retry": {"max_retries": attempts - 1, "retry_timeout": timedelta(seconds=budget), "backoff": _BACKOFF}}
+
+
+def _attempts(msg: str) -> str:
+    """' after N attempts in S s' from obstore's retry report, or ''."""
+    m = re.search(r"in ([\d.]+)s, after (\d+) retries", msg)
+    return f" after {int(m.group(2)) + 1} attempts in {float(m.group(1)):.0f} s" if m else ""
+
+
 def translate(exc: BaseException, url: str, key: str) -> BaseException:
     """Turn an obstore error into something a user can act on (never echoing credentials)."""
     msg = str(exc)
+    tried = _attempts(msg)
     if "NoSuchBucket" in msg:
         return StorageError(f"{url}: the bucket does not exist (check its name and AWS_REGION)")
     if isinstance(exc, FileNotFoundError):
@@ -47,13 +84,21 @@ def translate(exc: BaseException, url: str, key: str) -> BaseException:
     if "credential" in msg.lower() or "NoCredentials" in msg:
         return StorageError(f"{url}: no credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
                             "(or AWS_PROFILE), or pass --no-sign-request for a public bucket")
+    if "kind: Timeout" in msg or "TimedOut" in msg:
+        limit = settings()["timeout"]
+        return StorageError(f"{url}: no answer for {key} within {limit:g} s{tried}; check the network, "
+                            "or allow more time with BAMS3_TIMEOUT=SECONDS")
     if any(s in msg.lower() for s in ("connection refused", "dns error", "error sending request", "timed out",
                                       "connect", "tcp")):
         if url.lower().startswith("s3://"):
             endpoint = os.environ.get("AWS_ENDPOINT_URL") or "S3"
-            return StorageError(f"{url}: cannot reach {endpoint}; check the network and AWS_ENDPOINT_URL")
-        return StorageError(f"{url}: cannot reach the server; check the network and the URL")
-    return StorageError(f"{url}: storage request for {key} failed ({_clean(msg)})")
+            return StorageError(f"{url}: cannot reach {endpoint}{tried}; check the network and AWS_ENDPOINT_URL")
+        return StorageError(f"{url}: cannot reach the server{tried}; check the network and the URL")
+    status = re.search(r"status code: (\d{3}[^:,\n]*)", msg)
+    if status:
+        return StorageError(f"{url}: the server answered {status.group(1).strip()} for {key}{tried}; "
+                            "try again later (AWS_MAX_ATTEMPTS=N retries more)")
+    return StorageError(f"{url}: storage request for {key} failed{tried} ({_clean(msg)})")
 
 
 class CloudStore(ObstoreStore):
@@ -149,7 +194,8 @@ def open_cloud(url: str, create: bool = False):
     scheme = url.split("://", 1)[0].lower()
     if create and scheme in ("http", "https"):
         raise StorageError(f"{url} is read-only (HTTP); write to s3://, gs://, az:// or a path instead")
-    options = {"timeout": "60s", "connect_timeout": "5s"}
+    conf = settings()
+    options = dict(conf["client"])
     kwargs = {}
     if scheme == "s3":
         kwargs.update(_profile_config())
@@ -163,7 +209,7 @@ def open_cloud(url: str, create: bool = False):
     elif scheme == "http":
         options["allow_http"] = True
     try:
-        store = from_url(url.rstrip("/"), client_options=options, retry_config=_RETRY, **kwargs)
+        store = from_url(url.rstrip("/"), client_options=options, retry_config=conf["retry"], **kwargs)
     except Exception as exc:
         raise DatasetError(f"cannot use {url}: {_clean(str(exc))}") from None
     return CloudStore(store, url, read_only=scheme in ("http", "https"))
