@@ -18,7 +18,7 @@ import numpy as np
 from . import __version__
 from ._threads import prefetch
 from .coverage import COVERAGE_OBJECT, DepthAccumulator
-from .errors import DatasetExistsError, InputError, UsageError
+from .errors import DatasetExistsError, InputError, StorageError, UsageError
 from .format import (CodecSpec, ChunkTable, Metadata, METADATA_KEY, QUAL_COLUMN, SEQ_COLUMN, chunk_key,
                      count_slot_bp,
                      encode_chunk)
@@ -290,12 +290,16 @@ def _convert(path, source_name, store, dst, chunk_size, workers, codecs, column_
         table_frame = meta.external_chunks()
         if table_frame is not None:
             store.put(meta.chunks_key, table_frame)
-        store.put(METADATA_KEY, meta.to_json())
-    except BaseException:
+        _publish(store, dst, meta.to_json())
+    except BaseException as exc:
         reader.close()
         pipe.abort()
         inp.close()
+        if isinstance(exc, _Unconfirmed):
+            raise
         _delete_prefix(store, prefix)
+        if isinstance(exc, StorageError):
+            raise StorageError(f"{exc}; the conversion stopped and published nothing") from None
         raise
     inp.close()
     # Remove chunks of replaced datasets and of interrupted earlier runs.
@@ -303,6 +307,32 @@ def _convert(path, source_name, store, dst, chunk_size, workers, codecs, column_
         if not key.startswith(prefix):
             store.delete(key)
     return meta
+
+
+class _Unconfirmed(StorageError):
+    """Writing _metadata.json failed in a way that may still have written it."""
+
+
+def _publish(store, dst: str, body: bytes) -> None:
+    """Write _metadata.json, the one write that makes the dataset visible. A write that
+    fails may still have landed (the server stored it, the answer was lost): ask the store
+    which, so a published dataset never has its chunks removed from under it."""
+    try:
+        store.put(METADATA_KEY, body)
+        return
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:
+        failure = exc
+    try:
+        landed = store.get(METADATA_KEY) == body
+    except FileNotFoundError:
+        landed = False
+    except Exception:
+        raise _Unconfirmed(f"{failure}; writing its _metadata.json failed and whether it landed is unknown: "
+                           f"check with `bams3 verify {dst}`, or convert again with --force") from None
+    if not landed:
+        raise failure
 
 
 def _delete_prefix(store, prefix: str) -> None:

@@ -100,3 +100,16 @@ def s3_server():
             os.environ[k] = v
     proc.terminate()
     proc.wait(timeout=10)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How many injected faults of each kind were survived (tests/test_faults.py)."""
+    import sys
+
+    faults = sys.modules.get("tests.test_faults")
+    if faults is None or not any(faults.SURVIVED.values()):
+        return
+    terminalreporter.section("faults survived")
+    for what, kinds in faults.SURVIVED.items():
+        line = ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items()))
+        terminalreporter.write_line(f"{what}: {sum(kinds.values())} ({line})")
