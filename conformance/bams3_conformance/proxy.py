@@ -24,8 +24,10 @@ class CountingProxy:
     def __init__(self, upstream: str):
         u = urlsplit(upstream)
         self.upstream = (u.hostname, u.port)
-        self.log: list[tuple[str, str, str | None, int, int]] = []  # method, path, range, status, body bytes
+        self._log: list[tuple[str, str, str | None, int, int]] = []  # method, path, range, status, body bytes
         self.lock = threading.Lock()
+        self._settled = threading.Condition(self.lock)
+        self._inflight = 0  # requests being answered: their entries are not in the log yet
         # Fault injection: faults.pop(0) decides the fate of the next request whose method is in
         # fault_methods (GET unless changed), if the list is not empty:
         #   "503" / "500" / "slowdown" (an S3 SlowDown 503): answered by the proxy, not forwarded;
@@ -84,13 +86,13 @@ class CountingProxy:
                     self.end_headers()
                     self.wfile.write(msg)
                     with proxy.lock:
-                        proxy.log.append((self.command, self.path, self.headers.get("Range"), code, 0))
+                        proxy._log.append((self.command, self.path, self.headers.get("Range"), code, 0))
                     return kind
                 if kind == "stall":
                     time.sleep(proxy.stall_seconds)
                     self.close_connection = True
                     with proxy.lock:
-                        proxy.log.append((self.command, self.path, self.headers.get("Range"), 0, 0))
+                        proxy._log.append((self.command, self.path, self.headers.get("Range"), 0, 0))
                 return kind  # "reset" / "short": forwarded, then cut (below)
 
             def _drop(self, rst: bool):
@@ -99,6 +101,16 @@ class CountingProxy:
                 self.close_connection = True
 
             def _forward(self):
+                with proxy.lock:
+                    proxy._inflight += 1
+                try:
+                    self._answer()
+                finally:
+                    with proxy.lock:
+                        proxy._inflight -= 1
+                        proxy._settled.notify_all()
+
+            def _answer(self):
                 fault = self._fault()
                 if fault in ("500", "503", "slowdown", "stall"):
                     return
@@ -165,7 +177,7 @@ class CountingProxy:
                         conn.close()
                         self._upstream = None
                     with proxy.lock:
-                        proxy.log.append((self.command, self.path, self.headers.get("Range"), status, sent))
+                        proxy._log.append((self.command, self.path, self.headers.get("Range"), status, sent))
 
             do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
 
@@ -179,17 +191,24 @@ class CountingProxy:
         host, port = self.server.server_address[:2]
         return f"http://{host}:{port}"
 
+    @property
+    def log(self) -> list[tuple[str, str, str | None, int, int]]:
+        """Every request answered so far. A client can read the last byte of a response
+        before the proxy has logged it: wait (briefly) for requests still being answered."""
+        with self._settled:
+            self._settled.wait_for(lambda: self._inflight == 0, timeout=5)
+            return list(self._log)
+
     def reset(self) -> None:
-        with self.lock:
-            self.log.clear()
+        with self._settled:
+            self._settled.wait_for(lambda: self._inflight == 0, timeout=5)
+            self._log.clear()
 
     def gets(self) -> list:
-        with self.lock:
-            return [e for e in self.log if e[0] == "GET"]
+        return [e for e in self.log if e[0] == "GET"]
 
     def bytes_out(self) -> int:
-        with self.lock:
-            return sum(e[4] for e in self.log)
+        return sum(e[4] for e in self.log)
 
     def close(self) -> None:
         self.server.shutdown()
