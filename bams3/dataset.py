@@ -143,8 +143,8 @@ class Dataset:
         try:
             if prefix_only:
                 blob = self.store.get_range(key, 0, int(t.count_nbytes[index]))
-            else:
-                blob = self.store.get(key)
+            else:  # one byte more than recorded: a larger object is noticed, and never read whole
+                blob = self.store.get_range(key, 0, int(t.nbytes[index]) + 1)
         except FileNotFoundError:
             raise DatasetError(
                 f"{self.url}: chunk {key} is missing; the dataset is incomplete or damaged"
@@ -152,9 +152,11 @@ class Dataset:
         want = int(t.count_nbytes[index] if prefix_only else t.nbytes[index])
         if len(blob) != want:
             raise DatasetError(f"{self.url}: chunk {key} has the wrong size; the dataset is damaged")
-        reader = ChunkReader(blob, self.codecs, f"{self.url}/{key}")
+        reader = ChunkReader(blob, self.codecs, f"{self.url}/{key}", max_raw=int(t.raw_nbytes[index]))
         if reader.n_records != t.n_records[index]:
             raise DatasetError(f"{self.url}: chunk {key} does not match the chunk table; the dataset is damaged")
+        if not prefix_only:
+            reader.verify_checksums(int(t.slot_nbytes[index]))
         return reader
 
     def _candidates(self, tid: int, beg: int, end: int) -> np.ndarray:
@@ -267,7 +269,7 @@ class Dataset:
             raise DatasetError(f"{self.url}: chunk {key} is missing; the dataset is incomplete or damaged") from None
         if base < 0 or len(blob) != (last - first + 1) * size:
             raise DatasetError(f"{self.url}: chunk {key} has the wrong size; the dataset is damaged")
-        slots = decode_slots(blob, first, size, w0 + j0 * slot_bp, slot_bp, self.codecs[0], f"{self.url}/{key}")
+        slots = decode_slots(blob, first, size, w0 + j0 * slot_bp, slot_bp, self.codecs[0], f"{self.url}/{key}", n)
 
         def below(x: int, j: int) -> int:  # records with pos < x
             n_before, _, pos, _ = slots[j - first]

@@ -86,6 +86,11 @@ CHUNK_FIELDS = (
     "raw_nbytes",  # uncompressed BAM record bytes
     "slot_nbytes",  # size of each count slot at the end of the object; 0 = no count slots
 )
+# Readers refuse larger chunks: writers cap a chunk's raw records at 4 MiB (one record may go
+# beyond), and a BAM record is at most 256 MiB (inputs.MAX_RECORD). Every allocation and
+# decompression a chunk causes is capped by these recorded sizes.
+MAX_CHUNK_RAW_BYTES = 1 << 30
+MAX_CHUNK_BYTES = 1 << 31
 OPTIONAL_CHUNK_FIELDS = {"slot_nbytes": 0}  # absent in datasets written before they existed
 
 
@@ -142,8 +147,9 @@ def encode_slots(pos: np.ndarray, span: np.ndarray, window_start: int, slot_bp: 
 
 
 def decode_slots(blob: bytes, first: int, slot_nbytes: int, window_start: int, slot_bp: int, codec,
-                 where: str) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
-    """(n_before, max_end_before, pos, span) of consecutive slots starting at slot ``first``."""
+                 where: str, max_records: int) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
+    """(n_before, max_end_before, pos, span) of consecutive slots starting at slot ``first``;
+    ``max_records``, the chunk's recorded record count, caps what a slot may inflate to."""
     out = []
     for i in range(len(blob) // slot_nbytes):
         o = i * slot_nbytes
@@ -151,6 +157,9 @@ def decode_slots(blob: bytes, first: int, slot_nbytes: int, window_start: int, s
         payload = blob[o + _SLOT_HEAD.size : o + _SLOT_HEAD.size + plen]
         if len(payload) != plen or zlib.crc32(payload) != crc or plen + _SLOT_HEAD.size > slot_nbytes:
             raise DatasetError(f"{where}: checksum mismatch in count slot {first + i}; the dataset is corrupt")
+        if n_in > max_records or n_before > max_records:
+            raise DatasetError(f"{where}: count slot {first + i} claims more records than its chunk holds; "
+                               "the dataset is corrupt")
         if n_in:
             raw = codec.decode(payload, 8 * n_in)
             if len(raw) != 8 * n_in:
@@ -258,7 +267,8 @@ def encode_chunk(batch: RecordBatch, codecs, window_start: int | None = None,
 class ChunkReader:
     """Decodes (part of) one chunk object; verifies sizes and checksums of what it reads."""
 
-    def __init__(self, blob: bytes, codecs: list, where: str):
+    def __init__(self, blob: bytes, codecs: list, where: str, max_raw: int = MAX_CHUNK_RAW_BYTES):
+        """``max_raw``: the chunk's recorded raw size; no column may claim to inflate beyond it."""
         self.where = where
         self.blob = blob
         self.codecs = codecs
@@ -275,8 +285,27 @@ class ChunkReader:
             cid, codec_idx, flags, crc, stored, raw = _DIR_ENTRY.unpack_from(blob, _CHUNK_HEAD.size + i * _DIR_ENTRY.size)
             if flags & ~_KNOWN_FLAGS or codec_idx >= len(codecs) or (flags & FLAG_PREDICTED and cid != TLEN_COLUMN):
                 raise DatasetError(f"{where}: column {cid} uses a feature this bams3 does not know; upgrade bams3")
+            if raw > max_raw:
+                raise DatasetError(f"{where}: column {cid} claims {raw:,} bytes, more than the chunk's recorded "
+                                   f"{max_raw:,}; the dataset is corrupt")
             self.columns[cid] = (o, stored, raw, crc, codec_idx, flags)
             o += stored
+        self.end = o  # where the columns end (count slots, if any, follow)
+
+    def verify_checksums(self, slot_nbytes: int = 0) -> None:
+        """Check every column's checksum and every count slot's, decoding nothing: a whole
+        chunk that was fetched is verified whole, even the parts a query does not use."""
+        for cid, (o, stored, _raw, crc, _c, _f) in self.columns.items():
+            if zlib.crc32(self.blob[o : o + stored]) != crc or o + stored > len(self.blob):
+                raise DatasetError(f"{self.where}: checksum mismatch in column {cid}; the dataset is corrupt")
+        tail = len(self.blob) - self.end
+        if tail < 0 or (tail if not slot_nbytes else tail % slot_nbytes):
+            raise DatasetError(f"{self.where}: the chunk has the wrong size; the dataset is corrupt")
+        for i, o in enumerate(range(self.end, len(self.blob), slot_nbytes or 1)):
+            _, _, _, plen, crc = _SLOT_HEAD.unpack_from(self.blob, o)
+            payload = self.blob[o + _SLOT_HEAD.size : o + _SLOT_HEAD.size + plen]
+            if plen + _SLOT_HEAD.size > slot_nbytes or zlib.crc32(payload) != crc:
+                raise DatasetError(f"{self.where}: checksum mismatch in count slot {i}; the dataset is corrupt")
 
     def raw(self, cid: int) -> bytes:
         try:
@@ -382,6 +411,31 @@ class ChunkTable:
         except KeyError:
             raise AttributeError(name) from None
 
+    def validate(self, n_refs: int, chunk_size: int, n_slots: int) -> None:
+        """Refuse values no writer produces, so that nothing read from the table can make a
+        reader fetch, allocate or inflate more than a real chunk needs (ValueError)."""
+        if not len(self):
+            return
+        c = self.columns
+        ref, n, raw, nb, cnb, snb = (c["ref_id"], c["n_records"], c["raw_nbytes"], c["nbytes"], c["count_nbytes"],
+                                     c["slot_nbytes"])
+        placed = ref >= 0
+        checks = [
+            ((ref < -1) | (ref >= n_refs), "chunks refer to references the header lacks"),
+            ((c["window"] < -1) | (c["window"] > (1 << 62) // chunk_size), "a window is out of range"),
+            ((n < 1) | (n > raw // 36), "a record count does not fit its chunk's size"),  # records are >= 36 B
+            ((raw < 36) | (raw > MAX_CHUNK_RAW_BYTES), "a chunk's raw size is out of range"),
+            ((nb < _CHUNK_HEAD.size) | (nb > MAX_CHUNK_BYTES), "a chunk's size is out of range"),
+            ((cnb < _CHUNK_HEAD.size) | (cnb > nb), "a chunk's count prefix is out of range"),
+            ((snb < 0) | (snb > nb) | (snb > 0) & (n_slots == 0), "a chunk's count slots are out of range"),
+            (placed & ((c["min_pos"] < -1) | (c["min_pos"] > c["max_pos"]) | (c["max_pos"] >= 1 << 31)
+                       | (c["max_end"] < c["max_pos"]) | (c["max_end"] > 1 << 32)),
+             "a chunk's positions are out of order or range"),
+        ]
+        for bad, what in checks:
+            if bad.any():
+                raise ValueError(f"{what} (chunk {int(np.flatnonzero(bad)[0])})")
+
     @classmethod
     def from_rows(cls, rows: list[dict[str, int]]) -> ChunkTable:
         return cls({f: np.array([r[f] for r in rows], dtype=np.int64) for f in CHUNK_FIELDS})
@@ -474,6 +528,16 @@ def _coverage_ref(obj, prefix: str) -> dict[str, Any] | None:
     return dict(obj)
 
 
+def _package(name) -> str | None:
+    """A distribution name (PEP 508), or None: the metadata cannot put anything else into
+    the `pip install` hint a reader without the codec is shown."""
+    if not name:
+        return None
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,98}[A-Za-z0-9])?", name):
+        raise ValueError("a codec's package is not a package name")
+    return name
+
+
 @attrs.frozen
 class CodecSpec:
     name: str
@@ -516,6 +580,9 @@ class Metadata:
             raise DatasetError(f"{where}: the chunk table {self.chunks_key} is corrupt (size or checksum mismatch)")
         try:
             table = ChunkTable.from_json(ref, frame)
+            table.validate(len(self.references), self.chunk_size, self.n_slots)
+            if int(table.n_records.sum()) != self.stats["n_records"]:
+                raise ValueError("the chunk table and the statistics disagree on the number of records")
         except (KeyError, TypeError, ValueError, OverflowError, zstandard.ZstdError) as exc:
             raise DatasetError(f"{where}: the chunk table {self.chunks_key} is malformed ({exc})") from None
         object.__setattr__(self, "chunks", table)
@@ -560,7 +627,9 @@ class Metadata:
         if not isinstance(obj, dict) or obj.get("format") != FORMAT_NAME:
             raise DatasetError(f"{where}: _metadata.json is not bams3 metadata")
         version = obj.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise DatasetError(f"{where}: _metadata.json is malformed (format_version {version!r})")
+        if version > FORMAT_VERSION:
             raise DatasetError(
                 f"{where}: dataset format version {version} is newer than this bams3 reads "
                 f"(up to {FORMAT_VERSION}); upgrade bams3"
@@ -577,21 +646,24 @@ class Metadata:
                 raise ValueError("chunk_size must be a positive integer")
             stats = obj["stats"]
             if not isinstance(stats, dict) or not isinstance(stats.get("n_records"), int) \
-                    or stats["n_records"] < 0:
+                    or not 0 <= stats["n_records"] < 1 << 48:
                 raise ValueError("stats.n_records must be a non-negative integer")
             slot_bp = obj.get("count_slot_bp", 0)
             if not isinstance(slot_bp, int) or not 0 <= slot_bp <= chunk_size:
                 raise ValueError("bad count_slot_bp")
             table = None if "object" in obj["chunks"] else ChunkTable.from_json(obj["chunks"])
-            if table is not None and len(table) and (int(table.ref_id.max()) >= len(refs)
-                                                     or int(table.ref_id.min()) < -1):
-                raise ValueError("chunk table refers to references the header lacks")
+            n_slots = -(-chunk_size // slot_bp) if slot_bp else 0
+            if table is not None:
+                table.validate(len(refs), chunk_size, n_slots)
+                if int(table.n_records.sum()) != stats["n_records"]:
+                    raise ValueError("the chunk table and the statistics disagree on the number of records")
+            codecs = tuple(CodecSpec(str(c["name"]), c.get("level"), _package(c.get("package")))
+                           for c in obj["codecs"])
             return cls(
                 header_text=str(obj["header"]["text"]),
                 references=refs,
                 chunk_size=chunk_size,
-                codecs=tuple(CodecSpec(str(c["name"]), c.get("level"),
-                                       str(c["package"]) if c.get("package") else None) for c in obj["codecs"]),
+                codecs=codecs,
                 data_prefix=prefix,
                 chunks=table,
                 chunks_ref=_external_ref(obj["chunks"], prefix),

@@ -9,7 +9,6 @@ table, and recomputes the statistics, which must equal the metadata's.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable
 
 import attrs
@@ -84,10 +83,8 @@ def verify(url: str, deep: bool = False, workers: int = 8,
         if len(blob) != int(t.nbytes[i]):
             return ("corrupt", key, f"{len(blob):,} bytes where the chunk table says {int(t.nbytes[i]):,}")
         try:
-            r = ChunkReader(blob, codecs, f"{url}/{key}")
-            for cid, (o, stored, _raw, crc, _c, _f) in r.columns.items():
-                if zlib.crc32(blob[o : o + stored]) != crc:
-                    return ("corrupt", key, f"checksum mismatch in column {cid}")
+            r = ChunkReader(blob, codecs, f"{url}/{key}", max_raw=int(t.raw_nbytes[i]))
+            r.verify_checksums(int(t.slot_nbytes[i]) if m.count_slot_bp else 0)
             if r.n_records != int(t.n_records[i]):
                 return ("corrupt", key, "record count differs from the chunk table")
             if int(t.slot_nbytes[i]) and m.count_slot_bp:
@@ -96,7 +93,7 @@ def verify(url: str, deep: bool = False, workers: int = 8,
                 size = int(t.slot_nbytes[i])
                 base = len(blob) - (j1 - j0 + 1) * size
                 decode_slots(blob[base:], 0, size, w0 + j0 * m.count_slot_bp, m.count_slot_bp, codecs[0],
-                             f"{url}/{key}")
+                             f"{url}/{key}", int(t.n_records[i]))
             if not deep:
                 return ("ok", key, r.n_records, None)
             batch = r.records()
