@@ -2,7 +2,8 @@
 to stdout. Run as ``python -m bams3._htsdecode PATH [REFERENCE] [THREADS]``; PATH ``-`` is stdin.
 
 A separate process, because pysam may hold the GIL while blocked on a full pipe;
-it also decodes on a second core. Errors: one line on stderr, exit status 1.
+it also decodes on a second core. Errors: one line on stderr, exit status 1; htslib's
+warnings are on stderr too.
 """
 
 import sys
@@ -14,7 +15,7 @@ def main() -> int:
     path = sys.argv[1]
     reference = sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] else None
     threads = int(sys.argv[3]) if len(sys.argv) > 3 else 1
-    pysam.set_verbosity(0)
+    pysam.set_verbosity(3)  # warnings too: the parent reads them (unknown reference names)
     try:
         with pysam.AlignmentFile(path, "r", reference_filename=reference, threads=threads, check_sq=False) as inp:
             with pysam.AlignmentFile("-", "wbu", template=inp) as out:
@@ -22,7 +23,10 @@ def main() -> int:
                     out.write(rec)
     except BrokenPipeError:
         return 0
-    except (OSError, ValueError) as exc:
+    except NotImplementedError:  # pysam: "can not iterate over samfile without header"
+        print("no SAM header, and no records htslib can read", file=sys.stderr)
+        return 1
+    except Exception as exc:
         print(str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__, file=sys.stderr)
         return 1
     return 0

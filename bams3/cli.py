@@ -151,15 +151,17 @@ def convert(input_path, dest, chunk_size, workers, compression, codec, level, qu
     """Convert a coordinate-sorted BAM, SAM or CRAM file into a dataset at DEST.
 
     \b
-    DEST is a directory path, file:// or memory:// URL (or any scheme a
-    storage plugin serves). _metadata.json is written last: an interrupted
-    conversion never looks like a dataset.
+    IN is a path, an object URL, or - for standard input. DEST is a directory
+    path, file:// or memory:// URL (or any scheme a storage plugin serves).
+    _metadata.json is written last: an interrupted or failed conversion never
+    looks like a dataset, and running it again cleans up after it.
 
     \b
     Examples:
       bams3 convert sample.bam sample.bams3
       bams3 convert sample.cram sample.bams3 -T ref.fa --chunk-size 256K -@ 4
       bams3 convert unsorted.bam out.bams3 --sort
+      samtools view -u -q 20 in.bam | bams3 convert - q20.bams3
     """
     from .converter import convert as run
 

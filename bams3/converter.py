@@ -73,9 +73,9 @@ def convert(
     workers = max(1, int(workers))
     codecs, column_codecs = codec_plan(compression, codec, level, qual_codec, seq_codec)
     remote = url_scheme(src) != "file"
-    if not remote and not os.path.exists(src.removeprefix("file://")):
+    if not remote and src != "-" and not os.path.exists(src.removeprefix("file://")):
         raise InputError(f"{src}: no such file")
-    if sort and remote:
+    if sort and (remote or src == "-"):
         raise UsageError("--sort needs a local input file; sort it with `samtools sort` first")
     store = open_store(dst, create=True)
     _check_destination(store, dst, force)
@@ -300,6 +300,8 @@ def _convert(path, source_name, store, dst, chunk_size, workers, codecs, column_
         _delete_prefix(store, prefix)
         if isinstance(exc, StorageError):
             raise StorageError(f"{exc}; the conversion stopped and published nothing") from None
+        if isinstance(exc, InputError) and not str(exc).startswith(source_name):
+            raise InputError(f"{source_name}: {exc}") from None
         raise
     inp.close()
     # Remove chunks of replaced datasets and of interrupted earlier runs.

@@ -42,8 +42,12 @@ class _Source:
     def __init__(self, name: str):
         self.name = name
         self.consumed = 0
+        self._it = None
         local = name[len("file://") :] if name.startswith("file://") else name
-        if url_scheme(name) == "file":
+        if name == "-":  # standard input: a stream, like a pipe
+            self._f = os.fdopen(os.dup(sys.stdin.fileno()), "rb")
+            self._stream_file()
+        elif url_scheme(name) == "file":
             self.local_path = local
             try:
                 self._f = open(local, "rb")
@@ -53,6 +57,9 @@ class _Source:
                 raise InputError(f"{name} is a directory, not a BAM/SAM/CRAM file") from None
             except OSError as exc:
                 raise InputError(f"cannot read {name}: {exc.strerror}") from None
+            if not self._f.seekable():  # a named pipe or a device: read as a stream
+                self._stream_file()
+                return
             self.size = os.fstat(self._f.fileno()).st_size
             self.head = self._f.read(_HEAD)
             self._f.seek(0)
@@ -69,6 +76,21 @@ class _Source:
             self._it = store.stream(key)
             self._buf = b""
             self._read = self._read_stream
+
+    def _stream_file(self) -> None:
+        """Read a file that cannot seek (a pipe): its head is kept and read again first."""
+        self.local_path = None
+        self.size = None
+        head = b""
+        while len(head) < _HEAD:
+            b = self._f.read(_HEAD - len(head))
+            if not b:
+                break
+            head += b
+        self.head = head
+        self._buf = head
+        self._it = iter(lambda: self._f.read(1 << 20), b"")
+        self._read = self._read_stream
 
     def _read_stream(self, n: int) -> bytes:
         while len(self._buf) < n:
@@ -87,7 +109,7 @@ class _Source:
     def close(self) -> None:
         if self._f is not None:
             self._f.close()
-        else:
+        if self._it is not None:
             close = getattr(self._it, "close", None)
             if close:
                 close()
@@ -153,6 +175,19 @@ def _open_with_htslib(src: _Source, kind: str, reference: str | None, threads: i
         stdin=subprocess.DEVNULL if src.local_path else subprocess.PIPE,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
+    # htslib's messages, drained as they come (a full pipe would stall the decoder); kept bounded
+    messages: list[str] = []
+
+    def drain():
+        for line in proc.stderr:
+            text = line.decode(errors="replace").strip()
+            if text and len(messages) < 200:
+                messages.append(text)
+            elif text:
+                messages[-1] = text
+
+    drainer = threading.Thread(target=drain, daemon=True, name="bams3-decoder-messages")
+    drainer.start()
     feed_error: list[BaseException] = []
     feeder = None
     if src.local_path is None:  # stream the object into the decoder
@@ -195,9 +230,16 @@ def _open_with_htslib(src: _Source, kind: str, reference: str | None, threads: i
         if feed_error:
             exc = feed_error[0]
             return exc if isinstance(exc, (InputError, StorageError)) else InputError(f"cannot read it ({exc})")
-        err = proc.stderr.read().decode(errors="replace").strip()
-        if proc.wait() == 0:
+        code = proc.wait()
+        drainer.join()
+        unknown = next((m for m in messages if "nrecognized reference name" in m), None)
+        if unknown is not None:  # htslib would keep the record, unplaced: its placement would be lost
+            ref = unknown.split("reference name", 1)[1].split(";")[0].strip()
+            return InputError(f"a record names reference {ref!r}, which the header lacks; "
+                              "add it to the header (@SQ) or fix the record")
+        if code == 0:
             return None
+        err = messages[-1] if messages else ""  # one line, whatever the child printed
         if "sam_write1" in err:
             err = "a record cannot be stored in BAM, e.g. a position beyond 2,147,483,647"
         return InputError(f"cannot read it as {kind} ({err or 'htslib failed'}){hint}")

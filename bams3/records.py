@@ -42,6 +42,15 @@ _REF_CONSUMING[[0, 2, 3, 7, 8]] = 1
 FUNMAP = 4
 
 
+# Limits that no real file reaches and that keep a lying file from making us read or hold
+# gigabytes: header text (htslib has none; the largest real headers are tens of MB), the
+# number of references (assemblies reach millions of contigs) and one record's size
+# (an ultra-long read of several Mbp with qualities and modification tags is tens of MB).
+MAX_HEADER_TEXT = 1 << 28
+MAX_REFERENCES = 1 << 26
+MAX_RECORD = 1 << 28
+
+
 @attrs.frozen
 class Header:
     """The BAM header: the SAM header text and the binary reference list."""
@@ -71,13 +80,16 @@ class Header:
         (l_text,) = struct.unpack_from("<i", buf, 4)
         if l_text < 0:
             raise InputError("corrupt BAM header (negative text length)")
+        if l_text > MAX_HEADER_TEXT:
+            raise InputError(f"corrupt BAM header (it claims {l_text:,} bytes of text; the limit is "
+                             f"{MAX_HEADER_TEXT:,})")
         o = 8 + l_text
         if len(buf) < o + 4:
             return None
         text = buf[8:o].decode("utf-8", "surrogateescape")
         (n_ref,) = struct.unpack_from("<i", buf, o)
-        if n_ref < 0:
-            raise InputError("corrupt BAM header (negative reference count)")
+        if n_ref < 0 or n_ref > MAX_REFERENCES:
+            raise InputError(f"corrupt BAM header ({n_ref:,} references; the limit is {MAX_REFERENCES:,})")
         o += 4
         refs = []
         for _ in range(n_ref):
@@ -217,13 +229,23 @@ def split_records(pieces: Iterable[bytes], target: int = 16 << 20) -> tuple[Head
     Raises :class:`InputError` if the stream ends inside the header or a record.
     """
     it = iter(pieces)
-    buf = b""
+    parts: list[bytes] = []
+    size = 0
     parsed = None
+    attempt = 0  # parse again only once the buffer has doubled: linear in the header's size
     for piece in it:
-        buf += piece
+        parts.append(piece)
+        size += len(piece)
+        if size >= attempt:
+            buf = b"".join(parts)
+            parts = [buf]
+            parsed = Header.parse(buf)
+            if parsed is not None:
+                break
+            attempt = 2 * size
+    buf = b"".join(parts)
+    if parsed is None and buf:
         parsed = Header.parse(buf)
-        if parsed is not None:
-            break
     if parsed is None:
         if not buf:
             raise InputError("input is empty (no BAM header)")
@@ -252,6 +274,10 @@ def split_records(pieces: Iterable[bytes], target: int = 16 << 20) -> tuple[Head
             count, o = _kernels.scan(data, offs)
             if count < 0:
                 raise InputError("corrupt BAM record (block size too small)")
+            if o + 4 <= n:
+                (block,) = struct.unpack_from("<i", data, o)
+                if block > MAX_RECORD:
+                    raise InputError(f"corrupt BAM record (it claims {block:,} bytes; the limit is {MAX_RECORD:,})")
             if o < n:
                 if exhausted:
                     raise InputError("input is truncated (ends inside a BAM record)")

@@ -194,3 +194,18 @@ def test_missing_dataset_and_not_a_dataset(tmp_path):
 
 def test_unknown_scheme_lists_installed_ones():
     assert_one_line_error(run("stats", "zz://bucket/x"), 1, "file://", "memory://")
+
+
+def test_convert_from_standard_input_and_a_named_pipe(tmp_path):
+    data = pathlib.Path(EXAMPLE).read_bytes()
+    run("convert", "-", tmp_path / "a", input=data, check=True)
+    sam = view(EXAMPLE, flags=("-h",)).encode()
+    run("convert", "-", tmp_path / "b", input=sam, check=True)  # SAM through the htslib decoder
+    fifo = tmp_path / "in.bam"
+    os.mkfifo(fifo)
+    writer = subprocess.Popen(["sh", "-c", f"cat {EXAMPLE} > {fifo}"])
+    run("convert", fifo, tmp_path / "c", check=True)
+    writer.wait(timeout=30)
+    for d in "abc":
+        assert run("query", tmp_path / d, check=True).stdout.decode() == view(EXAMPLE)
+    assert_one_line_error(run("convert", "-", tmp_path / "d", "--sort", input=data), 2, "--sort")
