@@ -12,16 +12,18 @@ import attrs
 from .errors import RegionError
 
 POS_MAX = (1 << 63) - 1  # htslib's HTS_POS_MAX: "to the end of the reference"
-_NUM = re.compile(r"^(\d[\d,]*(?:\.\d+)?)([kKmMgG]?)$")
+_NUM = re.compile(r"(\d[\d,]*(?:\.\d+)?)([kKmMgG]?)")
 _MULT = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
 
 
 def parse_position(text: str, what: str = "position") -> int:
     """A 1-based coordinate: digits with optional thousands commas and a k/M/G suffix."""
-    m = _NUM.match(text.strip())
+    m = _NUM.fullmatch(text.lstrip(" \t"))  # leading blanks are skipped, as strtol does; nothing may trail
     if not m:
         raise RegionError(f"malformed {what} {text!r} (expected digits, e.g. 1,000,000 or 10M)")
     digits = m.group(1).replace(",", "")
+    if len(digits) > 40:  # far beyond any position: refused before converting it
+        raise RegionError(f"{what} {text[:24]!r}... is out of range")
     mult = _MULT[m.group(2).lower()]
     if "." in digits:
         whole, frac = digits.split(".")
@@ -52,9 +54,11 @@ class Region:
     def parse(cls, text: str, references) -> Region:
         """Resolve ``text`` against ``references`` (a sequence of (name, length))."""
         names = {name: i for i, (name, _) in enumerate(references)}
-        s = text.strip()
-        if not s:
+        s = text
+        if not s.strip():
             raise RegionError("empty region")
+        if s != s.strip():
+            raise RegionError(f"malformed region {text!r} (blanks around it)")
         if s == "*":
             return cls(-1, 0, POS_MAX, s)
         if s.startswith("{"):
@@ -115,7 +119,7 @@ def bed_intervals(path: str) -> list[tuple[int, str, int, int]]:
                     name, beg, end = fields[0], int(fields[1]), int(fields[2])
                 except (IndexError, ValueError):
                     raise RegionError(f"{path}:{lineno}: not a BED line (need chrom, start, end)") from None
-                if beg < 0 or end <= beg:
+                if beg < 0 or end <= beg or end > POS_MAX:
                     raise RegionError(f"{path}:{lineno}: bad interval {beg}-{end}")
                 out.append((lineno, name, beg, end))
     except OSError as exc:
