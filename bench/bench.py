@@ -190,9 +190,9 @@ class Bench:
         import logging
 
         import boto3
-    
+
         from bams3_conformance.motoserver import MotoServer
-    from bams3_conformance.proxy import CountingProxy
+        from bams3_conformance.proxy import CountingProxy
 
         logging.disable(logging.CRITICAL)
         server = MotoServer()  # its own process

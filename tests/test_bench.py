@@ -1,0 +1,30 @@
+"""The benchmark script runs end to end (one repetition) on the benchmark sample, and
+every output it compares is identical to samtools'. Its timings are printed, never
+asserted: speed is shown by the script, not by the tests."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from .conftest import ROOT
+
+
+def _identical(obj) -> list[bool]:
+    if isinstance(obj, dict):
+        return [v for k, v in obj.items() if k in ("identical", "records_identical")] + \
+            [x for v in obj.values() for x in _identical(v)]
+    return []
+
+
+def test_bench_runs_and_every_output_is_identical(sample_dir, tmp_path):
+    out = tmp_path / "bench.json"
+    p = subprocess.run([sys.executable, str(ROOT / "bench" / "bench.py"), str(sample_dir), "--repeat", "1",
+                        "--json", str(out), "--tmp", str(tmp_path)], capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-2000:]
+    result = json.loads(out.read_text())
+    checks = _identical(result)
+    assert len(checks) >= 14 and all(checks), result
+    assert result["s3"]["convert"]["returncode"] == 0
+    assert "ratio" in p.stdout
