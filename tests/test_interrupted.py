@@ -3,7 +3,6 @@ dataset; running it again works; replacing a dataset needs --force and never mix
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys

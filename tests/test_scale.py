@@ -12,7 +12,6 @@ import pysam
 import pytest
 
 import bams3
-from bams3 import storage
 
 # GRCh38 primary assembly lengths (chr1-22, X, Y): 3.09 Gbp, 3,100 1-Mbp windows
 HUMAN = [248956422, 242193529, 198295559, 190214555, 181538259, 170805979, 159345973, 145138636, 138394717,
