@@ -77,7 +77,24 @@ def convert(
         raise InputError(f"{src}: no such file")
     if sort and (remote or src == "-"):
         raise UsageError("--sort needs a local input file; sort it with `samtools sort` first")
+    local = dst.removeprefix("file://") if url_scheme(dst) == "file" else None
+    fresh = local is not None and not os.path.exists(local)
     store = open_store(dst, create=True)
+    try:
+        return _convert_to(store, src, dst, chunk_size, workers, codecs, column_codecs, compression, force,
+                           reference, sort, progress, max_chunk_raw)
+    except BaseException:
+        if fresh:  # a directory made for this conversion, left empty: remove it (and its empty data/)
+            for root, _, _ in sorted(os.walk(local), key=lambda w: -len(w[0])):
+                try:
+                    os.rmdir(root)
+                except OSError:
+                    pass
+        raise
+
+
+def _convert_to(store, src, dst, chunk_size, workers, codecs, column_codecs, compression, force, reference, sort,
+                progress, max_chunk_raw) -> Metadata:
     _check_destination(store, dst, force)
     if sort:
         with tempfile.TemporaryDirectory(prefix="bams3-sort-") as tmp:

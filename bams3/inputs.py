@@ -17,7 +17,7 @@ import attrs
 from . import bgzf
 from .errors import InputError, StorageError
 from .records import Header, RecordBatch, split_records
-from .storage import open_store, url_scheme
+from .storage import open_store, refuse_query, url_scheme
 
 _HEAD = 64 * 1024
 
@@ -67,6 +67,7 @@ class _Source:
         else:
             self.local_path = None
             self._f = None
+            refuse_query(name)
             parent, _, key = name.rstrip("/").rpartition("/")
             store = open_store(parent)
             self.size = store.size(key)

@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
-from .errors import StorageError
+from .errors import StorageError, UsageError
 from .plugins import get_registry
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
@@ -203,8 +203,21 @@ def trace_lines() -> list[str]:
     return lines
 
 
+def refuse_query(url: str) -> None:
+    """Object URLs name objects by path: a query string (a presigned URL's signature) is
+    refused in one line rather than sent on as part of a key (which would be "not found")."""
+    if url_scheme(url) != "file" and "?" in url:
+        raise UsageError(f"{redact_query(url)}: URLs with a query string (presigned URLs) are not supported; "
+                         "use s3://bucket/key with credentials, or --no-sign-request for a public bucket")
+
+
+def redact_query(url: str) -> str:
+    return url.split("?", 1)[0] + "?…" if "?" in url else url
+
+
 def open_store(url: str, *, create: bool = False) -> Store:
     """The store rooted at ``url``, from the plugin serving its scheme."""
+    refuse_query(url)
     backend = get_registry().storage_for(url_scheme(url))
     try:
         store = backend.open(url, create=create)

@@ -83,3 +83,20 @@ def test_redaction_is_the_last_line_of_defence(monkeypatch):
     assert SECRET not in out and KEY_ID not in out
     assert "abcdef0123" not in out and "ff00" not in out and "AKIAXYZ" not in out
     assert out.startswith("failed: <AWSAccessKeyId>***</AWSAccessKeyId> key ***")
+
+
+def test_presigned_urls_are_refused_without_echoing_their_signature(s3_server, tmp_path):
+    client = s3_server["client"]
+    client.put_object(Bucket=s3_server["bucket"], Key="secrets/in.bam", Body=open(EXAMPLE, "rb").read())
+    signed = client.generate_presigned_url("get_object", ExpiresIn=600,
+                                           Params={"Bucket": s3_server["bucket"], "Key": "secrets/in.bam"})
+    key_id = s3_server["env"]["AWS_ACCESS_KEY_ID"]
+    signature = signed.split("Signature=", 1)[1].split("&", 1)[0]
+    assert key_id in signed
+    for args in (["convert", signed, str(tmp_path / "o"), "--trace"], ["stats", signed], ["query", signed, "chr1", "-c"]):
+        p = subprocess.run([sys.executable, "-m", "bams3.cli", *args], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 2, p.stderr
+        assert "presigned URLs) are not supported" in p.stderr and p.stderr.count("\n") == 1 or "--trace" in args
+        out = p.stdout + p.stderr
+        assert key_id not in out and signature not in out
+    assert not (tmp_path / "o").exists()
