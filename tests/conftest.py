@@ -103,13 +103,19 @@ def s3_server():
 
 
 def pytest_terminal_summary(terminalreporter):
-    """How many injected faults of each kind were survived (tests/test_faults.py)."""
+    """How many injected faults of each kind were survived (tests/test_faults.py), and what
+    the hostile inputs cost (tests/test_hostile.py)."""
     import sys
 
     faults = sys.modules.get("tests.test_faults")
-    if faults is None or not any(faults.SURVIVED.values()):
-        return
-    terminalreporter.section("faults survived")
-    for what, kinds in faults.SURVIVED.items():
-        line = ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items()))
-        terminalreporter.write_line(f"{what}: {sum(kinds.values())} ({line})")
+    if faults is not None and any(faults.SURVIVED.values()):
+        terminalreporter.section("faults survived")
+        for what, kinds in faults.SURVIVED.items():
+            line = ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items()))
+            terminalreporter.write_line(f"{what}: {sum(kinds.values())} ({line})")
+    hostile = sys.modules.get("tests.test_hostile")
+    if hostile is not None and hostile.REFUSED["commands"]:
+        r = hostile.REFUSED
+        terminalreporter.section("hostile input refused")
+        terminalreporter.write_line(f"{r['commands']} commands refused in one line; peak RSS at most "
+                                    f"{r['peak_mb']:.0f} MB, slowest {r['slowest_s']:.1f} s")
