@@ -245,11 +245,14 @@ def _convert(path, source_name, store, dst, chunk_size, workers, codecs, column_
             core = batch.core
             refid = core["refid"].astype(np.int64)
             pos = core["pos"].astype(np.int64)
-            bad = (refid < -1) | (refid >= n_refs)
+            mate = core["next_refid"]
+            bad = (refid < -1) | (refid >= n_refs) | (mate < -1) | (mate >= n_refs)
             if bad.any():
                 i = int(np.flatnonzero(bad)[0])
+                which, ref = ("reference", int(refid[i])) if not -1 <= refid[i] < n_refs else \
+                    ("mate reference", int(mate[i]))
                 raise InputError(
-                    f"{source_name}: record {seen + i + 1} refers to reference #{int(refid[i])}, "
+                    f"{source_name}: record {seen + i + 1} refers to {which} #{ref}, "
                     f"but the header has {n_refs} references"
                 )
             ref_u = np.where(refid < 0, _UNPLACED, refid)

@@ -233,10 +233,12 @@ def _open_with_htslib(src: _Source, kind: str, reference: str | None, threads: i
             return exc if isinstance(exc, (InputError, StorageError)) else InputError(f"cannot read it ({exc})")
         code = proc.wait()
         drainer.join()
-        unknown = next((m for m in messages if "nrecognized reference name" in m), None)
+        unknown = next((m for m in messages if "nrecognized reference name" in m
+                        or "nrecognized mate reference name" in m), None)
         if unknown is not None:  # htslib would keep the record, unplaced: its placement would be lost
             ref = unknown.split("reference name", 1)[1].split(";")[0].strip()
-            return InputError(f"a record names reference {ref!r}, which the header lacks; "
+            which = "mate reference" if "mate reference" in unknown else "reference"
+            return InputError(f"a record names {which} {ref!r}, which the header lacks; "
                               "add it to the header (@SQ) or fix the record")
         if code == 0:
             return None

@@ -132,12 +132,19 @@ def _bgzf(payload: bytes, eof: bool = True) -> bytes:
 
 def _record_with(**fields) -> bytes:
     """The first record with some core fields replaced (offsets after block_size)."""
-    at = {"block_size": 0, "l_read_name": 12, "n_cigar_op": 16, "l_seq": 20, "refid": 4, "pos": 8}
-    fmt = {"block_size": "<i", "l_read_name": "<B", "n_cigar_op": "<H", "l_seq": "<i", "refid": "<i", "pos": "<i"}
+    at = {"block_size": 0, "l_read_name": 12, "n_cigar_op": 16, "l_seq": 20, "refid": 4, "pos": 8, "next_refid": 24}
+    fmt = {"block_size": "<i", "l_read_name": "<B", "n_cigar_op": "<H", "l_seq": "<i", "refid": "<i", "pos": "<i",
+           "next_refid": "<i"}
     rec = bytearray(FIRST)
     for k, v in fields.items():
         struct.pack_into(fmt[k], rec, at[k], v)
     return bytes(rec)
+
+
+def _with_field(line: str, i: int, value: str) -> str:
+    fields = line.split("\t")
+    fields[i] = value
+    return "\t".join(fields)
 
 
 def _sam_lines() -> list[str]:
@@ -169,13 +176,16 @@ def _hostile_inputs() -> dict[str, tuple[bytes, str]]:
         "record-too-small.bam": (_bgzf(HEAD + struct.pack("<i", 8) + b"\x00" * 8 + RAW), "record"),
         "record-fields-overflow.bam": (_bgzf(HEAD + _record_with(l_seq=1 << 20) + RAW), "record"),
         "record-cigar-overflow.bam": (_bgzf(HEAD + _record_with(n_cigar_op=0xFFFF) + RAW), "record"),
-        "record-unknown-reference.bam": (_bgzf(HEAD + _record_with(refid=999) + RAW), "reference"),
+        "record-unknown-reference.bam": (_bgzf(HEAD + _record_with(refid=999) + RAW), "reference #999"),
+        "record-unknown-mate-reference.bam": (_bgzf(HEAD + _record_with(next_refid=-7) + RAW), "mate reference #-7"),
         "unsorted.bam": (_bgzf(HEAD + RAW[len(FIRST):] + FIRST), "sorted"),
         "garbage.sam": ("\n".join(["@HD\tVN:1.6"] + ["this is not\ta SAM record"] * 100).encode(), "garbage.sam"),
         "truncated-mid-line.sam": (("\n".join(header + body[:50]) + "\n" + body[50][:20]).encode(), "truncated"),
         "binary-after-header.sam": (("\n".join(header) + "\n").encode() + rnd.randbytes(5000), "sam"),
         "unknown-reference.sam": (("\n".join(header + [body[0].replace("\tchr1\t", "\tchrNope\t", 1)]) + "\n").encode(),
                                   "sam"),
+        "unknown-mate-reference.sam": (("\n".join(header + [_with_field(body[0], 6, "chrNope")]) + "\n").encode(),
+                                       "mate reference"),
         "unsorted.sam": (("\n".join(header + body[100:200] + body[:100]) + "\n").encode(), "sorted"),
         "garbage.cram": (b"CRAM\x03\x00" + rnd.randbytes(50_000), "garbage.cram"),
     }
@@ -223,7 +233,7 @@ def ds(good, tmp_path) -> pathlib.Path:
 
 
 def _chunks(dest: pathlib.Path) -> list[pathlib.Path]:
-    return sorted(p for p in (dest / "data").rglob("*") if p.name.isdigit())
+    return sorted(p for p in (dest / "data").rglob("*") if p.is_file() and p.name.isdigit())
 
 
 def _meta(dest: pathlib.Path) -> dict:
