@@ -29,7 +29,7 @@ def ds(tmp_path) -> pathlib.Path:
 
 
 def _chunks(dest):
-    return sorted(p for p in (dest / "data").rglob("*") if p.name.isdigit())
+    return sorted(p for p in (dest / "data").rglob("*") if p.is_file() and p.name.isdigit())
 
 
 def test_a_good_dataset_verifies_deeply(ds):
