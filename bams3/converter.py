@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
+import sys
 import tempfile
 from collections import deque
 from collections.abc import Callable
@@ -71,6 +73,8 @@ def convert(
     """Convert a coordinate-sorted BAM, SAM or CRAM file into a bams3 dataset at ``dst``."""
     chunk_size = parse_chunk_size(chunk_size)
     workers = max(1, int(workers))
+    if not 1 <= max_chunk_raw <= 1 << 28:  # readers refuse chunks over 1 GiB (format.MAX_CHUNK_RAW_BYTES)
+        raise UsageError(f"max_chunk_raw={max_chunk_raw} is outside 1 byte to 256 MiB")
     codecs, column_codecs = codec_plan(compression, codec, level, qual_codec, seq_codec)
     remote = url_scheme(src) != "file"
     if not remote and src != "-" and not os.path.exists(src.removeprefix("file://")):
@@ -149,16 +153,32 @@ def _check_destination(store, dst: str, force: bool) -> None:
 
 
 def _sort(src: str, out: str, reference: str | None, workers: int) -> None:
-    import pysam
+    """``samtools sort`` in a child process (pysam holds the GIL while it runs), its
+    messages kept in a file: htslib only warns when a SAM record names a reference the
+    header lacks, and the sorted file would hold it unplaced."""
+    from .inputs import unknown_reference
 
-    args = ["-@", str(workers), "-o", out]
-    if reference:
-        args += ["--reference", reference]
-    try:
-        pysam.sort(*args, src, catch_stdout=False)
-    except pysam.SamtoolsError as exc:
-        msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else "samtools sort failed"
-        raise InputError(f"cannot sort {src}: {msg}") from None
+    args = ["-@", str(workers), "-o", out] + (["--reference", reference] if reference else []) + [src]
+    code = ("import pysam, sys\n"
+            "pysam.set_verbosity(3)\n"
+            "try:\n"
+            "    pysam.sort(*sys.argv[1:], catch_stdout=False)\n"
+            "except pysam.SamtoolsError as exc:\n"
+            "    lines = str(exc).strip().splitlines()\n"
+            "    sys.exit(lines[-1] if lines else 'samtools sort failed')\n")
+    with tempfile.TemporaryFile() as log:
+        p = subprocess.run([sys.executable, "-c", code, *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=log)
+        log.seek(0)
+        last = ""
+        for raw in log:
+            line = raw.decode(errors="replace").strip()
+            exc = unknown_reference(line)
+            if exc is not None:
+                raise InputError(f"{src}: {exc}")
+            last = line or last
+    if p.returncode:
+        raise InputError(f"cannot sort {src}: {last or 'samtools sort failed'}")
 
 
 class _Pipeline:
@@ -240,6 +260,7 @@ def _convert(path, source_name, store, dst, chunk_size, workers, codecs, column_
         pending, pending_bytes = [], 0
 
     reader = prefetch(inp.batches, depth=2)
+    publish = _Publish()
     try:
         for batch in reader:
             core = batch.core
@@ -310,18 +331,22 @@ def _convert(path, source_name, store, dst, chunk_size, workers, codecs, column_
         table_frame = meta.external_chunks()
         if table_frame is not None:
             store.put(meta.chunks_key, table_frame)
-        _publish(store, dst, meta.to_json())
+        publish(store, dst, meta.to_json())
     except BaseException as exc:
         reader.close()
         pipe.abort()
         inp.close()
-        if isinstance(exc, _Unconfirmed):
+        if not publish.may_remove_chunks:  # published, or perhaps: the dataset may need them
             raise
         _delete_prefix(store, prefix)
         if isinstance(exc, StorageError):
             raise StorageError(f"{exc}; the conversion stopped and published nothing") from None
-        if isinstance(exc, InputError) and not str(exc).startswith(source_name):
-            raise InputError(f"{source_name}: {exc}") from None
+        if isinstance(exc, InputError):
+            explained = inp.diagnose()  # the decoder has stopped: did it say why?
+            if explained is not None:
+                raise explained from None
+            if not str(exc).startswith(source_name):
+                raise InputError(f"{source_name}: {exc}") from None
         raise
     inp.close()
     # Remove chunks of replaced datasets and of interrupted earlier runs.
@@ -335,26 +360,42 @@ class _Unconfirmed(StorageError):
     """Writing _metadata.json failed in a way that may still have written it."""
 
 
-def _publish(store, dst: str, body: bytes) -> None:
-    """Write _metadata.json, the one write that makes the dataset visible. A write that
-    fails may still have landed (the server stored it, the answer was lost): ask the store
-    which, so a published dataset never has its chunks removed from under it."""
-    try:
-        store.put(METADATA_KEY, body)
-        return
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except Exception as exc:
-        failure = exc
-    try:
-        landed = store.get(METADATA_KEY) == body
-    except FileNotFoundError:
-        landed = False
-    except Exception:
-        raise _Unconfirmed(f"{failure}; writing its _metadata.json failed and whether it landed is unknown: "
-                           f"check with `bams3 verify {dst}`, or convert again with --force") from None
-    if not landed:
-        raise failure
+class _Publish:
+    """Writes _metadata.json, the one write that makes the dataset visible, and knows
+    afterwards whether the chunks may be removed. A write that fails, or is interrupted
+    (Ctrl-C, SIGTERM), may still have landed: the server stored it and the answer was
+    lost. The store is asked which, so that a published dataset never has its chunks
+    removed from under it."""
+
+    def __init__(self):
+        self.started = False
+        self.landed: bool | None = None  # None: unknown
+
+    @property
+    def may_remove_chunks(self) -> bool:
+        return not self.started or self.landed is False
+
+    def __call__(self, store, dst: str, body: bytes) -> None:
+        self.started = True
+        try:
+            store.put(METADATA_KEY, body)
+            self.landed = True
+            return
+        except BaseException as exc:
+            failure = exc
+        try:
+            self.landed = store.get(METADATA_KEY) == body
+        except FileNotFoundError:
+            self.landed = False
+        except Exception:
+            self.landed = None
+        if isinstance(failure, (KeyboardInterrupt, SystemExit)):
+            raise failure  # interrupted all the same; the chunks stay unless it did not land
+        if self.landed is None:
+            raise _Unconfirmed(f"{failure}; writing its _metadata.json failed and whether it landed is unknown: "
+                               f"check with `bams3 verify {dst}`, or convert again with --force") from None
+        if not self.landed:
+            raise failure
 
 
 def _delete_prefix(store, prefix: str) -> None:

@@ -29,6 +29,9 @@ class Input:
     format: str
     size: int | None
     progress: Callable[[], int] | None = None  # bytes of input consumed so far
+    # after close(): the decoder's own explanation of a failure, if it gave one (e.g. a record
+    # on an unknown reference, which otherwise shows only as a record out of order)
+    diagnose: Callable[[], InputError | None] = lambda: None
 
     def close(self) -> None:
         close = getattr(self.batches, "close", None)
@@ -45,7 +48,12 @@ class _Source:
         self._it = None
         local = name[len("file://") :] if name.startswith("file://") else name
         if name == "-":  # standard input: a stream, like a pipe
-            self._f = os.fdopen(os.dup(sys.stdin.fileno()), "rb")
+            if sys.stdin is None:
+                raise InputError("standard input is closed; pipe a BAM, SAM or CRAM file into `-`")
+            try:
+                self._f = os.fdopen(os.dup(0), "rb")
+            except OSError:
+                raise InputError("standard input is closed; pipe a BAM, SAM or CRAM file into `-`") from None
             self._stream_file()
         elif url_scheme(name) == "file":
             self.local_path = local
@@ -167,6 +175,18 @@ def open_input(name: str, reference: str | None = None, threads: int = 2) -> Inp
     return Input(header, gen(), "BAM", src.size, lambda: src.consumed)
 
 
+def unknown_reference(message: str) -> InputError | None:
+    """The error for htslib's warning that a SAM record names a reference (or mate
+    reference) the header lacks: htslib keeps such a record, unplaced, and its placement
+    would be lost without a word."""
+    if "nrecognized reference name" not in message and "nrecognized mate reference name" not in message:
+        return None
+    ref = message.split("reference name", 1)[1].split(";")[0].strip().strip('"')
+    which = "mate reference" if "mate reference" in message else "reference"
+    return InputError(f"a record names {which} {ref!r}, which the header lacks; "
+                      "add it to the header (@SQ) or fix the record")
+
+
 def _open_with_htslib(src: _Source, kind: str, reference: str | None, threads: int) -> Input:
     name = src.name
     hint = " (pass --reference ref.fa)" if kind == "CRAM" and not reference else ""
@@ -176,15 +196,23 @@ def _open_with_htslib(src: _Source, kind: str, reference: str | None, threads: i
         stdin=subprocess.DEVNULL if src.local_path else subprocess.PIPE,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
-    # htslib's messages, drained as they come (a full pipe would stall the decoder); kept bounded
+    # htslib's messages, drained as they come (a full pipe would stall the decoder); kept
+    # bounded, except that the first unknown-reference warning is always kept
     messages: list[str] = []
+    unknown: list[InputError] = []
 
     def drain():
         for line in proc.stderr:
             text = line.decode(errors="replace").strip()
-            if text and len(messages) < 200:
+            if not text:
+                continue
+            if not unknown:
+                exc = unknown_reference(text)
+                if exc is not None:
+                    unknown.append(exc)
+            if len(messages) < 200:
                 messages.append(text)
-            elif text:
+            else:
                 messages[-1] = text
 
     drainer = threading.Thread(target=drain, daemon=True, name="bams3-decoder-messages")
@@ -218,6 +246,11 @@ def _open_with_htslib(src: _Source, kind: str, reference: str | None, threads: i
             proc.stdout.close()
         except OSError:
             pass
+        drainer.join(timeout=5)
+        try:
+            proc.stderr.close()
+        except OSError:
+            pass
         if proc.poll() is None:
             proc.kill()
         proc.wait()
@@ -233,13 +266,8 @@ def _open_with_htslib(src: _Source, kind: str, reference: str | None, threads: i
             return exc if isinstance(exc, (InputError, StorageError)) else InputError(f"cannot read it ({exc})")
         code = proc.wait()
         drainer.join()
-        unknown = next((m for m in messages if "nrecognized reference name" in m
-                        or "nrecognized mate reference name" in m), None)
-        if unknown is not None:  # htslib would keep the record, unplaced: its placement would be lost
-            ref = unknown.split("reference name", 1)[1].split(";")[0].strip()
-            which = "mate reference" if "mate reference" in unknown else "reference"
-            return InputError(f"a record names {which} {ref!r}, which the header lacks; "
-                              "add it to the header (@SQ) or fix the record")
+        if unknown:
+            return unknown[0]
         if code == 0:
             return None
         err = messages[-1] if messages else ""  # one line, whatever the child printed
@@ -270,4 +298,5 @@ def _open_with_htslib(src: _Source, kind: str, reference: str | None, threads: i
         finally:
             finish()
 
-    return Input(header, gen(), kind, src.size, lambda: src.consumed)
+    return Input(header, gen(), kind, src.size, lambda: src.consumed,
+                 lambda: InputError(f"{name}: {unknown[0]}") if unknown else None)
