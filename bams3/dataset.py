@@ -65,7 +65,7 @@ class Dataset:
         if self.meta.chunks is None:
             key = self.meta.chunks_key
             try:
-                frame = self.store.get(key)
+                frame = self.store.get_range(key, 0, int(self.meta.chunks_ref["nbytes"]) + 1)  # recorded size, capped
             except FileNotFoundError:
                 raise DatasetError(f"{self.url}: the chunk table {key} is missing; the dataset is corrupt") from None
             table = self.meta.load_chunks(frame, self.url)
@@ -83,7 +83,7 @@ class Dataset:
                 raise DatasetError(f"{self.url} has no binned coverage (written before bams3 stored it); "
                                    f"convert it again to get it")
             try:
-                frame = self.store.get(ref["object"])
+                frame = self.store.get_range(ref["object"], 0, int(ref["nbytes"]) + 1)  # recorded size, capped
             except FileNotFoundError:
                 raise DatasetError(f"{self.url}: the coverage object {ref['object']} is missing; "
                                    f"the dataset is corrupt") from None

@@ -17,7 +17,7 @@ import numpy as np
 import zstandard
 
 from .coverage import chunk_depth
-from .errors import DatasetError
+from .errors import DatasetError, InputError
 from .records import CORE, RecordBatch, assemble, reference_span, segment_lengths, split_columns
 
 FORMAT_NAME = "bams3"
@@ -151,6 +151,8 @@ def decode_slots(blob: bytes, first: int, slot_nbytes: int, window_start: int, s
     """(n_before, max_end_before, pos, span) of consecutive slots starting at slot ``first``;
     ``max_records``, the chunk's recorded record count, caps what a slot may inflate to."""
     out = []
+    if slot_nbytes < _SLOT_HEAD.size:
+        raise DatasetError(f"{where}: count slots of {slot_nbytes} bytes; the dataset is corrupt")
     for i in range(len(blob) // slot_nbytes):
         o = i * slot_nbytes
         n_before, n_in, max_before, plen, crc = _SLOT_HEAD.unpack_from(blob, o)
@@ -201,6 +203,9 @@ def encode_chunk(batch: RecordBatch, codecs, window_start: int | None = None,
     seg = segment_lengths(core)
     names, cigar, seq, qual, aux = split_columns(batch, seg)
     span = reference_span(core, cigar)
+    if len(span) and int(span.max()) >= 1 << 31:  # stored as int32; no BAM reference is that long
+        raise InputError(f"corrupt BAM record (its CIGAR spans {int(span.max()):,} bp, more than any BAM "
+                         "reference holds)")
     pos = core["pos"].astype("<i4")
     arrays: list[np.ndarray] = []
     for _cid, name, dtype in FIXED_COLUMNS:
@@ -301,6 +306,8 @@ class ChunkReader:
         tail = len(self.blob) - self.end
         if tail < 0 or (tail if not slot_nbytes else tail % slot_nbytes):
             raise DatasetError(f"{self.where}: the chunk has the wrong size; the dataset is corrupt")
+        if slot_nbytes and slot_nbytes < _SLOT_HEAD.size:
+            raise DatasetError(f"{self.where}: count slots of {slot_nbytes} bytes; the dataset is corrupt")
         for i, o in enumerate(range(self.end, len(self.blob), slot_nbytes or 1)):
             _, _, _, plen, crc = _SLOT_HEAD.unpack_from(self.blob, o)
             payload = self.blob[o + _SLOT_HEAD.size : o + _SLOT_HEAD.size + plen]
@@ -427,7 +434,7 @@ class ChunkTable:
             ((raw < 36) | (raw > MAX_CHUNK_RAW_BYTES), "a chunk's raw size is out of range"),
             ((nb < _CHUNK_HEAD.size) | (nb > MAX_CHUNK_BYTES), "a chunk's size is out of range"),
             ((cnb < _CHUNK_HEAD.size) | (cnb > nb), "a chunk's count prefix is out of range"),
-            ((snb < 0) | (snb > nb) | (snb > 0) & (n_slots == 0), "a chunk's count slots are out of range"),
+            ((snb < 0) | (snb > nb) | (snb > 0) & ((n_slots == 0) | (snb < _SLOT_HEAD.size)), "a chunk's count slots are out of range"),
             (placed & ((c["min_pos"] < -1) | (c["min_pos"] > c["max_pos"]) | (c["max_pos"] >= 1 << 31)
                        | (c["max_end"] < c["max_pos"]) | (c["max_end"] > 1 << 32)),
              "a chunk's positions are out of order or range"),
@@ -508,7 +515,7 @@ def _external_ref(obj: dict[str, Any], prefix: str) -> dict[str, Any] | None:
     if "object" not in obj:
         return None
     if obj["object"] != prefix + CHUNKS_OBJECT or not isinstance(obj.get("nbytes"), int) \
-            or not isinstance(obj.get("crc32"), int) or not 0 < obj["nbytes"] <= 1 << 32:
+            or not isinstance(obj.get("crc32"), int) or not 0 < obj["nbytes"] <= 1 << 30:
         raise ValueError("bad external chunk table reference")
     int(obj["count"])
     return dict(obj)
@@ -523,7 +530,7 @@ def _coverage_ref(obj, prefix: str) -> dict[str, Any] | None:
             or obj.get("encoding") != "i8-delta-shuffled+zstd":
         raise ValueError("bad coverage reference")
     for k in ("bin", "bins", "nbytes", "crc32"):
-        if not isinstance(obj.get(k), int) or obj[k] < 0 or obj[k] > 1 << 40:
+        if not isinstance(obj.get(k), int) or obj[k] < 0 or obj[k] > (1 << 30 if k == "nbytes" else 1 << 40):
             raise ValueError(f"bad coverage {k}")
     return dict(obj)
 

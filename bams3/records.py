@@ -43,10 +43,10 @@ FUNMAP = 4
 
 
 # Limits that no real file reaches and that keep a lying file from making us read or hold
-# gigabytes: header text (htslib has none; the largest real headers are tens of MB), the
+# gigabytes: header text (htslib has none; 7 million @SQ lines take ~256 MB), the
 # number of references (assemblies reach millions of contigs) and one record's size
 # (an ultra-long read of several Mbp with qualities and modification tags is tens of MB).
-MAX_HEADER_TEXT = 1 << 28
+MAX_HEADER_TEXT = 1 << 30
 MAX_REFERENCES = 1 << 26
 MAX_RECORD = 1 << 28
 

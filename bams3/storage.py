@@ -206,7 +206,7 @@ def trace_lines() -> list[str]:
 def refuse_query(url: str) -> None:
     """Object URLs name objects by path: a query string (a presigned URL's signature) is
     refused in one line rather than sent on as part of a key (which would be "not found")."""
-    if url_scheme(url) != "file" and "?" in url:
+    if url_scheme(url) in ("http", "https") and "?" in url:  # an s3:// key may hold a '?'; a URL's query is not a key
         raise UsageError(f"{redact_query(url)}: URLs with a query string (presigned URLs) are not supported; "
                          "use s3://bucket/key with credentials, or --no-sign-request for a public bucket")
 

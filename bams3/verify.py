@@ -76,8 +76,10 @@ def verify(url: str, deep: bool = False, workers: int = 8,
         key = keys[i]
         if key not in present:
             return None
+        if present[key] != int(t.nbytes[i]):  # never read an object larger than recorded
+            return ("corrupt", key, f"{present[key]:,} bytes where the chunk table says {int(t.nbytes[i]):,}")
         try:
-            blob = ds.store.get(key)
+            blob = ds.store.get_range(key, 0, int(t.nbytes[i]) + 1)
         except FileNotFoundError:
             return ("missing", key)
         if len(blob) != int(t.nbytes[i]):

@@ -77,6 +77,7 @@ class CountingProxy:
                         return None
                     proxy.injected[kind] = proxy.injected.get(kind, 0) + 1
                 if kind in ("500", "503", "slowdown"):
+                    self._body()  # read whatever was sent, so the connection stays in step
                     code = 500 if kind == "500" else 503
                     msg = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>" \
                         if kind == "slowdown" else b"<Error><Code>InternalError</Code></Error>"

@@ -52,7 +52,10 @@ def _number(name: str, default: float, low: float, high: float) -> float:
 
 def settings() -> dict:
     """Timeouts and retries from the environment (validated; see the module docstring)."""
-    attempts = int(_number("AWS_MAX_ATTEMPTS", 6, 1, 100))
+    attempts = _number("AWS_MAX_ATTEMPTS", 6, 1, 100)
+    if attempts != int(attempts):
+        raise UsageError(f"AWS_MAX_ATTEMPTS={os.environ['AWS_MAX_ATTEMPTS']!r} is not a whole number")
+    attempts = int(attempts)
     timeout = _number("BAMS3_TIMEOUT", 60, 0.1, 86400)
     connect = _number("BAMS3_CONNECT_TIMEOUT", 5, 0.1, 3600)
     # the retries of one request stop once this long has passed since its first attempt
