@@ -210,3 +210,28 @@ def test_timeout_settings_are_checked(s3_server):
         p = subprocess.run([sys.executable, "-m", "bams3.cli", "stats", url], capture_output=True,
                            env={**os.environ, name: value})
         assert_one_line_error(p, 2, name)
+
+
+def test_a_fault_answered_to_a_write_keeps_the_connection_in_step(faulty):
+    """The proxy reads a faulted request's body before answering: on a kept-alive
+    connection, the next request is parsed from the right place."""
+    import http.client
+
+    proxy, _, _ = faulty
+    proxy.fault_methods, proxy.faults = {"PUT"}, ["503"]
+    host, port = proxy.endpoint.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        body = b"GET /evil HTTP/1.1\r\nHost: x\r\n\r\n"
+        conn.request("PUT", "/bams3-test/faults/sync-test", body=body)
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 503
+        proxy.reset()
+        conn.request("GET", "/bams3-test/faults/example.bams3/_metadata.json")
+        r = conn.getresponse()
+        r.read()
+        assert [e[1] for e in proxy.log] == ["/bams3-test/faults/example.bams3/_metadata.json"]
+    finally:
+        conn.close()
+        proxy.fault_methods, proxy.faults = {"GET"}, []

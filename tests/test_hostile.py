@@ -147,6 +147,21 @@ def _with_field(line: str, i: int, value: str) -> str:
     return "\t".join(fields)
 
 
+def _bam_with_span() -> bytes:
+    """A BAM whose one record's CIGAR spans 2.4 Gbp (samtools reads it; positions are int32)."""
+    import tempfile
+
+    import pysam
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "x.bam")
+        with pysam.AlignmentFile(EXAMPLE) as inp, pysam.AlignmentFile(path, "wb", template=inp) as out:
+            rec = next(inp.fetch(until_eof=True))
+            rec.cigarstring = "2M" + "268435455N" * 9 + f"{rec.query_length - 2}M"
+            out.write(rec)
+        return pathlib.Path(path).read_bytes()
+
+
 def _sam_lines() -> list[str]:
     return view(EXAMPLE, flags=("-h",)).splitlines()
 
@@ -186,6 +201,10 @@ def _hostile_inputs() -> dict[str, tuple[bytes, str]]:
                                   "sam"),
         "unknown-mate-reference.sam": (("\n".join(header + [_with_field(body[0], 6, "chrNope")]) + "\n").encode(),
                                        "mate reference"),
+        "unknown-mate-after-300-warnings.sam": (("\n".join(
+            header + [_with_field(body[0], 5, "*")] * 300 + [_with_field(body[0], 6, "chrZ")]
+            + [_with_field(body[0], 5, "*")] * 5) + "\n").encode(), "mate reference 'chrZ'"),
+        "record-spans-2-gbp.bam": (_bam_with_span(), "spans"),
         "unsorted.sam": (("\n".join(header + body[100:200] + body[:100]) + "\n").encode(), "sorted"),
         "garbage.cram": (b"CRAM\x03\x00" + rnd.randbytes(50_000), "garbage.cram"),
     }
@@ -204,6 +223,35 @@ def test_hostile_input_files_are_refused(tmp_path, name):
     refused(r, 1, name)
     assert word.lower() in r.err.lower(), r.err
     assert not dest.exists()  # not even the empty directory made for it
+
+
+def test_sorting_does_not_hide_an_unknown_reference(tmp_path):
+    data, _ = HOSTILE_INPUTS["unknown-reference.sam"]
+    src = tmp_path / "u.sam"
+    src.write_bytes(data)
+    refused(_measured("convert", src, tmp_path / "o", "--sort"), 1, "reference 'chrNope'", "header lacks")
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_unknown_reference_is_named_even_when_it_shows_first_as_out_of_order(tmp_path):
+    """htslib keeps the record unplaced, so the converter meets it as a record out of
+    order, possibly before the decoder's warning has been read: the warning still wins."""
+    sam = _sam_lines()
+    header = [x for x in sam if x.startswith("@")]
+    body = [x for x in sam if not x.startswith("@")]
+    src = tmp_path / "big.sam"
+    with open(src, "w") as f:  # about 20 MB of records, sorted but for the first
+        f.write("\n".join(header + [_with_field(body[0], 2, "chrNope")]) + "\n")
+        for line in body:
+            f.write((line + "\n") * 4)
+    refused(_measured("convert", src, tmp_path / "o"), 1, "reference 'chrNope'", "header lacks")
+
+
+def test_closed_standard_input(tmp_path):
+    p = subprocess.run(["sh", "-c", f'exec "{sys.executable}" -m bams3.cli convert - "{tmp_path / "o"}" <&-'],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and p.stderr.count("\n") == 1 and "standard input is closed" in p.stderr, p.stderr
+    assert not (tmp_path / "o").exists()
 
 
 def test_a_directory_or_a_fifo_as_input(tmp_path):
@@ -369,7 +417,8 @@ def _table_with(ds, **changes):
 
 
 @pytest.mark.parametrize("field,value", [("nbytes", 1 << 40), ("raw_nbytes", 1 << 40), ("n_records", 1 << 40),
-                                         ("count_nbytes", 1 << 40), ("slot_nbytes", 1 << 40), ("nbytes", -1),
+                                         ("count_nbytes", 1 << 40), ("slot_nbytes", 1 << 40), ("slot_nbytes", 5),
+                                         ("nbytes", -1),
                                          ("ref_id", 7), ("max_pos", -5)])
 def test_chunk_table_with_absurd_values(ds, field, value):
     _set_meta(ds, _table_with(ds, **{field: (0, value)}))

@@ -71,3 +71,29 @@ def test_replacing_needs_force_and_readers_never_mix(tmp_path):
     # a reader that opened the old metadata fails cleanly (its chunks are gone), never reads new chunks
     with pytest.raises(DatasetError):
         list(old.batches())
+
+
+def test_interrupt_while_publishing_never_removes_the_chunks_of_a_published_dataset(tmp_path, monkeypatch):
+    """Ctrl-C arrives just as _metadata.json has been written (the write returned, or its
+    answer was still on its way): the converter asks the store, finds its metadata there,
+    and keeps the chunks; the dataset it published stays whole."""
+    from bams3.storage import ObstoreStore
+
+    from .test_cli import EXAMPLE
+
+    put = ObstoreStore.put
+
+    def interrupted_put(self, key, data):
+        put(self, key, data)
+        if key == "_metadata.json":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ObstoreStore, "put", interrupted_put)
+    dest = tmp_path / "d"
+    with pytest.raises(KeyboardInterrupt):
+        bams3.convert(EXAMPLE, str(dest), chunk_size="256K")
+    monkeypatch.setattr(ObstoreStore, "put", put)
+    from bams3.verify import verify
+
+    assert verify(str(dest), deep=True).ok
+    assert bams3.open(str(dest)).count("chr1") == 10719
