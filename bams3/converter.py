@@ -77,9 +77,10 @@ def convert(
         raise UsageError(f"max_chunk_raw={max_chunk_raw} is outside 1 byte to 256 MiB")
     codecs, column_codecs = codec_plan(compression, codec, level, qual_codec, seq_codec)
     remote = url_scheme(src) != "file"
-    if not remote and src != "-" and not os.path.exists(src.removeprefix("file://")):
+    stdin = src in ("-", "/dev/stdin", "/dev/fd/0", "/proc/self/fd/0")
+    if not remote and not stdin and not os.path.exists(src.removeprefix("file://")):
         raise InputError(f"{src}: no such file")
-    if sort and (remote or src == "-"):
+    if sort and (remote or stdin):
         raise UsageError("--sort needs a local input file; sort it with `samtools sort` first")
     local = dst.removeprefix("file://") if url_scheme(dst) == "file" else None
     fresh = local is not None and not os.path.exists(local)

@@ -47,7 +47,7 @@ class _Source:
         self.consumed = 0
         self._it = None
         local = name[len("file://") :] if name.startswith("file://") else name
-        if name == "-":  # standard input: a stream, like a pipe
+        if name in ("-", "/dev/stdin", "/dev/fd/0", "/proc/self/fd/0"):  # standard input: a stream, like a pipe
             if sys.stdin is None:
                 raise InputError("standard input is closed; pipe a BAM, SAM or CRAM file into `-`")
             try:
