@@ -274,6 +274,7 @@ def split_records(pieces: Iterable[bytes], target: int = 16 << 20) -> tuple[Head
             count, o = _kernels.scan(data, offs)
             if count < 0:
                 raise InputError("corrupt BAM record (block size too small)")
+            block = -1
             if o + 4 <= n:
                 (block,) = struct.unpack_from("<i", data, o)
                 if block > MAX_RECORD:
@@ -291,6 +292,7 @@ def split_records(pieces: Iterable[bytes], target: int = 16 << 20) -> tuple[Head
             elif exhausted:
                 break
             else:
-                need = size + 1  # one record larger than the target: read on
+                # one record larger than the target: read on until all of it is here (joined once)
+                need = max(block + 4, size + 1)
 
     return header, batches()

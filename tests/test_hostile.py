@@ -225,6 +225,20 @@ def test_hostile_input_files_are_refused(tmp_path, name):
     assert not dest.exists()  # not even the empty directory made for it
 
 
+def test_a_record_far_larger_than_a_batch_in_small_pieces():
+    """A 40 MB record (a long aux string) arriving in 64 KB pieces: read on to its claimed
+    size and joined once (it used to be re-joined for every piece), records exact."""
+    from bams3.records import split_records
+
+    big_body = FIRST[4:] + b"XXZ" + b"A" * (40 << 20) + b"\0"
+    big = struct.pack("<i", len(big_body)) + big_body
+    stream = HEAD + big + RAW[len(FIRST):]
+    pieces = (stream[i : i + (1 << 16)] for i in range(0, len(stream), 1 << 16))
+    _, batches = split_records(pieces, target=1 << 20)
+    got = b"".join(b.tobytes() for b in batches)
+    assert got == big + RAW[len(FIRST):]
+
+
 def test_sorting_does_not_hide_an_unknown_reference(tmp_path):
     data, _ = HOSTILE_INPUTS["unknown-reference.sam"]
     src = tmp_path / "u.sam"
