@@ -24,7 +24,7 @@ from .errors import DatasetExistsError, InputError, StorageError, UsageError
 from .format import (CodecSpec, ChunkTable, Metadata, METADATA_KEY, QUAL_COLUMN, SEQ_COLUMN, chunk_key,
                      count_slot_bp,
                      encode_chunk)
-from .inputs import open_input
+from .inputs import STDIN, open_input, unknown_reference
 from .plugins import get_registry
 from .records import RecordBatch
 from .stats import StatsAccumulator
@@ -77,7 +77,7 @@ def convert(
         raise UsageError(f"max_chunk_raw={max_chunk_raw} is outside 1 byte to 256 MiB")
     codecs, column_codecs = codec_plan(compression, codec, level, qual_codec, seq_codec)
     remote = url_scheme(src) != "file"
-    stdin = src in ("-", "/dev/stdin", "/dev/fd/0", "/proc/self/fd/0")
+    stdin = src in STDIN
     if not remote and not stdin and not os.path.exists(src.removeprefix("file://")):
         raise InputError(f"{src}: no such file")
     if sort and (remote or stdin):
@@ -157,8 +157,6 @@ def _sort(src: str, out: str, reference: str | None, workers: int) -> None:
     """``samtools sort`` in a child process (pysam holds the GIL while it runs), its
     messages kept in a file: htslib only warns when a SAM record names a reference the
     header lacks, and the sorted file would hold it unplaced."""
-    from .inputs import unknown_reference
-
     args = ["-@", str(workers), "-o", out] + (["--reference", reference] if reference else []) + [src]
     code = ("import pysam, sys\n"
             "pysam.set_verbosity(3)\n"

@@ -278,6 +278,7 @@ class ChunkReader:
         self.blob = blob
         self.codecs = codecs
         self._fields = None
+        self._verified = False  # every checksum checked already (verify_checksums)
         if len(blob) < _CHUNK_HEAD.size or blob[:8] != CHUNK_MAGIC:
             raise DatasetError(f"{where}: not a bams3 chunk (bad magic); the dataset is corrupt")
         _, ncol, self.n_records = _CHUNK_HEAD.unpack_from(blob, 0)
@@ -313,6 +314,7 @@ class ChunkReader:
             payload = self.blob[o + _SLOT_HEAD.size : o + _SLOT_HEAD.size + plen]
             if plen + _SLOT_HEAD.size > slot_nbytes or zlib.crc32(payload) != crc:
                 raise DatasetError(f"{self.where}: checksum mismatch in count slot {i}; the dataset is corrupt")
+        self._verified = True
 
     def raw(self, cid: int) -> bytes:
         try:
@@ -320,7 +322,7 @@ class ChunkReader:
         except KeyError:
             raise DatasetError(f"{self.where}: column {cid} is missing; the dataset is corrupt") from None
         data = self.blob[o : o + stored]
-        if len(data) != stored or zlib.crc32(data) != crc:
+        if len(data) != stored or not self._verified and zlib.crc32(data) != crc:
             raise DatasetError(f"{self.where}: checksum mismatch in column {cid}; the dataset is corrupt")
         if raw == 0:
             return b""
@@ -418,9 +420,12 @@ class ChunkTable:
         except KeyError:
             raise AttributeError(name) from None
 
-    def validate(self, n_refs: int, chunk_size: int, n_slots: int) -> None:
+    def validate(self, n_refs: int, chunk_size: int, n_slots: int, n_records: int) -> None:
         """Refuse values no writer produces, so that nothing read from the table can make a
-        reader fetch, allocate or inflate more than a real chunk needs (ValueError)."""
+        reader fetch, allocate or inflate more than a real chunk needs (ValueError);
+        ``n_records`` is the statistics' total, which the table must add up to."""
+        if int(self.columns["n_records"].sum()) != n_records:
+            raise ValueError("the chunk table and the statistics disagree on the number of records")
         if not len(self):
             return
         c = self.columns
@@ -587,9 +592,7 @@ class Metadata:
             raise DatasetError(f"{where}: the chunk table {self.chunks_key} is corrupt (size or checksum mismatch)")
         try:
             table = ChunkTable.from_json(ref, frame)
-            table.validate(len(self.references), self.chunk_size, self.n_slots)
-            if int(table.n_records.sum()) != self.stats["n_records"]:
-                raise ValueError("the chunk table and the statistics disagree on the number of records")
+            table.validate(len(self.references), self.chunk_size, self.n_slots, self.stats["n_records"])
         except (KeyError, TypeError, ValueError, OverflowError, zstandard.ZstdError) as exc:
             raise DatasetError(f"{where}: the chunk table {self.chunks_key} is malformed ({exc})") from None
         object.__setattr__(self, "chunks", table)
@@ -661,9 +664,7 @@ class Metadata:
             table = None if "object" in obj["chunks"] else ChunkTable.from_json(obj["chunks"])
             n_slots = -(-chunk_size // slot_bp) if slot_bp else 0
             if table is not None:
-                table.validate(len(refs), chunk_size, n_slots)
-                if int(table.n_records.sum()) != stats["n_records"]:
-                    raise ValueError("the chunk table and the statistics disagree on the number of records")
+                table.validate(len(refs), chunk_size, n_slots, stats["n_records"])
             codecs = tuple(CodecSpec(str(c["name"]), c.get("level"), _package(c.get("package")))
                            for c in obj["codecs"])
             return cls(

@@ -20,6 +20,7 @@ from .records import Header, RecordBatch, split_records
 from .storage import open_store, refuse_query, url_scheme
 
 _HEAD = 64 * 1024
+STDIN = ("-", "/dev/stdin", "/dev/fd/0", "/proc/self/fd/0")  # input names meaning standard input
 
 
 @attrs.define
@@ -47,7 +48,7 @@ class _Source:
         self.consumed = 0
         self._it = None
         local = name[len("file://") :] if name.startswith("file://") else name
-        if name in ("-", "/dev/stdin", "/dev/fd/0", "/proc/self/fd/0"):  # standard input: a stream, like a pipe
+        if name in STDIN:  # a stream, like a pipe
             if sys.stdin is None:
                 raise InputError("standard input is closed; pipe a BAM, SAM or CRAM file into `-`")
             try:

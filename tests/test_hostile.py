@@ -333,8 +333,9 @@ def test_chunk_with_flipped_bytes(ds, where):
     at = {"directory": _CHUNK_HEAD.size + 8, "column": len(blob) // 3, "end": len(blob) - 3}[where]
     blob[at] ^= 0x5A
     victim.write_bytes(bytes(blob))
-    refused(_measured("query", ds, "chr1"), 1, str(ds), victim.name)
-    assert "corrupt" in _measured("query", ds, "chr1").err or "damaged" in _measured("query", ds, "chr1").err
+    r = _measured("query", ds, "chr1")
+    refused(r, 1, str(ds), victim.name)
+    assert "corrupt" in r.err or "damaged" in r.err
 
 
 def test_truncated_and_padded_chunks(ds):
