@@ -39,3 +39,7 @@ class PluginError(Bams3Error):
 
 class StorageError(Bams3Error):
     """A storage backend failed in a way the user must fix (credentials, bucket, network)."""
+
+
+class ConflictError(StorageError):
+    """A conditional write lost: the object exists already, or changed since it was read."""

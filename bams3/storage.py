@@ -7,6 +7,7 @@ URL scheme; a plain path is ``file``.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
@@ -15,7 +16,7 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
-from .errors import StorageError, UsageError
+from .errors import ConflictError, StorageError, UsageError
 from .plugins import get_registry
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
@@ -50,6 +51,15 @@ class Store(Protocol):
     def put(self, key: str, data: bytes) -> None:
         """Write the object atomically: readers see the old object or the new one."""
 
+    def put_if(self, key: str, data: bytes, *, expect: str | None) -> str:
+        """Optional (stores that set ``conditional_put = True``): write only if the object does
+        not exist (``expect=None``) or its version is still ``expect``; return the new version.
+        :class:`bams3.errors.ConflictError` otherwise. bams3 publishes ``_metadata.json`` this
+        way, so that of two conversions to one destination exactly one publishes."""
+
+    def head(self, key: str) -> dict | None:
+        """``{"size": int, "version": str | None}`` of the object, or ``None`` when it does not exist."""
+
     def list(self, prefix: str = "") -> Iterator[tuple[str, int]]:
         """``(key, size)`` of every object whose key starts with ``prefix``."""
 
@@ -62,24 +72,55 @@ class Store(Protocol):
 
 @attrs.define
 class IOCounter:
-    """Requests and bytes moved through a store (for --trace and tests)."""
+    """Requests and bytes moved through a store (for --trace and tests). Failed requests
+    are counted and logged too, with what went wrong."""
 
     requests: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
+    failed: int = 0
     log: list = attrs.field(factory=list)
     lock: threading.Lock = attrs.field(factory=threading.Lock, repr=False)
 
-    def add(self, method: str, key: str, nbytes_in: int = 0, nbytes_out: int = 0, rng=None, seconds=0.0):
+    def add(self, method: str, key: str, nbytes_in: int = 0, nbytes_out: int = 0, rng=None, seconds=0.0,
+            error: str | None = None):
         with self.lock:
             self.requests += 1
             self.bytes_in += nbytes_in
             self.bytes_out += nbytes_out
-            self.log.append((method, key, rng, nbytes_in or nbytes_out, seconds))
+            self.failed += error is not None
+            self.log.append((method, key, rng, nbytes_in or nbytes_out, seconds, error))
+
+    @contextlib.contextmanager
+    def request(self, method: str, key: str, rng=None):
+        """Count one request made in the block; the block sets ``moved["in"]``/``moved["out"]``
+        to the bytes moved. A request that raises is logged as failed, with why."""
+        moved = {"in": 0, "out": 0}
+        t = time.perf_counter()
+        try:
+            yield moved
+        except BaseException as exc:
+            if isinstance(exc, (GeneratorExit, FileNotFoundError)):  # a reader stopping early; a missing key
+                error = None
+            elif isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                error = "interrupted"
+            else:
+                error = error_summary(exc)
+            self.add(method, key, moved["in"], moved["out"], rng, time.perf_counter() - t, error=error)
+            raise
+        self.add(method, key, moved["in"], moved["out"], rng, time.perf_counter() - t)
+
+
+def error_summary(exc: BaseException) -> str:
+    """A short, one-line description of why a request failed (for --trace)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text[:160]}" if text else type(exc).__name__
 
 
 class ObstoreStore:
-    """A :class:`Store` over any obstore store (local, memory, S3, GCS, Azure, HTTP)."""
+    """A :class:`Store` over any obstore store (memory, S3, GCS, Azure, HTTP)."""
+
+    conditional_put = True
 
     def __init__(self, store, url: str):
         import obstore
@@ -90,78 +131,110 @@ class ObstoreStore:
         self.counter = IOCounter()
 
     def get(self, key: str) -> bytes:
-        t = time.perf_counter()
-        data = bytes(self._obs.get(self._store, key).bytes())
-        self.counter.add("GET", key, nbytes_in=len(data), seconds=time.perf_counter() - t)
+        with self.counter.request("GET", key) as moved:
+            data = bytes(self._obs.get(self._store, key).bytes())
+            moved["in"] = len(data)
         return data
 
     def get_range(self, key: str, start: int, end: int) -> bytes:
         if end <= start:
             return b""
-        t = time.perf_counter()
-        data = bytes(self._obs.get_range(self._store, key, start=start, end=end))
-        self.counter.add("GET", key, nbytes_in=len(data), rng=(start, end), seconds=time.perf_counter() - t)
-        return data
+        for _ in range(_OVERLONG_ATTEMPTS):
+            try:
+                with self.counter.request("GET", key, rng=(start, end)) as moved:
+                    data = bytes(self._obs.get_range(self._store, key, start=start, end=end))
+                    moved["in"] = len(data)
+                    if len(data) > end - start:  # a transport fault: asked again
+                        raise _Overlong()
+                return data
+            except _Overlong:
+                pass
+        raise StorageError(f"{self.url}: the server sent more bytes of {key} than the range asked for, "
+                           f"{_OVERLONG_ATTEMPTS} times; not using them")
 
     def get_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         if not ranges:
             return []
-        t = time.perf_counter()
-        out = self._obs.get_ranges(
-            self._store, key, starts=[a for a, _ in ranges], ends=[b for _, b in ranges], coalesce=0
-        )
-        datas = [bytes(x) for x in out]
-        self.counter.add(
-            "GET", key, nbytes_in=sum(map(len, datas)), rng=tuple(ranges), seconds=time.perf_counter() - t
-        )
+        with self.counter.request("GET", key, rng=tuple(ranges)) as moved:
+            out = self._obs.get_ranges(
+                self._store, key, starts=[a for a, _ in ranges], ends=[b for _, b in ranges], coalesce=0
+            )
+            datas = [bytes(x) for x in out]
+            moved["in"] = sum(map(len, datas))
+        if any(len(d) > b - a for d, (a, b) in zip(datas, ranges)):
+            raise StorageError(f"{self.url}: the server sent more bytes of {key} than the ranges asked for")
         return datas
 
     def stream(self, key: str, piece: int = 8 << 20) -> Iterator[bytes]:
-        t = time.perf_counter()
-        n = 0
-        try:
+        with self.counter.request("GET", key) as moved:
             for b in self._obs.get(self._store, key).stream(min_chunk_size=piece):
                 b = bytes(b)
-                n += len(b)
+                moved["in"] += len(b)
                 yield b
-        finally:
-            self.counter.add("GET", key, nbytes_in=n, seconds=time.perf_counter() - t)
 
     def put(self, key: str, data: bytes) -> None:
-        t = time.perf_counter()
-        # one request at a time per put (multipart for large objects): --workers bounds uploads
-        self._obs.put(self._store, key, data, max_concurrency=1)
-        self.counter.add("PUT", key, nbytes_out=len(data), seconds=time.perf_counter() - t)
+        with self.counter.request("PUT", key) as moved:
+            # one request at a time per put (multipart for large objects): --workers bounds uploads
+            self._obs.put(self._store, key, data, max_concurrency=1)
+            moved["out"] = len(data)
+
+    def put_if(self, key: str, data: bytes, *, expect: str | None) -> str:
+        from obstore.exceptions import AlreadyExistsError, PreconditionError
+
+        with self.counter.request("PUT", key) as moved:
+            mode = "create" if expect is None else {"e_tag": expect}
+            try:
+                result = self._obs.put(self._store, key, data, mode=mode)
+            except AlreadyExistsError:
+                raise ConflictError(f"{key} exists already") from None
+            except PreconditionError:
+                raise ConflictError(f"{key} has changed") from None
+            moved["out"] = len(data)
+        return result["e_tag"]
+
+    def head(self, key: str) -> dict | None:
+        with self.counter.request("HEAD", key):
+            try:
+                meta = self._obs.head(self._store, key)
+            except FileNotFoundError:
+                return None
+        return {"size": meta["size"], "version": meta["e_tag"]}
 
     def list(self, prefix: str = "") -> Iterator[tuple[str, int]]:
-        self.counter.add("LIST", prefix)
         # Object stores match any string prefix, a file system whole path segments: list the
         # segment that holds the prefix and filter, so both behave alike.
         base = prefix.rsplit("/", 1)[0] + "/" if "/" in prefix else ""
-        for batch in self._obs.list(self._store, base or None):
-            for meta in batch:
-                if meta["path"].startswith(prefix):
-                    yield meta["path"], meta["size"]
+        with self.counter.request("LIST", prefix):
+            found = [(meta["path"], meta["size"]) for batch in self._obs.list(self._store, base or None)
+                     for meta in batch if meta["path"].startswith(prefix)]
+        yield from found
 
     def list_dirs(self, prefix: str = "") -> list[str]:
         """The "directories" directly under ``prefix`` (one delimited LIST, not every key)."""
-        self.counter.add("LIST", prefix)
-        res = self._obs.list_with_delimiter(self._store, prefix or None)
+        with self.counter.request("LIST", prefix):
+            res = self._obs.list_with_delimiter(self._store, prefix or None)
         return [p.rstrip("/") + "/" for p in res["common_prefixes"]]
 
     def delete(self, key: str) -> None:
-        self.counter.add("DELETE", key)
-        try:
-            self._obs.delete(self._store, key)
-        except FileNotFoundError:
-            pass
+        with self.counter.request("DELETE", key):
+            try:
+                self._obs.delete(self._store, key)
+            except FileNotFoundError:
+                pass
 
     def size(self, key: str) -> int | None:
-        self.counter.add("HEAD", key)
-        try:
-            return self._obs.head(self._store, key)["size"]
-        except FileNotFoundError:
-            return None
+        meta = self.head(key)
+        return None if meta is None else meta["size"]
+
+
+_OVERLONG_ATTEMPTS = 3
+
+
+class _Overlong(Exception):
+    """A response carried more bytes than the range asked for: a transport fault, asked again."""
+
+    def __str__(self):
+        return "the response was longer than the range asked for"
 
 
 _traced: list | None = None  # stores opened while tracing (--trace)
@@ -179,7 +252,7 @@ def trace_totals() -> dict | None:
         return None
     counters = [s.counter for s in _traced]
     return {"requests": sum(c.requests for c in counters), "bytes_in": sum(c.bytes_in for c in counters),
-            "bytes_out": sum(c.bytes_out for c in counters)}
+            "bytes_out": sum(c.bytes_out for c in counters), "failed": sum(c.failed for c in counters)}
 
 
 def trace_lines() -> list[str]:
@@ -188,7 +261,7 @@ def trace_lines() -> list[str]:
     for store in _traced or []:
         with store.counter.lock:
             log = list(store.counter.log)
-        for method, key, rng, nbytes, seconds in log:
+        for method, key, rng, nbytes, seconds, error in log:
             where = f"{store.url.rstrip('/')}/{key}" if key else store.url
             if rng and isinstance(rng[0], tuple):
                 span = " ranges=" + ",".join(f"{a}-{b - 1}" for a, b in rng)
@@ -196,10 +269,13 @@ def trace_lines() -> list[str]:
                 span = f" range={rng[0]}-{rng[1] - 1}"
             else:
                 span = ""
-            lines.append(f"trace: {method} {where}{span} {nbytes:,} B {seconds * 1000:.1f} ms")
+            status = f" FAILED ({error})" if error else ""
+            lines.append(f"trace: {method} {where}{span} {nbytes:,} B {seconds * 1000:.1f} ms{status}")
     t = trace_totals()
     if t is not None:
-        lines.append(f"trace: total {t['requests']} requests, {t['bytes_in']:,} B in, {t['bytes_out']:,} B out")
+        failed = f", {t['failed']} failed" if t["failed"] else ""
+        lines.append(f"trace: total {t['requests']} requests, {t['bytes_in']:,} B in, {t['bytes_out']:,} B out"
+                     f"{failed}")
     return lines
 
 
@@ -209,6 +285,14 @@ def refuse_query(url: str) -> None:
     if url_scheme(url) in ("http", "https") and "?" in url:  # an s3:// key may hold a '?'; a URL's query is not a key
         raise UsageError(f"{redact_query(url)}: URLs with a query string (presigned URLs) are not supported; "
                          "use s3://bucket/key with credentials, or --no-sign-request for a public bucket")
+
+
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s@]*@")
+
+
+def redact_userinfo(text: str) -> str:
+    """``scheme://user:password@host`` -> ``scheme://***@host`` wherever a URL appears in ``text``."""
+    return _USERINFO.sub(r"\1***@", text)
 
 
 def redact_query(url: str) -> str:

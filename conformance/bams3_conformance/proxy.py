@@ -35,6 +35,8 @@ class CountingProxy:
         #            lands upstream) but the connection drops before the response;
         #   "short": GET: the body ends early, connection closed; other methods: as "reset" with a FIN;
         #   "stall": nothing is sent for stall_seconds, then the connection closes.
+        #   "long": GET: the body goes on past its Content-Length (junk after the real bytes),
+        #           then the connection closes.
         #   "ok": passed through untouched (to space faults out).
         # fault_match, if set, limits faults to requests whose path contains it.
         # self.injected counts what was done, per kind.
@@ -160,6 +162,14 @@ class CountingProxy:
                         while self.command != "HEAD":
                             piece = resp.read(1 << 16)
                             if not piece:
+                                break
+                            if fault == "long":  # the real bytes, then junk beyond the Content-Length
+                                rest = resp.read()
+                                junk = piece + rest + b"<junk past the Content-Length>" * 64
+                                self.wfile.write(junk)
+                                sent += len(junk)
+                                self.wfile.flush()
+                                self.close_connection = True
                                 break
                             if fault in ("reset", "short"):  # half the body, then the connection goes
                                 piece = piece[: max(1, len(piece) // 2)]

@@ -25,7 +25,7 @@ from obstore.store import from_url
 
 import bams3
 from bams3.errors import DatasetError, StorageError, UsageError
-from bams3.storage import ObstoreStore
+from bams3.storage import ObstoreStore, redact_userinfo
 
 _BACKOFF = {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=5), "base": 2}
 _SECRET = re.compile(r"(X-Amz-[A-Za-z-]+|Signature|Credential|sig|token)=[^&\s]+", re.I)
@@ -71,19 +71,38 @@ def _attempts(msg: str) -> str:
     return f" after {int(m.group(2)) + 1} attempts in {float(m.group(1)):.0f} s" if m else ""
 
 
+def _status(msg: str) -> str | None:
+    """The HTTP status the server answered, as obstore reports it ("status code: 503 ..."), or None:
+    never digits found elsewhere in the message (a key such as data/…/000403)."""
+    m = re.search(r"[Ss]tatus(?: code)?: (\d{3})\b([^:,\n]*)", msg)
+    return (m.group(1) + m.group(2)).strip() if m else None
+
+
+def display_endpoint() -> str:
+    """AWS_ENDPOINT_URL as it may be shown: without a user or password in it."""
+    return redact_userinfo(os.environ.get("AWS_ENDPOINT_URL") or "S3")
+
+
 def translate(exc: BaseException, url: str, key: str) -> BaseException:
-    """Turn an obstore error into something a user can act on (never echoing credentials)."""
+    """Turn an obstore error into one line a user can act on, naming the object and the cause
+    (never echoing credentials)."""
+    from obstore import exceptions as oe
+
     msg = str(exc)
     tried = _attempts(msg)
+    status = _status(msg)
+    code = status[:3] if status else None
+    where = f"{url}: {key}" if key else url
     if "NoSuchBucket" in msg:
         return StorageError(f"{url}: the bucket does not exist (check its name and AWS_REGION)")
     if isinstance(exc, FileNotFoundError):
         return exc
-    if any(s in msg for s in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken")):
-        return StorageError(f"{url}: the credentials were rejected; check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
+    if isinstance(exc, oe.UnauthenticatedError) or code == "401" or any(
+            s in msg for s in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken")):
+        return StorageError(f"{where}: the credentials were rejected; check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
                             "(or AWS_SESSION_TOKEN), or use --no-sign-request for a public bucket")
-    if "AccessDenied" in msg or "403" in msg:
-        return StorageError(f"{url}: access denied to {key}; check the credentials' permissions on this bucket")
+    if isinstance(exc, oe.PermissionDeniedError) or code == "403" or "<Code>AccessDenied</Code>" in msg:
+        return StorageError(f"{where}: access denied; check the credentials' permissions on this bucket")
     if "credential" in msg.lower() or "NoCredentials" in msg:
         return StorageError(f"{url}: no credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
                             "(or AWS_PROFILE), or pass --no-sign-request for a public bucket")
@@ -91,17 +110,16 @@ def translate(exc: BaseException, url: str, key: str) -> BaseException:
         limit = settings()["timeout"]
         return StorageError(f"{url}: no answer for {key} within {limit:g} s{tried}; check the network, "
                             "or allow more time with BAMS3_TIMEOUT=SECONDS")
-    if any(s in msg.lower() for s in ("connection refused", "dns error", "error sending request", "timed out",
-                                      "connect", "tcp")):
+    if status is None and any(s in msg.lower() for s in ("connection refused", "dns error", "error sending request",
+                                                          "timed out", "connect", "tcp")):
         if url.lower().startswith("s3://"):
-            endpoint = os.environ.get("AWS_ENDPOINT_URL") or "S3"
-            return StorageError(f"{url}: cannot reach {endpoint}{tried}; check the network and AWS_ENDPOINT_URL")
-        return StorageError(f"{url}: cannot reach the server{tried}; check the network and the URL")
-    status = re.search(r"status code: (\d{3}[^:,\n]*)", msg)
+            return StorageError(f"{url}: cannot reach {display_endpoint()}{tried} (for {key}); check the network "
+                                "and AWS_ENDPOINT_URL")
+        return StorageError(f"{url}: cannot reach the server{tried} (for {key}); check the network and the URL")
     if status:
-        return StorageError(f"{url}: the server answered {status.group(1).strip()} for {key}{tried}; "
+        return StorageError(f"{where}: the server answered {status}{tried}; "
                             "try again later (AWS_MAX_ATTEMPTS=N retries more)")
-    return StorageError(f"{url}: storage request for {key} failed{tried} ({_clean(msg)})")
+    return StorageError(f"{where}: the storage request failed{tried} ({_clean(msg)})")
 
 
 class CloudStore(ObstoreStore):
@@ -127,6 +145,14 @@ class CloudStore(ObstoreStore):
 
     def get_ranges(self, key, ranges):
         return self._guard(super().get_ranges, key, ranges)
+
+    def head(self, key):
+        return self._guard(super().head, key)
+
+    def put_if(self, key, data, *, expect):
+        if self.read_only:
+            raise StorageError(f"{self.url} is read-only (HTTP); write to s3://, gs://, az:// or a path instead")
+        return self._guard(lambda k: super(CloudStore, self).put_if(k, data, expect=expect), key)
 
     def stream(self, key, piece=8 << 20):
         it = super().stream(key, piece)
@@ -155,7 +181,11 @@ class CloudStore(ObstoreStore):
         return self._guard(super().delete, key)
 
     def size(self, key):
-        return self._guard(super().size, key)
+        meta = self.head(key)
+        return None if meta is None else meta["size"]
+
+    def list_dirs(self, prefix=""):
+        return self._guard(lambda p: super(CloudStore, self).list_dirs(p), prefix)
 
 
 def _profile_config() -> dict:
@@ -193,16 +223,54 @@ def _profile_config() -> dict:
     return out
 
 
+def split_url(url: str) -> tuple[str, str, str]:
+    """``(scheme, bucket, prefix)`` of ``s3://bucket/prefix`` (gs://, az:// alike), the prefix taken
+    verbatim: ``?``, ``#`` and ``%`` are parts of object keys, never a URL's query, fragment or
+    escapes, so distinct names never meet in one key. Empty, ``.`` and ``..`` segments are
+    refused (object_store would fold them, and two names would meet)."""
+    scheme, rest = url.split("://", 1)
+    bucket, _, prefix = rest.partition("/")
+    if prefix.endswith("/"):
+        prefix = prefix[:-1]
+    if not bucket:
+        raise UsageError(f"{redact_userinfo(url)}: no bucket name")
+    if prefix and any(seg in ("", ".", "..") for seg in prefix.split("/")):
+        raise UsageError(f"{redact_userinfo(url)}: empty, '.' or '..' segments are not allowed in an object key")
+    return scheme.lower(), bucket, prefix
+
+
+def check_endpoint(endpoint: str, what: str = "AWS_ENDPOINT_URL") -> None:
+    """An endpoint must be an http(s) URL with a host; anything else is one line (exit 2),
+    not a panic inside the HTTP client."""
+    from urllib.parse import urlsplit
+
+    try:
+        u = urlsplit(endpoint)
+        ok = u.scheme in ("http", "https") and bool(u.hostname) and not any(c.isspace() for c in endpoint)
+        u.port  # raises on a bad port
+    except ValueError:
+        ok = False
+    if not ok:
+        raise UsageError(f"{what} {redact_userinfo(endpoint)!r} is not an http:// or https:// URL with a host "
+                         "(e.g. http://127.0.0.1:9000)")
+
+
 def open_cloud(url: str, create: bool = False):
+    from obstore.store import AzureStore, GCSStore, S3Store
+
     scheme = url.split("://", 1)[0].lower()
     if create and scheme in ("http", "https"):
-        raise StorageError(f"{url} is read-only (HTTP); write to s3://, gs://, az:// or a path instead")
+        raise StorageError(f"{redact_userinfo(url)} is read-only (HTTP); write to s3://, gs://, az:// or a path "
+                           "instead")
     conf = settings()
     options = dict(conf["client"])
     kwargs = {}
     if scheme == "s3":
         kwargs.update(_profile_config())
         endpoint = os.environ.get("AWS_ENDPOINT_URL", "") or kwargs.get("endpoint", "")
+        if endpoint:
+            check_endpoint(endpoint, "AWS_ENDPOINT_URL" if os.environ.get("AWS_ENDPOINT_URL") else
+                           "the profile's endpoint_url")
         if endpoint.startswith("http://"):
             options["allow_http"] = True
         if os.environ.get("AWS_S3_USE_ACCELERATE", "").lower() == "true" and not endpoint:
@@ -212,9 +280,16 @@ def open_cloud(url: str, create: bool = False):
     elif scheme == "http":
         options["allow_http"] = True
     try:
-        store = from_url(url.rstrip("/"), client_options=options, retry_config=conf["retry"], **kwargs)
+        if scheme in ("s3", "gs", "az"):
+            _, bucket, prefix = split_url(url)
+            cls = {"s3": S3Store, "gs": GCSStore, "az": AzureStore}[scheme]
+            store = cls(bucket, prefix=prefix or None, client_options=options, retry_config=conf["retry"], **kwargs)
+        else:
+            store = from_url(url.rstrip("/"), client_options=options, retry_config=conf["retry"], **kwargs)
+    except UsageError:
+        raise
     except Exception as exc:
-        raise DatasetError(f"cannot use {url}: {_clean(str(exc))}") from None
+        raise DatasetError(f"cannot use {redact_userinfo(url)}: {_clean(str(exc))}") from None
     return CloudStore(store, url, read_only=scheme in ("http", "https"))
 
 
