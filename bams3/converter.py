@@ -6,6 +6,7 @@ something that opens as a dataset.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -20,8 +21,10 @@ import numpy as np
 from . import __version__
 from ._threads import prefetch
 from .coverage import COVERAGE_OBJECT, DepthAccumulator
-from .errors import DatasetExistsError, InputError, StorageError, UsageError
-from .format import (CodecSpec, ChunkTable, Metadata, METADATA_KEY, QUAL_COLUMN, SEQ_COLUMN, chunk_key,
+from . import destination
+from .errors import ConflictError, DatasetExistsError, InputError, StorageError, UsageError
+from .format import (CodecSpec, ChunkTable, Metadata, METADATA_KEY, MAX_METADATA_BYTES, QUAL_COLUMN, SEQ_COLUMN,
+                     chunk_key,
                      count_slot_bp,
                      encode_chunk)
 from .inputs import STDIN, open_input, unknown_reference
@@ -100,14 +103,14 @@ def convert(
 
 def _convert_to(store, src, dst, chunk_size, workers, codecs, column_codecs, compression, force, reference, sort,
                 progress, max_chunk_raw) -> Metadata:
-    _check_destination(store, dst, force)
+    found = destination.inspect(store, dst, force)
     if sort:
         with tempfile.TemporaryDirectory(prefix="bams3-sort-") as tmp:
             sorted_path = os.path.join(tmp, "sorted.bam")
             _sort(src, sorted_path, reference, workers)
-            return _convert(sorted_path, src, store, dst, chunk_size, workers, codecs, column_codecs, compression,
-                            reference, progress, max_chunk_raw)
-    return _convert(src, src, store, dst, chunk_size, workers, codecs, column_codecs, compression, reference,
+            return _convert(sorted_path, src, store, dst, found, chunk_size, workers, codecs, column_codecs,
+                            compression, reference, progress, max_chunk_raw)
+    return _convert(src, src, store, dst, found, chunk_size, workers, codecs, column_codecs, compression, reference,
                     progress, max_chunk_raw)
 
 
@@ -138,19 +141,6 @@ def codec_plan(compression="default", codec=None, level=None, qual_codec=None, s
             codecs.append((obj, obj.default_level))
             column_codecs[column] = len(codecs) - 1
     return codecs, column_codecs
-
-
-def _check_destination(store, dst: str, force: bool) -> None:
-    if store.size(METADATA_KEY) is not None:
-        if not force:
-            raise DatasetExistsError(f"{dst} already holds a bams3 dataset; pass --force to replace it")
-        return
-    foreign = next((k for k, _ in store.list() if not k.startswith("data/")), None)
-    if foreign is not None and not force:
-        raise DatasetExistsError(
-            f"{dst} is not empty and holds no bams3 dataset (found {foreign!r}); "
-            "choose an empty destination or pass --force"
-        )
 
 
 def _sort(src: str, out: str, reference: str | None, workers: int) -> None:
@@ -194,6 +184,7 @@ class _Pipeline:
         self.limit = workers + 1
         self.rows: list[dict] = []
         self.depth = None  # a DepthAccumulator, set by the caller
+        self.ref_lengths: list[int] = []  # set by the caller
         self.next_index = 0
         self.chunk_size = chunk_size
         self.slot_bp = count_slot_bp(chunk_size) if count_slots else 0
@@ -217,7 +208,7 @@ class _Pipeline:
             blob, info = encode_chunk(batch, self.codecs, column_codecs=self.column_codecs)
         else:
             blob, info = encode_chunk(batch, self.codecs, window * self.chunk_size, self.slot_bp, self.n_slots,
-                                      column_codecs=self.column_codecs)
+                                      column_codecs=self.column_codecs, ref_length=self.ref_lengths[ref_id])
         self.store.put(chunk_key(self.prefix, index), blob)
         return {"ref_id": ref_id, "window": window, **info}
 
@@ -233,16 +224,30 @@ class _Pipeline:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _convert(path, source_name, store, dst, chunk_size, workers, codecs, column_codecs, compression, reference,
-             progress, max_chunk_raw) -> Metadata:
-    inp = open_input(path, reference=reference, threads=workers)
+def _convert(path, source_name, store, dst, found, chunk_size, workers, codecs, column_codecs, compression,
+             reference, progress, max_chunk_raw) -> Metadata:
+    prefix = f"data/{secrets.token_hex(6)}/"
+    try:  # the run marks its prefix as its own before writing anything else there
+        store.put(destination.run_marker(prefix), json.dumps(
+            {"bams3_run": prefix, "created_by": f"bams3 {__version__}", "source": os.path.basename(source_name)}
+        ).encode() + b"\n")
+        inp = open_input(path, reference=reference, threads=workers)
+    except BaseException:
+        _delete_prefix(store, prefix)
+        raise
+    try:
+        _check_header(inp.header, source_name)
+    except BaseException:
+        inp.close()
+        _delete_prefix(store, prefix)
+        raise
     header = inp.header
     n_refs = len(header.references)
-    prefix = f"data/{secrets.token_hex(6)}/"
     pipe = _Pipeline(store, prefix, codecs, column_codecs, workers, chunk_size,
                      count_slots=PROFILES[compression]["count_slots"])
     stats = StatsAccumulator(n_refs)
     pipe.depth = DepthAccumulator(header.references)
+    pipe.ref_lengths = [int(length) for _, length in header.references]
     pending: list[RecordBatch] = []
     pending_key = None
     pending_bytes = 0
@@ -330,7 +335,7 @@ def _convert(path, source_name, store, dst, chunk_size, workers, codecs, column_
         table_frame = meta.external_chunks()
         if table_frame is not None:
             store.put(meta.chunks_key, table_frame)
-        publish(store, dst, meta.to_json())
+        publish(store, dst, meta.to_json(), found.version)
     except BaseException as exc:
         reader.close()
         pipe.abort()
@@ -348,11 +353,31 @@ def _convert(path, source_name, store, dst, chunk_size, workers, codecs, column_
                 raise InputError(f"{source_name}: {exc}") from None
         raise
     inp.close()
-    # Remove chunks of replaced datasets and of interrupted earlier runs.
-    for key, _ in list(store.list("data/")):
-        if not key.startswith(prefix):
-            store.delete(key)
+    # Remove the replaced dataset's run and the runs already there when this one started (interrupted,
+    # or started earlier: their conditional publish can no longer succeed). Nothing else.
+    for old in ([found.replaced_prefix] if found.replaced_prefix else []) + list(found.leftovers):
+        if old != prefix:
+            try:
+                _delete_prefix(store, old, quiet=False)
+            except Exception as exc:  # the dataset is published; what is left is only garbage
+                print(f"bams3: warning: published {dst}, but could not remove the replaced objects under {old} "
+                      f"({exc}); `bams3 verify` lists them", file=sys.stderr)
     return meta
+
+
+def _check_header(header, source_name: str) -> None:
+    """Refuse what samtools refuses and what no reader could answer: a reference named twice
+    (a region on it would mean one of them, silently), and a header too large for metadata."""
+    seen: dict[str, int] = {}
+    for i, (name, _) in enumerate(header.references):
+        if name in seen:
+            raise InputError(f"{source_name}: the header names reference {name!r} twice (@SQ {seen[name] + 1} and "
+                             f"{i + 1}); samtools refuses such a file too")
+        seen[name] = i
+    size = len(header.text.encode("utf-8", "surrogateescape")) + sum(len(n) + 16 for n, _ in header.references)
+    if size > MAX_METADATA_BYTES - (16 << 20):
+        raise InputError(f"{source_name}: the header ({size:,} bytes) is too large for a dataset's _metadata.json "
+                         f"(at most {MAX_METADATA_BYTES >> 20} MiB in all)")
 
 
 class _Unconfirmed(StorageError):
@@ -361,10 +386,13 @@ class _Unconfirmed(StorageError):
 
 class _Publish:
     """Writes _metadata.json, the one write that makes the dataset visible, and knows
-    afterwards whether the chunks may be removed. A write that fails, or is interrupted
-    (Ctrl-C, SIGTERM), may still have landed: the server stored it and the answer was
-    lost. The store is asked which, so that a published dataset never has its chunks
-    removed from under it."""
+    afterwards whether the chunks may be removed. The write is conditional (stores that
+    offer it): create-only when there was no dataset, else only over the version that
+    was there when the conversion started, so that of two conversions to one destination
+    exactly one publishes. A write that fails, or is interrupted (Ctrl-C, SIGTERM), may
+    still have landed (the server stored it and the answer was lost; a retry of such a
+    conditional write even fails its condition): the store is asked which, so that a
+    published dataset never has its chunks removed from under it."""
 
     def __init__(self):
         self.started = False
@@ -374,10 +402,16 @@ class _Publish:
     def may_remove_chunks(self) -> bool:
         return not self.started or self.landed is False
 
-    def __call__(self, store, dst: str, body: bytes) -> None:
+    def __call__(self, store, dst: str, body: bytes, expect: str | None) -> None:
+        if len(body) > MAX_METADATA_BYTES:
+            raise UsageError(f"the dataset's _metadata.json would be {len(body):,} bytes, more than readers accept "
+                             f"({MAX_METADATA_BYTES:,}); the header is too large")
         self.started = True
         try:
-            store.put(METADATA_KEY, body)
+            if getattr(store, "conditional_put", False):
+                store.put_if(METADATA_KEY, body, expect=expect)
+            else:
+                store.put(METADATA_KEY, body)
             self.landed = True
             return
         except BaseException as exc:
@@ -390,16 +424,23 @@ class _Publish:
             self.landed = None
         if isinstance(failure, (KeyboardInterrupt, SystemExit)):
             raise failure  # interrupted all the same; the chunks stay unless it did not land
+        if self.landed:
+            return  # the write landed; only its answer was lost
         if self.landed is None:
             raise _Unconfirmed(f"{failure}; writing its _metadata.json failed and whether it landed is unknown: "
                                f"check with `bams3 verify {dst}`, or convert again with --force") from None
-        if not self.landed:
-            raise failure
+        if isinstance(failure, ConflictError):
+            raise DatasetExistsError(f"another conversion published a dataset at {dst} while this one ran; "
+                                     "this one published nothing and removed what it wrote") from None
+        raise failure
 
 
-def _delete_prefix(store, prefix: str) -> None:
+def _delete_prefix(store, prefix: str, quiet: bool = True) -> None:
+    """Delete every object under ``prefix`` (a run of ours). ``quiet``: failures are ignored
+    (cleaning up after a failure that is being reported)."""
     try:
         for key, _ in list(store.list(prefix)):
             store.delete(key)
     except Exception:
-        pass
+        if not quiet:
+            raise

@@ -16,6 +16,7 @@ import numpy as np
 
 from ._threads import ordered_map
 from .errors import Bams3Error
+from .destination import run_marker
 from .format import METADATA_KEY, ChunkReader, chunk_key, decode_slots, slot_range
 
 
@@ -49,6 +50,8 @@ def verify(url: str, deep: bool = False, workers: int = 8,
     rep = Report(url)
     present = {k: size for k, size in ds.store.list("")}
     expected = {METADATA_KEY}
+    if run_marker(m.data_prefix) in present:  # written by conversions since the marker existed
+        expected.add(run_marker(m.data_prefix))
     if m.chunks_ref is not None:
         expected.add(m.chunks_key)
     if m.coverage is not None:
@@ -85,7 +88,8 @@ def verify(url: str, deep: bool = False, workers: int = 8,
         if len(blob) != int(t.nbytes[i]):
             return ("corrupt", key, f"{len(blob):,} bytes where the chunk table says {int(t.nbytes[i]):,}")
         try:
-            r = ChunkReader(blob, codecs, f"{url}/{key}", max_raw=int(t.raw_nbytes[i]))
+            r = ChunkReader(blob, codecs, f"{url}/{key}", max_raw=int(t.raw_nbytes[i]), head_crc=int(t.head_crc[i]),
+                            version=m.format_version)
             r.verify_checksums(int(t.slot_nbytes[i]) if m.count_slot_bp else 0)
             if r.n_records != int(t.n_records[i]):
                 return ("corrupt", key, "record count differs from the chunk table")
@@ -95,7 +99,7 @@ def verify(url: str, deep: bool = False, workers: int = 8,
                 size = int(t.slot_nbytes[i])
                 base = len(blob) - (j1 - j0 + 1) * size
                 decode_slots(blob[base:], 0, size, w0 + j0 * m.count_slot_bp, m.count_slot_bp, codecs[0],
-                             f"{url}/{key}", int(t.n_records[i]))
+                             f"{url}/{key}", int(t.n_records[i]), whole_crc=m.format_version >= 2)
             if not deep:
                 return ("ok", key, r.n_records, None)
             batch = r.records()

@@ -77,22 +77,22 @@ def test_interrupt_while_publishing_never_removes_the_chunks_of_a_published_data
     """Ctrl-C arrives just as _metadata.json has been written (the write returned, or its
     answer was still on its way): the converter asks the store, finds its metadata there,
     and keeps the chunks; the dataset it published stays whole."""
-    from bams3.storage import ObstoreStore
+    from bams3_local import LocalStore
 
     from .test_cli import EXAMPLE
 
-    put = ObstoreStore.put
+    put_if = LocalStore.put_if
 
-    def interrupted_put(self, key, data):
-        put(self, key, data)
+    def interrupted_put_if(self, key, data, *, expect):
+        put_if(self, key, data, expect=expect)
         if key == "_metadata.json":
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(ObstoreStore, "put", interrupted_put)
+    monkeypatch.setattr(LocalStore, "put_if", interrupted_put_if)
     dest = tmp_path / "d"
     with pytest.raises(KeyboardInterrupt):
         bams3.convert(EXAMPLE, str(dest), chunk_size="256K")
-    monkeypatch.setattr(ObstoreStore, "put", put)
+    monkeypatch.setattr(LocalStore, "put_if", put_if)
     from bams3.verify import verify
 
     assert verify(str(dest), deep=True).ok

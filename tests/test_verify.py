@@ -11,6 +11,7 @@ import sys
 import pytest
 
 import bams3
+from bams3.format import encode_metadata
 
 from .test_cli import EXAMPLE
 
@@ -36,7 +37,7 @@ def test_a_good_dataset_verifies_deeply(ds):
     rc, rep, _ = _verify(ds, "--deep")
     assert rc == 0 and rep["ok"] and rep["stats_match"] is True
     assert rep["records"] == bams3.open(str(ds)).stats["n_records"]
-    assert rep["objects"] == len(_chunks(ds)) + 2  # chunks, coverage, _metadata.json
+    assert rep["objects"] == len(_chunks(ds)) + 3  # chunks, coverage, the run marker, _metadata.json
 
 
 def test_missing_extra_and_corrupt_objects_are_named(ds):
@@ -60,7 +61,7 @@ def test_missing_extra_and_corrupt_objects_are_named(ds):
 def test_deep_finds_statistics_that_do_not_add_up(ds):
     meta = json.loads((ds / "_metadata.json").read_text())
     meta["stats"]["flagstat"]["duplicates"][0] += 1
-    (ds / "_metadata.json").write_text(json.dumps(meta))
+    (ds / "_metadata.json").write_bytes(encode_metadata(meta))
     assert _verify(ds)[0] == 0  # objects are all intact
     rc, rep, _ = _verify(ds, "--deep")
     assert rc == 1 and rep["stats_match"] is False
