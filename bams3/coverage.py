@@ -23,8 +23,10 @@ _RCONS = np.zeros(16, dtype=np.int64)
 _RCONS[[0, 2, 3, 7, 8]] = 1
 
 
-def chunk_depth(core: np.ndarray, cigar: np.ndarray, bin_bp: int = COVERAGE_BIN) -> tuple[int, np.ndarray]:
-    """The depth sums of one chunk's records (all on one reference): (first bin, sums per bin from it)."""
+def chunk_depth(core: np.ndarray, cigar: np.ndarray, bin_bp: int = COVERAGE_BIN,
+                ref_length: int | None = None) -> tuple[int, np.ndarray]:
+    """The depth sums of one chunk's records (all on one reference): (first bin, sums per bin from it).
+    Bases at or past ``ref_length`` are not counted: depth is of the reference's positions."""
     ops = cigar.view("<u4")
     n_ops = core["n_cigar_op"].astype(np.int64)
     keep = ((core["flag"] & EXCLUDE_FLAGS) == 0) & (core["refid"] >= 0) & (core["pos"] >= 0)
@@ -42,6 +44,10 @@ def chunk_depth(core: np.ndarray, cigar: np.ndarray, bin_bp: int = COVERAGE_BIN)
     sel = _ALIGNED[optype] & keep[rec]
     s = core["pos"].astype(np.int64)[rec[sel]] + rcum[sel] - base[rec[sel]]
     e = s + np.maximum(oplen[sel], 1)  # samtools depth counts a zero-length match as one base
+    if ref_length is not None:
+        e = np.minimum(e, ref_length)
+        inside = e > s
+        s, e = s[inside], e[inside]
     if not len(s):
         return 0, np.zeros(0, dtype=np.int64)
     b0, b1 = s // bin_bp, (e - 1) // bin_bp
@@ -77,8 +83,8 @@ class DepthAccumulator:
         a, b = first_bin, min(first_bin + len(sums), n)
         if b > a:
             self.sums[self.offsets[ref_id] + a : self.offsets[ref_id] + b] += sums[: b - a]
-        if first_bin + len(sums) > n:  # bases past the reference's end: count them in its last bin
-            self.sums[self.offsets[ref_id] + n - 1] += int(sums[b - a :].sum())
+        if first_bin + len(sums) > n and sums[b - a :].any():
+            raise ValueError("depth past the reference's end")  # chunk_depth clips at the end: never
 
     def encode(self) -> bytes:
         return zstandard.ZstdCompressor(level=19).compress(

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import builtins
 import os
-import secrets
-from collections.abc import Iterable, Iterator, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
 
+import attrs
 import numpy as np
 
+from . import __version__
 from ._threads import ordered_map
 from .errors import DatasetError, InputError, PluginError
-from .format import METADATA_KEY, ChunkReader, Metadata, chunk_key, decode_slots, slot_range
+from .format import MAX_METADATA_BYTES, METADATA_KEY, ChunkReader, Metadata, chunk_key, decode_slots, slot_range
 from .plugins import get_registry
 from .records import Header, RecordBatch
 from .region import POS_MAX, Region, read_bed
@@ -36,12 +39,14 @@ class Dataset:
         self.header = Header(meta.header_text, meta.references)
         self._codecs = None
         self._depth = None  # binned depth, fetched on first use
+        self._ref_spans = None  # per reference, its chunks' index range
+        self._names = None  # reference name -> index
 
     @classmethod
     def open(cls, url: str, workers: int = DEFAULT_WORKERS) -> Dataset:
         store = open_store(url)
         try:
-            data = store.get(METADATA_KEY)
+            data = _read_metadata(store, url)
         except FileNotFoundError:
             raise DatasetError(
                 f"no bams3 dataset at {url} (no {METADATA_KEY}; create one with `bams3 convert in.bam {url}`)"
@@ -128,11 +133,17 @@ class Dataset:
             self._codecs = out
         return self._codecs
 
+    @property
+    def _name_index(self) -> dict[str, int]:
+        if self._names is None:
+            self._names = {name: i for i, (name, _) in enumerate(self.meta.references)}
+        return self._names
+
     def region(self, text: str | Region) -> Region:
-        return text if isinstance(text, Region) else Region.parse(text, self.meta.references)
+        return text if isinstance(text, Region) else Region.parse(text, self.meta.references, self._name_index)
 
     def bed(self, path: str) -> list[Region]:
-        return read_bed(path, self.meta.references)
+        return read_bed(path, self.meta.references, self._name_index)
 
     # ------------------------------------------------------------------ chunks
     def _reader(self, index: int, prefix_only: bool = False) -> ChunkReader:
@@ -150,7 +161,8 @@ class Dataset:
         want = int(t.count_nbytes[index] if prefix_only else t.nbytes[index])
         if len(blob) != want:
             raise DatasetError(f"{self.url}: chunk {key} has the wrong size; the dataset is damaged")
-        reader = ChunkReader(blob, self.codecs, f"{self.url}/{key}", max_raw=int(t.raw_nbytes[index]))
+        reader = ChunkReader(blob, self.codecs, f"{self.url}/{key}", max_raw=int(t.raw_nbytes[index]),
+                             head_crc=int(t.head_crc[index]), version=self.meta.format_version)
         if reader.n_records != t.n_records[index]:
             raise DatasetError(f"{self.url}: chunk {key} does not match the chunk table; the dataset is damaged")
         if not prefix_only:
@@ -161,7 +173,18 @@ class Dataset:
         t = self.chunks
         if tid < 0:
             return np.flatnonzero(t.ref_id == -1)
-        return np.flatnonzero((t.ref_id == tid) & (t.min_pos < end) & (t.max_end > beg))
+        lo, hi = self._ref_span(tid)
+        sub = slice(lo, hi)
+        return lo + np.flatnonzero((t.min_pos[sub] < end) & (t.max_end[sub] > beg))
+
+    def _ref_span(self, tid: int) -> tuple[int, int]:
+        """The chunk indexes [lo, hi) of a reference (chunks are in reference order)."""
+        if self._ref_spans is None:
+            ref = self.chunks.ref_id
+            placed = np.where(ref < 0, np.iinfo(np.int64).max, ref)
+            tids = np.arange(len(self.meta.references))
+            self._ref_spans = (np.searchsorted(placed, tids, "left"), np.searchsorted(placed, tids, "right"))
+        return int(self._ref_spans[0][tid]), int(self._ref_spans[1][tid])
 
     def _inside(self, index: int, ivs) -> bool:
         """Every record of the chunk starts inside one interval (so all of them overlap it)."""
@@ -169,34 +192,28 @@ class Dataset:
         lo, hi = int(t.min_pos[index]), int(t.max_pos[index])
         return any(lo >= b and hi < e for b, e in ivs)
 
-    @staticmethod
-    def _merge(regions: Sequence[Region]) -> dict[int, list[tuple[int, int]]]:
-        by_tid: dict[int, list[tuple[int, int]]] = {}
-        for r in regions:
-            by_tid.setdefault(r.tid, []).append((r.beg, r.end))
-        for tid, ivs in by_tid.items():
-            ivs.sort()
-            merged = [list(ivs[0])]
-            for b, e in ivs[1:]:
-                if b <= merged[-1][1]:
-                    merged[-1][1] = max(merged[-1][1], e)
-                else:
-                    merged.append([b, e])
-            by_tid[tid] = [(b, e) for b, e in merged]
-        return by_tid
-
-    def _plan(self, regions: Sequence[Region], union: bool) -> list[tuple[int, tuple[tuple[int, int], ...]]]:
-        """(chunk index, intervals to keep) in output order."""
-        plan = []
-        if union:
-            merged = self._merge(regions)
+    def _plan(self, sel: Selection) -> list[tuple[int, tuple, tuple | None]]:
+        """(chunk index, intervals, filter intervals or None) in output order: a record of the
+        chunk is output when it overlaps one of the intervals and (with a filter) one of the filter's."""
+        plan: list = []
+        if sel.multi:
+            merged = _merge([(r.tid, r.beg, r.end) for r in sel.regions]) if sel.regions else None
+            if sel.bed is not None:
+                bed = _merge([(r.tid, r.beg, r.end) for r in sel.bed if r.tid >= 0])
+                merged = bed if merged is None else _intersect(merged, bed)
             for tid in sorted(merged, key=lambda t: (t < 0, t)):
-                ivs = merged[tid]
+                ivs = tuple(merged[tid])
                 idx = np.unique(np.concatenate([self._candidates(tid, b, e) for b, e in ivs]))
-                plan += [(int(i), tuple(ivs)) for i in idx]
-        else:
-            for r in regions:
-                plan += [(int(i), ((r.beg, r.end),)) for i in self._candidates(r.tid, r.beg, r.end)]
+                plan += [(int(i), ivs, None) for i in idx]
+            return plan
+        bed = _merge([(r.tid, r.beg, r.end) for r in sel.bed if r.tid >= 0]) if sel.bed is not None else None
+        for r in sel.regions:
+            filt = None
+            if bed is not None:
+                filt = tuple(bed.get(r.tid, ()))
+                if not filt:
+                    continue
+            plan += [(int(i), ((r.beg, r.end),), filt) for i in self._candidates(r.tid, r.beg, r.end)]
         return plan
 
     def _regions(self, regions) -> list[Region]:
@@ -206,36 +223,59 @@ class Dataset:
             regions = [regions]
         return [self.region(r) for r in regions]
 
-    # ------------------------------------------------------------------ count
-    def count(self, regions: str | Region | Iterable[str | Region] | None = None, union: bool = False) -> int:
-        """Records overlapping the region(s), as ``samtools view -c`` counts them.
-
-        Several regions are counted one after another (a record in two regions
-        counts twice), like samtools; ``union=True`` counts each record once
-        (``samtools view -c -L regions.bed``). No region: every record.
-        """
+    def selection(self, regions=None, *, bed=None, multi: bool = False, union: bool | None = None) -> Selection:
+        """What a query asks for, as ``samtools view`` reads it: REGIONs (texts or Regions), a BED
+        file's intervals (``-L``: a path or Regions) and ``-M``. ``union`` is the old name of ``multi``."""
+        if union is not None:
+            multi = multi or union
         rs = self._regions(regions)
+        if isinstance(bed, (str, os.PathLike)):
+            bed = self.bed(os.fspath(bed))
+        elif bed is not None:
+            bed = [self.region(r) for r in bed]
+        return Selection(tuple(rs), None if bed is None else tuple(bed), bool(multi))
+
+    # ------------------------------------------------------------------ count
+    def count(self, regions: str | Region | Iterable[str | Region] | None = None, union: bool | None = None, *,
+              bed=None, multi: bool = False) -> int:
+        """Records as ``samtools view -c`` counts them.
+
+        Several regions are counted one after another (a record in two regions counts twice),
+        as samtools does; ``multi=True`` (``-M``) counts each record once. ``bed`` (``-L``) keeps
+        only records that also overlap one of its intervals (with ``multi``: records overlapping
+        the intersection of the regions and the BED). No region and no BED: every record.
+        """
+        sel = regions if isinstance(regions, Selection) else self.selection(regions, bed=bed, multi=multi,
+                                                                             union=union)
         t = self.chunks
-        if not rs:
+        if not sel.regions and sel.bed is None:
             return int(self.meta.stats["n_records"])
+        if not sel.regions:
+            sel = attrs.evolve(sel, multi=True)
         total = 0
         edges = []
-        for index, ivs in self._plan(rs, union):
-            if t.ref_id[index] < 0 or self._inside(index, ivs):
+        for index, ivs, filt in self._plan(sel):
+            if t.ref_id[index] < 0 and filt is None or self._inside(index, ivs) and (
+                    filt is None or self._inside(index, filt)):
                 total += int(t.n_records[index])
             else:
-                edges.append((index, ivs))
+                edges.append((index, ivs, filt))
+        positions = _Shared(lambda index: self._reader(index, prefix_only=True).positions(),
+                            [e[0] for e in edges], lambda v: v[0].nbytes * 2)
 
         def count_edge(item):
-            index, ivs = item
-            if len(ivs) == 1 and t.slot_nbytes[index] and self.meta.count_slot_bp:
+            k, (index, ivs, filt) = item
+            if filt is None and len(ivs) == 1 and t.slot_nbytes[index] and self.meta.count_slot_bp:
                 n = self._count_with_slots(index, *ivs[0])
                 if n is not None:
                     return n
-            pos, span = self._reader(index, prefix_only=True).positions()
-            return int(np.count_nonzero(_overlap_mask(pos, span, ivs)))
+            pos, span = positions.get(k, index)
+            mask = _overlap_mask(pos, span, ivs)
+            if filt is not None:
+                mask &= _overlap_mask(pos, span, filt)
+            return int(np.count_nonzero(mask))
 
-        total += sum(ordered_map(count_edge, edges, self.workers))
+        total += sum(ordered_map(count_edge, enumerate(edges), self.workers))
         return total
 
     def _count_with_slots(self, index: int, beg: int, end: int) -> int | None:
@@ -267,7 +307,8 @@ class Dataset:
             raise DatasetError(f"{self.url}: chunk {key} is missing; the dataset is incomplete or damaged") from None
         if base < 0 or len(blob) != (last - first + 1) * size:
             raise DatasetError(f"{self.url}: chunk {key} has the wrong size; the dataset is damaged")
-        slots = decode_slots(blob, first, size, w0 + j0 * slot_bp, slot_bp, self.codecs[0], f"{self.url}/{key}", n)
+        slots = decode_slots(blob, first, size, w0 + j0 * slot_bp, slot_bp, self.codecs[0], f"{self.url}/{key}", n,
+                             whole_crc=m.format_version >= 2)
 
         def below(x: int, j: int) -> int:  # records with pos < x
             n_before, _, pos, _ = slots[j - first]
@@ -284,29 +325,40 @@ class Dataset:
         return total
 
     # ------------------------------------------------------------------ records
-    def batches(
-        self, regions: str | Region | Iterable[str | Region] | None = None, union: bool = False
-    ) -> Iterator[RecordBatch]:
-        """Raw record batches for the region(s) in samtools' order (all records when None)."""
-        rs = self._regions(regions)
+    def batches(self, regions: str | Region | Iterable[str | Region] | None = None, union: bool | None = None, *,
+                bed=None, multi: bool = False) -> Iterator[RecordBatch]:
+        """Raw record batches in samtools' order, selected as :meth:`count` counts them."""
+        sel = regions if isinstance(regions, Selection) else self.selection(regions, bed=bed, multi=multi,
+                                                                             union=union)
         t = self.chunks
-        if rs:
-            plan = self._plan(rs, union)
+        if not sel.regions and sel.bed is None:
+            plan = [(i, ((-1, POS_MAX),), None) for i in range(len(t))]
         else:
-            plan = [(i, ((-1, POS_MAX),)) for i in range(len(t))]
+            plan = self._plan(sel if sel.regions else attrs.evolve(sel, multi=True))
+        everything = not sel.regions and sel.bed is None
+
+        def decode(index):
+            reader = self._reader(index)
+            batch = reader.records()
+            pos, span = reader.positions()
+            return batch, pos, span
+
+        shared = _Shared(decode, [p[0] for p in plan], lambda v: v[0].nbytes)
 
         def load(item):
-            index, ivs = item
-            reader = self._reader(index)
-            if not rs or t.ref_id[index] < 0 or self._inside(index, ivs):
-                return reader.records()
-            pos, span = reader.positions()
+            k, (index, ivs, filt) = item
+            if everything or (t.ref_id[index] < 0 and filt is None) or self._inside(index, ivs) and (
+                    filt is None or self._inside(index, filt)):
+                return shared.get(k, index)[0]
+            batch, pos, span = shared.get(k, index)
             mask = _overlap_mask(pos, span, ivs)
+            if filt is not None:
+                mask &= _overlap_mask(pos, span, filt)
             if not mask.any():
                 return None
-            return reader.records().select(mask)
+            return batch if mask.all() else batch.select(mask)
 
-        for batch in ordered_map(load, plan, self.workers):
+        for batch in ordered_map(load, enumerate(plan), self.workers):
             if batch is not None and len(batch):
                 yield batch
 
@@ -316,17 +368,23 @@ class Dataset:
 
         return records_via_htslib(self.header, self.batches(regions, union))
 
-    def write(self, out, regions=None, *, format: str = "sam", union: bool = False, options: dict | None = None,
-              limit: int | None = None):
-        """Write the records of the region(s) to ``out`` (a binary file) in an output format.
+    def write(self, out, regions=None, *, format: str = "sam", union: bool | None = None, bed=None,
+              multi: bool = False, options: dict | None = None, limit: int | None = None, pg: str | None = None):
+        """Write the records (selected as :meth:`count` counts them) to ``out`` (a binary file) in
+        an output format.
 
         ``limit``: at most this many records. ``options`` go to the format (e.g. ``{"header": True}``).
+        ``pg``: a command line to record in an @PG line added to the header, as samtools does
+        (None: the header is written untouched).
         """
         fmt = get_registry().output_format(format)
-        batches = self.batches(regions, union)
+        sel = regions if isinstance(regions, Selection) else self.selection(regions, bed=bed, multi=multi,
+                                                                             union=union)
+        batches = self.batches(sel)
         if limit is not None:
             batches = _first(batches, limit)
-        writer = fmt.open(out, self.header, dict(options or {}))
+        header = self.header if pg is None else self.header.with_pg("bams3", __version__, pg)
+        writer = fmt.open(out, header, dict(options or {}))
         try:
             for batch in batches:
                 writer.write(batch)
@@ -337,26 +395,43 @@ class Dataset:
             raise
         writer.close()
 
-    def to_bam(self, path: str, region=None, *, index: bool = False, threads: int = 2, level: int = 6) -> None:
-        """Write the records (of a region) as a BAM file, through a temporary name."""
-        directory = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(directory):
-            raise InputError(f"cannot write {path}: directory {directory} does not exist")
-        tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
-        try:
-            with builtins.open(tmp, "wb") as f:
-                self.write(f, region, format="bam", options={"threads": threads, "level": level})
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
-        if index:
-            import pysam
+    def to_bam(self, path: str, region=None, *, index: bool = False, threads: int = 2, level: int = 6,
+               pg: str | None = None) -> None:
+        """Write the records (of a region) as a BAM file: ``-`` is standard output; an existing
+        link, FIFO or device is written in place; a regular file or new path goes through a
+        temporary name, renamed when complete (see :mod:`bams3.output`). ``index``: also
+        ``path.bai``."""
+        from .output import Output
 
-            pysam.index(path)
+        out = Output(path)
+        with out as f:
+            self.write(f, region, format="bam", options={"threads": threads, "level": level}, pg=pg)
+            if index:
+                import pysam
+
+                f.flush()
+                pysam.index(out.name, out.companion(".bai"))
+
+
+_METADATA_FIRST_READ = 1 << 20
+
+
+def _read_metadata(store, url: str) -> bytes:
+    """_metadata.json in one read when it is under 1 MiB (nearly always); a larger one is sized
+    first and refused beyond MAX_METADATA_BYTES without being read."""
+    data = store.get_range(METADATA_KEY, 0, _METADATA_FIRST_READ)
+    if len(data) < _METADATA_FIRST_READ:
+        return data
+    size = store.size(METADATA_KEY)
+    if size is None:
+        raise FileNotFoundError(METADATA_KEY)
+    if size > MAX_METADATA_BYTES:
+        raise DatasetError(f"{url}: _metadata.json is {size:,} bytes, more than bams3 reads "
+                           f"({MAX_METADATA_BYTES >> 20} MiB); it is not a dataset's metadata")
+    rest = store.get_range(METADATA_KEY, len(data), size + 1)
+    if len(data) + len(rest) != size:
+        raise DatasetError(f"{url}: _metadata.json changed while it was read; try again")
+    return data + rest
 
 
 def _first(batches: Iterable[RecordBatch], n: int) -> Iterator[RecordBatch]:
@@ -368,6 +443,114 @@ def _first(batches: Iterable[RecordBatch], n: int) -> Iterator[RecordBatch]:
             b = b.slice(0, left)
         left -= len(b)
         yield b
+
+
+@attrs.frozen
+class Selection:
+    """What a query selects (see :meth:`Dataset.count`): regions in order, BED intervals
+    (``-L``; None: no BED) and ``-M``."""
+
+    regions: tuple[Region, ...] = ()
+    bed: tuple[Region, ...] | None = None
+    multi: bool = False
+
+
+def _merge(items) -> dict[int, list[tuple[int, int]]]:
+    """Per reference, the union of (tid, beg, end) intervals as sorted, disjoint intervals.
+    Intervals that touch are merged (samtools merges adjacent BED intervals too)."""
+    by_tid: dict[int, list[tuple[int, int]]] = {}
+    for tid, b, e in items:
+        by_tid.setdefault(tid, []).append((b, e))
+    for tid, ivs in by_tid.items():
+        ivs.sort()
+        merged = [list(ivs[0])]
+        for b, e in ivs[1:]:
+            if b <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], e)
+            else:
+                merged.append([b, e])
+        by_tid[tid] = [(b, e) for b, e in merged]
+    return by_tid
+
+
+def _intersect(a: dict, b: dict) -> dict[int, list[tuple[int, int]]]:
+    """Per reference, the intersection of two sets of sorted, disjoint intervals."""
+    out = {}
+    for tid in a.keys() & b.keys():
+        x, y, i, j, res = a[tid], b[tid], 0, 0, []
+        while i < len(x) and j < len(y):
+            lo, hi = max(x[i][0], y[j][0]), min(x[i][1], y[j][1])
+            if lo < hi:
+                res.append((lo, hi))
+            if x[i][1] < y[j][1]:
+                i += 1
+            else:
+                j += 1
+        if res:
+            out[tid] = res
+    return out
+
+
+class _Shared:
+    """Decoded chunks shared by the plan items that need the same chunk (many regions in one
+    chunk): each is fetched and decoded once while later items still need it, within a memory
+    budget (beyond it, a chunk is decoded again when needed). Thread-safe; loads of one chunk
+    at once wait for each other."""
+
+    BUDGET = 256 << 20
+
+    def __init__(self, load, plan_indexes: list[int], size):
+        self._load = load
+        self._size = size
+        self._last = {}
+        for k, index in enumerate(plan_indexes):
+            self._last[index] = k
+        self._repeats = len(self._last) < len(plan_indexes)
+        self._lock = threading.Lock()
+        self._cache: OrderedDict = OrderedDict()  # index -> Future
+        self._bytes = 0
+        self._sizes: dict[int, int] = {}
+
+    def get(self, k: int, index: int):
+        if not self._repeats:
+            return self._load(index)
+        with self._lock:
+            fut = self._cache.get(index)
+            owner = fut is None
+            if owner:
+                fut = self._cache[index] = Future()
+            else:
+                self._cache.move_to_end(index)
+        if owner:
+            try:
+                value = self._load(index)
+            except BaseException as exc:
+                with self._lock:
+                    self._cache.pop(index, None)
+                fut.set_exception(exc)
+                raise
+            fut.set_result(value)
+            with self._lock:
+                if index in self._cache:
+                    self._sizes[index] = self._size(value)
+                    self._bytes += self._sizes[index]
+                self._evict()
+        value = fut.result()
+        if k >= self._last[index]:
+            with self._lock:
+                self._drop(index)
+        return value
+
+    def _drop(self, index: int) -> None:
+        if self._cache.pop(index, None) is not None:
+            self._bytes -= self._sizes.pop(index, 0)
+
+    def _evict(self) -> None:
+        for index in list(self._cache):
+            if self._bytes <= self.BUDGET:
+                return
+            if self._cache[index].done():
+                self._drop(index)
 
 
 def _overlap_mask(pos: np.ndarray, span: np.ndarray, ivs) -> np.ndarray:

@@ -6,6 +6,7 @@ All (de)serialisation of the format lives here; docs/format.md is the spec.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 import struct
@@ -21,8 +22,14 @@ from .errors import DatasetError, InputError
 from .records import CORE, RecordBatch, assemble, reference_span, segment_lengths, split_columns
 
 FORMAT_NAME = "bams3"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# v2: _metadata.json carries a SHA-256 of its content; the chunk table records a CRC32 of each
+# chunk's header and column directory (head_crc); a count slot's CRC32 covers its header too.
+# v1 datasets (none of these) are still read.
 METADATA_KEY = "_metadata.json"
+# Readers fetch at most this much of _metadata.json and refuse a larger one; writers refuse to
+# write one (a header of about 5 million @SQ lines).
+MAX_METADATA_BYTES = 256 << 20
 CHUNK_MAGIC = b"B3CHUNK\x01"
 _CHUNK_HEAD = struct.Struct("<8sII")  # magic, n_columns, n_records
 _DIR_ENTRY = struct.Struct("<BBHIQQ")  # column id, codec index, flags, crc32, stored, raw
@@ -85,13 +92,14 @@ CHUNK_FIELDS = (
     "count_nbytes",  # bytes from the start of the object through the span column
     "raw_nbytes",  # uncompressed BAM record bytes
     "slot_nbytes",  # size of each count slot at the end of the object; 0 = no count slots
+    "head_crc",  # CRC32 of the chunk's header and column directory (v2; -1 in v1 tables)
 )
 # Readers refuse larger chunks: writers cap a chunk's raw records at 4 MiB (one record may go
 # beyond), and a BAM record is at most 256 MiB (inputs.MAX_RECORD). Every allocation and
 # decompression a chunk causes is capped by these recorded sizes.
 MAX_CHUNK_RAW_BYTES = 1 << 30
 MAX_CHUNK_BYTES = 1 << 31
-OPTIONAL_CHUNK_FIELDS = {"slot_nbytes": 0}  # absent in datasets written before they existed
+OPTIONAL_CHUNK_FIELDS = {"slot_nbytes": 0, "head_crc": -1}  # absent in datasets written before they existed
 
 
 def chunk_key(data_prefix: str, index: int) -> str:
@@ -105,6 +113,17 @@ def chunk_key(data_prefix: str, index: int) -> str:
 # The records' positions and spans again, cut by 16 kb sub-windows into fixed-size
 # slots at the end of a chunk object: a count reads only the slots at a region's edges.
 _SLOT_HEAD = struct.Struct("<IIqII")  # n_before, n_in, max_end_before, payload length, crc32
+_SLOT_FIELDS = struct.Struct("<IIqI")  # the header without its crc32, which (v2) covers these and the payload
+
+
+def _slot_crc_ok(blob, o: int, plen: int, crc: int, whole: bool) -> bool:
+    """The slot at ``o`` matches its CRC32: over its header fields and payload (v2), or over the
+    payload alone (v1)."""
+    payload = blob[o + _SLOT_HEAD.size : o + _SLOT_HEAD.size + plen]
+    if len(payload) != plen:
+        return False
+    start = zlib.crc32(blob[o : o + _SLOT_FIELDS.size]) if whole else 0
+    return zlib.crc32(payload, start) == crc
 
 
 def count_slot_bp(chunk_size: int) -> int:
@@ -141,15 +160,17 @@ def encode_slots(pos: np.ndarray, span: np.ndarray, window_start: int, slot_bp: 
             rel = (pos[a:b] - (window_start + (j0 + k) * slot_bp)).astype("<i4").tobytes()
             raw = _shuffle(rel, 4) + _shuffle(span[a:b].astype("<i4").tobytes(), 4)
             payload = codec.encode(raw, level)
-        slots.append(_SLOT_HEAD.pack(a, b - a, int(max_before[k]), len(payload), zlib.crc32(payload)) + payload)
+        fields = _SLOT_FIELDS.pack(a, b - a, int(max_before[k]), len(payload))
+        slots.append(fields + struct.pack("<I", zlib.crc32(payload, zlib.crc32(fields))) + payload)
     size = max(len(x) for x in slots)
     return b"".join(x.ljust(size, b"\0") for x in slots), size
 
 
 def decode_slots(blob: bytes, first: int, slot_nbytes: int, window_start: int, slot_bp: int, codec,
-                 where: str, max_records: int) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
+                 where: str, max_records: int, whole_crc: bool = True) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
     """(n_before, max_end_before, pos, span) of consecutive slots starting at slot ``first``;
-    ``max_records``, the chunk's recorded record count, caps what a slot may inflate to."""
+    ``max_records``, the chunk's recorded record count, caps what a slot may inflate to;
+    ``whole_crc``: the slots' CRC32 covers their headers (format v2)."""
     out = []
     if slot_nbytes < _SLOT_HEAD.size:
         raise DatasetError(f"{where}: count slots of {slot_nbytes} bytes; the dataset is corrupt")
@@ -157,7 +178,7 @@ def decode_slots(blob: bytes, first: int, slot_nbytes: int, window_start: int, s
         o = i * slot_nbytes
         n_before, n_in, max_before, plen, crc = _SLOT_HEAD.unpack_from(blob, o)
         payload = blob[o + _SLOT_HEAD.size : o + _SLOT_HEAD.size + plen]
-        if len(payload) != plen or zlib.crc32(payload) != crc or plen + _SLOT_HEAD.size > slot_nbytes:
+        if plen + _SLOT_HEAD.size > slot_nbytes or not _slot_crc_ok(blob, o, plen, crc, whole_crc):
             raise DatasetError(f"{where}: checksum mismatch in count slot {first + i}; the dataset is corrupt")
         if n_in > max_records or n_before > max_records:
             raise DatasetError(f"{where}: count slot {first + i} claims more records than its chunk holds; "
@@ -189,8 +210,8 @@ def record_fields(core: np.ndarray, cigar: np.ndarray):
 
 
 def encode_chunk(batch: RecordBatch, codecs, window_start: int | None = None,
-                 slot_bp: int = 0, n_slots: int = 0, column_codecs: dict[int, int] | None = None
-                 ) -> tuple[bytes, dict[str, int]]:
+                 slot_bp: int = 0, n_slots: int = 0, column_codecs: dict[int, int] | None = None,
+                 ref_length: int | None = None) -> tuple[bytes, dict[str, int]]:
     """Encode a batch of records (all one reference and window) as a chunk object.
 
     ``codecs`` is a sequence of (codec, level); every column uses the first unless
@@ -263,17 +284,21 @@ def encode_chunk(batch: RecordBatch, codecs, window_start: int | None = None,
         "count_nbytes": count_nbytes,
         "raw_nbytes": batch.nbytes,
         "slot_nbytes": slot_nbytes,
+        "head_crc": zlib.crc32(head),
     }
     if window_start is not None:
-        info["_depth"] = chunk_depth(core, cigar)
+        info["_depth"] = chunk_depth(core, cigar, ref_length=ref_length)
     return blob, info
 
 
 class ChunkReader:
     """Decodes (part of) one chunk object; verifies sizes and checksums of what it reads."""
 
-    def __init__(self, blob: bytes, codecs: list, where: str, max_raw: int = MAX_CHUNK_RAW_BYTES):
-        """``max_raw``: the chunk's recorded raw size; no column may claim to inflate beyond it."""
+    def __init__(self, blob: bytes, codecs: list, where: str, max_raw: int = MAX_CHUNK_RAW_BYTES,
+                 head_crc: int = -1, version: int = FORMAT_VERSION):
+        """``max_raw``: the chunk's recorded raw size; no column may claim to inflate beyond it.
+        ``head_crc``: the chunk table's CRC32 of the header and column directory (v2), checked
+        before any of it is used; -1: not recorded (v1)."""
         self.where = where
         self.blob = blob
         self.codecs = codecs
@@ -285,6 +310,9 @@ class ChunkReader:
         end_dir = _CHUNK_HEAD.size + ncol * _DIR_ENTRY.size
         if ncol > 255 or len(blob) < end_dir:
             raise DatasetError(f"{where}: truncated chunk directory; the dataset is corrupt")
+        if head_crc >= 0 and zlib.crc32(blob[:end_dir]) != head_crc:
+            raise DatasetError(f"{where}: checksum mismatch in the chunk's directory; the dataset is corrupt")
+        self.whole_slot_crc = version >= 2
         self.columns: dict[int, tuple[int, int, int, int, int]] = {}
         o = end_dir
         for i in range(ncol):
@@ -311,8 +339,8 @@ class ChunkReader:
             raise DatasetError(f"{self.where}: count slots of {slot_nbytes} bytes; the dataset is corrupt")
         for i, o in enumerate(range(self.end, len(self.blob), slot_nbytes or 1)):
             _, _, _, plen, crc = _SLOT_HEAD.unpack_from(self.blob, o)
-            payload = self.blob[o + _SLOT_HEAD.size : o + _SLOT_HEAD.size + plen]
-            if plen + _SLOT_HEAD.size > slot_nbytes or zlib.crc32(payload) != crc:
+            if plen + _SLOT_HEAD.size > slot_nbytes or not _slot_crc_ok(self.blob, o, plen, crc,
+                                                                       self.whole_slot_crc):
                 raise DatasetError(f"{self.where}: checksum mismatch in count slot {i}; the dataset is corrupt")
         self._verified = True
 
@@ -420,7 +448,8 @@ class ChunkTable:
         except KeyError:
             raise AttributeError(name) from None
 
-    def validate(self, n_refs: int, chunk_size: int, n_slots: int, n_records: int) -> None:
+    def validate(self, n_refs: int, chunk_size: int, n_slots: int, n_records: int, version: int = FORMAT_VERSION
+                 ) -> None:
         """Refuse values no writer produces, so that nothing read from the table can make a
         reader fetch, allocate or inflate more than a real chunk needs (ValueError);
         ``n_records`` is the statistics' total, which the table must add up to."""
@@ -440,6 +469,8 @@ class ChunkTable:
             ((nb < _CHUNK_HEAD.size) | (nb > MAX_CHUNK_BYTES), "a chunk's size is out of range"),
             ((cnb < _CHUNK_HEAD.size) | (cnb > nb), "a chunk's count prefix is out of range"),
             ((snb < 0) | (snb > nb) | (snb > 0) & ((n_slots == 0) | (snb < _SLOT_HEAD.size)), "a chunk's count slots are out of range"),
+            ((c["head_crc"] < (0 if version >= 2 else -1)) | (c["head_crc"] >= 1 << 32),
+             "a chunk's directory checksum is out of range"),
             (placed & ((c["min_pos"] < -1) | (c["min_pos"] > c["max_pos"]) | (c["max_pos"] >= 1 << 31)
                        | (c["max_end"] < c["max_pos"]) | (c["max_end"] > 1 << 32)),
              "a chunk's positions are out of order or range"),
@@ -447,6 +478,9 @@ class ChunkTable:
         for bad, what in checks:
             if bad.any():
                 raise ValueError(f"{what} (chunk {int(np.flatnonzero(bad)[0])})")
+        order = np.where(ref < 0, n_refs, ref)  # readers find a reference's chunks by bisection
+        if (np.diff(order) < 0).any():
+            raise ValueError("chunks are out of reference order")
 
     @classmethod
     def from_rows(cls, rows: list[dict[str, int]]) -> ChunkTable:
@@ -512,6 +546,7 @@ class ChunkTable:
 # --------------------------------------------------------------------------- metadata
 
 
+_CHECKSUM_KEY = b',"checksum":"sha256:'
 CHUNKS_OBJECT = "_chunks"  # the external chunk table, under the data prefix
 INLINE_TABLE_MAX = 32 * 1024  # larger tables are stored as an object of their own, so stats stays one small read
 
@@ -548,6 +583,16 @@ def _package(name) -> str | None:
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,98}[A-Za-z0-9])?", name):
         raise ValueError("a codec's package is not a package name")
     return name
+
+
+def encode_metadata(obj: dict[str, Any]) -> bytes:
+    """``_metadata.json``'s bytes for the object: compact JSON that ends with the SHA-256 of
+    everything before it (``"checksum":"sha256:<hex>"``, the last member)."""
+    body = json.dumps(obj, separators=(",", ":"), ensure_ascii=True).encode()
+    if not body.startswith(b"{") or body == b"{}":
+        raise ValueError("metadata must be a non-empty JSON object")
+    content = body[:-1]  # up to the closing brace
+    return content + _CHECKSUM_KEY + hashlib.sha256(content).hexdigest().encode() + b'"}\n'
 
 
 @attrs.frozen
@@ -592,7 +637,8 @@ class Metadata:
             raise DatasetError(f"{where}: the chunk table {self.chunks_key} is corrupt (size or checksum mismatch)")
         try:
             table = ChunkTable.from_json(ref, frame)
-            table.validate(len(self.references), self.chunk_size, self.n_slots, self.stats["n_records"])
+            table.validate(len(self.references), self.chunk_size, self.n_slots, self.stats["n_records"],
+                           self.format_version)
         except (KeyError, TypeError, ValueError, OverflowError, zstandard.ZstdError) as exc:
             raise DatasetError(f"{where}: the chunk table {self.chunks_key} is malformed ({exc})") from None
         object.__setattr__(self, "chunks", table)
@@ -626,10 +672,28 @@ class Metadata:
             **({"coverage": self.coverage} if self.coverage else {}),
             "stats": self.stats,
         }
-        return json.dumps(obj, separators=(",", ":"), ensure_ascii=True).encode() + b"\n"
+        return encode_metadata(obj)
+
+    @staticmethod
+    def verify_checksum(data: bytes, where: str) -> bool:
+        """Check the SHA-256 that v2 metadata ends with, before any field is used. True: it
+        matches; False: there is none (v1 metadata, which has none; anything newer is refused
+        once its version is read). A mismatch is an error."""
+        i = data.rfind(_CHECKSUM_KEY)
+        if i < 0:
+            return False
+        tail = data[i + len(_CHECKSUM_KEY):]
+        m = re.fullmatch(rb'([0-9a-f]{64})"\}\n?', tail)
+        if not m or hashlib.sha256(data[:i]).hexdigest().encode() != m.group(1):
+            raise DatasetError(f"{where}: _metadata.json does not match its checksum; it is corrupt "
+                               "(or was edited by hand)")
+        return True
 
     @classmethod
     def from_json(cls, data: bytes, where: str) -> Metadata:
+        if len(data) > MAX_METADATA_BYTES:
+            raise DatasetError(f"{where}: _metadata.json is larger than {MAX_METADATA_BYTES >> 20} MiB; refusing it")
+        checked = cls.verify_checksum(data, where)
         try:
             obj = json.loads(data)
         except (ValueError, UnicodeDecodeError):
@@ -644,6 +708,8 @@ class Metadata:
                 f"{where}: dataset format version {version} is newer than this bams3 reads "
                 f"(up to {FORMAT_VERSION}); upgrade bams3"
             )
+        if version >= 2 and not checked:
+            raise DatasetError(f"{where}: _metadata.json has lost its checksum; it is corrupt")
         try:
             prefix = obj["data_prefix"]
             if not isinstance(prefix, str) or not re.fullmatch(r"data/[A-Za-z0-9_-]{1,64}/", prefix):
@@ -651,6 +717,8 @@ class Metadata:
             refs = tuple((str(n), int(l)) for n, l in obj["header"]["references"])
             if any(length < 0 or length >= 1 << 62 for _, length in refs):
                 raise ValueError("absurd reference length")
+            if len({n for n, _ in refs}) != len(refs):
+                raise ValueError("a reference name appears twice")
             chunk_size = obj["chunk_size"]
             if not isinstance(chunk_size, int) or not 1 <= chunk_size <= 1 << 40:
                 raise ValueError("chunk_size must be a positive integer")
@@ -661,10 +729,12 @@ class Metadata:
             slot_bp = obj.get("count_slot_bp", 0)
             if not isinstance(slot_bp, int) or not 0 <= slot_bp <= chunk_size:
                 raise ValueError("bad count_slot_bp")
+            if version >= 2 and "head_crc" not in obj["chunks"]["fields"]:
+                raise ValueError("the chunk table lacks the chunks' directory checksums")
             table = None if "object" in obj["chunks"] else ChunkTable.from_json(obj["chunks"])
             n_slots = -(-chunk_size // slot_bp) if slot_bp else 0
             if table is not None:
-                table.validate(len(refs), chunk_size, n_slots, stats["n_records"])
+                table.validate(len(refs), chunk_size, n_slots, stats["n_records"], version)
             codecs = tuple(CodecSpec(str(c["name"]), c.get("level"), _package(c.get("package")))
                            for c in obj["codecs"])
             return cls(

@@ -51,9 +51,11 @@ class Region:
         return self.tid < 0
 
     @classmethod
-    def parse(cls, text: str, references) -> Region:
-        """Resolve ``text`` against ``references`` (a sequence of (name, length))."""
-        names = {name: i for i, (name, _) in enumerate(references)}
+    def parse(cls, text: str, references, names: dict[str, int] | None = None) -> Region:
+        """Resolve ``text`` against ``references`` (a sequence of (name, length)); ``names``: their
+        name -> index map, when the caller has one (parsing thousands of regions)."""
+        if names is None:
+            names = {name: i for i, (name, _) in enumerate(references)}
         s = text
         if not s.strip():
             raise RegionError("empty region")
@@ -127,12 +129,14 @@ def bed_intervals(path: str) -> list[tuple[int, str, int, int]]:
     return out
 
 
-def read_bed(path: str, references) -> list[Region]:
+def read_bed(path: str, references, names: dict[str, int] | None = None) -> list[Region]:
     """Regions from a BED file on these references."""
-    names = [n for n, _ in references]
+    if names is None:
+        names = {name: i for i, (name, _) in enumerate(references)}
     out = []
     for lineno, name, beg, end in bed_intervals(path):
-        if name not in names:
+        tid = names.get(name)
+        if tid is None:
             raise RegionError(f"{path}:{lineno}: unknown reference {name!r}")
-        out.append(Region(names.index(name), beg, end, f"{name}:{beg + 1}-{end}"))
+        out.append(Region(tid, beg, end, f"{name}:{beg + 1}-{end}"))
     return out

@@ -28,7 +28,7 @@ import zstandard
 
 import bams3
 from bams3 import bgzf
-from bams3.format import _CHUNK_HEAD, _DIR_ENTRY, METADATA_KEY
+from bams3.format import _CHUNK_HEAD, _DIR_ENTRY, METADATA_KEY, encode_metadata
 from bams3.records import Header
 from bams3_conformance.proxy import CountingProxy
 
@@ -303,7 +303,7 @@ def _meta(dest: pathlib.Path) -> dict:
 
 
 def _set_meta(dest: pathlib.Path, obj: dict) -> None:
-    (dest / METADATA_KEY).write_text(json.dumps(obj))
+    (dest / METADATA_KEY).write_bytes(encode_metadata(obj))  # a hostile writer that signs what it writes
 
 
 def _every_verb(dest, *needles, code=1, stats_too=True):
@@ -482,7 +482,7 @@ def test_nothing_outside_the_dataset_is_requested_on_s3(s3_server, good, monkeyp
         env = {**os.environ, "AWS_ENDPOINT_URL": proxy.endpoint}
         for prefix in ("../../", "../other.bams3/data/", "s3://another-bucket/", "/etc/"):
             client.put_object(Bucket=bucket, Key=f"{base}/{METADATA_KEY}",
-                              Body=json.dumps(dict(meta, data_prefix=prefix)).encode())
+                              Body=encode_metadata(dict(meta, data_prefix=prefix)))
             proxy.reset()
             for args in (("query", f"s3://{bucket}/{base}", "chr1"), ("verify", f"s3://{bucket}/{base}")):
                 refused(_measured(*args, env=env), 1, "malformed")

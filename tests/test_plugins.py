@@ -9,6 +9,7 @@ import uuid
 import pytest
 
 import bams3
+from bams3.format import encode_metadata
 from bams3.errors import DatasetError, PluginError
 from bams3.plugins import get_registry, register_plugin, unregister_plugin
 from bams3_conformance.store import StoreTests
@@ -84,13 +85,13 @@ def test_dataset_needing_a_missing_codec_says_what_to_install(tmp_path):
     meta = json.loads((dest / "_metadata.json").read_text())
     assert meta["codecs"][0] == {"name": "zstd", "level": 9, "package": "bams3"}  # what wrote it, and from where
     meta["codecs"][0].update(name="fancyq", package="bams3-fancyq")
-    (dest / "_metadata.json").write_text(json.dumps(meta))
+    (dest / "_metadata.json").write_bytes(encode_metadata(meta))
     ds = bams3.open(str(dest))
     assert ds.stats["n_records"] > 0  # metadata alone still works
     with pytest.raises(PluginError, match="fancyq.*pip install bams3-fancyq"):
         ds.count("chr1:1-100")
     del meta["codecs"][0]["package"]  # datasets written before packages were recorded
-    (dest / "_metadata.json").write_text(json.dumps(meta))
+    (dest / "_metadata.json").write_bytes(encode_metadata(meta))
     with pytest.raises(PluginError, match="install the package that provides the 'fancyq' codec"):
         bams3.open(str(dest)).count("chr1:1-100")
 
@@ -100,7 +101,7 @@ def test_newer_format_version_is_refused(tmp_path):
     bams3.convert(EXAMPLE, str(dest))
     meta = json.loads((dest / "_metadata.json").read_text())
     meta["format_version"] = 99
-    (dest / "_metadata.json").write_text(json.dumps(meta))
+    (dest / "_metadata.json").write_bytes(encode_metadata(meta))
     with pytest.raises(DatasetError, match="upgrade bams3"):
         bams3.open(str(dest))
 
@@ -116,7 +117,7 @@ def test_plugins_command_lists_what_each_provides():
     assert {"local", "memory", "cloud", "zstd", "qual", "seq", "formats"} <= set(rows)
     assert rows["cloud"]["schemes"] == ["az", "gs", "http", "https", "s3"]
     assert rows["qual"]["codecs"] == ["qual"] and rows["seq"]["codecs"] == ["consensus"]
-    assert rows["formats"]["formats"] == ["bam", "json", "sam"]
+    assert rows["formats"]["formats"] == ["bam", "cram", "json", "sam"]
     assert all(r["package"] == "bams3" and r["version"] == bams3.__version__ for r in rows.values())
     text = subprocess.run([sys.executable, "-m", "bams3.cli", "plugins"], capture_output=True, text=True,
                           check=True).stdout

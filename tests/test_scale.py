@@ -58,9 +58,9 @@ def _io(*args):
 
 def test_it_is_human_scale(human_scale):
     _, ds = human_scale
-    meta = bams3.open(ds).meta
-    assert len(meta.references) == 24
-    assert len(meta.chunks) >= 3_090  # one chunk per 1 Mbp window
+    ds = bams3.open(ds)
+    assert len(ds.references) == 24
+    assert len(ds.chunks) >= 3_090  # one chunk per 1 Mbp window
 
 
 def test_stats_is_one_get_under_64_kb(human_scale):
