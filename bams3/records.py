@@ -62,6 +62,36 @@ class Header:
     def names(self) -> list[str]:
         return [n for n, _ in self.references]
 
+    def with_pg(self, program: str, version: str, command_line: str) -> Header:
+        """The header with an @PG line for this program, added as htslib's sam_hdr_add_pg adds it
+        for samtools: a unique ID (``bams3``, else ``bams3.1``, ``bams3.2``, ...), one line per
+        end of the existing @PG chains (PP: that end), placed after the last @PG line (or at the
+        end of the header when there is none)."""
+        lines = self.text.splitlines()
+        pgs = [(i, dict(f.split(":", 1) for f in line.split("\t")[1:] if ":" in f))
+               for i, line in enumerate(lines) if line.startswith("@PG\t")]
+        ids = [f.get("ID") for _, f in pgs]
+        taken = set(filter(None, ids))
+        linked = [f for _, f in pgs if "PP" in f]
+        referenced = {f["PP"] for f in linked}
+        if linked:  # chain ends: linked lines no other line points to
+            ends = [f["ID"] for f in linked if f.get("ID") and f["ID"] not in referenced]
+        else:  # no links at all: the last line ends the one chain
+            ends = [ids[-1]] if ids and ids[-1] else []
+        cl = " ".join(command_line.split())  # no tabs or newlines inside a header field
+        new, counter = [], 1
+        for end in ends or [None]:
+            pid = program
+            while pid in taken:
+                pid = f"{program}.{counter}"
+                counter += 1
+            taken.add(pid)
+            new.append("\t".join(["@PG", f"ID:{pid}", f"PN:{program}"] + ([f"PP:{end}"] if end else [])
+                                  + [f"VN:{version}", f"CL:{cl}"]))
+        at = pgs[-1][0] + 1 if pgs else len(lines)
+        text = "\n".join(lines[:at] + new + lines[at:]) + "\n"
+        return Header(text, self.references)
+
     def to_bam_bytes(self) -> bytes:
         text = self.text.encode("utf-8", "surrogateescape")
         parts = [b"BAM\x01", struct.pack("<i", len(text)), text, struct.pack("<i", len(self.references))]

@@ -76,9 +76,15 @@ except pysam.SamtoolsError as exc:
 
 
 class SamtoolsWriter:
-    def __init__(self, fd: int, header, with_header: bool):
+    """``samtools view`` in a child process formats SAM, bgzipped SAM or CRAM from our raw records
+    onto ``fd`` (the header as given: any @PG line is bams3's, added by the caller)."""
+
+    def __init__(self, fd: int, header, with_header: bool, fmt: str = "sam", reference: str | None = None,
+                 htslib_options: str = ""):
         self._fd = fd
-        args = ["--no-PG", *(["-h"] if with_header else []), "-"]
+        spec = fmt + (f",{htslib_options}" if htslib_options else "")
+        args = ["--no-PG", *(["-h"] if with_header else []), "-O", spec,
+                *(["-T", reference] if reference else []), "-"]
         self._proc = subprocess.Popen([sys.executable, "-c", _SAMTOOLS_CHILD, *args], stdin=subprocess.PIPE,
                                       stdout=fd, stderr=subprocess.PIPE, bufsize=1 << 20)
         self._raw(header.to_bam_bytes())
@@ -118,23 +124,62 @@ class SamtoolsWriter:
                 pass
 
 
-def open_sam(out, header, options):
-    with_header = bool(options.get("header"))
+def _fd(out) -> int | None:
     try:
-        fd = out.fileno()
+        return out.fileno()
     except (AttributeError, OSError, ValueError):
-        fd = None
+        return None
+
+
+def open_sam(out, header, options):
+    """SAM (``bgzf``: BGZF-compressed, as ``samtools view -O sam.gz``)."""
+    with_header = bool(options.get("header"))
+    fd = _fd(out)
     if fd is not None:
         out.flush()
-        return SamtoolsWriter(fd, header, with_header)
+        return SamtoolsWriter(fd, header, with_header, "sam.gz" if options.get("bgzf") else "sam",
+                              htslib_options=_htslib_options(options))
+    if options.get("bgzf"):
+        raise bams3.Bams3Error("bgzipped SAM is written only to a file or a pipe")
     return HtslibWriter(out, header, _sam_emit(with_header))
+
+
+def _htslib_options(options) -> str:
+    """Options for htslib's -O (``version=3.1``, ``archive``, ...), without the ones bams3 handles."""
+    return ",".join(o for o in (options.get("htslib") or "").split(",")
+                    if o and o.split("=")[0] not in ("level", "reference"))
+
+
+def open_cram(out, header, options):
+    """CRAM against ``options["reference"]``, written by htslib (``samtools view -C``); options such
+    as ``version=3.1`` or ``archive`` are passed on."""
+    fd = _fd(out)
+    if fd is None:
+        raise bams3.Bams3Error("CRAM is written only to a file or a pipe")
+    if not options.get("reference"):
+        raise bams3.UsageError("CRAM output needs the reference: -T/--reference ref.fa")
+    out.flush()
+    level = options.get("level")
+    extra = _htslib_options(options) + (f",level={level}" if level is not None else "")
+    return SamtoolsWriter(fd, header, True, "cram", reference=options["reference"], htslib_options=extra.strip(","))
+
+
+_JSON_NUMBERS = ("flag", "ref_pos", "next_ref_pos", "map_quality", "length")
+
+
+def _json_record(rec) -> dict:
+    """pysam's to_dict with its numeric fields as JSON numbers (it gives every field as text)."""
+    d = rec.to_dict()
+    for k in _JSON_NUMBERS:
+        d[k] = int(d[k])
+    return d
 
 
 def _json_emit(af, out):
     dumps = json.dumps
     buf = []
     for rec in af:
-        buf.append(dumps(rec.to_dict()))
+        buf.append(dumps(_json_record(rec)))
         if len(buf) >= 4096:
             out.write(("\n".join(buf) + "\n").encode())
             buf.clear()
@@ -166,8 +211,10 @@ class BamWriter:
 @bams3.hookimpl
 def bams3_register_output_formats(register):
     register(bams3.OutputFormat(name="sam", extensions=(".sam",), open=open_sam,
-                                description="SAM text, formatted by htslib exactly as samtools view"))
+                                description="SAM text, formatted by htslib exactly as samtools view (sam.gz: bgzipped)"))
     register(bams3.OutputFormat(name="bam", extensions=(".bam",), open=BamWriter,
                                 description="BAM (BGZF-compressed, threaded)"))
+    register(bams3.OutputFormat(name="cram", extensions=(".cram",), open=open_cram,
+                                description="CRAM against a reference (-T), written by htslib"))
     register(bams3.OutputFormat(name="json", extensions=(".json", ".jsonl", ".ndjson"), open=open_json,
-                                description="JSON lines, one object per record (pysam's to_dict)"))
+                                description="JSON lines, one object per record (pysam's to_dict; numbers as numbers)"))
