@@ -10,7 +10,11 @@ import sys
 
 
 def main() -> int:
+    import signal
+
     import pysam
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops this child
 
     path = sys.argv[1]
     reference = sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] else None

@@ -54,10 +54,13 @@ def redact(text: str) -> str:
     a last line of defence under every message bams3 prints."""
     import re
 
+    from .storage import redact_userinfo
+
     for var in _SECRET_VARS:
         value = os.environ.get(var)
         if value and len(value) >= 4:
             text = text.replace(value, "***")
+    text = redact_userinfo(text)
     return re.sub(r"(X-Amz-Signature=|Signature=|Credential=|sig=)[^&\s\"'<]+", r"\1***", text)
 
 
@@ -179,73 +182,133 @@ def convert(input_path, dest, chunk_size, workers, compression, codec, level, qu
 
 
 # ---------------------------------------------------------------- query
+def _command_line() -> str:
+    """The command line, for the @PG line (as samtools records its own)."""
+    return " ".join(["bams3", *sys.argv[1:]])
+
+
+def samtools_message(exc) -> str:
+    """The last thing samtools (run through pysam) said before failing, as one line."""
+    text = str(exc)
+    if "stderr=" in text:
+        text = text.split("stderr=", 1)[1]
+    lines = [line.strip(" '\"") for line in text.replace("\\n", "\n").splitlines() if line.strip(" '\"")]
+    return lines[-1] if lines else "samtools failed"
+
+
+def _write_index(out, spec) -> None:
+    """The index samtools view --write-index makes, beside the output (.csi or .crai)."""
+    import pysam
+
+    from .output import index_suffix
+
+    suffix = index_suffix(spec)
+    target = out.companion(suffix)
+    try:
+        if suffix == ".csi":
+            pysam.index("-c", out.name, target)
+        else:
+            pysam.index(out.name, target)
+    except pysam.SamtoolsError as exc:
+        raise Bams3Error(f"indexing {out.path} failed: {samtools_message(exc)}") from None
+
+
 @cli.command(context_settings=CONTEXT)
 @storage_options
 @click.argument("dest")
 @click.argument("regions", nargs=-1)
 @click.option("-c", "--count", is_flag=True, help="Print the number of records (as samtools view -c).")
 @click.option("--show", type=click.IntRange(0), default=None, metavar="N", help="Output only the first N records.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None,
-              help="Write to this file (format from its extension) instead of stdout.")
-@click.option("--format", "fmt", default=None, help="Output format: sam (default), bam, json, or a plugin's.")
-@click.option("-h", "--header", "with_header", is_flag=True, help="Include the header (as samtools view -h).")
-@click.option("-H", "--header-only", is_flag=True, help="Print only the header (as samtools view -H --no-PG).")
-@click.option("-L", "--regions-file", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Records overlapping any region of this BED file (each record once).")
+@click.option("-o", "--output", default=None, metavar="FILE",
+              help="Write to FILE instead of stdout (- is stdout). The format comes from -O/-b/-C/-u or the "
+                   "extension: .sam, .sam.gz, .bam, .cram, .json, or a plugin's; any other is refused.")
+@click.option("-O", "--output-fmt", "fmt", default=None, metavar="FORMAT[,OPT...]",
+              help="sam, sam.gz, bam, cram, json or a plugin's format; options as samtools takes them "
+                   "(bam,level=1; cram,version=3.1,archive).")
+@click.option("--format", "fmt_alias", default=None, hidden=True)
+@click.option("-b", "--bam", "as_bam", is_flag=True, help="BAM output (as samtools view -b).")
+@click.option("-C", "--cram", "as_cram", is_flag=True, help="CRAM output (needs -T).")
+@click.option("-u", "--uncompressed", is_flag=True, help="Uncompressed BAM output (for pipes into samtools).")
+@click.option("-T", "--reference", default=None, metavar="FASTA", help="Reference for CRAM output.")
+@click.option("-h", "--with-header", "--header", "with_header", is_flag=True,
+              help="Include the header (as samtools view -h).")
+@click.option("-H", "--header-only", is_flag=True, help="Output only the header (as samtools view -H).")
+@click.option("-L", "--target-file", "--regions-file", "regions_file", type=click.Path(dir_okay=False), default=None,
+              metavar="BED", help="Only records overlapping this BED file; with REGIONs, records in them that also "
+                                  "overlap it (as samtools view -L).")
+@click.option("-M", "--use-index", "multi", is_flag=True,
+              help="Each record once, in file order, over the union of the REGIONs (intersected with -L), as "
+                   "samtools view -M.")
+@click.option("--write-index", is_flag=True, help="Also write an index: FILE.csi (BAM, sam.gz) or FILE.crai (CRAM).")
+@click.option("--no-PG", "no_pg", is_flag=True, help="Do not add an @PG line to the header.")
 @click.option("--json", "as_json", is_flag=True, help="With --count: print JSON.")
-@click.option("-@", "--workers", default=4, show_default=True, type=click.IntRange(1, 256),
+@click.option("-@", "--threads", "--workers", "workers", default=4, show_default=True, type=click.IntRange(1, 256),
               help="Concurrent chunk fetches and decodes.")
-def query(dest, regions, count, show, output, fmt, with_header, header_only, regions_file, as_json, workers):
+def query(dest, regions, count, show, output, fmt, fmt_alias, as_bam, as_cram, uncompressed, reference, with_header,
+          header_only, regions_file, multi, write_index, no_pg, as_json, workers):
     """Records of DEST overlapping REGION(s), exactly as samtools view returns them.
 
     \b
     REGION is samtools syntax, 1-based inclusive: chr1, chr1:1000,
     chr1:1,000,000-2,000,000, chr20:10M-11M (k/M/G = 10^3/10^6/10^9),
     {name:with:colons}:1-100, or * for unplaced reads. Several regions are
-    output one after another, as samtools does. No region: every record.
+    output one after another, as samtools does (-M: each record once). No
+    region: every record. An @PG line is added to output headers, as samtools
+    adds its own (--no-PG: the header untouched).
 
     \b
     Examples:
       bams3 query sample.bams3 chr20:10M-11M --count
       bams3 query sample.bams3 chr1:1,000-2,000 --show 5
-      bams3 query sample.bams3 chr1 -o chr1.bam
-      bams3 query sample.bams3 -L targets.bed -h | samtools view -c -
+      bams3 query sample.bams3 chr1 -o chr1.bam --write-index
+      bams3 query sample.bams3 chr1 -C -T ref.fa -o chr1.cram
+      bams3 query sample.bams3 -L targets.bed -u | samtools flagstat -
     """
     from .dataset import Dataset
+    from .output import Output, is_stdout, resolve, text_output
 
+    if fmt and fmt_alias:
+        raise UsageError("give the format once (-O)")
+    fmt = fmt or fmt_alias
+    if regions_file is not None and not os.path.isfile(regions_file):
+        raise UsageError(f"cannot read BED file {regions_file}: no such file")
     ds = Dataset.open(dest, workers=workers)
-    if header_only:
-        sys.stdout.buffer.write(ds.header.text.encode("utf-8", "surrogateescape"))
-        sys.stdout.buffer.flush()
-        return
-    rs = [ds.region(r) for r in regions]
-    union = regions_file is not None
-    if union:
-        rs = rs + ds.bed(regions_file)
+    sel = ds.selection(list(regions), bed=regions_file, multi=multi)
     if count:
-        n = ds.count(rs or None, union=union)
+        if fmt or as_bam or as_cram or uncompressed or write_index:
+            raise UsageError("--count prints a number; it takes no output format or index")
+        n = ds.count(sel)
         if as_json:
-            out = {"dataset": dest, "regions": [r.text for r in rs], "count": n}
+            out = {"dataset": dest, "regions": [r.text for r in sel.regions], "count": n}
+            if regions_file:
+                out["regions_file"] = regions_file
             io = trace_totals()
             if io is not None:
                 out["io"] = io
-            click.echo(json.dumps(out))
+            line = json.dumps(out)
         else:
-            click.echo(n)
+            line = str(n)
+        with text_output(output) as f:
+            f.write(line + "\n")
         return
-    from .plugins import get_registry
+    spec = resolve(output, fmt, bam=as_bam, cram=as_cram, uncompressed=uncompressed, reference=reference)
+    if write_index:
+        from .output import index_suffix
 
-    reg = get_registry()
-    name = fmt or (reg.format_for_path(output) if output else None) or "sam"
-    reg.output_format(name)  # an unknown format fails before any output is written
-    options = {"header": with_header, "threads": min(workers, 4)}
-    out = open(output, "wb") if output else sys.stdout.buffer
-    try:
-        ds.write(out, rs or None, format=name, union=union, options=options, limit=show)
-        out.flush()
-    finally:
-        if output:
-            out.close()
+        index_suffix(spec)  # a format that cannot be indexed fails before anything is written
+        if is_stdout(output):
+            raise UsageError("--write-index needs -o FILE")
+    # an index needs the header in the file (samtools view --write-index writes it, -h or not)
+    options = {**spec.options, "header": with_header or header_only or write_index, "threads": min(workers, 4)}
+    out = Output(output)
+    with out as f:
+        if write_index and out.in_place:
+            raise UsageError(f"--write-index needs a regular file, not {output}")
+        ds.write(f, sel, format=spec.format, options=options, limit=0 if header_only else show,
+                 pg=None if no_pg else _command_line())
+        if write_index:
+            f.flush()
+            _write_index(out, spec)
 
 
 # ---------------------------------------------------------------- stats
@@ -605,27 +668,48 @@ def plugins(as_json):
 @cli.command("to-bam", context_settings=CONTEXT)
 @storage_options
 @click.argument("dest")
-@click.argument("out", type=click.Path(dir_okay=False))
+@click.argument("out")
 @click.option("-r", "--region", "regions", multiple=True, help="Only records overlapping this region (repeatable).")
+@click.option("-L", "--target-file", "regions_file", type=click.Path(dir_okay=False), default=None, metavar="BED",
+              help="Only records overlapping this BED file (with --region: in the regions and overlapping it).")
+@click.option("-M", "--use-index", "multi", is_flag=True, help="Each record once over the union of the regions.")
 @click.option("--index", is_flag=True, help="Also write OUT.bai (samtools index).")
-@click.option("-@", "--workers", default=2, show_default=True, type=click.IntRange(1, 256),
+@click.option("--no-PG", "no_pg", is_flag=True, help="Do not add an @PG line: the header exactly as converted.")
+@click.option("-@", "--threads", "--workers", "workers", default=2, show_default=True, type=click.IntRange(1, 256),
               help="Threads for decoding and BGZF compression.")
 @click.option("-l", "--level", default=6, show_default=True, type=click.IntRange(0, 12), help="Deflate level.")
-def to_bam(dest, out, regions, index, workers, level):
-    """Write DEST (or a region of it) back as a BAM file, record for record.
+def to_bam(dest, out, regions, regions_file, multi, index, no_pg, workers, level):
+    """Write DEST (or regions of it) back as a BAM file, record for record.
 
-    \b
-    The file is written under a temporary name and renamed when complete.
+    
+    OUT is a .bam path, or - for standard output. A regular file or a new path is
+    written under a temporary name and renamed when complete; an existing link,
+    FIFO or device (/dev/stdout) is written in place, never replaced. An @PG line
+    is added to the header, as samtools adds its own (--no-PG: the header exactly
+    as it was converted).
 
-    \b
+    
     Examples:
       bams3 to-bam sample.bams3 sample.bam --index
       bams3 to-bam sample.bams3 chr1.bam --region chr1
+      bams3 to-bam s3://bucket/sample.bams3 - | samtools flagstat -
     """
     from .dataset import Dataset
+    from .output import _special, is_stdout
 
+    if not is_stdout(out) and not out.lower().endswith(".bam") and not _special(out):
+        other = next((e for e in (".sam.gz", ".sam", ".cram", ".json") if out.lower().endswith(e)), None)
+        raise UsageError("to-bam writes BAM: name the output .bam (or -)"
+                         + (f", not {other[1:].upper()}; use `bams3 query DEST -o {out}` for that format"
+                            if other else f", not {out!r}"))
+    if index and (is_stdout(out) or _special(out)):
+        raise UsageError("--index needs a regular .bam file")
+    if regions_file is not None and not os.path.isfile(regions_file):
+        raise UsageError(f"cannot read BED file {regions_file}: no such file")
     ds = Dataset.open(dest, workers=workers)
-    ds.to_bam(out, [ds.region(r) for r in regions] or None, index=index, threads=workers, level=level)
+    sel = ds.selection(list(regions), bed=regions_file, multi=multi)
+    ds.to_bam(out, sel if (regions or regions_file) else None, index=index, threads=workers, level=level,
+              pg=None if no_pg else _command_line())
 
 
 # ---------------------------------------------------------------- demo
@@ -673,17 +757,41 @@ def main(argv: list[str] | None = None) -> int:
             click.echo(redact(line), err=True)
 
 
+def _traceback() -> None:
+    """BAMS3_DEBUG=1: the traceback, through the redactor like every other message."""
+    import traceback
+
+    click.echo(redact(traceback.format_exc().rstrip()), err=True)
+
+
+def _usage_line(exc: click.UsageError) -> str:
+    """A click usage error as one line: what is wrong, and where the help is."""
+    msg = " ".join(exc.format_message().split())
+    path = exc.ctx.command_path if exc.ctx is not None else "bams3"
+    return f"error: {msg} (see `{path} --help`)"
+
+
 def _main(argv: list[str] | None, debug: bool) -> int:
     try:
-        cli.main(args=argv, prog_name="bams3", standalone_mode=False)
+        # make_context + invoke rather than cli.main: click's main turns Ctrl-C into Abort after
+        # printing an empty line, and an interruption is one line here
+        args = list(sys.argv[1:] if argv is None else argv)
+        with cli.make_context("bams3", args) as ctx:
+            cli.invoke(ctx)
         return 0
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.exceptions.Abort:
         _err("interrupted")
         return 130
+    except click.UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError" and exc.ctx is not None:  # `bams3` alone: the help
+            click.echo(exc.ctx.get_help())
+            return 0
+        _err(_usage_line(exc))
+        return 2
     except click.ClickException as exc:
-        exc.show()
+        _err(f"error: {' '.join(exc.format_message().split())}")
         return exc.exit_code
     except KeyboardInterrupt:
         _err("interrupted")
@@ -698,19 +806,20 @@ def _main(argv: list[str] | None, debug: bool) -> int:
         return 0
     except Bams3Error as exc:
         if debug:
-            raise
-        _err(f"error: {exc}")
+            _traceback()
+        _err(f"error: {' '.join(str(exc).split())}")
         return exc.exit_code
     except OSError as exc:  # a file we were asked to read or write
         if debug:
-            raise
+            _traceback()
         where = f": {exc.filename}" if exc.filename else ""
         _err(f"error: {exc.strerror or exc}{where}")
         return 1
     except Exception as exc:  # never a traceback for users
         if debug:
-            raise
-        _err(f"error: {type(exc).__name__}: {exc} (set BAMS3_DEBUG=1 for details, and please report it)")
+            _traceback()
+        _err(f"error: {type(exc).__name__}: {' '.join(str(exc).split())} (set BAMS3_DEBUG=1 for details, "
+             "and please report it)")
         return 1
 
 

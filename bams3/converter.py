@@ -148,7 +148,8 @@ def _sort(src: str, out: str, reference: str | None, workers: int) -> None:
     messages kept in a file: htslib only warns when a SAM record names a reference the
     header lacks, and the sorted file would hold it unplaced."""
     args = ["-@", str(workers), "-o", out] + (["--reference", reference] if reference else []) + [src]
-    code = ("import pysam, sys\n"
+    code = ("import pysam, signal, sys\n"
+            "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
             "pysam.set_verbosity(3)\n"
             "try:\n"
             "    pysam.sort(*sys.argv[1:], catch_stdout=False)\n"

@@ -343,14 +343,10 @@ class Dataset:
             pos, span = reader.positions()
             return batch, pos, span
 
-        shared = _Shared(decode, [p[0] for p in plan], lambda v: v[0].nbytes)
-
-        def load(item):
-            k, (index, ivs, filt) = item
+        def select(index, ivs, filt, batch, pos, span):
             if everything or (t.ref_id[index] < 0 and filt is None) or self._inside(index, ivs) and (
                     filt is None or self._inside(index, filt)):
-                return shared.get(k, index)[0]
-            batch, pos, span = shared.get(k, index)
+                return batch
             mask = _overlap_mask(pos, span, ivs)
             if filt is not None:
                 mask &= _overlap_mask(pos, span, filt)
@@ -358,15 +354,62 @@ class Dataset:
                 return None
             return batch if mask.all() else batch.select(mask)
 
-        for batch in ordered_map(load, enumerate(plan), self.workers):
+        if len({p[0] for p in plan}) == len(plan):  # each chunk once: stream them
+            def load(item):
+                index, ivs, filt = item
+                return select(index, ivs, filt, *decode(index))
+
+            results = ordered_map(load, plan, self.workers)
+        else:  # many regions share chunks: decode each once per window of the plan
+            results = self._grouped(plan, decode, select)
+        for batch in results:
             if batch is not None and len(batch):
                 yield batch
 
-    def fetch(self, regions=None, union: bool = False):
+    GROUP_BYTES = 256 << 20  # estimated output a window of the plan may hold at once
+
+    def _windows(self, plan) -> Iterator[list]:
+        """Consecutive runs of plan items whose estimated output (the chunk's records in
+        proportion to the part of its span the intervals cover) stays within GROUP_BYTES."""
+        t = self.chunks
+        start, total = 0, 0.0
+        for k, (index, ivs, _) in enumerate(plan):
+            lo, hi = int(t.min_pos[index]), int(t.max_pos[index]) + 1
+            covered = sum(max(0, min(e, hi) - max(b, lo)) for b, e in ivs) if t.ref_id[index] >= 0 else hi - lo
+            total += int(t.raw_nbytes[index]) * min(1.0, covered / max(1, hi - lo))
+            if total > self.GROUP_BYTES and k > start:
+                yield plan[start:k]
+                start, total = k, 0.0
+        if start < len(plan):
+            yield plan[start:]
+
+    def _grouped(self, plan, decode, select) -> Iterator:
+        """The plan's selections in plan order, each chunk fetched and decoded once per window of
+        the plan (regions in any order: a BED of thousands of targets), decoding on ``workers``
+        threads in the order the window first needs each chunk; a selection is held only until
+        every earlier one has been given out."""
+        for window in self._windows(plan):
+            users: dict[int, list[int]] = {}
+            for k, (index, _, _) in enumerate(window):
+                users.setdefault(index, []).append(k)
+            done: dict[int, object] = {}
+
+            def work(index, window=window, users=users):
+                batch, pos, span = decode(index)
+                return {k: select(index, window[k][1], window[k][2], batch, pos, span) for k in users[index]}
+
+            emitted = 0
+            for part in ordered_map(work, list(users), self.workers):
+                done.update(part)
+                while emitted < len(window) and emitted in done:
+                    yield done.pop(emitted)
+                    emitted += 1
+
+    def fetch(self, regions=None, union: bool | None = None, *, bed=None, multi: bool = False):
         """pysam ``AlignedSegment`` objects for the region(s), like ``AlignmentFile.fetch``."""
         from ._pysam import records_via_htslib
 
-        return records_via_htslib(self.header, self.batches(regions, union))
+        return records_via_htslib(self.header, self.batches(regions, union, bed=bed, multi=multi))
 
     def write(self, out, regions=None, *, format: str = "sam", union: bool | None = None, bed=None,
               multi: bool = False, options: dict | None = None, limit: int | None = None, pg: str | None = None):
@@ -380,7 +423,7 @@ class Dataset:
         fmt = get_registry().output_format(format)
         sel = regions if isinstance(regions, Selection) else self.selection(regions, bed=bed, multi=multi,
                                                                              union=union)
-        batches = self.batches(sel)
+        batches = self.batches(sel) if limit != 0 else iter(())
         if limit is not None:
             batches = _first(batches, limit)
         header = self.header if pg is None else self.header.with_pg("bams3", __version__, pg)

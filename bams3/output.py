@@ -102,7 +102,9 @@ def resolve(path: str | None, fmt: str | None = None, *, bam: bool = False, cram
             name, options = "sam", {"bgzf": True}
         else:
             name = reg.format_for_path(path)
-            if name is None:
+            if name is None and _special(path):  # /dev/stdout, a FIFO: SAM, as samtools writes there
+                name = "sam"
+            elif name is None:
                 known = sorted({e for f, _ in reg.formats.values() for e in f.extensions} | {".sam.gz"})
                 raise UsageError(f"cannot tell the output format of {path!r} from its extension (known: "
                                  f"{', '.join(known)}); name it with -O FORMAT")

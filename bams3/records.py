@@ -72,7 +72,7 @@ class Header:
                for i, line in enumerate(lines) if line.startswith("@PG\t")]
         ids = [f.get("ID") for _, f in pgs]
         taken = set(filter(None, ids))
-        linked = [f for _, f in pgs if "PP" in f]
+        linked = [f for _, f in pgs if f.get("PP") in taken]  # a PP naming a program that is there
         referenced = {f["PP"] for f in linked}
         if linked:  # chain ends: linked lines no other line points to
             ends = [f["ID"] for f in linked if f.get("ID") and f["ID"] not in referenced]

@@ -66,7 +66,8 @@ def _sam_emit(with_header: bool):
 # uncompressed BAM stream, and it formats SAM straight onto our output descriptor,
 # in C, on the other core, byte for byte as `samtools view` does.
 _SAMTOOLS_CHILD = """
-import sys, pysam
+import signal, sys, pysam
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops this child
 try:
     pysam.samtools.view(*sys.argv[1:], catch_stdout=False)
 except pysam.SamtoolsError as exc:
