@@ -473,7 +473,11 @@ def _cohort_options(f):
     f = click.option("--scheduler", default=None, help="Dask scheduler address (implies --engine dask).")(f)
     f = click.option("-@", "--workers", default=8, show_default=True, type=click.IntRange(1, 1024),
                      help="Samples in flight (threads), or Dask worker processes for a LocalCluster.")(f)
-    f = click.option("-o", "--output", default=None, help="Write .tsv, .csv or .parquet instead of TSV on stdout.")(f)
+    f = click.option("-o", "--output", default=None,
+                     help="Write .tsv, .csv or .parquet instead of TSV on stdout (- is stdout).")(f)
+    f = click.option("--sample-name", "sample_names", type=click.Choice(["path", "rg"]), default="path",
+                     show_default=True,
+                     help="Name samples by their URL (or the NAME of --from), or by their header's @RG SM.")(f)
     f = click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")(f)
     return storage_options(f)
 
@@ -517,31 +521,35 @@ def _cohort_write(rows, columns, output, prefix_mode=False):
 @click.option("-L", "--regions-file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="BED file: one row per interval and sample.")
 @_cohort_options
-def cohort_count(regions, regions_file, from_file, prefix, engine, scheduler, workers, output, progress):
-    """Reads overlapping each REGION in each sample (= samtools view -c): columns sample, region, count, error.
+def cohort_count(regions, regions_file, from_file, prefix, engine, scheduler, workers, output, sample_names,
+                 progress):
+    """Reads overlapping each REGION in each sample (= samtools view -c): columns sample, region,
+    count, note, error. A region on a reference a sample lacks counts 0 there, noted
+    missing_reference; a sample that fails has its rows' error set, and the others complete.
 
     \b
     Examples:
       bams3 cohort count chr20:10M-11M --prefix s3://cohort/samples/ -o counts.parquet
       bams3 cohort count -L targets.bed --from samples.txt --engine dask --workers 8
-      bams3 cohort count chr1 chr2 --from samples.txt --scheduler tcp://10.0.0.5:8786
+      bams3 cohort count chr1 chr2 --from samples.txt --scheduler tcp://10.0.0.5:8786 --sample-name rg
     """
     from . import cohort as c
 
-    texts = list(regions)
+    specs = list(regions)
     if regions_file:
-        texts += c.bed_regions(regions_file)
-    if not texts:
+        specs += c.bed_regions(regions_file)
+    if not specs:
         raise UsageError("give at least one REGION or -L regions.bed")
+    c.table_format(output)  # an unknown table format fails before any sample runs
     samples = _cohort_samples(from_file, prefix)
-    jobs = [(name, url, texts, c.RETRIES) for name, url in samples]
+    jobs = [(name, url, specs, c.RETRIES, sample_names) for name, url in samples]
     results = _cohort_run(c.count_sample, jobs, engine, scheduler, workers, progress)
     _cohort_write([row for rows in results for row in rows], c.COUNT_COLUMNS, output, bool(prefix))
 
 
 @cohort.command("stats", context_settings=CONTEXT)
 @_cohort_options
-def cohort_stats(from_file, prefix, engine, scheduler, workers, output, progress):
+def cohort_stats(from_file, prefix, engine, scheduler, workers, output, sample_names, progress):
     """One row per sample, from its metadata alone (reads, mapped, duplicates, size, ...).
 
     \b
@@ -550,8 +558,10 @@ def cohort_stats(from_file, prefix, engine, scheduler, workers, output, progress
     """
     from . import cohort as c
 
+    c.table_format(output)
     samples = _cohort_samples(from_file, prefix)
-    rows = _cohort_run(c.stats_sample, [(n, u, c.RETRIES) for n, u in samples], engine, scheduler, workers, progress)
+    rows = _cohort_run(c.stats_sample, [(n, u, c.RETRIES, sample_names) for n, u in samples], engine, scheduler,
+                       workers, progress)
     _cohort_write(rows, c.STATS_COLUMNS, output, bool(prefix))
 
 
@@ -559,7 +569,7 @@ def cohort_stats(from_file, prefix, engine, scheduler, workers, output, progress
 @click.option("--bin", "bin_size", default="1M", show_default=True, help="Bin size (a multiple of 16K).")
 @click.option("--plot", default=None, help="Draw per-sample, per-reference coverage: out.html or out.png.")
 @_cohort_options
-def cohort_coverage(bin_size, plot, from_file, prefix, engine, scheduler, workers, output, progress):
+def cohort_coverage(bin_size, plot, from_file, prefix, engine, scheduler, workers, output, sample_names, progress):
     """Mean depth per bin of every sample, from stored bins (no reads are read); --plot draws it
     normalised by each sample's median, like goleft indexcov (dosage and drop-outs show at a glance).
 
@@ -572,9 +582,15 @@ def cohort_coverage(bin_size, plot, from_file, prefix, engine, scheduler, worker
     from .converter import parse_chunk_size
 
     bin_bp = parse_chunk_size(bin_size)
+    if output or not plot:
+        c.table_format(output)
+    if plot:
+        from .plot import check_plot_path
+
+        check_plot_path(plot)
     samples = _cohort_samples(from_file, prefix)
-    results = _cohort_run(c.coverage_sample, [(n, u, bin_bp, c.RETRIES) for n, u in samples], engine, scheduler,
-                          workers, progress)
+    results = _cohort_run(c.coverage_sample, [(n, u, bin_bp, c.RETRIES, sample_names) for n, u in samples], engine,
+                          scheduler, workers, progress)
     rows = c.coverage_rows(results)
     columns = c.COVERAGE_COLUMNS
     if prefix:

@@ -12,17 +12,34 @@ A sample that fails is retried; if it still fails it is reported in its own rows
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from .errors import Bams3Error, DatasetError, UsageError
+from .errors import Bams3Error, DatasetError, UnknownReferenceError, UsageError
 
-COUNT_COLUMNS = ("sample", "region", "count", "error")
+# note: "missing_reference" when the sample's header lacks the region's reference (count 0)
+COUNT_COLUMNS = ("sample", "region", "count", "note", "error")
 STATS_COLUMNS = ("sample", "url", "records", "mapped", "unmapped", "duplicates", "secondary", "supplementary",
                  "chunk_size", "chunks", "size", "format_version", "error")
 COVERAGE_COLUMNS = ("sample", "reference", "start", "end", "mean_depth", "error")
 RETRIES = 2  # extra attempts for a failing sample
+SAMPLE_NAMES = ("path", "rg")  # a sample's name: from its URL, or its header's @RG SM
+MISSING_REFERENCE = "missing_reference"
+
+# Set when a run is interrupted (Ctrl-C, SIGTERM): samples still running stop at their next
+# region or attempt, queued ones never start.
+_cancelled = threading.Event()
+
+
+class Cancelled(Exception):
+    """The cohort run was interrupted; the sample stopped."""
+
+
+def _check_cancelled() -> None:
+    if _cancelled.is_set():
+        raise Cancelled()
 
 
 # ------------------------------------------------------------------ discovery
@@ -51,18 +68,19 @@ def find_datasets(prefix: str) -> list[str]:
 
 
 def read_sample_list(path: str) -> list[tuple[str, str]]:
-    """``(name, url)`` from a file of ``URL`` or ``NAME<TAB>URL`` lines (# comments allowed)."""
+    """``(name, url)`` from a file of ``URL`` or ``NAME<TAB>URL`` lines (# comments allowed).
+    Only a tab separates a name from its URL: a path may hold spaces."""
     out = []
     try:
         with open(path) as f:
             for n, line in enumerate(f, 1):
-                line = line.strip()
-                if not line or line.startswith("#"):
+                line = line.rstrip("\r\n")
+                if not line.strip() or line.lstrip().startswith("#"):
                     continue
-                parts = line.split("\t") if "\t" in line else line.split()
+                parts = [p.strip() for p in line.split("\t")]
                 if len(parts) == 1:
                     out.append((sample_name(parts[0]), parts[0]))
-                elif len(parts) == 2:
+                elif len(parts) == 2 and all(parts):
                     out.append((parts[0], parts[1]))
                 else:
                     raise UsageError(f"{path}:{n}: expected URL or NAME<TAB>URL")
@@ -73,20 +91,71 @@ def read_sample_list(path: str) -> list[tuple[str, str]]:
     return out
 
 
-def bed_regions(path: str) -> list[str]:
-    """Region texts (samtools syntax) of the intervals of a BED file, in order."""
+def bed_regions(path: str) -> list[tuple[str, int, int]]:
+    """The intervals of a BED file, in order: ``(reference, start, end)``, 0-based half-open, the
+    reference name taken as it is (never re-parsed as region text)."""
     from .region import bed_intervals
 
-    return [f"{{{name}}}:{beg + 1}-{end}" if ":" in name else f"{name}:{beg + 1}-{end}"
-            for _, name, beg, end in bed_intervals(path)]
+    return [(name, beg, end) for _, name, beg, end in bed_intervals(path)]
+
+
+def region_label(spec) -> str:
+    """How a region is named in the table: its text, or ``name:start-end`` (1-based) for a BED interval."""
+    if isinstance(spec, str):
+        return spec
+    name, beg, end = spec
+    return f"{name}:{beg + 1}-{end}"
+
+
+def _resolve(ds, spec):
+    """A Region of the dataset for a region text or a BED interval; UnknownReferenceError when
+    the dataset lacks the reference."""
+    from .region import Region
+
+    if isinstance(spec, str):
+        return ds.region(spec)
+    name, beg, end = spec
+    tid = ds._name_index.get(name)
+    if tid is None:
+        raise UnknownReferenceError(f"unknown reference {name!r}")
+    return Region(tid, beg, end, region_label(spec))
+
+
+def rg_sample(header_text: str) -> str:
+    """The sample a header's read groups name (@RG SM); DatasetError when none or several do."""
+    names = []
+    for line in header_text.splitlines():
+        if line.startswith("@RG\t"):
+            for field in line.split("\t")[1:]:
+                if field.startswith("SM:") and field[3:] not in names:
+                    names.append(field[3:])
+    if not names:
+        raise DatasetError("no @RG SM in its header to name it by (use --sample-name path)")
+    if len(names) > 1:
+        raise DatasetError(f"its header names several samples (@RG SM: {', '.join(names[:4])}); "
+                           "use --sample-name path")
+    return names[0]
+
+
+def _name(name: str, header_text: str | None, how: str) -> tuple[str, str]:
+    """(the sample's name, an error) under --sample-name ``how``."""
+    if how == "path" or header_text is None:
+        return name, ""
+    try:
+        return rg_sample(header_text), ""
+    except DatasetError as exc:
+        return name, str(exc)
 
 
 # ------------------------------------------------------------------ per sample (runs on Dask workers too)
 def _with_retries(fn: Callable, retries: int):
     last = None
     for attempt in range(retries + 1):
+        _check_cancelled()
         try:
             return fn(), None
+        except Cancelled:
+            raise
         except Bams3Error as exc:
             last = str(exc)
             if isinstance(exc, DatasetError) and "corrupt" not in last and "no bams3 dataset" in last:
@@ -98,25 +167,46 @@ def _with_retries(fn: Callable, retries: int):
     return None, last
 
 
-def count_sample(name: str, url: str, regions: Sequence[str], retries: int = RETRIES) -> list[tuple]:
-    """Rows ``(sample, region, count, error)`` for one sample."""
+def count_sample(name: str, url: str, regions: Sequence, retries: int = RETRIES,
+                 sample_names: str = "path") -> list[tuple]:
+    """Rows ``(sample, region, count, note, error)`` for one sample. ``regions``: region texts
+    or BED intervals ``(reference, start, end)``. A region on a reference the sample lacks
+    counts 0 with the note ``missing_reference``: the others are counted as usual."""
     from .dataset import Dataset
 
     def work():
         ds = Dataset.open(url, workers=2)
-        return [ds.count(r) for r in regions]
+        out = []
+        for spec in regions:
+            _check_cancelled()
+            try:
+                region = _resolve(ds, spec)
+            except UnknownReferenceError:
+                out.append((0, MISSING_REFERENCE))
+                continue
+            out.append((ds.count(region), ""))
+        return ds.header.text, out
 
-    counts, error = _with_retries(work, retries)
-    if counts is None:
-        return [(name, r, None, error) for r in regions]
-    return [(name, r, c, "") for r, c in zip(regions, counts)]
+    result, error = _with_retries(work, retries)
+    labels = [region_label(r) for r in regions]
+    if result is None:
+        return [(name, label, None, "", error) for label in labels]
+    header_text, counts = result
+    name, error = _name(name, header_text, sample_names)
+    if error:
+        return [(name, label, None, "", error) for label in labels]
+    return [(name, label, c, note, "") for label, (c, note) in zip(labels, counts)]
 
 
-def stats_sample(name: str, url: str, retries: int = RETRIES) -> tuple:
+def stats_sample(name: str, url: str, retries: int = RETRIES, sample_names: str = "path") -> tuple:
     from .dataset import Dataset
 
     def work():
+        nonlocal name
         ds = Dataset.open(url)
+        name, error = _name(name, ds.header.text, sample_names)
+        if error:
+            raise DatasetError(error)
         s, m = ds.stats, ds.meta
         fs = s.get("flagstat", {})
         total = s.get("n_records", 0)
@@ -135,12 +225,19 @@ def stats_sample(name: str, url: str, retries: int = RETRIES) -> tuple:
     return row
 
 
-def coverage_sample(name: str, url: str, bin_bp: int, retries: int = RETRIES):
+def coverage_sample(name: str, url: str, bin_bp: int, retries: int = RETRIES, sample_names: str = "path"):
     """(sample, rows of (reference, start, end, mean depth), error)."""
     from .dataset import Dataset
 
-    rows, error = _with_retries(lambda: Dataset.open(url).coverage(None, bin_bp), retries)
-    return name, rows or [], error or ""
+    def work():
+        ds = Dataset.open(url)
+        return ds.header.text, ds.coverage(None, bin_bp)
+
+    result, error = _with_retries(work, retries)
+    if result is None:
+        return name, [], error or ""
+    name, error = _name(name, result[0], sample_names)
+    return name, [] if error else result[1], error
 
 
 # ------------------------------------------------------------------ engines
@@ -149,14 +246,22 @@ def run(fn: Callable, jobs: list[tuple], *, engine: str = "local", workers: int 
     """``fn(*job)`` for every job, results in job order: threads here, or tasks on Dask."""
     results: list = [None] * len(jobs)
     done = 0
+    _cancelled.clear()
     if engine == "local" and client is None:
-        with ThreadPoolExecutor(max(1, workers), thread_name_prefix="bams3-cohort") as pool:
+        pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="bams3-cohort")
+        try:
             futures = {pool.submit(fn, *job): i for i, job in enumerate(jobs)}
             for f in as_completed(futures):
                 results[futures[f]] = f.result()
                 done += 1
                 if progress:
                     progress(done, len(jobs))
+        except BaseException:
+            # Ctrl-C: queued samples never start, running ones stop at their next region or attempt
+            _cancelled.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
         return results
     if engine != "dask" and client is None:
         raise UsageError(f"unknown engine {engine!r} (use local or dask)")
@@ -176,11 +281,15 @@ def run(fn: Callable, jobs: list[tuple], *, engine: str = "local", workers: int 
         futures = [client.submit(fn, *job, pure=False, key=f"bams3-{i}-{os.getpid()}-{time.time_ns()}")
                    for i, job in enumerate(jobs)]
         index = {f.key: i for i, f in enumerate(futures)}
-        for f in dask_completed(futures):
-            results[index[f.key]] = f.result()
-            done += 1
-            if progress:
-                progress(done, len(jobs))
+        try:
+            for f in dask_completed(futures):
+                results[index[f.key]] = f.result()
+                done += 1
+                if progress:
+                    progress(done, len(jobs))
+        except BaseException:
+            client.cancel(futures)  # the cluster drops what has not run
+            raise
     finally:
         if own is not None:
             cluster = getattr(own, "cluster", None)
@@ -213,28 +322,32 @@ def _table(rows: list[tuple], columns: Sequence[str]):
 
 
 # ------------------------------------------------------------------ the Python API
-def count(datasets: Iterable, regions: Sequence[str] | str, client=None, *, workers: int = 8,
-          retries: int = RETRIES, progress=None):
-    """The sample x region read-count table (pandas: ``sample``, ``region``, ``count``, ``error``).
+def count(datasets: Iterable, regions: Sequence | str, client=None, *, workers: int = 8,
+          retries: int = RETRIES, progress=None, sample_names: str = "path"):
+    """The sample x region read-count table (pandas: ``sample``, ``region``, ``count``, ``note``,
+    ``error``).
 
-    ``datasets``: URLs, or ``(name, url)`` pairs. ``client``: a ``distributed.Client`` to run on.
+    ``datasets``: URLs, or ``(name, url)`` pairs. ``regions``: region texts or BED intervals
+    ``(reference, start, end)``. ``client``: a ``distributed.Client`` to run on.
+    ``sample_names``: ``"path"`` (from the URL or the pair) or ``"rg"`` (the header's @RG SM).
     """
     regions = [regions] if isinstance(regions, str) else list(regions)
-    jobs = [(name, url, regions, retries) for name, url in _samples(datasets)]
+    jobs = [(name, url, regions, retries, sample_names) for name, url in _samples(datasets)]
     results = run(count_sample, jobs, workers=workers, client=client, progress=progress)
     return _table([row for rows in results for row in rows], COUNT_COLUMNS)
 
 
-def stats(datasets: Iterable, client=None, *, workers: int = 8, retries: int = RETRIES, progress=None):
+def stats(datasets: Iterable, client=None, *, workers: int = 8, retries: int = RETRIES, progress=None,
+          sample_names: str = "path"):
     """One row per sample from its metadata (pandas)."""
-    jobs = [(name, url, retries) for name, url in _samples(datasets)]
+    jobs = [(name, url, retries, sample_names) for name, url in _samples(datasets)]
     return _table(run(stats_sample, jobs, workers=workers, client=client, progress=progress), STATS_COLUMNS)
 
 
 def coverage(datasets: Iterable, bin_bp: int = 1 << 20, client=None, *, workers: int = 8, retries: int = RETRIES,
-             progress=None):
+             progress=None, sample_names: str = "path"):
     """Mean depth per bin per sample, long form (pandas: sample, reference, start, end, mean_depth, error)."""
-    jobs = [(name, url, bin_bp, retries) for name, url in _samples(datasets)]
+    jobs = [(name, url, bin_bp, retries, sample_names) for name, url in _samples(datasets)]
     results = run(coverage_sample, jobs, workers=workers, client=client, progress=progress)
     return _table(coverage_rows(results), COVERAGE_COLUMNS)
 
@@ -249,40 +362,58 @@ def coverage_rows(results: list) -> list[tuple]:
     return rows
 
 
+TABLE_FORMATS = ("tsv", "csv", "txt", "parquet")
+
+
+def table_format(path: str | None) -> str:
+    """The table format of an output path (``-`` or None: TSV on stdout); UsageError for an
+    extension bams3 does not write, before any sample is run."""
+    from .output import _special, is_stdout
+
+    if is_stdout(path):
+        return "tsv"
+    ext = path.rsplit(".", 1)[-1].lower() if "." in os.path.basename(path) else ""
+    if ext in TABLE_FORMATS:
+        if ext == "parquet":
+            try:
+                import pyarrow  # noqa: F401
+            except ImportError:
+                raise UsageError("writing parquet needs pyarrow: pip install 'bams3[cohort]'") from None
+        return "tsv" if ext == "txt" else ext
+    if _special(path):  # /dev/stdout, a FIFO: TSV
+        return "tsv"
+    raise UsageError(f"unknown table format {('.' + ext) if ext else path!r} (use .tsv, .csv or .parquet)")
+
+
 def write_rows(rows: list[tuple], columns: Sequence[str], path: str | None, out=None) -> None:
-    """Rows as TSV on ``out`` when ``path`` is None; else by extension: .tsv, .csv, .parquet.
-    (No pandas: the CLI stays quick to start.)"""
+    """Rows as TSV on ``out`` when ``path`` is None (or ``-``); else by extension: .tsv, .csv,
+    .parquet, written as bams3 writes every output (bams3.output: links and FIFOs in place,
+    files replaced only when complete). (No pandas: the CLI stays quick to start.)"""
     import csv
     import io
+
+    from .output import Output, is_stdout
 
     def cell(v):
         return "NA" if v is None else v
 
-    if path is not None:
-        ext = path.rsplit(".", 1)[-1].lower()
-        if ext == "parquet":
-            try:
-                import pyarrow as pa
-                import pyarrow.parquet as pq
-            except ImportError:
-                raise UsageError("writing parquet needs pyarrow: pip install 'bams3[cohort]'") from None
-            pq.write_table(pa.table({c: [r[i] for r in rows] for i, c in enumerate(columns)}), path)
-            return
-        if ext not in ("csv", "tsv", "txt"):
-            raise UsageError(f"unknown table format .{ext} (use .tsv, .csv or .parquet)")
-        try:
-            with open(path, "w", newline="") as f:
-                w = csv.writer(f, delimiter="," if ext == "csv" else "\t", lineterminator="\n")
-                w.writerow(columns)
-                w.writerows([cell(v) for v in r] for r in rows)
-        except OSError as exc:
-            raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+    fmt = table_format(path)
+    if fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        with Output(path) as f:
+            pq.write_table(pa.table({c: [r[i] for r in rows] for i, c in enumerate(columns)}), f)
         return
     buf = io.StringIO()
-    w = csv.writer(buf, delimiter="\t", lineterminator="\n")
+    w = csv.writer(buf, delimiter="," if fmt == "csv" else "\t", lineterminator="\n")
     w.writerow(columns)
     w.writerows([cell(v) for v in r] for r in rows)
-    out.write(buf.getvalue())
+    if is_stdout(path) and out is not None:
+        out.write(buf.getvalue())
+        return
+    with Output(path) as f:
+        f.write(buf.getvalue().encode())
 
 
 def drop_non_dataset_rows(rows: list[tuple], columns: Sequence[str]) -> list[tuple]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -144,31 +145,41 @@ def codec_plan(compression="default", codec=None, level=None, qual_codec=None, s
 
 
 def _sort(src: str, out: str, reference: str | None, workers: int) -> None:
-    """``samtools sort`` in a child process (pysam holds the GIL while it runs), its
-    messages kept in a file: htslib only warns when a SAM record names a reference the
-    header lacks, and the sorted file would hold it unplaced."""
+    """``samtools sort`` in a child process (pysam holds the GIL while it runs), its messages
+    read as they come (through a pipe: a full temporary directory must not swallow them):
+    htslib only warns when a SAM record names a reference the header lacks, and the sorted file
+    would hold it unplaced."""
     args = ["-@", str(workers), "-o", out] + (["--reference", reference] if reference else []) + [src]
-    code = ("import pysam, signal, sys\n"
-            "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-            "pysam.set_verbosity(3)\n"
-            "try:\n"
-            "    pysam.sort(*sys.argv[1:], catch_stdout=False)\n"
-            "except pysam.SamtoolsError as exc:\n"
-            "    lines = str(exc).strip().splitlines()\n"
-            "    sys.exit(lines[-1] if lines else 'samtools sort failed')\n")
-    with tempfile.TemporaryFile() as log:
-        p = subprocess.run([sys.executable, "-c", code, *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                           stderr=log)
-        log.seek(0)
-        last = ""
-        for raw in log:
+    p = subprocess.Popen([sys.executable, "-m", "bams3._htssort", *args], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last = ""
+    try:
+        for raw in p.stderr:
             line = raw.decode(errors="replace").strip()
             exc = unknown_reference(line)
             if exc is not None:
                 raise InputError(f"{src}: {exc}")
-            last = line or last
+            if line and not line.startswith("[E::bgzf_close]"):  # the consequence, not the cause
+                last = line
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+        p.stderr.close()
     if p.returncode:
-        raise InputError(f"cannot sort {src}: {last or 'samtools sort failed'}")
+        why = last or "samtools sort failed"
+        tmp = os.path.dirname(out)
+        try:
+            free = shutil.disk_usage(tmp).free
+            need = 2 * os.path.getsize(src)
+        except OSError:
+            free = need = 0
+        if "No space left on device" in why or free < need:
+            # (pysam keeps samtools' messages in a temporary file too: with the directory full, it
+            # may have none to give)
+            why = (f"the temporary directory {os.path.dirname(tmp)} is full ({free:,} bytes free, about "
+                   f"{need:,} needed); point TMPDIR at a larger one")
+        raise InputError(f"cannot sort {src}: {why}")
 
 
 class _Pipeline:

@@ -25,6 +25,10 @@ class RegionError(UsageError):
     """A region string cannot be parsed or names an unknown reference."""
 
 
+class UnknownReferenceError(RegionError):
+    """A region names a reference the dataset's header lacks."""
+
+
 class DatasetError(Bams3Error):
     """A dataset is missing, incomplete, corrupt, or of an unsupported version."""
 

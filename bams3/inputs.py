@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+import zlib
 from collections.abc import Callable, Iterator
 
 import attrs
@@ -133,6 +134,16 @@ def _sniff(head: bytes, name: str) -> str:
     if head[:4] == b"BAM\x01":
         return "BAM-raw"
     if head[:2] == b"\x1f\x8b":
+        if not _is_bgzf(head):  # plain gzip (gzip in.sam): htslib reads it, as samtools does
+            try:
+                first = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, 4096)
+            except zlib.error:
+                raise InputError(f"{name} is gzip-compressed but does not decompress (corrupt)") from None
+            if first[:4] == b"BAM\x01":
+                return "BAM-gzip"
+            if first[:1] == b"@" or all(32 <= c < 127 or c in (9, 10, 13) for c in first[:4096]):
+                return "SAM"
+            raise InputError(f"{name} is gzip-compressed but holds neither SAM nor BAM")
         try:
             pieces = iter([head])
             first = next(bgzf.decompress_stream(lambda n: next(pieces, b"")), b"")
@@ -146,15 +157,55 @@ def _sniff(head: bytes, name: str) -> str:
     raise InputError(f"{name} is not a BAM, SAM or CRAM file")
 
 
+def _is_bgzf(head: bytes) -> bool:
+    """The gzip member at the start carries BGZF's BC extra field."""
+    if len(head) < 18 or not head[3] & 4:
+        return False
+    xlen = head[10] | (head[11] << 8)
+    p, end = 12, min(12 + xlen, len(head))
+    while p + 4 <= end:
+        if head[p] == 66 and head[p + 1] == 67:
+            return True
+        p += 4 + (head[p + 2] | (head[p + 3] << 8))
+    return False
+
+
+def _gunzip(read, piece: int = 4 << 20) -> Iterator[bytes]:
+    """Plain gzip (any number of members), decompressed as it is read, in bounded pieces."""
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    pending = b""  # input not yet given to a decompressor
+    started = False  # the current member has begun
+    while True:
+        data = d.unconsumed_tail or pending or read(1 << 20)
+        pending = b""
+        if not data:
+            if started and not d.eof:
+                raise InputError("truncated gzip stream")
+            return
+        started = True
+        try:
+            out = d.decompress(data, piece)
+        except zlib.error as exc:
+            raise InputError(f"corrupt gzip stream ({exc})") from None
+        if out:
+            yield out
+        if d.eof:  # a member ended: another may follow
+            pending = d.unused_data
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            started = False
+
+
 def open_input(name: str, reference: str | None = None, threads: int = 2) -> Input:
     """Open a BAM, SAM or CRAM file (a path or a URL) as a stream of raw record batches."""
     src = _Source(name)
     try:
         kind = _sniff(src.head, name)
-        if kind not in ("BAM", "BAM-raw"):
+        if kind not in ("BAM", "BAM-raw", "BAM-gzip"):
             return _open_with_htslib(src, kind, reference, threads)
         if kind == "BAM":
             pieces = bgzf.decompress_stream(src.read)
+        elif kind == "BAM-gzip":
+            pieces = _gunzip(src.read)
         else:
             pieces = iter(lambda: src.read(4 << 20), b"")
         header, batches = split_records(pieces)
@@ -272,6 +323,11 @@ def _open_with_htslib(src: _Source, kind: str, reference: str | None, threads: i
         if code == 0:
             return None
         err = messages[-1] if messages else ""  # one line, whatever the child printed
+        mismatch = next((m for m in messages if "MD5 checksum reference mismatch" in m), None)
+        if mismatch is not None:
+            where = mismatch.rsplit(" at ", 1)[-1] if " at " in mismatch else "a slice"
+            return InputError(f"the reference does not match the one the CRAM was made with (MD5 mismatch at "
+                              f"{where}); pass that FASTA with -T/--reference")
         if "sam_write1" in err:
             err = "a record cannot be stored in BAM, e.g. a position beyond 2,147,483,647"
         return InputError(f"cannot read it as {kind} ({err or 'htslib failed'}){hint}")

@@ -33,15 +33,27 @@ def normalised(df):
     return curves, means
 
 
-def coverage_plot(df, path: str) -> None:
+def check_plot_path(path: str) -> str:
+    """The plot's kind from its extension (html or png); UsageError otherwise, before any work."""
     ext = path.rsplit(".", 1)[-1].lower()
     if ext in ("html", "htm"):
-        with open(path, "w") as f:
-            f.write(_html(df))
-    elif ext == "png":
-        _png(df, path)
-    else:
-        raise UsageError(f"--plot writes .html or .png, not .{ext}")
+        return "html"
+    if ext == "png":
+        return "png"
+    raise UsageError(f"--plot writes .html or .png, not .{ext}")
+
+
+def coverage_plot(df, path: str) -> None:
+    """Written as bams3 writes every output (bams3.output): a link or FIFO in place, a file
+    replaced only when complete."""
+    from .output import Output
+
+    kind = check_plot_path(path)
+    with Output(path) as f:
+        if kind == "html":
+            f.write(_html(df).encode())
+        else:
+            _png(df, f)
 
 
 def _refs_in_order(df) -> list[str]:
@@ -102,7 +114,7 @@ def _html(df) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _png(df, path: str) -> None:
+def _png(df, out) -> None:
     try:
         import matplotlib
 
@@ -133,5 +145,5 @@ def _png(df, path: str) -> None:
         a.set_title(r, fontsize=8)
         a.tick_params(labelsize=6)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(out, dpi=100, format="png")
     plt.close(fig)

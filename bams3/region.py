@@ -9,7 +9,7 @@ import re
 
 import attrs
 
-from .errors import RegionError
+from .errors import RegionError, UnknownReferenceError
 
 POS_MAX = (1 << 63) - 1  # htslib's HTS_POS_MAX: "to the end of the reference"
 _NUM = re.compile(r"(\d[\d,]*(?:\.\d+)?)([kKmMgG]?)")
@@ -89,7 +89,8 @@ class Region:
                 else:
                     name, rng = head, tail  # looks like name:range with an unknown name
         if name not in names:
-            raise RegionError(f"unknown reference {name!r} in region {text!r} (see `bams3 stats` for the references)")
+            raise UnknownReferenceError(f"unknown reference {name!r} in region {text!r} (see `bams3 stats` for the "
+                                        "references)")
         tid = names[name]
         beg, end = 0, POS_MAX
         if rng:
@@ -137,6 +138,6 @@ def read_bed(path: str, references, names: dict[str, int] | None = None) -> list
     for lineno, name, beg, end in bed_intervals(path):
         tid = names.get(name)
         if tid is None:
-            raise RegionError(f"{path}:{lineno}: unknown reference {name!r}")
+            raise UnknownReferenceError(f"{path}:{lineno}: unknown reference {name!r}")
         out.append(Region(tid, beg, end, f"{name}:{beg + 1}-{end}"))
     return out

@@ -139,18 +139,12 @@ class ObstoreStore:
     def get_range(self, key: str, start: int, end: int) -> bytes:
         if end <= start:
             return b""
-        for _ in range(_OVERLONG_ATTEMPTS):
-            try:
-                with self.counter.request("GET", key, rng=(start, end)) as moved:
-                    data = bytes(self._obs.get_range(self._store, key, start=start, end=end))
-                    moved["in"] = len(data)
-                    if len(data) > end - start:  # a transport fault: asked again
-                        raise _Overlong()
-                return data
-            except _Overlong:
-                pass
-        raise StorageError(f"{self.url}: the server sent more bytes of {key} than the range asked for, "
-                           f"{_OVERLONG_ATTEMPTS} times; not using them")
+        with self.counter.request("GET", key, rng=(start, end)) as moved:
+            data = bytes(self._obs.get_range(self._store, key, start=start, end=end))
+            moved["in"] = len(data)
+            if len(data) > end - start:  # more than was asked: a transport fault (retried by stores that retry)
+                raise TransportError(f"the server sent {len(data):,} bytes of {key} for a range of {end - start:,}")
+        return data
 
     def get_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         if not ranges:
@@ -161,8 +155,8 @@ class ObstoreStore:
             )
             datas = [bytes(x) for x in out]
             moved["in"] = sum(map(len, datas))
-        if any(len(d) > b - a for d, (a, b) in zip(datas, ranges)):
-            raise StorageError(f"{self.url}: the server sent more bytes of {key} than the ranges asked for")
+            if any(len(d) > b - a for d, (a, b) in zip(datas, ranges)):
+                raise TransportError(f"the server sent more bytes of {key} than the ranges asked for")
         return datas
 
     def stream(self, key: str, piece: int = 8 << 20) -> Iterator[bytes]:
@@ -227,14 +221,9 @@ class ObstoreStore:
         return None if meta is None else meta["size"]
 
 
-_OVERLONG_ATTEMPTS = 3
-
-
-class _Overlong(Exception):
-    """A response carried more bytes than the range asked for: a transport fault, asked again."""
-
-    def __str__(self):
-        return "the response was longer than the range asked for"
+class TransportError(StorageError):
+    """A response that cannot be right (longer than what was asked): a transport fault, which
+    stores that retry treat like a dropped connection."""
 
 
 _traced: list | None = None  # stores opened while tracing (--trace)

@@ -119,3 +119,49 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("hostile input refused")
         terminalreporter.write_line(f"{r['commands']} commands refused in one line; peak RSS at most "
                                     f"{r['peak_mb']:.0f} MB, slowest {r['slowest_s']:.1f} s")
+
+
+# ------------------------------------------------------------------ nothing outside its own temporary directories
+# Tests write only under their temporary directories. At the end of the run, every file of the
+# repository (but the caches the run keeps) and the system's /dev/null, /dev/zero and
+# /dev/stdout must be as they were: not removed, renamed, replaced or rewritten. A test that
+# wrote through a device, a link or a FIFO of its own did so in its temporary directory.
+_SKIP = {".git", ".cache", "__pycache__", ".pytest_cache", ".hypothesis", "build", "dist"}
+_DEVICES = ("/dev/null", "/dev/zero", "/dev/stdout", "/dev/stderr", "/dev/stdin")
+
+
+def _snapshot() -> dict[str, tuple]:
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(ROOT):
+        dirnames[:] = [d for d in dirnames if d not in _SKIP and not d.endswith(".egg-info")]
+        for name in filenames:
+            p = os.path.join(dirpath, name)
+            if name.endswith((".so", ".pyc")):
+                continue
+            st = os.lstat(p)
+            out[p] = (st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns)
+    for p in _DEVICES:
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            continue
+        out[p] = (st.st_ino, st.st_mode, st.st_rdev)
+    return out
+
+
+def pytest_sessionstart(session):
+    session.config._bams3_snapshot = _snapshot()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    before = getattr(session.config, "_bams3_snapshot", None)
+    if before is None:
+        return
+    after = _snapshot()
+    changed = sorted(p for p, v in before.items() if after.get(p) != v)
+    if changed:
+        import sys
+
+        print(f"\nthe test run changed {len(changed)} path(s) outside its temporary directories: "
+              f"{', '.join(changed[:10])}", file=sys.stderr)
+        session.exitstatus = 1

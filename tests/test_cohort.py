@@ -119,7 +119,7 @@ def test_cli_count_to_parquet_from_prefix_and_list(cohort, tmp_path):
     p = subprocess.run([sys.executable, "-m", "bams3.cli", "cohort", "count", "chrX", "--from",
                         str(cohort["dir"] / "samples.txt")], capture_output=True, text=True)
     lines = p.stdout.splitlines()
-    assert lines[0] == "sample\tregion\tcount\terror" and len(lines) == N_SAMPLES + 1
+    assert lines[0] == "sample\tregion\tcount\tnote\terror" and len(lines) == N_SAMPLES + 1
     s001 = [line.split("\t") for line in lines if line.startswith("s001\t")][0]
     assert int(s001[2]) == cohort["expected"]["s001"]["chrX"]
 

@@ -35,8 +35,10 @@ class CountingProxy:
         #            lands upstream) but the connection drops before the response;
         #   "short": GET: the body ends early, connection closed; other methods: as "reset" with a FIN;
         #   "stall": nothing is sent for stall_seconds, then the connection closes.
-        #   "long": GET: the body goes on past its Content-Length (junk after the real bytes),
-        #           then the connection closes.
+        #   "whole": GET: forwarded without its Range header (a server that ignores Range answers
+        #            200 with the whole object);
+        #   "long": GET: the body goes on past its Content-Length (junk after the real bytes) and the
+        #           connection stays open, so the client reads the junk as its next answer.
         #   "ok": passed through untouched (to space faults out).
         # fault_match, if set, limits faults to requests whose path contains it.
         # self.injected counts what was done, per kind.
@@ -119,6 +121,8 @@ class CountingProxy:
                     return
                 body = self._body()
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
+                if fault == "whole":  # a server that ignores Range: the whole object, 200
+                    headers = {k: v for k, v in headers.items() if k.lower() != "range"}
                 if body or self.command in ("PUT", "POST"):
                     headers["Content-Length"] = str(len(body))
                 # one upstream connection per client connection, kept while responses are read whole
@@ -169,8 +173,7 @@ class CountingProxy:
                                 self.wfile.write(junk)
                                 sent += len(junk)
                                 self.wfile.flush()
-                                self.close_connection = True
-                                break
+                                break  # the connection stays open: the junk is read as the next answer
                             if fault in ("reset", "short"):  # half the body, then the connection goes
                                 piece = piece[: max(1, len(piece) // 2)]
                                 self.wfile.write(piece)

@@ -2,7 +2,7 @@
 or call it per sample). Package bams3 in the function's image; give the role s3:GetObject.
 
 Event:  {"samples": [["NA12878", "s3://bucket/NA12878.bams3"], ...], "regions": ["chr20:10M-11M"]}
-Return: {"rows": [{"sample": ..., "region": ..., "count": ..., "error": ...}, ...]}
+Return: {"rows": [{"sample": ..., "region": ..., "count": ..., "note": ..., "error": ...}, ...]}
 """
 
 import bams3.cohort

@@ -15,8 +15,8 @@ def count_partition(rows, regions):
     if not samples:
         return iter(())
     table = bams3.cohort.count(samples, regions, workers=8)
-    return ((str(s), str(r), None if c is None or c != c else int(c), e or "")
-            for s, r, c, e in table.astype(object).itertuples(index=False))
+    return ((str(s), str(r), None if c is None or c != c else int(c), n or "", e or "")
+            for s, r, c, n, e in table.astype(object).itertuples(index=False))
 
 
 def main(samples_txt: str, regions: list, out: str | None = None) -> None:
@@ -26,7 +26,7 @@ def main(samples_txt: str, regions: list, out: str | None = None) -> None:
     lines = [line.rstrip("\n").split("\t") for line in open(samples_txt) if line.strip()]
     rdd = spark.sparkContext.parallelize(lines, max(1, len(lines) // 25))
     counts = rdd.mapPartitions(lambda rows: count_partition(rows, regions))
-    df = spark.createDataFrame(counts, "sample string, region string, count long, error string")
+    df = spark.createDataFrame(counts, "sample string, region string, count long, note string, error string")
     if out:
         df.write.mode("overwrite").parquet(out)
     else:

@@ -7,8 +7,9 @@ profiles (AWS_PROFILE, ~/.aws/credentials and ~/.aws/config),
 AWS_SKIP_SIGNATURE for public buckets, AWS_REQUESTER_PAYS), instance and task
 roles; for GCS and Azure obstore's own GOOGLE_*/AZURE_* variables.
 
-Every request is retried with exponential backoff on 5xx, SlowDown, dropped
-connections, cut-short bodies and timeouts: AWS_MAX_ATTEMPTS attempts in all
+Every request is retried here (not inside obstore, so that --trace shows every
+attempt) with exponential backoff on 5xx, 429, SlowDown, dropped connections,
+cut-short or over-long bodies and timeouts: AWS_MAX_ATTEMPTS attempts in all
 (default 6, as the AWS CLI counts them), BAMS3_TIMEOUT seconds per request
 (default 60) and BAMS3_CONNECT_TIMEOUT seconds to connect (default 5). A
 request that still fails is one line naming the object and what to change.
@@ -19,13 +20,14 @@ from __future__ import annotations
 import configparser
 import os
 import re
+import time
 from datetime import timedelta
 
 from obstore.store import from_url
 
 import bams3
 from bams3.errors import DatasetError, StorageError, UsageError
-from bams3.storage import ObstoreStore, redact_userinfo
+from bams3.storage import ObstoreStore, TransportError, redact_userinfo
 
 _BACKOFF = {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=5), "base": 2}
 _SECRET = re.compile(r"(X-Amz-[A-Za-z-]+|Signature|Credential|sig|token)=[^&\s]+", re.I)
@@ -60,15 +62,34 @@ def settings() -> dict:
     connect = _number("BAMS3_CONNECT_TIMEOUT", 5, 0.1, 3600)
     # the retries of one request stop once this long has passed since its first attempt
     budget = max(30.0, attempts * (timeout + 5))
-    return {"attempts": attempts, "timeout": timeout, "connect": connect,
+    return {"attempts": attempts, "timeout": timeout, "connect": connect, "budget": budget,
             "client": {"timeout": f"{int(timeout * 1000)}ms", "connect_timeout": f"{int(connect * 1000)}ms"},
-            "retry": {"max_retries": attempts - 1, "retry_timeout": timedelta(seconds=budget), "backoff": _BACKOFF}}
+            # streams (whole inputs read from a store) are retried by obstore; every other request here
+            "retry": {"max_retries": attempts - 1, "retry_timeout": timedelta(seconds=budget), "backoff": _BACKOFF},
+            "no_retry": {"max_retries": 0, "retry_timeout": timedelta(seconds=budget), "backoff": _BACKOFF}}
 
 
-def _attempts(msg: str) -> str:
-    """' after N attempts in S s' from obstore's retry report, or ''."""
+def _attempts(msg: str, attempts: int | None = None, seconds: float | None = None) -> str:
+    """' after N attempts in S s': ours, or from obstore's retry report, or ''."""
+    if attempts is not None and attempts > 1:
+        return f" after {attempts} attempts in {seconds:.0f} s"
     m = re.search(r"in ([\d.]+)s, after (\d+) retries", msg)
-    return f" after {int(m.group(2)) + 1} attempts in {float(m.group(1)):.0f} s" if m else ""
+    return f" after {int(m.group(2)) + 1} attempts in {float(m.group(1)):.0f} s" if m and int(m.group(2)) else ""
+
+
+def transient(exc: BaseException) -> bool:
+    """A failure worth another attempt: 5xx, 429 and SlowDown answers, dropped or refused
+    connections, bodies cut short or longer than asked, timeouts."""
+    if isinstance(exc, TransportError):
+        return True
+    if isinstance(exc, (FileNotFoundError, StorageError)):
+        return False
+    msg = str(exc)
+    status = _status(msg)
+    if status:
+        return status[0] == "5" or status[:3] == "429"
+    return any(s in msg for s in ("SlowDown", "HTTP error", "error sending request", "body error", "timed out",
+                                  "Timeout", "onnection", "IncompleteMessage", "unexpected EOF"))
 
 
 def _status(msg: str) -> str | None:
@@ -83,13 +104,14 @@ def display_endpoint() -> str:
     return redact_userinfo(os.environ.get("AWS_ENDPOINT_URL") or "S3")
 
 
-def translate(exc: BaseException, url: str, key: str) -> BaseException:
+def translate(exc: BaseException, url: str, key: str, attempts: int | None = None,
+              seconds: float | None = None) -> BaseException:
     """Turn an obstore error into one line a user can act on, naming the object and the cause
     (never echoing credentials)."""
     from obstore import exceptions as oe
 
     msg = str(exc)
-    tried = _attempts(msg)
+    tried = _attempts(msg, attempts, seconds)
     status = _status(msg)
     code = status[:3] if status else None
     where = f"{url}: {key}" if key else url
@@ -119,23 +141,47 @@ def translate(exc: BaseException, url: str, key: str) -> BaseException:
     if status:
         return StorageError(f"{where}: the server answered {status}{tried}; "
                             "try again later (AWS_MAX_ATTEMPTS=N retries more)")
+    if isinstance(exc, TransportError):
+        return StorageError(f"{url}: {exc}{tried}; not using what it sent")
+    if "non-partial response" in msg:
+        return StorageError(f"{where}: the server ignored the byte range asked for (a server or proxy that does "
+                            "not support Range requests)")
+    if "body error" in msg or "IncompleteMessage" in msg:
+        return StorageError(f"{where}: the connection dropped while the answer arrived{tried}; check the network")
     return StorageError(f"{where}: the storage request failed{tried} ({_clean(msg)})")
 
 
 class CloudStore(ObstoreStore):
-    """An ObstoreStore whose errors are translated into one-line, actionable messages."""
+    """An ObstoreStore that retries transient failures itself (each attempt counted and traced)
+    and translates errors into one-line, actionable messages."""
 
-    def __init__(self, store, url: str, read_only: bool = False):
+    def __init__(self, store, url: str, read_only: bool = False, stream_store=None):
         super().__init__(store, url)
         self.read_only = read_only
+        self._stream_store = stream_store  # the same store with obstore's own retries, for stream()
+        self._conf = settings()
 
     def _guard(self, fn, key, *args, **kwargs):
-        try:
-            return fn(key, *args, **kwargs)
-        except BaseException as exc:
-            if isinstance(exc, (KeyboardInterrupt, SystemExit, StorageError)):
-                raise
-            raise translate(exc, self.url, key) from None
+        """``fn(key, ...)``, one request per attempt, retried with backoff while it fails transiently."""
+        conf = self._conf
+        start = time.monotonic()
+        delay = 0.1
+        for attempt in range(1, conf["attempts"] + 1):
+            try:
+                return fn(key, *args, **kwargs)
+            except BaseException as exc:
+                if isinstance(exc, FileNotFoundError) and "NoSuchBucket" in str(exc):
+                    raise translate(exc, self.url, key) from None
+                if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit, FileNotFoundError)):
+                    raise
+                if isinstance(exc, StorageError) and not isinstance(exc, TransportError):
+                    raise
+                elapsed = time.monotonic() - start
+                if not transient(exc) or attempt == conf["attempts"] or elapsed + delay > conf["budget"]:
+                    raise translate(exc, self.url, key, attempt, elapsed) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        raise AssertionError("unreachable")
 
     def get(self, key):
         return self._guard(super().get, key)
@@ -154,8 +200,16 @@ class CloudStore(ObstoreStore):
             raise StorageError(f"{self.url} is read-only (HTTP); write to s3://, gs://, az:// or a path instead")
         return self._guard(lambda k: super(CloudStore, self).put_if(k, data, expect=expect), key)
 
+    def _streamed(self, key, piece):
+        store = self._stream_store or self._store  # a whole object: obstore's own retries resume it
+        with self.counter.request("GET", key) as moved:
+            for b in self._obs.get(store, key).stream(min_chunk_size=piece):
+                b = bytes(b)
+                moved["in"] += len(b)
+                yield b
+
     def stream(self, key, piece=8 << 20):
-        it = super().stream(key, piece)
+        it = self._streamed(key, piece)
         while True:
             try:
                 b = next(it)
@@ -280,17 +334,20 @@ def open_cloud(url: str, create: bool = False):
     elif scheme == "http":
         options["allow_http"] = True
     try:
-        if scheme in ("s3", "gs", "az"):
-            _, bucket, prefix = split_url(url)
-            cls = {"s3": S3Store, "gs": GCSStore, "az": AzureStore}[scheme]
-            store = cls(bucket, prefix=prefix or None, client_options=options, retry_config=conf["retry"], **kwargs)
-        else:
-            store = from_url(url.rstrip("/"), client_options=options, retry_config=conf["retry"], **kwargs)
+        stores = []
+        for retry in (conf["no_retry"], conf["retry"]):
+            if scheme in ("s3", "gs", "az"):
+                _, bucket, prefix = split_url(url)
+                cls = {"s3": S3Store, "gs": GCSStore, "az": AzureStore}[scheme]
+                stores.append(cls(bucket, prefix=prefix or None, client_options=options, retry_config=retry,
+                                  **kwargs))
+            else:
+                stores.append(from_url(url.rstrip("/"), client_options=options, retry_config=retry, **kwargs))
     except UsageError:
         raise
     except Exception as exc:
         raise DatasetError(f"cannot use {redact_userinfo(url)}: {_clean(str(exc))}") from None
-    return CloudStore(store, url, read_only=scheme in ("http", "https"))
+    return CloudStore(stores[0], url, read_only=scheme in ("http", "https"), stream_store=stores[1])
 
 
 @bams3.hookimpl

@@ -1,0 +1,28 @@
+"""Child process: ``samtools sort`` through pysam. Run as ``python -m bams3._htssort ARGS...``.
+
+A separate process, because pysam holds the GIL while samtools runs. htslib's warnings go
+to stderr as they come (the parent reads them: unknown reference names); a failure ends
+with samtools' own last message, as one line, and exit status 1.
+"""
+
+import signal
+import sys
+
+
+def main() -> int:
+    import pysam
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops this child
+    pysam.set_verbosity(3)
+    try:
+        pysam.sort(*sys.argv[1:], catch_stdout=False)
+    except pysam.SamtoolsError as exc:
+        text = str(exc).split("stderr=", 1)[-1].replace("\\n", "\n")
+        lines = [line.strip(" '\"") for line in text.splitlines() if line.strip(" '\"")]
+        print(lines[-1] if lines else "samtools sort failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
