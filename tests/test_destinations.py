@@ -281,3 +281,18 @@ def test_a_read_only_disk_is_one_line(tmp_path):
     run("convert", EXAMPLE, tmp_path / "ds", check=True)
     p = _in_private_mount(tmp_path, "ro,size=64k", "to-bam", tmp_path / "ds", tmp_path / "mnt" / "o.bam")
     assert_one_line_error(p, 1, "Read-only file system")
+
+
+def test_a_dataset_may_itself_be_a_link(tmp_path):
+    """The path the user names may be a link (datasets on another disk, a prefix of links to them):
+    it is followed; links inside a dataset never are."""
+    real = tmp_path / "disk2" / "d.bams3"
+    real.parent.mkdir()
+    run("convert", EXAMPLE, real, check=True)
+    prefix = tmp_path / "samples"
+    prefix.mkdir()
+    (prefix / "linked.bams3").symlink_to(real)
+    n = int(run("query", prefix / "linked.bams3", "chr1", "-c", check=True).stdout)
+    assert n == 10719
+    listing = run("ls", prefix, check=True).stdout.decode()
+    assert "linked.bams3" in listing and "13,462" in listing

@@ -383,7 +383,9 @@ class LocalStore:
                 found.append((key, st.st_size if stat.S_ISREG(st.st_mode) else 0))
 
     def list_dirs(self, prefix: str = "") -> list[str]:
-        """The directories directly under ``prefix`` (links to directories are not directories here)."""
+        """The directories directly under ``prefix``, links to directories included: this lists
+        datasets under a prefix (``bams3 ls``, cohorts), and a dataset's own path may be a link.
+        Nothing is read through them here."""
         with self.counter.request("LIST", prefix):
             parts = [p for p in prefix.split("/") if p]
             try:
@@ -394,7 +396,7 @@ class LocalStore:
                 raise self._fail("list", prefix, exc) from None
             try:
                 with os.scandir(d) as it:
-                    return sorted("/".join(parts + [e.name]) + "/" for e in it if e.is_dir(follow_symlinks=False))
+                    return sorted("/".join(parts + [e.name]) + "/" for e in it if e.is_dir(follow_symlinks=True))
             finally:
                 os.close(d)
 
