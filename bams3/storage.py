@@ -32,15 +32,18 @@ def url_scheme(url: str) -> str:
 class Store(Protocol):
     """Keys are ``/``-separated relative paths under the store's root. As on a file
     system, a key is never also a "directory" of other keys (bams3 never writes both
-    ``a`` and ``a/b``); ``list`` matches any string prefix, as object stores do."""
+    ``a`` and ``a/b``); ``list`` matches any string prefix, as object stores do.
+    ``conditional_put`` says whether ``put_if`` is offered."""
 
     url: str
+    conditional_put: bool
 
     def get(self, key: str) -> bytes:
         """The whole object; ``FileNotFoundError`` when it does not exist."""
 
     def get_range(self, key: str, start: int, end: int) -> bytes:
-        """Bytes ``[start, end)`` of the object."""
+        """Bytes ``[start, end)`` of the object; a range that runs past the end gives the bytes
+        that are there (bams3 reads objects up to their recorded size plus one byte)."""
 
     def get_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         """Several ``[start, end)`` ranges of one object, in order."""

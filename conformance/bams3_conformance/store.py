@@ -35,6 +35,33 @@ class StoreTests:
         assert store.get_range("k", 2, 5) == bytes([2, 3, 4])
         assert store.get_ranges("k", [(0, 2), (2558, 2560)]) == [bytes([0, 1]), bytes([254, 255])]
 
+    def test_a_range_past_the_end_is_a_short_read(self, store):
+        """bams3 reads an object up to its recorded size plus one byte, to notice a larger one:
+        a range that runs past the end gives the bytes that are there, not an error."""
+        store.put("k", b"0123456789")
+        assert store.get_range("k", 0, 11) == b"0123456789"
+        assert store.get_range("k", 2, 1000) == b"23456789"
+
+    def test_conditional_writes(self, store):
+        """A store declares whether it offers conditional writes (``conditional_put``). bams3
+        publishes _metadata.json with them, so that of two conversions to one destination exactly
+        one publishes; without them it cannot promise that. Offered, they must hold: create-only
+        fails when the object exists, compare-and-swap when its version has changed."""
+        from bams3.errors import ConflictError
+
+        assert isinstance(getattr(store, "conditional_put", None), bool), "declare conditional_put = True or False"
+        if not store.conditional_put:
+            return  # nothing more to hold it to
+        v1 = store.put_if("m", b"one", expect=None)
+        with pytest.raises(ConflictError):
+            store.put_if("m", b"two", expect=None)
+        assert store.get("m") == b"one" and store.head("m")["version"] == v1
+        v2 = store.put_if("m", b"three", expect=v1)
+        with pytest.raises(ConflictError):
+            store.put_if("m", b"four", expect=v1)  # v1 is gone
+        assert store.get("m") == b"three" and store.head("m") == {"size": 5, "version": v2}
+        assert store.head("missing") is None
+
     def test_list_by_prefix_with_sizes(self, store):
         store.put("a/b", b"0123456789")
         store.put("a/c", b"xyz")
