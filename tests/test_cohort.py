@@ -87,7 +87,8 @@ def test_ls_lists_every_dataset(cohort):
     assert len(rows) == N_SAMPLES
     assert {r["name"] for r in rows} == {n for n, _ in cohort["samples"]}
     good = [r for r in rows if r["name"] != CORRUPT]
-    assert all(r["format_version"] == bams3.format.FORMAT_VERSION and r["reads"] > 0 and r["chunk_size"] == 1 << 20 for r in good)
+    assert all(r["format_version"] == bams3.format.FORMAT_VERSION and r["reads"] > 0 and r["chunk_size"] == 1 << 20
+               for r in good)
     (bad,) = [r for r in rows if r["name"] == CORRUPT]
     assert "metadata" in bad["error"] and bad["reads"] is None
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import pathlib
 import signal
 import subprocess
-import sys
 import time
 
 import pysam

@@ -11,7 +11,6 @@ import os
 import pathlib
 import random
 import subprocess
-import sys
 
 import pysam
 import pytest

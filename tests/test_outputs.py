@@ -20,7 +20,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import bams3
 from bams3.records import Header
 
 from .oracle import raw_bam, view

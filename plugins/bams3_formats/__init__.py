@@ -212,7 +212,7 @@ class BamWriter:
 @bams3.hookimpl
 def bams3_register_output_formats(register):
     register(bams3.OutputFormat(name="sam", extensions=(".sam",), open=open_sam,
-                                description="SAM text, formatted by htslib exactly as samtools view (sam.gz: bgzipped)"))
+                                description="SAM text, formatted by htslib as samtools view (sam.gz: bgzipped)"))
     register(bams3.OutputFormat(name="bam", extensions=(".bam",), open=BamWriter,
                                 description="BAM (BGZF-compressed, threaded)"))
     register(bams3.OutputFormat(name="cram", extensions=(".cram",), open=open_cram,
