@@ -17,9 +17,9 @@ def main() -> int:
     try:
         pysam.sort(*sys.argv[1:], catch_stdout=False)
     except pysam.SamtoolsError as exc:
-        text = str(exc).split("stderr=", 1)[-1].replace("\\n", "\n")
-        lines = [line.strip(" '\"") for line in text.splitlines() if line.strip(" '\"")]
-        print(lines[-1] if lines else "samtools sort failed", file=sys.stderr)
+        from bams3.errors import samtools_message
+
+        print(samtools_message(exc), file=sys.stderr)
         return 1
     return 0
 

@@ -16,7 +16,7 @@ import tempfile
 import click
 
 from . import __version__
-from .errors import Bams3Error, UsageError
+from .errors import Bams3Error, UsageError, samtools_message
 from .storage import trace_lines, trace_totals
 
 CONTEXT = {"help_option_names": ["--help"], "max_content_width": 100}
@@ -187,13 +187,12 @@ def _command_line() -> str:
     return " ".join(["bams3", *sys.argv[1:]])
 
 
-def samtools_message(exc) -> str:
-    """The last thing samtools (run through pysam) said before failing, as one line."""
-    text = str(exc)
-    if "stderr=" in text:
-        text = text.split("stderr=", 1)[1]
-    lines = [line.strip(" '\"") for line in text.replace("\\n", "\n").splitlines() if line.strip(" '\"")]
-    return lines[-1] if lines else "samtools failed"
+def _check_bed(path: str | None) -> None:
+    """A BED file (-L) must exist; a FIFO or ``<(...)`` is as good as a file (read once)."""
+    if path is not None and not os.path.exists(path):
+        raise UsageError(f"cannot read BED file {path}: no such file")
+    if path is not None and os.path.isdir(path):
+        raise UsageError(f"cannot read BED file {path}: it is a directory")
 
 
 def _write_index(out, spec) -> None:
@@ -270,14 +269,13 @@ def query(dest, regions, count, show, output, fmt, fmt_alias, as_bam, as_cram, u
     if fmt and fmt_alias:
         raise UsageError("give the format once (-O)")
     fmt = fmt or fmt_alias
-    if regions_file is not None and not os.path.isfile(regions_file):
-        raise UsageError(f"cannot read BED file {regions_file}: no such file")
+    _check_bed(regions_file)
     ds = Dataset.open(dest, workers=workers)
     sel = ds.selection(list(regions), bed=regions_file, multi=multi)
     if count:
         if fmt or as_bam or as_cram or uncompressed or write_index:
             raise UsageError("--count prints a number; it takes no output format or index")
-        n = ds.count(sel)
+        n = 0 if header_only else ds.count(sel)  # samtools view -H -c counts no records: 0
         if as_json:
             out = {"dataset": dest, "regions": [r.text for r in sel.regions], "count": n}
             if regions_file:
@@ -293,11 +291,12 @@ def query(dest, regions, count, show, output, fmt, fmt_alias, as_bam, as_cram, u
         return
     spec = resolve(output, fmt, bam=as_bam, cram=as_cram, uncompressed=uncompressed, reference=reference)
     if write_index:
-        from .output import index_suffix
+        from .output import index_suffix, writes_in_place
 
-        index_suffix(spec)  # a format that cannot be indexed fails before anything is written
+        suffix = index_suffix(spec)  # a format that cannot be indexed fails before anything is written
         if is_stdout(output):
             raise UsageError("--write-index needs -o FILE")
+        writes_in_place(output + suffix)  # and so does an index path that is a directory
     # an index needs the header in the file (samtools view --write-index writes it, -h or not)
     options = {**spec.options, "header": with_header or header_only or write_index, "threads": min(workers, 4)}
     out = Output(output)
@@ -711,17 +710,16 @@ def to_bam(dest, out, regions, regions_file, multi, index, no_pg, workers, level
       bams3 to-bam s3://bucket/sample.bams3 - | samtools flagstat -
     """
     from .dataset import Dataset
-    from .output import _special, is_stdout
+    from .output import is_stdout, writes_in_place
 
-    if not is_stdout(out) and not out.lower().endswith(".bam") and not _special(out):
+    if not is_stdout(out) and not out.lower().endswith(".bam") and not writes_in_place(out):
         other = next((e for e in (".sam.gz", ".sam", ".cram", ".json") if out.lower().endswith(e)), None)
         raise UsageError("to-bam writes BAM: name the output .bam (or -)"
                          + (f", not {other[1:].upper()}; use `bams3 query DEST -o {out}` for that format"
                             if other else f", not {out!r}"))
-    if index and (is_stdout(out) or _special(out)):
+    if index and (is_stdout(out) or writes_in_place(out)):
         raise UsageError("--index needs a regular .bam file")
-    if regions_file is not None and not os.path.isfile(regions_file):
-        raise UsageError(f"cannot read BED file {regions_file}: no such file")
+    _check_bed(regions_file)
     ds = Dataset.open(dest, workers=workers)
     sel = ds.selection(list(regions), bed=regions_file, multi=multi)
     ds.to_bam(out, sel if (regions or regions_file) else None, index=index, threads=workers, level=level,

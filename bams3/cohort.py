@@ -368,7 +368,7 @@ TABLE_FORMATS = ("tsv", "csv", "txt", "parquet")
 def table_format(path: str | None) -> str:
     """The table format of an output path (``-`` or None: TSV on stdout); UsageError for an
     extension bams3 does not write, before any sample is run."""
-    from .output import _special, is_stdout
+    from .output import is_stdout, writes_in_place
 
     if is_stdout(path):
         return "tsv"
@@ -380,7 +380,7 @@ def table_format(path: str | None) -> str:
             except ImportError:
                 raise UsageError("writing parquet needs pyarrow: pip install 'bams3[cohort]'") from None
         return "tsv" if ext == "txt" else ext
-    if _special(path):  # /dev/stdout, a FIFO: TSV
+    if writes_in_place(path):  # /dev/stdout, a FIFO: TSV
         return "tsv"
     raise UsageError(f"unknown table format {('.' + ext) if ext else path!r} (use .tsv, .csv or .parquet)")
 

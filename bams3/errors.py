@@ -47,3 +47,13 @@ class StorageError(Bams3Error):
 
 class ConflictError(StorageError):
     """A conditional write lost: the object exists already, or changed since it was read."""
+
+
+def samtools_message(exc) -> str:
+    """The last thing samtools (run through pysam: a ``pysam.SamtoolsError``) said before failing,
+    as one line."""
+    text = str(exc)
+    if "stderr=" in text:
+        text = text.split("stderr=", 1)[1]
+    lines = [line.strip(" '\"") for line in text.replace("\\n", "\n").splitlines() if line.strip(" '\"")]
+    return lines[-1] if lines else "samtools failed"

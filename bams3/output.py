@@ -21,13 +21,14 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import stat
 import sys
 from collections.abc import Iterator
 
 import attrs
 
-from .errors import UsageError
+from .errors import Bams3Error, UsageError
 
 STDOUT = "-"
 
@@ -48,26 +49,51 @@ def is_stdout(path: str | None) -> bool:
     return path is None or path == STDOUT
 
 
+# Output options each built-in format takes, as htslib names them (hts_opt_add); a plugin's
+# format takes none. Anything else is a usage error, as samtools refuses it.
+_CRAM_FLAGS = {"fast", "normal", "small", "archive", "embed_ref", "no_ref", "use_bzip2", "use_lzma",
+               "use_rans", "use_tok", "use_fqz", "use_arith", "lossy_names", "store_md", "store_nm"}
+_CRAM_VALUES = {"version", "seqs_per_slice", "bases_per_slice", "slices_per_container", "reference",
+                "embed_ref", "no_ref", "use_bzip2", "use_lzma", "use_rans", "use_tok", "use_fqz",
+                "use_arith", "lossy_names", "store_md", "store_nm"}
+_CRAM_VERSIONS = ("2.1", "3.0", "3.1", "4.0")
+_OPTIONS = {"sam": ({"level"}, set()), "bam": ({"level"}, set()),
+            "cram": ({"level"} | _CRAM_VALUES, _CRAM_FLAGS)}
+
+
 def _parse_fmt(text: str) -> tuple[str, dict]:
-    """``cram,version=3.1,archive`` -> ("cram", {"htslib": "version=3.1,archive", ...})."""
+    """``cram,version=3.1,archive`` -> ("cram", {"htslib": "version=3.1,archive", ...}); an
+    option the format does not take, or a bad value, is a UsageError."""
     name, _, rest = text.partition(",")
     name = name.strip().lower()
     options: dict = {}
     if name == "sam.gz":
         name, options["bgzf"] = "sam", True
+    values, flags = _OPTIONS.get(name, (set(), set()))
     extra = []
     for item in filter(None, rest.split(",")):
         key, eq, value = item.partition("=")
         key = key.strip().lower()
-        if key == "level" and eq:
+        if not (key in values if eq else key in flags):
+            known = sorted({f"{k}=" for k in values} | flags)
+            raise UsageError(f"unknown output option {item!r} for {name}"
+                             + (f" (known: {', '.join(known)})" if known else f" ({name} takes no options)"))
+        if key == "level":
             try:
                 options["level"] = int(value)
             except ValueError:
                 raise UsageError(f"bad output option {item!r} (level=0..9)") from None
             if not 0 <= options["level"] <= 12:
                 raise UsageError(f"bad output option {item!r} (level=0..9)")
-        elif key == "reference" and eq:
+        elif key == "reference":
             options["reference"] = value
+        elif key == "version" and value.strip() not in _CRAM_VERSIONS:
+            raise UsageError(f"bad output option {item!r} (CRAM versions: {', '.join(_CRAM_VERSIONS)})")
+        elif eq and key not in ("reference", "version"):
+            try:
+                int(value)
+            except ValueError:
+                raise UsageError(f"bad output option {item!r} (a number)") from None
         extra.append(item)
     if extra:
         options["htslib"] = ",".join(extra)  # passed on to htslib for its formats (cram: version=3.1, archive)
@@ -102,7 +128,7 @@ def resolve(path: str | None, fmt: str | None = None, *, bam: bool = False, cram
             name, options = "sam", {"bgzf": True}
         else:
             name = reg.format_for_path(path)
-            if name is None and _special(path):  # /dev/stdout, a FIFO: SAM, as samtools writes there
+            if name is None and writes_in_place(path):  # /dev/stdout, a FIFO: SAM, as samtools writes there
                 name = "sam"
             elif name is None:
                 known = sorted({e for f, _ in reg.formats.values() for e in f.extensions} | {".sam.gz"})
@@ -124,8 +150,26 @@ def resolve(path: str | None, fmt: str | None = None, *, bam: bool = False, cram
             raise UsageError("CRAM output needs the reference: -T/--reference ref.fa")
         if not os.path.isfile(ref):
             raise UsageError(f"the reference {ref} does not exist")
+        if _first_byte(ref) != b">":
+            raise UsageError(f"the reference {ref} is not a FASTA file (it must start with '>')")
         options["reference"] = ref
     return OutputSpec(name, options)
+
+
+def _first_byte(path: str) -> bytes:
+    """The first byte of a file, or of its content if gzipped (a bgzipped FASTA)."""
+    import gzip
+    import zlib
+
+    try:
+        with open(path, "rb") as f:
+            if f.read(2) != b"\x1f\x8b":
+                f.seek(0)
+                return f.read(1)
+        with gzip.open(path, "rb") as f:
+            return f.read(1)
+    except (OSError, EOFError, zlib.error):
+        return b""
 
 
 def index_suffix(spec: OutputSpec) -> str:
@@ -138,7 +182,7 @@ def index_suffix(spec: OutputSpec) -> str:
     raise UsageError(f"--write-index needs BAM, CRAM or bgzipped SAM output, not {spec.label}")
 
 
-def _special(path: str) -> bool:
+def writes_in_place(path: str) -> bool:
     """An existing path that is written in place: a link, FIFO, device or socket, or anything
     under /dev or /proc (``/dev/stdout``, ``/dev/fd/N``)."""
     try:
@@ -177,7 +221,7 @@ class Output:
             self.file = sys.stdout.buffer
             return self.file
         path = self.path
-        if _special(path):
+        if writes_in_place(path):
             self.file = open(path, "wb")  # noqa: SIM115 - closed in __exit__
             return self.file
         directory = os.path.dirname(os.path.abspath(path))
@@ -194,11 +238,15 @@ class Output:
         return self.file
 
     def companion(self, suffix: str) -> str:
-        """Where to write a file that goes beside the output (``out.bam`` + ``.csi``)."""
+        """Where to write a file that goes beside the output (``out.bam`` + ``.csi``): always a
+        temporary name, published after the main file (renamed over a regular file, copied into
+        a link, FIFO or device, which is never replaced)."""
         if is_stdout(self.path) or self.tmp is None:
             raise UsageError(f"an index needs a regular output file, not {self.path or 'standard output'}")
+        final = self.path + suffix
+        writes_in_place(final)  # a directory is refused before any work
         name = f"{self.tmp}{suffix}"
-        self._companions.append((name, self.path + suffix))
+        self._companions.append((name, final))
         return name
 
     def __exit__(self, kind, exc, tb):
@@ -221,19 +269,57 @@ class Output:
             return False
         if self.tmp is not None:
             try:
-                os.replace(self.tmp, self.path)
-                for tmp, final in self._companions:
-                    os.replace(tmp, final)
-            except BaseException:
+                self._publish()
+            finally:
                 self._discard()
-                raise
         return False
+
+    def _publish(self) -> None:
+        """Rename the data over the path, then publish each companion. If a companion cannot be
+        published, the old file is put back (or the new one removed): never new data beside an
+        old index."""
+        backup = None
+        if self._companions and os.path.isfile(self.path) and not os.path.islink(self.path):
+            backup = f"{self.tmp}.old"
+            try:
+                os.link(self.path, backup)
+            except OSError:
+                backup = None
+        try:
+            _rename(self.tmp, self.path)
+            try:
+                for tmp, final in self._companions:
+                    if writes_in_place(final):
+                        with open(tmp, "rb") as src, open(final, "wb") as dst:
+                            shutil.copyfileobj(src, dst, 1 << 20)
+                    else:
+                        _rename(tmp, final)
+            except BaseException:
+                if backup:
+                    os.replace(backup, self.path)
+                    backup = None
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self.path)
+                raise
+        finally:
+            if backup:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(backup)
 
     def _discard(self) -> None:
         for name in [self.tmp] + [t for t, _ in self._companions]:
             if name:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(name)
+
+
+def _rename(tmp: str, final: str) -> None:
+    """os.replace, with an error that names the path the user gave, not the temporary one."""
+    try:
+        os.replace(tmp, final)
+    except OSError as e:
+        raise Bams3Error(f"cannot write {final}: {e.strerror or e}") from None
 
 
 def _umask() -> int:

@@ -108,14 +108,20 @@ class Region:
 
 def bed_intervals(path: str) -> list[tuple[int, str, int, int]]:
     """``(line number, chrom, start, end)`` of each interval of a BED file (0-based half-open),
-    skipping headers and comments."""
+    skipping headers and comments. Plain or gzipped (as samtools reads them), from a file, a FIFO
+    or ``<(process substitution)``, read once; names are bytes as in the header (any encoding)."""
+    import gzip
+    import zlib
+
     out = []
     try:
-        with open(path) as f:
+        with open(path, "rb") as raw:
+            f = gzip.GzipFile(fileobj=raw) if raw.peek(2)[:2] == b"\x1f\x8b" else raw
             for lineno, line in enumerate(f, 1):
+                line = line.decode("utf-8", "surrogateescape")
                 if not line.strip() or line.startswith(("#", "track", "browser")):
                     continue
-                fields = line.rstrip("\n").split("\t")
+                fields = line.rstrip("\r\n").split("\t")
                 if len(fields) < 3:
                     fields = line.split()
                 try:
@@ -125,8 +131,10 @@ def bed_intervals(path: str) -> list[tuple[int, str, int, int]]:
                 if beg < 0 or end <= beg or end > POS_MAX:
                     raise RegionError(f"{path}:{lineno}: bad interval {beg}-{end}")
                 out.append((lineno, name, beg, end))
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise RegionError(f"cannot read BED file {path}: corrupt or truncated gzip ({exc})") from None
     except OSError as exc:
-        raise RegionError(f"cannot read BED file {path}: {exc.strerror}") from None
+        raise RegionError(f"cannot read BED file {path}: {exc.strerror or exc}") from None
     return out
 
 

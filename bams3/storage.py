@@ -279,12 +279,33 @@ def refuse_query(url: str) -> None:
                          "use s3://bucket/key with credentials, or --no-sign-request for a public bucket")
 
 
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s@]*@")
+_URL_START = re.compile(r"(?i)\b[a-z][a-z0-9+.\-]*://")
 
 
 def redact_userinfo(text: str) -> str:
-    """``scheme://user:password@host`` -> ``scheme://***@host`` wherever a URL appears in ``text``."""
-    return _USERINFO.sub(r"\1***@", text)
+    """``scheme://user:password@host`` -> ``scheme://***@host`` wherever a URL appears in ``text``.
+
+    A password may hold ``@``, ``/`` or spaces as typed: everything from ``://`` to the last
+    ``@`` on the line (before any next URL) is masked when it holds a ``:`` (user:password) or
+    is a plain ``user@``. A key such as ``s3://b/run@v2`` (no colon, a ``/``) is left alone;
+    an odd ``host:port/a@b`` is masked too, which costs a message nothing it needs.
+    """
+    out, pos = [], 0
+    for m in _URL_START.finditer(text):
+        if m.start() < pos:
+            continue
+        end = text.find("\n", m.end())
+        end = len(text) if end == -1 else end
+        following = _URL_START.search(text, m.end(), end)
+        end = following.start() if following else end
+        at = text.rfind("@", m.end(), end)
+        if at == -1:
+            continue
+        info = text[m.end():at]
+        if ":" in info or not re.search(r"[/\s]", info):
+            out.append(text[pos:m.end()] + "***")
+            pos = at
+    return "".join(out) + text[pos:]
 
 
 def redact_query(url: str) -> str:

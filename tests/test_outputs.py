@@ -181,7 +181,18 @@ def test_unknown_or_unwritable_formats_are_refused(ds, tmp_path):
     assert_one_line_error(run("to-bam", ds, tmp_path / "x.sam"), 2, "to-bam writes BAM")
     assert_one_line_error(run("to-bam", ds, tmp_path / "x.cram"), 2, "to-bam writes BAM")
     assert_one_line_error(run("to-bam", ds, tmp_path / "x"), 2, "to-bam writes BAM")
+    # options a format does not take, and values htslib would refuse, as samtools refuses them
+    for fmt, needle in (("bam,levle=1", "unknown output option 'levle=1'"), ("json,foo", "json takes no options"),
+                        ("cram,version=9.9", "CRAM versions"), ("bam,level=x", "level=0..9"),
+                        ("cram,seqs_per_slice=many", "a number")):
+        assert_one_line_error(run("query", ds, REGION, "-O", fmt, "-T", EXAMPLE, "-o", tmp_path / "o"), 2, needle)
+    assert_one_line_error(run("query", ds, REGION, "-C", "-T", EXAMPLE, "-o", tmp_path / "o"), 2, "not a FASTA")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_header_only_count_is_zero_as_samtools(ds):
+    assert run("query", ds, "-H", "-c", check=True).stdout == \
+        pysam.samtools.view("-H", "-c", EXAMPLE, catch_stdout=True).encode() == b"0\n"
 
 
 def test_each_format_holds_exactly_samtools_records(ds, tmp_path, ref):
@@ -222,6 +233,37 @@ def test_write_index_as_samtools(ds, tmp_path, ref):
     assert_one_line_error(run("query", ds, "chr1", "-o", tmp_path / "x.sam", "--write-index"), 2, "--write-index")
     assert_one_line_error(run("query", ds, "chr1", "-b", "--write-index"), 2, "--write-index")
     assert not (tmp_path / "x.sam").exists()
+
+
+def test_an_index_path_that_is_a_link_is_written_through(ds, tmp_path):
+    target = tmp_path / "elsewhere.csi"
+    target.write_bytes(b"old index")
+    link = tmp_path / "a.bam.csi"
+    link.symlink_to(target)
+    run("query", ds, "chr1", "-o", tmp_path / "a.bam", "--write-index", check=True)
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert target.read_bytes()[:4] == b"\x1f\x8b\x08\x04"  # a bgzipped CSI, written through the link
+    bai_target = tmp_path / "elsewhere.bai"
+    (tmp_path / "b.bam.bai").symlink_to(bai_target)
+    run("to-bam", ds, tmp_path / "b.bam", "--index", check=True)
+    assert (tmp_path / "b.bam.bai").is_symlink() and bai_target.read_bytes()[:4] == b"BAI\x01"
+    n = pysam.samtools.view("-c", str(tmp_path / "a.bam"), "chr1:20,000-21,000", catch_stdout=True)
+    assert int(n) == int(pysam.samtools.view("-c", EXAMPLE, "chr1:20,000-21,000", catch_stdout=True))
+
+
+def test_an_index_that_cannot_be_written_leaves_the_old_output(ds, tmp_path):
+    out = tmp_path / "a.bam"
+    out.write_bytes(b"the previous file")
+    (tmp_path / "a.bam.csi").mkdir()  # the index's path is a directory: refused before any work
+    assert_one_line_error(run("query", ds, "chr1", "-o", out, "--write-index"), 2, "a.bam.csi")
+    assert out.read_bytes() == b"the previous file"
+    (tmp_path / "a.bam.csi").rmdir()
+    (tmp_path / "a.bam.csi").symlink_to(tmp_path / "missing-dir" / "x.csi")  # written through: fails late
+    p = run("query", ds, "chr1", "-o", out, "--write-index")
+    assert_one_line_error(p, 1, "a.bam.csi")
+    assert b".tmp" not in p.stderr
+    assert out.read_bytes() == b"the previous file"
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["a.bam", "a.bam.csi"]
 
 
 def test_json_numbers_are_numbers(ds):

@@ -154,3 +154,28 @@ def test_thousands_of_regions_in_any_order(n):
     finally:
         ds._reader = reader
     assert len(decodes) == len(set(decodes)) <= len(ds.chunks)
+
+
+def test_bed_files_gzipped_from_a_pipe_or_in_any_encoding():
+    """A gzipped BED and a BED through a pipe (bash's <(...)) count as samtools counts them; a
+    name that is not UTF-8 is a reference bams3 lacks, said in one line, never a traceback."""
+    import gzip
+    import subprocess
+
+    ds = DATASETS[4096]
+    plain = _bed(_DIR / "g.bed", [("chrA", 1000, 90_000), ("chrB", 0, 5000)])
+    want = int(pysam.samtools.view("-c", "-L", plain, BAM, catch_stdout=True))
+    gz = _DIR / "g.bed.gz"
+    gz.write_bytes(gzip.compress(pathlib.Path(plain).read_bytes()))
+    assert int(pysam.samtools.view("-c", "-L", str(gz), BAM, catch_stdout=True)) == want
+    assert int(run("query", ds.url, "-L", gz, "-c", check=True).stdout) == want
+    run("to-bam", ds.url, _DIR / "g.bam", "-L", gz, check=True)
+    assert int(pysam.samtools.view("-c", str(_DIR / "g.bam"), catch_stdout=True)) == want
+    p = subprocess.run(["bash", "-c", f"bams3 query {ds.url} -c -L <(cat {plain})"], capture_output=True)
+    assert p.returncode == 0 and int(p.stdout) == want, p.stderr
+    latin = _DIR / "latin.bed"
+    latin.write_bytes(b"chr\xe9\t0\t100\n")
+    assert_one_line_error(run("query", ds.url, "-L", latin, "-c"), 2, "unknown reference 'chr\\udce9'")
+    broken = _DIR / "broken.bed.gz"
+    broken.write_bytes(gzip.compress(b"chrA\t0\t100\n" * 1000)[:60])
+    assert_one_line_error(run("query", ds.url, "-L", broken, "-c"), 2, "broken.bed.gz")

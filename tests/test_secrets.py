@@ -85,6 +85,23 @@ def test_redaction_is_the_last_line_of_defence(monkeypatch):
     assert out.startswith("failed: <AWSAccessKeyId>***</AWSAccessKeyId> key ***")
 
 
+def test_passwords_in_urls_are_masked_whatever_they_hold():
+    from bams3.cli import redact
+
+    for password in ("hunter2", "p@ss", "pa/ss", "hun ter2", "a:b@c/d e"):
+        for scheme in ("https", "s3", "az"):
+            text = f"cannot read {scheme}://alice:{password}@host.example/data/x.bams3: refused"
+            out = redact(text)
+            assert password not in out and "alice" not in out, out
+            assert out == f"cannot read {scheme}://***@host.example/data/x.bams3: refused", out
+    two = redact("https://a:p@ss@h1/x then https://b:q/q@h2/y")
+    assert two == "https://***@h1/x then https://***@h2/y", two
+    # keys and user names without a password say where the failure was
+    assert redact("missing s3://bucket/run@v2.bams3/_metadata.json") == \
+        "missing s3://bucket/run@v2.bams3/_metadata.json"
+    assert redact("see https://github.com/x\nmail a@b") == "see https://github.com/x\nmail a@b"
+
+
 def test_presigned_urls_are_refused_without_echoing_their_signature(s3_server, tmp_path):
     client = s3_server["client"]
     client.put_object(Bucket=s3_server["bucket"], Key="secrets/in.bam", Body=open(EXAMPLE, "rb").read())

@@ -71,7 +71,8 @@ signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
 try:
     pysam.samtools.view(*sys.argv[1:], catch_stdout=False)
 except pysam.SamtoolsError as exc:
-    sys.stderr.write(str(exc).strip().splitlines()[-1] if str(exc).strip() else "samtools view failed")
+    from bams3.errors import samtools_message
+    sys.stderr.write(samtools_message(exc))
     sys.exit(1)
 """
 
@@ -83,6 +84,7 @@ class SamtoolsWriter:
     def __init__(self, fd: int, header, with_header: bool, fmt: str = "sam", reference: str | None = None,
                  htslib_options: str = ""):
         self._fd = fd
+        self._label = "SAM" if fmt == "sam" else fmt.upper()
         spec = fmt + (f",{htslib_options}" if htslib_options else "")
         args = ["--no-PG", *(["-h"] if with_header else []), "-O", spec,
                 *(["-T", reference] if reference else []), "-"]
@@ -110,7 +112,7 @@ class SamtoolsWriter:
         if self._proc.wait() != 0:
             if _reader_gone(self._fd):  # bams3 query ... | head
                 raise BrokenPipeError()
-            raise bams3.Bams3Error(f"formatting SAM failed: {err.splitlines()[-1] if err else 'samtools view died'}")
+            raise bams3.Bams3Error(f"writing {self._label} failed: {err.splitlines()[-1] if err else 'samtools view died'}")
 
     def close(self) -> None:
         self._finish()
