@@ -753,22 +753,39 @@ def demo(keep):
         stats.callback(dest, False, False, False)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, a batch scheduler): cleaned up like Ctrl-C, exit status 143."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit status."""
+    """Run the CLI; returns the exit status. Run as the program (``argv`` None), an interrupted
+    run exits at once when its cleanup is done, without waiting for threads still blocked in a
+    request (cohort samples), and a Ctrl-C after the work is done changes nothing."""
     debug = bool(os.environ.get("BAMS3_DEBUG"))
     import signal
     import threading
 
-    def _terminated(signum, frame):  # SIGTERM (kill, a batch scheduler) cleans up like Ctrl-C
-        raise KeyboardInterrupt
+    def _terminated(signum, frame):
+        raise Terminated
 
-    if threading.current_thread() is threading.main_thread():
+    main_thread = threading.current_thread() is threading.main_thread()
+    if main_thread:
         signal.signal(signal.SIGTERM, _terminated)
+    code = 1
     try:
-        return _main(argv, debug)
+        code = _main(argv, debug)
     finally:
+        if main_thread and argv is None:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the work is done, or has failed: a late Ctrl-C changes nothing
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for line in trace_lines():
             click.echo(redact(line), err=True)
+    if argv is None and code in (130, 143):
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+    return code
 
 
 def _traceback() -> None:
@@ -807,9 +824,9 @@ def _main(argv: list[str] | None, debug: bool) -> int:
     except click.ClickException as exc:
         _err(f"error: {' '.join(exc.format_message().split())}")
         return exc.exit_code
-    except KeyboardInterrupt:
-        _err("interrupted")
-        return 130
+    except KeyboardInterrupt as exc:
+        _err("terminated" if isinstance(exc, Terminated) else "interrupted")
+        return 143 if isinstance(exc, Terminated) else 130
     except BrokenPipeError:
         # The reader went away (bams3 query ... | head): stop quietly.
         try:

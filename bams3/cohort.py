@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from .errors import Bams3Error, DatasetError, UnknownReferenceError, UsageError
+from .storage import Interrupted, check_interrupted, interrupted
 
 # note: "missing_reference" when the sample's header lacks the region's reference (count 0)
 COUNT_COLUMNS = ("sample", "region", "count", "note", "error")
@@ -27,20 +28,6 @@ COVERAGE_COLUMNS = ("sample", "reference", "start", "end", "mean_depth", "error"
 RETRIES = 2  # extra attempts for a failing sample
 SAMPLE_NAMES = ("path", "rg")  # a sample's name: from its URL, or its header's @RG SM
 MISSING_REFERENCE = "missing_reference"
-
-# Set when a run is interrupted (Ctrl-C, SIGTERM): samples still running stop at their next
-# region or attempt, queued ones never start.
-_cancelled = threading.Event()
-
-
-class Cancelled(Exception):
-    """The cohort run was interrupted; the sample stopped."""
-
-
-def _check_cancelled() -> None:
-    if _cancelled.is_set():
-        raise Cancelled()
-
 
 # ------------------------------------------------------------------ discovery
 def sample_name(url: str) -> str:
@@ -151,10 +138,10 @@ def _name(name: str, header_text: str | None, how: str) -> tuple[str, str]:
 def _with_retries(fn: Callable, retries: int):
     last = None
     for attempt in range(retries + 1):
-        _check_cancelled()
+        check_interrupted()
         try:
             return fn(), None
-        except Cancelled:
+        except Interrupted:
             raise
         except Bams3Error as exc:
             last = str(exc)
@@ -178,7 +165,7 @@ def count_sample(name: str, url: str, regions: Sequence, retries: int = RETRIES,
         ds = Dataset.open(url, workers=2)
         out = []
         for spec in regions:
-            _check_cancelled()
+            check_interrupted()
             try:
                 region = _resolve(ds, spec)
             except UnknownReferenceError:
@@ -246,7 +233,7 @@ def run(fn: Callable, jobs: list[tuple], *, engine: str = "local", workers: int 
     """``fn(*job)`` for every job, results in job order: threads here, or tasks on Dask."""
     results: list = [None] * len(jobs)
     done = 0
-    _cancelled.clear()
+    interrupted.clear()
     if engine == "local" and client is None:
         pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="bams3-cohort")
         try:
@@ -258,8 +245,10 @@ def run(fn: Callable, jobs: list[tuple], *, engine: str = "local", workers: int 
                     progress(done, len(jobs))
         except BaseException:
             # Ctrl-C: queued samples never start, running ones stop at their next region or attempt
-            _cancelled.set()
+            interrupted.set()
             pool.shutdown(wait=False, cancel_futures=True)
+            # once the running samples have stopped, stores may retry again (the Python API lives on)
+            threading.Thread(target=_clear_when_stopped, args=(pool,), daemon=True).start()
             raise
         pool.shutdown()
         return results
@@ -297,6 +286,11 @@ def run(fn: Callable, jobs: list[tuple], *, engine: str = "local", workers: int 
             if cluster is not None:
                 cluster.close()
     return results
+
+
+def _clear_when_stopped(pool: ThreadPoolExecutor) -> None:
+    pool.shutdown(wait=True)
+    interrupted.clear()
 
 
 def _samples(datasets: Iterable) -> list[tuple[str, str]]:

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from . import __version__
+from ._child import Child
 from ._threads import prefetch
 from .coverage import COVERAGE_OBJECT, DepthAccumulator
 from . import destination
@@ -150,8 +151,8 @@ def _sort(src: str, out: str, reference: str | None, workers: int) -> None:
     htslib only warns when a SAM record names a reference the header lacks, and the sorted file
     would hold it unplaced."""
     args = ["-@", str(workers), "-o", out] + (["--reference", reference] if reference else []) + [src]
-    p = subprocess.Popen([sys.executable, "-m", "bams3._htssort", *args], stdin=subprocess.DEVNULL,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = Child(["-m", "bams3._htssort", *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+              stderr=subprocess.PIPE)
     last = ""
     try:
         for raw in p.stderr:

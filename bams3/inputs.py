@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 import attrs
 
 from . import bgzf
+from ._child import Child
 from .errors import InputError, StorageError
 from .records import Header, RecordBatch, split_records
 from .storage import open_store, refuse_query, url_scheme
@@ -242,8 +243,8 @@ def unknown_reference(message: str) -> InputError | None:
 def _open_with_htslib(src: _Source, kind: str, reference: str | None, threads: int) -> Input:
     name = src.name
     hint = " (pass --reference ref.fa)" if kind == "CRAM" and not reference else ""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bams3._htsdecode", src.local_path or "-", reference or "",
+    proc = Child(
+        ["-m", "bams3._htsdecode", src.local_path or "-", reference or "",
          str(max(1, threads) if kind == "CRAM" else 1)],
         stdin=subprocess.DEVNULL if src.local_path else subprocess.PIPE,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -279,6 +279,20 @@ def refuse_query(url: str) -> None:
                          "use s3://bucket/key with credentials, or --no-sign-request for a public bucket")
 
 
+# Set when the run is interrupted (Ctrl-C, SIGTERM): a store stops retrying, and work running
+# on other threads (cohort samples, uploads) stops at its next request or attempt.
+interrupted = threading.Event()
+
+
+class Interrupted(Exception):
+    """Storage work stopped because the run was interrupted."""
+
+
+def check_interrupted() -> None:
+    if interrupted.is_set():
+        raise Interrupted()
+
+
 _URL_START = re.compile(r"(?i)\b[a-z][a-z0-9+.\-]*://")
 
 

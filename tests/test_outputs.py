@@ -148,7 +148,10 @@ def test_an_interrupted_write_leaves_nothing(ds, tmp_path):
     block: a slow reader instead): the previous file is intact and no temporary file remains."""
     out = tmp_path / "out.sam"
     out.write_text("previous\n")
-    p = subprocess.Popen([BAMS3, "query", str(ds), "-o", str(out), "-@", "1"], stderr=subprocess.PIPE)
+    tmp = tmp_path.parent / f"{tmp_path.name}-tmpdir"  # where pysam in the SAM writer keeps its files
+    tmp.mkdir()
+    p = subprocess.Popen([BAMS3, "query", str(ds), "-o", str(out), "-@", "1"], stderr=subprocess.PIPE,
+                         env={**os.environ, "TMPDIR": str(tmp)})
     deadline = time.monotonic() + 30
     while not any(n.name.endswith(".tmp") for n in tmp_path.iterdir()) and p.poll() is None:
         assert time.monotonic() < deadline
@@ -161,6 +164,7 @@ def test_an_interrupted_write_leaves_nothing(ds, tmp_path):
         assert p.returncode == 130 and err == "bams3: interrupted\n", err
         assert out.read_text() == "previous\n"
     assert sorted(n.name for n in tmp_path.iterdir()) == ["out.sam"]
+    assert list(tmp.iterdir()) == []
 
 
 def test_a_directory_or_a_missing_directory_is_refused(ds, tmp_path):

@@ -27,7 +27,7 @@ from obstore.store import from_url
 
 import bams3
 from bams3.errors import DatasetError, StorageError, UsageError
-from bams3.storage import ObstoreStore, TransportError, redact_userinfo
+from bams3.storage import ObstoreStore, TransportError, check_interrupted, interrupted, redact_userinfo
 
 _BACKOFF = {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=5), "base": 2}
 _SECRET = re.compile(r"(X-Amz-[A-Za-z-]+|Signature|Credential|sig|token)=[^&\s]+", re.I)
@@ -167,6 +167,7 @@ class CloudStore(ObstoreStore):
         start = time.monotonic()
         delay = 0.1
         for attempt in range(1, conf["attempts"] + 1):
+            check_interrupted()  # Ctrl-C: no further attempt (cohort samples, uploads on other threads)
             try:
                 return fn(key, *args, **kwargs)
             except BaseException as exc:
@@ -179,7 +180,7 @@ class CloudStore(ObstoreStore):
                 elapsed = time.monotonic() - start
                 if not transient(exc) or attempt == conf["attempts"] or elapsed + delay > conf["budget"]:
                     raise translate(exc, self.url, key, attempt, elapsed) from None
-            time.sleep(delay)
+            interrupted.wait(delay)
             delay = min(delay * 2, 5.0)
         raise AssertionError("unreachable")
 

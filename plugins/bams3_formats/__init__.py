@@ -4,9 +4,9 @@ import json
 import os
 import select
 import subprocess
-import sys
 
 import bams3
+from bams3._child import Child
 from bams3._pysam import HtslibWriter
 from bams3.bgzf import BgzfWriter
 
@@ -88,8 +88,8 @@ class SamtoolsWriter:
         spec = fmt + (f",{htslib_options}" if htslib_options else "")
         args = ["--no-PG", *(["-h"] if with_header else []), "-O", spec,
                 *(["-T", reference] if reference else []), "-"]
-        self._proc = subprocess.Popen([sys.executable, "-c", _SAMTOOLS_CHILD, *args], stdin=subprocess.PIPE,
-                                      stdout=fd, stderr=subprocess.PIPE, bufsize=1 << 20)
+        self._proc = Child(["-c", _SAMTOOLS_CHILD, *args], stdin=subprocess.PIPE, stdout=fd,
+                           stderr=subprocess.PIPE, bufsize=1 << 20)
         self._raw(header.to_bam_bytes())
 
     def _raw(self, data) -> None:
