@@ -3,7 +3,7 @@
 
     python bench/bench.py SAMPLE_DIR [--repeat 3] [--json out.json] [--no-s3] [--only convert,query,...]
 
-SAMPLE_DIR is what ``../shared/bench/make-sample.sh OUT [COVERAGE]`` builds:
+SAMPLE_DIR is what ``bench/make-sample.sh OUT [COVERAGE]`` builds (the tests keep one in .cache/sample):
 sample.bam(.bai), sample.cram(.crai) and ref.fa. Every measurement is the median
 of --repeat runs of a command in a child process (wall time, and peak RSS from
 the kernel's accounting of that child); ratios are bams3 / samtools from the same

@@ -10,14 +10,14 @@ import tempfile
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-SHARED = pathlib.Path(os.environ.get("BAMS3_SHARED", ROOT.parent / "shared"))
-CORPUS = SHARED / "corpus" / "htslib"
+CORPUS = ROOT / "tests" / "data" / "htslib"  # HTSlib's test SAM/BAM files (see its README.md)
+MAKE_SAMPLE = ROOT / "bench" / "make-sample.sh"
 CACHE = pathlib.Path(os.environ.get("BAMS3_TEST_CACHE", ROOT / ".cache"))
 
 
 def corpus_files() -> list[pathlib.Path]:
     files = sorted(p for p in CORPUS.rglob("*") if p.suffix in (".sam", ".bam"))
-    assert len(files) >= 90, f"the conformance corpus is missing: expected ../shared/corpus/htslib at {CORPUS}"
+    assert len(files) >= 90, f"the HTSlib corpus is incomplete: {len(files)} files under {CORPUS}"
     return files
 
 
@@ -44,14 +44,15 @@ def corpus_id(p: pathlib.Path) -> str:
 
 @pytest.fixture(scope="session")
 def sample_dir() -> pathlib.Path:
-    """The shared benchmark sample (~1.07 M reads), built once by ../shared/bench/make-sample.sh."""
+    """The benchmark sample (~1.07 M reads), built once by bench/make-sample.sh into .cache/sample
+    (BAMS3_TEST_CACHE moves the cache)."""
     out = CACHE / "sample"
     if not (out / "sample.bam.bai").exists():
         for tool in ("samtools", "minimap2", "art_illumina"):
             assert shutil.which(tool), f"{tool} is needed to build the benchmark sample (see .ci/run)"
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
-        subprocess.run(["bash", str(SHARED / "bench" / "make-sample.sh"), str(out)], check=True,
+        subprocess.run(["bash", str(MAKE_SAMPLE), str(out)], check=True,
                        stdout=subprocess.DEVNULL)
     return out
 

@@ -24,9 +24,17 @@ PLUGIN = ROOT / "plugins" / "bams3-parquet"
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory):
     d = tmp_path_factory.mktemp("venv") / "v"
-    # bams3 and its dependencies come from this environment; only the plugin is installed into the venv
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(d)], check=True)
+    # bams3 and its dependencies come from the running environment (a virtualenv or the system's
+    # Python alike): the new venv's site-packages gets a .pth that adds this environment's
+    # site-packages after its own, with their .pth files (an editable bams3). Only the plugin is
+    # installed into the venv.
+    subprocess.run([sys.executable, "-m", "venv", str(d)], check=True)
     py = d / "bin" / "python"
+    purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    ours = [p for p in sys.path if p.rstrip("/").endswith(("site-packages", "dist-packages"))]
+    pathlib.Path(purelib, "_bams3_running_env.pth").write_text(
+        "import site; " + "; ".join(f"site.addsitedir({p!r})" for p in ours) + "\n")
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     p = subprocess.run([str(py), "-m", "pip", "install", "--no-deps", str(PLUGIN)],
                        capture_output=True, text=True, env=env)
