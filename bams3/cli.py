@@ -587,6 +587,7 @@ def cohort_coverage(bin_size, plot, from_file, prefix, engine, scheduler, worker
         from .plot import check_plot_path
 
         check_plot_path(plot)
+        c.require_pandas()  # the plot is drawn from a pandas table: say so before any sample runs
     samples = _cohort_samples(from_file, prefix)
     results = _cohort_run(c.coverage_sample, [(n, u, bin_bp, c.RETRIES, sample_names) for n, u in samples], engine,
                           scheduler, workers, progress)

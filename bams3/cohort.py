@@ -303,6 +303,15 @@ def _samples(datasets: Iterable) -> list[tuple[str, str]]:
     return out
 
 
+def require_pandas() -> None:
+    """Cohort tables are pandas frames: without pandas, one line saying what to install, before
+    any sample runs."""
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        raise UsageError("cohort tables need pandas: pip install 'bams3[cohort]' (or '.[all]' in a checkout)") from None
+
+
 def _table(rows: list[tuple], columns: Sequence[str]):
     import pandas as pd
 
@@ -325,6 +334,7 @@ def count(datasets: Iterable, regions: Sequence | str, client=None, *, workers: 
     ``(reference, start, end)``. ``client``: a ``distributed.Client`` to run on.
     ``sample_names``: ``"path"`` (from the URL or the pair) or ``"rg"`` (the header's @RG SM).
     """
+    require_pandas()
     regions = [regions] if isinstance(regions, str) else list(regions)
     jobs = [(name, url, regions, retries, sample_names) for name, url in _samples(datasets)]
     results = run(count_sample, jobs, workers=workers, client=client, progress=progress)
@@ -334,6 +344,7 @@ def count(datasets: Iterable, regions: Sequence | str, client=None, *, workers: 
 def stats(datasets: Iterable, client=None, *, workers: int = 8, retries: int = RETRIES, progress=None,
           sample_names: str = "path"):
     """One row per sample from its metadata (pandas)."""
+    require_pandas()
     jobs = [(name, url, retries, sample_names) for name, url in _samples(datasets)]
     return _table(run(stats_sample, jobs, workers=workers, client=client, progress=progress), STATS_COLUMNS)
 
@@ -341,6 +352,7 @@ def stats(datasets: Iterable, client=None, *, workers: int = 8, retries: int = R
 def coverage(datasets: Iterable, bin_bp: int = 1 << 20, client=None, *, workers: int = 8, retries: int = RETRIES,
              progress=None, sample_names: str = "path"):
     """Mean depth per bin per sample, long form (pandas: sample, reference, start, end, mean_depth, error)."""
+    require_pandas()
     jobs = [(name, url, bin_bp, retries, sample_names) for name, url in _samples(datasets)]
     results = run(coverage_sample, jobs, workers=workers, client=client, progress=progress)
     return _table(coverage_rows(results), COVERAGE_COLUMNS)

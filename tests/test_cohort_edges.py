@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import pathlib
 import signal
 import subprocess
+import sys
 import time
 
 import pysam
@@ -145,3 +147,18 @@ def test_ctrl_c_stops_a_cohort_run_within_seconds(samples, tmp_path, engine, sig
     want = (130, "bams3: interrupted\n") if sig == signal.SIGINT else (143, "bams3: terminated\n")
     assert (p.returncode, err) == want
     assert out == "" and took < 15, took
+
+
+def test_without_pandas_a_cohort_table_says_what_to_install(samples, tmp_path):
+    """A plain `pip install .` lacks pandas: one line naming the extra, before any sample runs."""
+    blocker = tmp_path / "no-pandas" / "pandas"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('pandas is not installed here')\n")
+    env = {**os.environ, "PYTHONPATH": str(blocker.parent)}
+    p = subprocess.run([BAMS3, "cohort", "coverage", "--from", str(samples["list"]), "--plot", str(tmp_path / "c.html")],
+                       capture_output=True, env=env)
+    assert_one_line_error(p, 2, "pip install 'bams3[cohort]'")
+    assert not (tmp_path / "c.html").exists()
+    code = f"import bams3.cohort as c; c.stats([{samples['urls']['full']!r}])"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert p.returncode == 1 and "UsageError: cohort tables need pandas" in p.stderr
