@@ -103,6 +103,31 @@ def s3_server():
     proc.wait(timeout=10)
 
 
+# Test modules whose tests each take seconds of their own (subprocess pools, Dask clusters,
+# hypothesis against samtools, fault injection): left out of the fast subset with the rest.
+SLOW_MODULES = {"test_cohort", "test_cohort_edges", "test_recipes", "test_outside_plugin", "test_load",
+                "test_interrupted", "test_hostile", "test_fuzz", "test_scale"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Markers from what each test uses: s3 (the S3 server), sample (the benchmark sample),
+    corpus (HTSlib's files); slow for those two and the modules above."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        params = getattr(getattr(item, "callspec", None), "params", {}).values()
+        slow = item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES
+        if "s3_server" in names:
+            item.add_marker(pytest.mark.s3)
+            slow = True
+        if names & {"sample_dir", "sample_dataset"}:
+            item.add_marker(pytest.mark.sample)
+            slow = True
+        if any(isinstance(v, pathlib.Path) and CORPUS in v.parents for v in params):
+            item.add_marker(pytest.mark.corpus)
+        if slow:
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_terminal_summary(terminalreporter):
     """How many injected faults of each kind were survived (tests/test_faults.py), and what
     the hostile inputs cost (tests/test_hostile.py)."""
