@@ -91,7 +91,7 @@ def test_cli_over_s3(s3_server):
     run = lambda *a: subprocess.run([BAMS3, *a], capture_output=True, env=env)  # noqa: E731
     assert run("convert", EXAMPLE, url).returncode == 0
     assert int(run("query", url, "chr1:1-30000", "-c").stdout) == view_count(EXAMPLE, "chr1:1-30000")
-    assert b"Reads:" in run("stats", url).stdout
+    assert b"Total reads:" in run("stats", url).stdout
     assert_one_line_error(run("convert", EXAMPLE, url), 1, "--force")
 
 
