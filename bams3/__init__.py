@@ -29,8 +29,16 @@ def convert(src: str, dst: str, **kwargs):
     return _convert(src, dst, **kwargs)
 
 
+def copy(src: str, dst: str, **kwargs):
+    """Copy a dataset between any two stores, checked and published atomically: see
+    :func:`bams3.transfer.copy`."""
+    from .transfer import copy as _copy
+
+    return _copy(src, dst, **kwargs)
+
+
 __all__ = [
     "Bams3Error", "Codec", "DatasetError", "DatasetExistsError", "InputError", "OutputFormat", "PluginError",
-    "RecordFields", "RegionError", "StorageBackend", "StorageError", "UsageError", "convert", "get_plugin_manager",
+    "RecordFields", "RegionError", "StorageBackend", "StorageError", "UsageError", "convert", "copy", "get_plugin_manager",
     "get_registry", "hookimpl", "open",
 ]

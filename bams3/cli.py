@@ -181,6 +181,41 @@ def convert(input_path, dest, chunk_size, workers, compression, codec, level, qu
              f"{_human_bytes(s['stored_bytes'])}")
 
 
+# ---------------------------------------------------------------- cp
+@cli.command(context_settings=CONTEXT)
+@storage_options
+@click.argument("src")
+@click.argument("dest")
+@click.option("-@", "--workers", default=8, show_default=True, type=click.IntRange(1, 256),
+              help="Objects copied concurrently.")
+@click.option("--force", is_flag=True, help="Replace an existing dataset at DEST.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+def cp(src, dest, workers, force, progress, as_json):
+    """Copy the dataset SRC to DEST, between any two stores (a path, s3://, gs://, az://,
+    memory://). Every object is checked against the dataset's checksums on the way and
+    _metadata.json is written last, conditionally: a copy that fails or is interrupted
+    publishes nothing, and DEST is refused if it holds anything but a bams3 dataset
+    (replaced only with --force), as for convert. Unlike `aws s3 sync`, a reader never sees
+    metadata before its chunks.
+
+    \b
+    Examples:
+      bams3 cp sample.bams3 s3://my-bucket/sample.bams3
+      bams3 cp s3://lab/sample.bams3 gs://archive/sample.bams3 -@ 16
+      bams3 cp s3://lab/sample.bams3 ./sample.bams3 --force
+    """
+    from .transfer import copy as run
+
+    with _progress("copying", progress) as report:
+        res = run(src, dest, force=force, workers=workers, progress=report)
+    if as_json:
+        click.echo(json.dumps({"source": src, "dataset": dest, "objects": res.objects, "bytes": res.bytes,
+                               "records": res.records}))
+    else:
+        _err(f"copied {src} to {dest}: {res.objects} objects, {_human_bytes(res.bytes)}, {res.records:,} records")
+
+
 # ---------------------------------------------------------------- query
 def _command_line() -> str:
     """The command line, for the @PG line (as samtools records its own)."""

@@ -6,6 +6,7 @@ something that opens as a dataset.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -87,19 +88,25 @@ def convert(
         raise InputError(f"{src}: no such file")
     if sort and (remote or stdin):
         raise UsageError("--sort needs a local input file; sort it with `samtools sort` first")
-    local = dst.removeprefix("file://") if url_scheme(dst) == "file" else None
-    fresh = local is not None and not os.path.exists(local)
-    store = open_store(dst, create=True)
-    try:
+    with removed_on_failure(dst):
+        store = open_store(dst, create=True)
         return _convert_to(store, src, dst, chunk_size, workers, codecs, column_codecs, compression, force,
                            reference, sort, progress, max_chunk_raw)
+
+
+@contextlib.contextmanager
+def removed_on_failure(dst: str):
+    """A local destination directory that this run makes is removed again, with its empty
+    data/, if the run fails (only empty directories: never anything in them)."""
+    local = dst.removeprefix("file://") if url_scheme(dst) == "file" else None
+    fresh = local is not None and not os.path.exists(local)
+    try:
+        yield
     except BaseException:
-        if fresh:  # a directory made for this conversion, left empty: remove it (and its empty data/)
+        if fresh:
             for root, _, _ in sorted(os.walk(local), key=lambda w: -len(w[0])):
-                try:
+                with contextlib.suppress(OSError):
                     os.rmdir(root)
-                except OSError:
-                    pass
         raise
 
 
@@ -239,11 +246,8 @@ class _Pipeline:
 
 def _convert(path, source_name, store, dst, found, chunk_size, workers, codecs, column_codecs, compression,
              reference, progress, max_chunk_raw) -> Metadata:
-    prefix = f"data/{secrets.token_hex(6)}/"
-    try:  # the run marks its prefix as its own before writing anything else there
-        store.put(destination.run_marker(prefix), json.dumps(
-            {"bams3_run": prefix, "created_by": f"bams3 {__version__}", "source": os.path.basename(source_name)}
-        ).encode() + b"\n")
+    prefix = new_run(store, os.path.basename(source_name))  # the run marks its prefix before writing anything else
+    try:
         inp = open_input(path, reference=reference, threads=workers)
     except BaseException:
         _delete_prefix(store, prefix)
@@ -366,8 +370,22 @@ def _convert(path, source_name, store, dst, found, chunk_size, workers, codecs, 
                 raise InputError(f"{source_name}: {exc}") from None
         raise
     inp.close()
-    # Remove the replaced dataset's run and the runs already there when this one started (interrupted,
-    # or started earlier: their conditional publish can no longer succeed). Nothing else.
+    remove_replaced(store, dst, found, prefix)
+    return meta
+
+
+def new_run(store, source: str) -> str:
+    """A fresh data prefix, marked as this run's own before anything else is written there."""
+    prefix = f"data/{secrets.token_hex(6)}/"
+    store.put(destination.run_marker(prefix), json.dumps(
+        {"bams3_run": prefix, "created_by": f"bams3 {__version__}", "source": source}).encode() + b"\n")
+    return prefix
+
+
+def remove_replaced(store, dst: str, found, prefix: str) -> None:
+    """After publishing: remove the replaced dataset's run and the runs already there when this
+    one started (interrupted, or started earlier: their conditional publish can no longer
+    succeed). Nothing else."""
     for old in ([found.replaced_prefix] if found.replaced_prefix else []) + list(found.leftovers):
         if old != prefix:
             try:
@@ -375,7 +393,6 @@ def _convert(path, source_name, store, dst, found, chunk_size, workers, codecs, 
             except Exception as exc:  # the dataset is published; what is left is only garbage
                 print(f"bams3: warning: published {dst}, but could not remove the replaced objects under {old} "
                       f"({exc}); `bams3 verify` lists them", file=sys.stderr)
-    return meta
 
 
 def _check_header(header, source_name: str) -> None:

@@ -15,7 +15,7 @@ import attrs
 import numpy as np
 
 from ._threads import ordered_map
-from .errors import Bams3Error
+from .errors import Bams3Error, DatasetError
 from .destination import run_marker
 from .format import METADATA_KEY, ChunkReader, chunk_key, decode_slots, slot_range
 
@@ -85,21 +85,8 @@ def verify(url: str, deep: bool = False, workers: int = 8,
             blob = ds.store.get_range(key, 0, int(t.nbytes[i]) + 1)
         except FileNotFoundError:
             return ("missing", key)
-        if len(blob) != int(t.nbytes[i]):
-            return ("corrupt", key, f"{len(blob):,} bytes where the chunk table says {int(t.nbytes[i]):,}")
         try:
-            r = ChunkReader(blob, codecs, f"{url}/{key}", max_raw=int(t.raw_nbytes[i]), head_crc=int(t.head_crc[i]),
-                            version=m.format_version)
-            r.verify_checksums(int(t.slot_nbytes[i]) if m.count_slot_bp else 0)
-            if r.n_records != int(t.n_records[i]):
-                return ("corrupt", key, "record count differs from the chunk table")
-            if int(t.slot_nbytes[i]) and m.count_slot_bp:
-                w0 = int(t.window[i]) * m.chunk_size
-                j0, j1 = slot_range(int(t.min_pos[i]), int(t.max_pos[i]), w0, m.count_slot_bp, m.n_slots)
-                size = int(t.slot_nbytes[i])
-                base = len(blob) - (j1 - j0 + 1) * size
-                decode_slots(blob[base:], 0, size, w0 + j0 * m.count_slot_bp, m.count_slot_bp, codecs[0],
-                             f"{url}/{key}", int(t.n_records[i]), whole_crc=m.format_version >= 2)
+            r = check_chunk(blob, i, m, t, codecs, f"{url}/{key}")
             if not deep:
                 return ("ok", key, r.n_records, None)
             batch = r.records()
@@ -132,6 +119,27 @@ def verify(url: str, deep: bool = False, workers: int = 8,
         rep.stats_match = all(_same(got.get(k), want.get(k)) for k in ("n_records", "flagstat", "idxstats",
                                                                          "total_bases", "mapped_bases", "raw_bytes"))
     return rep
+
+
+def check_chunk(blob: bytes, i: int, m, t, codecs, where: str) -> ChunkReader:
+    """Every checksum of chunk ``i``'s bytes against what the chunk table records: its size, its
+    header, every column payload and every count slot, and its record count. A Bams3Error
+    (DatasetError) says what is wrong; the reader is returned for decoding."""
+    if len(blob) != int(t.nbytes[i]):
+        raise DatasetError(f"{len(blob):,} bytes where the chunk table says {int(t.nbytes[i]):,}")
+    r = ChunkReader(blob, codecs, where, max_raw=int(t.raw_nbytes[i]), head_crc=int(t.head_crc[i]),
+                    version=m.format_version)
+    r.verify_checksums(int(t.slot_nbytes[i]) if m.count_slot_bp else 0)
+    if r.n_records != int(t.n_records[i]):
+        raise DatasetError("record count differs from the chunk table")
+    if int(t.slot_nbytes[i]) and m.count_slot_bp:
+        w0 = int(t.window[i]) * m.chunk_size
+        j0, j1 = slot_range(int(t.min_pos[i]), int(t.max_pos[i]), w0, m.count_slot_bp, m.n_slots)
+        size = int(t.slot_nbytes[i])
+        base = len(blob) - (j1 - j0 + 1) * size
+        decode_slots(blob[base:], 0, size, w0 + j0 * m.count_slot_bp, m.count_slot_bp, codecs[0], where,
+                     int(t.n_records[i]), whole_crc=m.format_version >= 2)
+    return r
 
 
 def _same(a, b) -> bool:
