@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import deflate
 
-from .errors import InputError
+from .errors import InputError, TruncatedInputError
 
 EOF_BLOCK = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
 MAX_INPUT = 0xFF00  # bytes of input per block, as htslib
@@ -80,9 +80,9 @@ def decompress_stream(read, piece: int = 4 << 20) -> Iterator[bytes]:
             if out:
                 yield out
     if buf:
-        raise InputError("input is truncated (ends inside a BGZF block)")
+        raise TruncatedInputError("input is truncated (ends inside a BGZF block)")
     if last_block != EOF_BLOCK:
-        raise InputError("input is truncated (the BGZF end-of-file marker is missing)")
+        raise TruncatedInputError("input is truncated (the BGZF end-of-file marker is missing)")
 
 
 def _deflate_block(data: bytes, level: int) -> bytes:

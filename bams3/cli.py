@@ -481,7 +481,7 @@ def ls(prefix, as_json, workers):
 
     urls = cohort.find_datasets(prefix)
     rows = cohort.run(cohort.stats_sample, [(cohort.sample_name(u), u, 0) for u in urls], workers=workers)
-    rows = [r for r in rows if not (r[-1] and "no bams3 dataset" in r[-1])]
+    rows = cohort.drop_non_dataset_rows(rows, cohort.STATS_COLUMNS)
     if as_json:
         for r in rows:
             d = dict(zip(cohort.STATS_COLUMNS, r))

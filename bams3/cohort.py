@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from .errors import Bams3Error, DatasetError, UnknownReferenceError, UsageError
+from .errors import Bams3Error, DatasetError, NotADatasetError, UnknownReferenceError, UsageError
 from .storage import Interrupted, check_interrupted, interrupted
 
 # note: "missing_reference" when the sample's header lacks the region's reference (count 0)
@@ -135,6 +135,11 @@ def _name(name: str, header_text: str | None, how: str) -> tuple[str, str]:
 
 
 # ------------------------------------------------------------------ per sample (runs on Dask workers too)
+class NotADataset(str):
+    """The error of a sample whose URL holds no dataset: a prefix's listing skips it (a text
+    that knows what it is, never matched by its words)."""
+
+
 def _with_retries(fn: Callable, retries: int):
     last = None
     for attempt in range(retries + 1):
@@ -144,9 +149,9 @@ def _with_retries(fn: Callable, retries: int):
         except Interrupted:
             raise
         except Bams3Error as exc:
+            if isinstance(exc, NotADatasetError):
+                return None, NotADataset(exc)  # a missing dataset will not appear by retrying
             last = str(exc)
-            if isinstance(exc, DatasetError) and "corrupt" not in last and "no bams3 dataset" in last:
-                break  # a missing dataset will not appear by retrying
         except Exception as exc:  # noqa: BLE001 - a sample's failure is reported, not raised
             last = f"{type(exc).__name__}: {exc}"
         if attempt < retries:
@@ -423,5 +428,6 @@ def write_rows(rows: list[tuple], columns: Sequence[str], path: str | None, out=
 
 
 def drop_non_dataset_rows(rows: list[tuple], columns: Sequence[str]) -> list[tuple]:
+    """The rows of a prefix's listing that are datasets (an entry without _metadata.json is not one)."""
     e = list(columns).index("error")
-    return [r for r in rows if not (r[e] or "").startswith("no bams3 dataset")]
+    return [r for r in rows if not isinstance(r[e], NotADataset)]

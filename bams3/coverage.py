@@ -96,17 +96,17 @@ class DepthAccumulator:
 
 
 def decode_depth(frame: bytes, ref: dict, where: str) -> np.ndarray:
-    from .errors import DatasetError
+    from .errors import CorruptDatasetError
 
     n = int(ref["bins"])
     if len(frame) != ref["nbytes"] or zlib.crc32(frame) != ref["crc32"]:
-        raise DatasetError(f"{where}: the coverage object is corrupt (size or checksum mismatch)")
+        raise CorruptDatasetError(where, "the coverage object is corrupt (size or checksum mismatch)")
     try:
         raw = zstandard.ZstdDecompressor().decompress(frame, max_output_size=8 * n)
     except zstandard.ZstdError:
-        raise DatasetError(f"{where}: the coverage object does not decode; the dataset is corrupt") from None
+        raise CorruptDatasetError(where, "the coverage object does not decode; the dataset is corrupt") from None
     if len(raw) != 8 * n:
-        raise DatasetError(f"{where}: the coverage object has the wrong size; the dataset is corrupt")
+        raise CorruptDatasetError(where, "the coverage object has the wrong size; the dataset is corrupt")
     deltas = np.frombuffer(raw, dtype=np.uint8).reshape(8, n).T.copy().view("<i8").ravel()
     return np.cumsum(deltas)
 

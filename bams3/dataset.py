@@ -13,7 +13,7 @@ import numpy as np
 
 from . import __version__
 from ._threads import ordered_map
-from .errors import DatasetError, InputError, PluginError
+from .errors import CorruptDatasetError, DatasetError, InputError, NotADatasetError, PluginError
 from .format import MAX_METADATA_BYTES, METADATA_KEY, ChunkReader, Metadata, chunk_key, decode_slots, slot_range
 from .plugins import get_registry
 from .records import Header, RecordBatch
@@ -48,11 +48,11 @@ class Dataset:
         try:
             data = _read_metadata(store, url)
         except FileNotFoundError:
-            raise DatasetError(
+            raise NotADatasetError(
                 f"no bams3 dataset at {url} (no {METADATA_KEY}; create one with `bams3 convert in.bam {url}`)"
             ) from None
         except IsADirectoryError:
-            raise DatasetError(f"no bams3 dataset at {url}") from None
+            raise NotADatasetError(f"no bams3 dataset at {url}") from None
         return cls(store, Metadata.from_json(data, url), url, workers)
 
     # ------------------------------------------------------------------ metadata
@@ -72,7 +72,7 @@ class Dataset:
             try:
                 frame = self.store.get_range(key, 0, int(self.meta.chunks_ref["nbytes"]) + 1)  # recorded size, capped
             except FileNotFoundError:
-                raise DatasetError(f"{self.url}: the chunk table {key} is missing; the dataset is corrupt") from None
+                raise CorruptDatasetError(self.url, f"the chunk table {key} is missing; the dataset is corrupt") from None
             self.meta.load_chunks(frame, self.url)  # validated there, references included
         return self.meta.chunks
 
@@ -88,12 +88,12 @@ class Dataset:
             try:
                 frame = self.store.get_range(ref["object"], 0, int(ref["nbytes"]) + 1)  # recorded size, capped
             except FileNotFoundError:
-                raise DatasetError(f"{self.url}: the coverage object {ref['object']} is missing; "
+                raise CorruptDatasetError(self.url, f"the coverage object {ref['object']} is missing; "
                                    f"the dataset is corrupt") from None
             sums = decode_depth(frame, ref, self.url)
             expect = sum(max(1, -(-length // ref["bin"])) for _, length in self.meta.references)
             if len(sums) != expect:
-                raise DatasetError(f"{self.url}: the coverage object does not match the references; corrupt")
+                raise CorruptDatasetError(self.url, "the coverage object does not match the references; corrupt")
             self._depth = sums
         return self._depth
 
@@ -155,16 +155,16 @@ class Dataset:
             else:  # one byte more than recorded: a larger object is noticed, and never read whole
                 blob = self.store.get_range(key, 0, int(t.nbytes[index]) + 1)
         except FileNotFoundError:
-            raise DatasetError(
-                f"{self.url}: chunk {key} is missing; the dataset is incomplete or damaged"
+            raise CorruptDatasetError(
+                self.url, f"chunk {key} is missing; the dataset is incomplete or damaged"
             ) from None
         want = int(t.count_nbytes[index] if prefix_only else t.nbytes[index])
         if len(blob) != want:
-            raise DatasetError(f"{self.url}: chunk {key} has the wrong size; the dataset is damaged")
+            raise CorruptDatasetError(self.url, f"chunk {key} has the wrong size; the dataset is damaged")
         reader = ChunkReader(blob, self.codecs, f"{self.url}/{key}", max_raw=int(t.raw_nbytes[index]),
                              head_crc=int(t.head_crc[index]), version=self.meta.format_version)
         if reader.n_records != t.n_records[index]:
-            raise DatasetError(f"{self.url}: chunk {key} does not match the chunk table; the dataset is damaged")
+            raise CorruptDatasetError(self.url, f"chunk {key} does not match the chunk table; the dataset is damaged")
         if not prefix_only:
             reader.verify_checksums(int(t.slot_nbytes[index]))
         return reader
@@ -304,9 +304,9 @@ class Dataset:
         try:
             blob = self.store.get_range(key, base + first * size, base + (last + 1) * size)
         except FileNotFoundError:
-            raise DatasetError(f"{self.url}: chunk {key} is missing; the dataset is incomplete or damaged") from None
+            raise CorruptDatasetError(self.url, f"chunk {key} is missing; the dataset is incomplete or damaged") from None
         if base < 0 or len(blob) != (last - first + 1) * size:
-            raise DatasetError(f"{self.url}: chunk {key} has the wrong size; the dataset is damaged")
+            raise CorruptDatasetError(self.url, f"chunk {key} has the wrong size; the dataset is damaged")
         slots = decode_slots(blob, first, size, w0 + j0 * slot_bp, slot_bp, self.codecs[0], f"{self.url}/{key}", n,
                              whole_crc=m.format_version >= 2)
 
@@ -473,7 +473,7 @@ def _read_metadata(store, url: str) -> bytes:
                            f"({MAX_METADATA_BYTES >> 20} MiB); it is not a dataset's metadata")
     rest = store.get_range(METADATA_KEY, len(data), size + 1)
     if len(data) + len(rest) != size:
-        raise DatasetError(f"{url}: _metadata.json changed while it was read; try again")
+        raise CorruptDatasetError(url, "_metadata.json changed while it was read; try again")
     return data + rest
 
 

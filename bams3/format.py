@@ -18,7 +18,7 @@ import numpy as np
 import zstandard
 
 from .coverage import chunk_depth
-from .errors import DatasetError, InputError
+from .errors import CorruptDatasetError, DatasetError, InputError
 from .records import CORE, RecordBatch, assemble, reference_span, segment_lengths, split_columns
 
 FORMAT_NAME = "bams3"
@@ -173,20 +173,20 @@ def decode_slots(blob: bytes, first: int, slot_nbytes: int, window_start: int, s
     ``whole_crc``: the slots' CRC32 covers their headers (format v2)."""
     out = []
     if slot_nbytes < _SLOT_HEAD.size:
-        raise DatasetError(f"{where}: count slots of {slot_nbytes} bytes; the dataset is corrupt")
+        raise CorruptDatasetError(where, f"count slots of {slot_nbytes} bytes; the dataset is corrupt")
     for i in range(len(blob) // slot_nbytes):
         o = i * slot_nbytes
         n_before, n_in, max_before, plen, crc = _SLOT_HEAD.unpack_from(blob, o)
         payload = blob[o + _SLOT_HEAD.size : o + _SLOT_HEAD.size + plen]
         if plen + _SLOT_HEAD.size > slot_nbytes or not _slot_crc_ok(blob, o, plen, crc, whole_crc):
-            raise DatasetError(f"{where}: checksum mismatch in count slot {first + i}; the dataset is corrupt")
+            raise CorruptDatasetError(where, f"checksum mismatch in count slot {first + i}; the dataset is corrupt")
         if n_in > max_records or n_before > max_records:
-            raise DatasetError(f"{where}: count slot {first + i} claims more records than its chunk holds; "
+            raise CorruptDatasetError(where, f"count slot {first + i} claims more records than its chunk holds; "
                                "the dataset is corrupt")
         if n_in:
             raw = codec.decode(payload, 8 * n_in)
             if len(raw) != 8 * n_in:
-                raise DatasetError(f"{where}: count slot {first + i} decodes to the wrong size; the dataset is corrupt")
+                raise CorruptDatasetError(where, f"count slot {first + i} decodes to the wrong size; the dataset is corrupt")
             rel = np.frombuffer(_unshuffle(raw[: 4 * n_in], 4), "<i4").astype(np.int64)
             span = np.frombuffer(_unshuffle(raw[4 * n_in :], 4), "<i4").astype(np.int64)
             pos = rel + window_start + (first + i) * slot_bp
@@ -305,13 +305,13 @@ class ChunkReader:
         self._fields = None
         self._verified = False  # every checksum checked already (verify_checksums)
         if len(blob) < _CHUNK_HEAD.size or blob[:8] != CHUNK_MAGIC:
-            raise DatasetError(f"{where}: not a bams3 chunk (bad magic); the dataset is corrupt")
+            raise CorruptDatasetError(where, "not a bams3 chunk (bad magic); the dataset is corrupt")
         _, ncol, self.n_records = _CHUNK_HEAD.unpack_from(blob, 0)
         end_dir = _CHUNK_HEAD.size + ncol * _DIR_ENTRY.size
         if ncol > 255 or len(blob) < end_dir:
-            raise DatasetError(f"{where}: truncated chunk directory; the dataset is corrupt")
+            raise CorruptDatasetError(where, "truncated chunk directory; the dataset is corrupt")
         if head_crc >= 0 and zlib.crc32(blob[:end_dir]) != head_crc:
-            raise DatasetError(f"{where}: checksum mismatch in the chunk's directory; the dataset is corrupt")
+            raise CorruptDatasetError(where, "checksum mismatch in the chunk's directory; the dataset is corrupt")
         self.whole_slot_crc = version >= 2
         self.columns: dict[int, tuple[int, int, int, int, int]] = {}
         o = end_dir
@@ -320,7 +320,7 @@ class ChunkReader:
             if flags & ~_KNOWN_FLAGS or codec_idx >= len(codecs) or (flags & FLAG_PREDICTED and cid != TLEN_COLUMN):
                 raise DatasetError(f"{where}: column {cid} uses a feature this bams3 does not know; upgrade bams3")
             if raw > max_raw:
-                raise DatasetError(f"{where}: column {cid} claims {raw:,} bytes, more than the chunk's recorded "
+                raise CorruptDatasetError(where, f"column {cid} claims {raw:,} bytes, more than the chunk's recorded "
                                    f"{max_raw:,}; the dataset is corrupt")
             self.columns[cid] = (o, stored, raw, crc, codec_idx, flags)
             o += stored
@@ -331,27 +331,27 @@ class ChunkReader:
         chunk that was fetched is verified whole, even the parts a query does not use."""
         for cid, (o, stored, _raw, crc, _c, _f) in self.columns.items():
             if zlib.crc32(self.blob[o : o + stored]) != crc or o + stored > len(self.blob):
-                raise DatasetError(f"{self.where}: checksum mismatch in column {cid}; the dataset is corrupt")
+                raise CorruptDatasetError(self.where, f"checksum mismatch in column {cid}; the dataset is corrupt")
         tail = len(self.blob) - self.end
         if tail < 0 or (tail if not slot_nbytes else tail % slot_nbytes):
-            raise DatasetError(f"{self.where}: the chunk has the wrong size; the dataset is corrupt")
+            raise CorruptDatasetError(self.where, "the chunk has the wrong size; the dataset is corrupt")
         if slot_nbytes and slot_nbytes < _SLOT_HEAD.size:
-            raise DatasetError(f"{self.where}: count slots of {slot_nbytes} bytes; the dataset is corrupt")
+            raise CorruptDatasetError(self.where, f"count slots of {slot_nbytes} bytes; the dataset is corrupt")
         for i, o in enumerate(range(self.end, len(self.blob), slot_nbytes or 1)):
             _, _, _, plen, crc = _SLOT_HEAD.unpack_from(self.blob, o)
             if plen + _SLOT_HEAD.size > slot_nbytes or not _slot_crc_ok(self.blob, o, plen, crc,
                                                                        self.whole_slot_crc):
-                raise DatasetError(f"{self.where}: checksum mismatch in count slot {i}; the dataset is corrupt")
+                raise CorruptDatasetError(self.where, f"checksum mismatch in count slot {i}; the dataset is corrupt")
         self._verified = True
 
     def raw(self, cid: int) -> bytes:
         try:
             o, stored, raw, crc, codec_idx, flags = self.columns[cid]
         except KeyError:
-            raise DatasetError(f"{self.where}: column {cid} is missing; the dataset is corrupt") from None
+            raise CorruptDatasetError(self.where, f"column {cid} is missing; the dataset is corrupt") from None
         data = self.blob[o : o + stored]
         if len(data) != stored or not self._verified and zlib.crc32(data) != crc:
-            raise DatasetError(f"{self.where}: checksum mismatch in column {cid}; the dataset is corrupt")
+            raise CorruptDatasetError(self.where, f"checksum mismatch in column {cid}; the dataset is corrupt")
         if raw == 0:
             return b""
         codec = self.codecs[codec_idx]
@@ -363,13 +363,13 @@ class ChunkReader:
         except DatasetError:
             raise
         except Exception as exc:
-            raise DatasetError(f"{self.where}: column {cid} does not decode ({exc}); the dataset is corrupt") from None
+            raise CorruptDatasetError(self.where, f"column {cid} does not decode ({exc}); the dataset is corrupt") from None
         if len(out) != raw:
-            raise DatasetError(f"{self.where}: column {cid} decodes to the wrong size; the dataset is corrupt")
+            raise CorruptDatasetError(self.where, f"column {cid} decodes to the wrong size; the dataset is corrupt")
         if flags & FLAG_SHUFFLED:
             size = _ITEMSIZE.get(cid, 1)
             if raw % size:
-                raise DatasetError(f"{self.where}: column {cid} has a partial value; the dataset is corrupt")
+                raise CorruptDatasetError(self.where, f"column {cid} has a partial value; the dataset is corrupt")
             out = _unshuffle(out, size)
         return out
 
@@ -380,10 +380,10 @@ class ChunkReader:
             n_ops = self.array(7, "<u2").astype(np.int64)
             raw = self.raw(14)
             if len(raw) != 4 * int(n_ops.sum()):
-                raise DatasetError(f"{self.where}: columns disagree on CIGAR sizes; the dataset is corrupt")
+                raise CorruptDatasetError(self.where, "columns disagree on CIGAR sizes; the dataset is corrupt")
             cigar = np.frombuffer(raw, dtype="<u4")
             if len(cigar) != int(n_ops.sum()):
-                raise DatasetError(f"{self.where}: columns disagree on CIGAR sizes; the dataset is corrupt")
+                raise CorruptDatasetError(self.where, "columns disagree on CIGAR sizes; the dataset is corrupt")
             self._fields = RecordFields(
                 l_seq=self.array(8, "<i4").astype(np.int64), flag=self.array(3, "<u2"),
                 pos=np.cumsum(self.array(0, "<i4"), dtype=np.int32).astype(np.int64), n_cigar_op=n_ops, cigar=cigar)
@@ -392,10 +392,10 @@ class ChunkReader:
     def array(self, cid: int, dtype: str) -> np.ndarray:
         raw = self.raw(cid)
         if len(raw) % np.dtype(dtype).itemsize:
-            raise DatasetError(f"{self.where}: column {cid} has a partial value; the dataset is corrupt")
+            raise CorruptDatasetError(self.where, f"column {cid} has a partial value; the dataset is corrupt")
         a = np.frombuffer(raw, dtype=dtype)
         if len(a) != self.n_records:
-            raise DatasetError(f"{self.where}: column {cid} has the wrong length; the dataset is corrupt")
+            raise CorruptDatasetError(self.where, f"column {cid} has the wrong length; the dataset is corrupt")
         return a
 
     def positions(self) -> tuple[np.ndarray, np.ndarray]:
@@ -426,7 +426,7 @@ class ChunkReader:
         cols = [np.frombuffer(self.raw(cid), dtype=np.uint8) for cid, _ in VAR_COLUMNS]
         expect = [seg[:, 1].sum(), seg[:, 2].sum(), seg[:, 3].sum(), seg[:, 4].sum(), l_aux.sum()]
         if any(len(c) != e for c, e in zip(cols, expect)):
-            raise DatasetError(f"{self.where}: columns disagree on record sizes; the dataset is corrupt")
+            raise CorruptDatasetError(self.where, "columns disagree on record sizes; the dataset is corrupt")
         return assemble(core, cols)
 
 
@@ -634,13 +634,13 @@ class Metadata:
     def load_chunks(self, frame: bytes, where: str) -> ChunkTable:
         ref = self.chunks_ref or {}
         if len(frame) != ref.get("nbytes") or zlib.crc32(frame) != ref.get("crc32"):
-            raise DatasetError(f"{where}: the chunk table {self.chunks_key} is corrupt (size or checksum mismatch)")
+            raise CorruptDatasetError(where, f"the chunk table {self.chunks_key} is corrupt (size or checksum mismatch)")
         try:
             table = ChunkTable.from_json(ref, frame)
             table.validate(len(self.references), self.chunk_size, self.n_slots, self.stats["n_records"],
                            self.format_version)
         except (KeyError, TypeError, ValueError, OverflowError, zstandard.ZstdError) as exc:
-            raise DatasetError(f"{where}: the chunk table {self.chunks_key} is malformed ({exc})") from None
+            raise CorruptDatasetError(where, f"the chunk table {self.chunks_key} is malformed ({exc})") from None
         object.__setattr__(self, "chunks", table)
         return table
 
@@ -685,7 +685,7 @@ class Metadata:
         tail = data[i + len(_CHECKSUM_KEY):]
         m = re.fullmatch(rb'([0-9a-f]{64})"\}\n?', tail)
         if not m or hashlib.sha256(data[:i]).hexdigest().encode() != m.group(1):
-            raise DatasetError(f"{where}: _metadata.json does not match its checksum; it is corrupt "
+            raise CorruptDatasetError(where, "_metadata.json does not match its checksum; it is corrupt "
                                "(or was edited by hand)")
         return True
 
@@ -697,19 +697,19 @@ class Metadata:
         try:
             obj = json.loads(data)
         except (ValueError, UnicodeDecodeError):
-            raise DatasetError(f"{where}: _metadata.json is not valid JSON (truncated or corrupt)") from None
+            raise CorruptDatasetError(where, "_metadata.json is not valid JSON (truncated or corrupt)") from None
         if not isinstance(obj, dict) or obj.get("format") != FORMAT_NAME:
             raise DatasetError(f"{where}: _metadata.json is not bams3 metadata")
         version = obj.get("format_version")
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            raise DatasetError(f"{where}: _metadata.json is malformed (format_version {version!r})")
+            raise CorruptDatasetError(where, f"_metadata.json is malformed (format_version {version!r})")
         if version > FORMAT_VERSION:
             raise DatasetError(
                 f"{where}: dataset format version {version} is newer than this bams3 reads "
                 f"(up to {FORMAT_VERSION}); upgrade bams3"
             )
         if version >= 2 and not checked:
-            raise DatasetError(f"{where}: _metadata.json has lost its checksum; it is corrupt")
+            raise CorruptDatasetError(where, "_metadata.json has lost its checksum; it is corrupt")
         try:
             prefix = obj["data_prefix"]
             if not isinstance(prefix, str) or not re.fullmatch(r"data/[A-Za-z0-9_-]{1,64}/", prefix):
@@ -753,4 +753,4 @@ class Metadata:
                 count_slot_bp=slot_bp,
             )
         except (KeyError, TypeError, ValueError, OverflowError, zstandard.ZstdError) as exc:
-            raise DatasetError(f"{where}: _metadata.json is malformed ({exc})") from None
+            raise CorruptDatasetError(where, f"_metadata.json is malformed ({exc})") from None

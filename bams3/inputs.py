@@ -17,7 +17,7 @@ import attrs
 
 from . import bgzf
 from ._child import Child
-from .errors import InputError, StorageError
+from .errors import InputError, StorageError, TruncatedInputError
 from .records import Header, RecordBatch, split_records
 from .storage import open_store, refuse_query, url_scheme
 
@@ -148,10 +148,10 @@ def _sniff(head: bytes, name: str) -> str:
         try:
             pieces = iter([head])
             first = next(bgzf.decompress_stream(lambda n: next(pieces, b"")), b"")
+        except TruncatedInputError:
+            first = b""  # only the first block was given: BAM, or SAM, decided below
         except InputError as exc:
-            if "truncated" not in str(exc):
-                raise InputError(f"{name}: {exc}") from None
-            first = b""
+            raise InputError(f"{name}: {exc}") from None
         return "BAM" if first[:4] == b"BAM\x01" or not first else "SAM"
     if head[:1] == b"@" or all(32 <= c < 127 or c in (9, 10, 13) for c in head[:4096]):
         return "SAM"

@@ -15,7 +15,7 @@ import attrs
 import numpy as np
 
 from . import _kernels
-from .errors import InputError
+from .errors import InputError, TruncatedInputError
 
 # The 36 bytes every record starts with: block_size, then the 32-byte core.
 CORE = np.dtype(
@@ -279,7 +279,7 @@ def split_records(pieces: Iterable[bytes], target: int = 16 << 20) -> tuple[Head
     if parsed is None:
         if not buf:
             raise InputError("input is empty (no BAM header)")
-        raise InputError("input is truncated inside the BAM header")
+        raise TruncatedInputError("input is truncated inside the BAM header")
     header, used = parsed
 
     def batches() -> Iterator[RecordBatch]:
@@ -311,7 +311,7 @@ def split_records(pieces: Iterable[bytes], target: int = 16 << 20) -> tuple[Head
                     raise InputError(f"corrupt BAM record (it claims {block:,} bytes; the limit is {MAX_RECORD:,})")
             if o < n:
                 if exhausted:
-                    raise InputError("input is truncated (ends inside a BAM record)")
+                    raise TruncatedInputError("input is truncated (ends inside a BAM record)")
                 pending = [data[o:]]
             size = n - o
             if count:

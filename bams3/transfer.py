@@ -23,7 +23,7 @@ from . import destination
 from ._threads import ordered_map
 from .converter import _delete_prefix, _Publish, new_run, remove_replaced, removed_on_failure
 from .coverage import COVERAGE_OBJECT
-from .errors import DatasetError
+from .errors import CorruptDatasetError, DatasetError
 from .format import CHUNKS_OBJECT, METADATA_KEY, Metadata, chunk_key, encode_metadata
 from .storage import open_store, redact_userinfo
 from .verify import check_chunk
@@ -67,12 +67,12 @@ def _copy(ds, src, dst, force, workers, progress) -> CopyResult:
             try:
                 blob = ds.store.get_range(key, 0, int(table.nbytes[i]) + 1)  # the recorded size, capped
             except FileNotFoundError:
-                raise DatasetError(f"{src}: chunk {key} is missing; the dataset is corrupt (`bams3 verify`)") from None
+                raise CorruptDatasetError(src, f"chunk {key} is missing; the dataset is corrupt (`bams3 verify`)") from None
             try:
                 check_chunk(blob, i, m, table, codecs, f"{src}/{key}")
-            except DatasetError as exc:
-                raise DatasetError(f"{src}/{key} is corrupt ({str(exc).split(': ', 1)[-1]}); nothing was "
-                                   "published (`bams3 verify` lists what is damaged)") from None
+            except CorruptDatasetError as exc:
+                raise CorruptDatasetError(f"{src}/{key}", f"{exc.reason}; nothing was published (`bams3 verify` "
+                                          "lists what is damaged)") from None
             store.put(chunk_key(prefix, i), blob)
             return len(blob)
 
@@ -88,7 +88,7 @@ def _copy(ds, src, dst, force, workers, progress) -> CopyResult:
             try:
                 blob = ds.store.get_range(key, 0, int(ref["nbytes"]) + 1)
             except FileNotFoundError:
-                raise DatasetError(f"{src}: {key} is missing; the dataset is corrupt (`bams3 verify`)") from None
+                raise CorruptDatasetError(src, f"{key} is missing; the dataset is corrupt (`bams3 verify`)") from None
             if len(blob) != ref["nbytes"] or zlib.crc32(blob) != ref["crc32"]:
                 raise DatasetError(f"{src}/{key} is corrupt (size or checksum mismatch); nothing was published")
             store.put(prefix + key[len(m.data_prefix):], blob)

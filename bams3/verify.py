@@ -15,7 +15,7 @@ import attrs
 import numpy as np
 
 from ._threads import ordered_map
-from .errors import Bams3Error, DatasetError
+from .errors import Bams3Error, CorruptDatasetError
 from .destination import run_marker
 from .format import METADATA_KEY, ChunkReader, chunk_key, decode_slots, slot_range
 
@@ -71,7 +71,7 @@ def verify(url: str, deep: bool = False, workers: int = 8,
         try:
             ds.depth_sums()
         except Bams3Error as exc:
-            rep.corrupt.append((m.coverage["object"], str(exc).split(": ", 1)[-1]))
+            rep.corrupt.append((m.coverage["object"], _reason(exc)))
     codecs = ds.codecs
     stats = StatsAccumulator(len(m.references)) if deep else None
 
@@ -96,7 +96,7 @@ def verify(url: str, deep: bool = False, workers: int = 8,
                 return ("corrupt", key, "positions differ from the chunk table")
             return ("ok", key, r.n_records, batch)
         except Bams3Error as exc:
-            return ("corrupt", key, str(exc).split(": ", 1)[-1])
+            return ("corrupt", key, _reason(exc))
 
     done = 0
     for res in ordered_map(check, range(len(keys)), workers):
@@ -126,12 +126,12 @@ def check_chunk(blob: bytes, i: int, m, t, codecs, where: str) -> ChunkReader:
     header, every column payload and every count slot, and its record count. A Bams3Error
     (DatasetError) says what is wrong; the reader is returned for decoding."""
     if len(blob) != int(t.nbytes[i]):
-        raise DatasetError(f"{len(blob):,} bytes where the chunk table says {int(t.nbytes[i]):,}")
+        raise CorruptDatasetError(where, f"{len(blob):,} bytes where the chunk table says {int(t.nbytes[i]):,}")
     r = ChunkReader(blob, codecs, where, max_raw=int(t.raw_nbytes[i]), head_crc=int(t.head_crc[i]),
                     version=m.format_version)
     r.verify_checksums(int(t.slot_nbytes[i]) if m.count_slot_bp else 0)
     if r.n_records != int(t.n_records[i]):
-        raise DatasetError("record count differs from the chunk table")
+        raise CorruptDatasetError(where, "the record count differs from the chunk table")
     if int(t.slot_nbytes[i]) and m.count_slot_bp:
         w0 = int(t.window[i]) * m.chunk_size
         j0, j1 = slot_range(int(t.min_pos[i]), int(t.max_pos[i]), w0, m.count_slot_bp, m.n_slots)
@@ -140,6 +140,11 @@ def check_chunk(blob: bytes, i: int, m, t, codecs, where: str) -> ChunkReader:
         decode_slots(blob[base:], 0, size, w0 + j0 * m.count_slot_bp, m.count_slot_bp, codecs[0], where,
                      int(t.n_records[i]), whole_crc=m.format_version >= 2)
     return r
+
+
+def _reason(exc: Bams3Error) -> str:
+    """What is wrong with an object, without where (the report names the object)."""
+    return exc.reason if isinstance(exc, CorruptDatasetError) else str(exc)
 
 
 def _same(a, b) -> bool:

@@ -266,3 +266,28 @@ def test_ctrl_c_ends_a_cohort_run_whose_requests_stall(s3_server, faulty, tmp_pa
         proxy.stall_seconds = 3
     assert (p.returncode, err, out) == (130, "bams3: interrupted\n", "")
     assert took < 3, took
+
+
+@pytest.mark.parametrize("kind", ["503", "stall"])
+def test_keys_with_403_and_404_are_never_taken_for_statuses(s3_server, faulty, monkeypatch, kind):
+    """Every key of this dataset holds 403 and 404 (as a dataset of 404+ chunks has them): a 503
+    or a timeout on it is said as what it was, by kind, never as "access denied" or missing."""
+    from bams3.errors import StorageError
+
+    proxy, _, _ = faulty
+    url = f"s3://{s3_server['bucket']}/faults/run403/404.bams3"
+    bams3.convert(EXAMPLE, url, force=True, chunk_size="256K")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+    ds = bams3.open(url)
+    proxy.faults = [kind] * 1000
+    try:
+        with pytest.raises(StorageError) as caught:
+            list(ds.batches("chr1:1-200000"))
+    finally:
+        proxy.faults = []
+    err = caught.value
+    assert err.kind == ("server" if kind == "503" else "timeout"), (err.kind, str(err))
+    assert err.key.startswith("data/") and "run403/404.bams3" in str(err)  # obstore's own message held them too
+    assert "denied" not in str(err) and "credentials" not in str(err) and "no bams3 dataset" not in str(err)
+    assert ("503" in str(err)) == (kind == "503")

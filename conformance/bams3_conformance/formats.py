@@ -22,7 +22,8 @@ class OutputFormatTests:
         raise NotImplementedError
 
     @pytest.fixture(scope="class")
-    def dataset(self, tmp_path_factory):
+    @classmethod
+    def dataset(cls, tmp_path_factory):
         d = tmp_path_factory.mktemp("fmt")
         bam = str(d / "in.bam")
         write_bam(bam, n=2000, seed=3)

@@ -116,39 +116,45 @@ def translate(exc: BaseException, url: str, key: str, attempts: int | None = Non
     code = status[:3] if status else None
     where = f"{url}: {key}" if key else url
     if "NoSuchBucket" in msg:
-        return StorageError(f"{url}: the bucket does not exist (check its name and AWS_REGION)")
+        return StorageError(f"{url}: the bucket does not exist (check its name and AWS_REGION)", kind="no-bucket",
+                            key=key)
     if isinstance(exc, FileNotFoundError):
         return exc
     if isinstance(exc, oe.UnauthenticatedError) or code == "401" or any(
             s in msg for s in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken")):
         return StorageError(f"{where}: the credentials were rejected; check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
-                            "(or AWS_SESSION_TOKEN), or use --no-sign-request for a public bucket")
+                            "(or AWS_SESSION_TOKEN), or use --no-sign-request for a public bucket",
+                            kind="unauthenticated", key=key)
     if isinstance(exc, oe.PermissionDeniedError) or code == "403" or "<Code>AccessDenied</Code>" in msg:
-        return StorageError(f"{where}: access denied; check the credentials' permissions on this bucket")
+        return StorageError(f"{where}: access denied; check the credentials' permissions on this bucket",
+                            kind="denied", key=key)
     if "credential" in msg.lower() or "NoCredentials" in msg:
         return StorageError(f"{url}: no credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
-                            "(or AWS_PROFILE), or pass --no-sign-request for a public bucket")
+                            "(or AWS_PROFILE), or pass --no-sign-request for a public bucket", kind="no-credentials",
+                            key=key)
     if "kind: Timeout" in msg or "TimedOut" in msg:
         limit = settings()["timeout"]
         return StorageError(f"{url}: no answer for {key} within {limit:g} s{tried}; check the network, "
-                            "or allow more time with BAMS3_TIMEOUT=SECONDS")
+                            "or allow more time with BAMS3_TIMEOUT=SECONDS", kind="timeout", key=key)
     if status is None and any(s in msg.lower() for s in ("connection refused", "dns error", "error sending request",
                                                           "timed out", "connect", "tcp")):
         if url.lower().startswith("s3://"):
             return StorageError(f"{url}: cannot reach {display_endpoint()}{tried} (for {key}); check the network "
-                                "and AWS_ENDPOINT_URL")
-        return StorageError(f"{url}: cannot reach the server{tried} (for {key}); check the network and the URL")
+                                "and AWS_ENDPOINT_URL", kind="unreachable", key=key)
+        return StorageError(f"{url}: cannot reach the server{tried} (for {key}); check the network and the URL",
+                            kind="unreachable", key=key)
     if status:
         return StorageError(f"{where}: the server answered {status}{tried}; "
-                            "try again later (AWS_MAX_ATTEMPTS=N retries more)")
+                            "try again later (AWS_MAX_ATTEMPTS=N retries more)", kind="server", key=key)
     if isinstance(exc, TransportError):
-        return StorageError(f"{url}: {exc}{tried}; not using what it sent")
+        return StorageError(f"{url}: {exc}{tried}; not using what it sent", kind="transport", key=key)
     if "non-partial response" in msg:
         return StorageError(f"{where}: the server ignored the byte range asked for (a server or proxy that does "
-                            "not support Range requests)")
+                            "not support Range requests)", kind="range", key=key)
     if "body error" in msg or "IncompleteMessage" in msg:
-        return StorageError(f"{where}: the connection dropped while the answer arrived{tried}; check the network")
-    return StorageError(f"{where}: the storage request failed{tried} ({_clean(msg)})")
+        return StorageError(f"{where}: the connection dropped while the answer arrived{tried}; check the network",
+                            kind="transport", key=key)
+    return StorageError(f"{where}: the storage request failed{tried} ({_clean(msg)})", key=key)
 
 
 class CloudStore(ObstoreStore):
@@ -198,7 +204,8 @@ class CloudStore(ObstoreStore):
 
     def put_if(self, key, data, *, expect):
         if self.read_only:
-            raise StorageError(f"{self.url} is read-only (HTTP); write to s3://, gs://, az:// or a path instead")
+            raise StorageError(f"{self.url} is read-only (HTTP); write to s3://, gs://, az:// or a path instead",
+                               kind="read-only")
         return self._guard(lambda k: super(CloudStore, self).put_if(k, data, expect=expect), key)
 
     def _streamed(self, key, piece):
@@ -224,7 +231,8 @@ class CloudStore(ObstoreStore):
 
     def put(self, key, data):
         if self.read_only:
-            raise StorageError(f"{self.url} is read-only (HTTP); write to s3://, gs://, az:// or a path instead")
+            raise StorageError(f"{self.url} is read-only (HTTP); write to s3://, gs://, az:// or a path instead",
+                               kind="read-only")
         return self._guard(super().put, key, data)
 
     def list(self, prefix=""):
@@ -232,7 +240,7 @@ class CloudStore(ObstoreStore):
 
     def delete(self, key):
         if self.read_only:
-            raise StorageError(f"{self.url} is read-only (HTTP)")
+            raise StorageError(f"{self.url} is read-only (HTTP)", kind="read-only")
         return self._guard(super().delete, key)
 
     def size(self, key):

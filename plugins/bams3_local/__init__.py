@@ -20,7 +20,7 @@ import stat
 from collections.abc import Iterator, Sequence
 
 import bams3
-from bams3.errors import ConflictError, DatasetError, StorageError
+from bams3.errors import ConflictError, DatasetError, NotADatasetError, StorageError
 from bams3.storage import IOCounter
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -413,7 +413,7 @@ def open_local(url: str, create: bool = False):
     elif not os.path.isdir(path):
         if os.path.exists(path):
             raise DatasetError(f"{url} is a file, not a bams3 dataset (convert it with `bams3 convert {url} DEST`)")
-        raise DatasetError(f"no bams3 dataset at {url} (no such directory)")
+        raise NotADatasetError(f"no bams3 dataset at {url} (no such directory)")
     return LocalStore(path, url)
 
 
