@@ -5,9 +5,10 @@ and the places that decide something by matching the text of an error message.
     python bench/code_metrics.py [--json]
 
 "Matching error text" is a comparison (``in``, ``==``, ``startswith``, ``endswith``, ``re.search``)
-of a string constant against ``str(<exception>)``, or against a name bound from one
-(``msg = str(exc)``), inside an ``except`` handler or a function given an exception. Messages
-of child processes (samtools' stderr lines) are text by nature and are counted apart.
+of a string constant against ``str(<exception>)`` or a name bound from one (``msg = str(exc)``),
+any method called on ``str(<exception>)`` (``split(": ")``), or a string constant looked for in
+anything when it is a piece of a message this code raises (``"no bams3 dataset" in row[-1]``).
+Messages of child processes (samtools' stderr lines) are text by nature, and counted too.
 """
 
 from __future__ import annotations
@@ -34,7 +35,22 @@ def _is_str_of_exc(node, exc_names) -> bool:
             and node.args and isinstance(node.args[0], ast.Name) and node.args[0].id in exc_names)
 
 
+def _raised_texts(trees) -> set[str]:
+    """The constant pieces (8+ characters) of every message passed to an exception raised."""
+    out = set()
+    for tree in trees:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call):
+                for arg in node.exc.args:
+                    for c in ast.walk(arg):
+                        if isinstance(c, ast.Constant) and isinstance(c.value, str) and len(c.value.strip()) >= 8:
+                            out.add(c.value.strip())
+    return out
+
+
 class _Finder(ast.NodeVisitor):
+    raised: set[str] = set()
+
     def __init__(self):
         self.exc_names: set[str] = set()
         self.text_names: set[str] = set()
@@ -61,20 +77,31 @@ class _Finder(ast.NodeVisitor):
                     self.text_names.add(t.id)
         self.generic_visit(node)
 
+    def _raised(self, text: str) -> bool:
+        """A phrase (8+ characters, with a space) of a message this code raises."""
+        text = text.strip()
+        return len(text) >= 8 and " " in text and any(text in r for r in self.raised)
+
     def _texty(self, node) -> bool:
         return _is_str_of_exc(node, self.exc_names) or (isinstance(node, ast.Name) and node.id in self.text_names)
 
     def visit_Compare(self, node):
         sides = [node.left, *node.comparators]
-        if any(isinstance(op, (ast.In, ast.NotIn, ast.Eq, ast.NotEq)) for op in node.ops) and \
-                any(isinstance(s, ast.Constant) and isinstance(s.value, str) for s in sides) and \
-                any(self._texty(s) for s in sides):
+        consts = [s.value for s in sides if isinstance(s, ast.Constant) and isinstance(s.value, str)]
+        if any(isinstance(op, (ast.In, ast.NotIn, ast.Eq, ast.NotEq)) for op in node.ops) and consts and (
+                any(self._texty(s) for s in sides) or (any(isinstance(op, (ast.In, ast.NotIn)) for op in node.ops)
+                                                       and any(self._raised(c) for c in consts))):
             self.hits.append(node.lineno)
         self.generic_visit(node)
 
     def visit_Call(self, node):
         f = node.func
-        if isinstance(f, ast.Attribute) and f.attr in ("startswith", "endswith") and self._texty(f.value):
+        matching = f.attr in ("startswith", "endswith", "find", "index", "count", "partition") or (
+            f.attr == "split" and bool(node.args)) if isinstance(f, ast.Attribute) else False
+        if isinstance(f, ast.Attribute) and ((matching and _is_str_of_exc(f.value, self.exc_names)) or (
+                f.attr in ("startswith", "endswith") and (self._texty(f.value) or any(
+                    isinstance(a, ast.Constant) and isinstance(a.value, str) and self._raised(a.value)
+                    for a in node.args)))):
             self.hits.append(node.lineno)
         if isinstance(f, ast.Attribute) and f.attr in ("search", "match", "fullmatch") and \
                 any(self._texty(a) for a in node.args):
@@ -84,9 +111,11 @@ class _Finder(ast.NodeVisitor):
 
 def measure(root: pathlib.Path = ROOT) -> dict:
     functions, modules, matches = [], [], []
-    for p in _files(root):
-        src = p.read_text()
-        tree = ast.parse(src)
+    sources = {p: p.read_text() for p in _files(root)}
+    trees = {p: ast.parse(src) for p, src in sources.items()}
+    _Finder.raised = _raised_texts(trees.values())
+    for p, src in sources.items():
+        tree = trees[p]
         rel = str(p.relative_to(root))
         modules.append((len(src.splitlines()), rel))
         for node in ast.walk(tree):
