@@ -46,7 +46,8 @@ class Store(Protocol):
         that are there (bams3 reads objects up to their recorded size plus one byte)."""
 
     def get_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
-        """Several ``[start, end)`` ranges of one object, in order."""
+        """Several ``[start, end)`` ranges of one object, in the order asked (overlapping and
+        empty ranges included: an empty range is ``b""``); past the end as ``get_range``."""
 
     def stream(self, key: str) -> Iterator[bytes]:
         """The whole object as a stream of pieces (bounded memory, in order)."""
@@ -150,17 +151,19 @@ class ObstoreStore:
         return data
 
     def get_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
-        if not ranges:
-            return []
-        with self.counter.request("GET", key, rng=tuple(ranges)) as moved:
+        asked = [(a, b) for a, b in ranges if b > a]  # an empty range is b"", without asking (servers refuse it)
+        if not asked:
+            return [b""] * len(ranges)
+        with self.counter.request("GET", key, rng=tuple(asked)) as moved:
             out = self._obs.get_ranges(
-                self._store, key, starts=[a for a, _ in ranges], ends=[b for _, b in ranges], coalesce=0
+                self._store, key, starts=[a for a, _ in asked], ends=[b for _, b in asked], coalesce=0
             )
             datas = [bytes(x) for x in out]
             moved["in"] = sum(map(len, datas))
-            if any(len(d) > b - a for d, (a, b) in zip(datas, ranges)):
+            if any(len(d) > b - a for d, (a, b) in zip(datas, asked)):
                 raise TransportError(f"the server sent more bytes of {key} than the ranges asked for")
-        return datas
+        got = iter(datas)
+        return [next(got) if b > a else b"" for a, b in ranges]
 
     def stream(self, key: str, piece: int = 8 << 20) -> Iterator[bytes]:
         with self.counter.request("GET", key) as moved:

@@ -34,6 +34,10 @@ class StoreTests:
         store.put("k", bytes(range(256)) * 10)
         assert store.get_range("k", 2, 5) == bytes([2, 3, 4])
         assert store.get_ranges("k", [(0, 2), (2558, 2560)]) == [bytes([0, 1]), bytes([254, 255])]
+        # in the order asked, whatever order the store fetches them in; overlapping and empty ones too
+        assert store.get_ranges("k", [(2558, 2560), (0, 2), (1, 3), (5, 5)]) == \
+            [bytes([254, 255]), bytes([0, 1]), bytes([1, 2]), b""]
+        assert store.get_range("k", 2559, 2560) == bytes([255])  # the very last byte
 
     def test_a_range_past_the_end_is_a_short_read(self, store):
         """bams3 reads an object up to its recorded size plus one byte, to notice a larger one:
@@ -69,6 +73,18 @@ class StoreTests:
         assert sorted(store.list("a/")) == [("a/b", 10), ("a/c", 3)]
         assert store.size("a/c") == 3 and store.size("missing") is None
 
+    def test_listing_takes_a_prefix_literally(self, store):
+        """A prefix is characters, not a pattern (SQL LIKE's ``_`` and ``%``, a glob's ``*``), and
+        a key equal to the prefix is listed too; an empty prefix lists everything, once."""
+        for key in ("d_1/x", "dx1/x", "e%/y", "eZ/y", "f*/z", "fq/z", "g/h", "g/hi"):
+            store.put(key, key.encode())
+        assert [k for k, _ in sorted(store.list("d_"))] == ["d_1/x"]
+        assert [k for k, _ in sorted(store.list("e%"))] == ["e%/y"]
+        assert [k for k, _ in sorted(store.list("f*"))] == ["f*/z"]
+        assert [k for k, _ in sorted(store.list("g/h"))] == ["g/h", "g/hi"]
+        everything = [k for k, _ in store.list("")]
+        assert sorted(everything) == sorted(set(everything)) and len(everything) == 8
+
     def test_missing_key(self, store):
         with pytest.raises(FileNotFoundError):
             store.get("missing")
@@ -82,11 +98,48 @@ class StoreTests:
         assert list(store.list("a/")) == []
 
     def test_large_object_and_stream(self, store):
-        data = bytes(range(256)) * (24 << 12)  # 24 MiB: multipart territory for object stores
+        data = bytes(range(256)) * (24 << 12) + b"tail!"  # 24 MiB and a partial last piece
         store.put("big", data)
         assert store.size("big") == len(data)
-        assert store.get_range("big", len(data) - 5, len(data)) == data[-5:]
-        assert b"".join(store.stream("big")) == data
+        assert store.get_range("big", len(data) - 5, len(data)) == b"tail!"
+        pieces = list(store.stream("big"))
+        assert b"".join(pieces) == data
+        assert all(isinstance(p, bytes) for p in pieces)
+
+    def test_streams_of_small_and_empty_objects(self, store):
+        """A stream gives the whole object, however it is cut: the last partial piece, an object
+        smaller than a piece, an empty one (no bytes at all, and no error)."""
+        for size in (0, 1, 4095, 4097, (1 << 20) + 1):
+            data = bytes(i % 251 for i in range(size))
+            store.put(f"s/{size}", data)
+            assert b"".join(store.stream(f"s/{size}", 4096)) == data, size
+
+    def test_a_put_is_atomic(self, store):
+        """A reader never sees part of a write: while an object is rewritten, every read gives
+        the whole of the old value or the whole of the new one."""
+        import threading
+
+        a, b = b"A" * (4 << 20), b"B" * (3 << 20)
+        store.put("atomic", a)
+        stop = threading.Event()
+        seen = []
+
+        def reader():
+            while not stop.is_set():
+                got = store.get("atomic")
+                seen.append(got == a or got == b)
+
+        threads = [threading.Thread(target=reader) for _ in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            for i in range(12):
+                store.put("atomic", b if i % 2 == 0 else a)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        assert seen and all(seen)
 
     def test_concurrent_writers_and_readers(self, store):
         from concurrent.futures import ThreadPoolExecutor
@@ -99,6 +152,23 @@ class StoreTests:
         with ThreadPoolExecutor(16) as pool:
             assert all(pool.map(work, range(64)))
         assert len(list(store.list("c/"))) == 64
+
+    def test_64_concurrent_readers(self, store):
+        """Queries read ranges of one object, and of many, from 64 threads at once: each read
+        gets its own object's bytes."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        objects = {f"r/{j}": bytes([j]) * 1000 + bytes(range(256)) * 4096 for j in range(8)}
+        for key, data in objects.items():
+            store.put(key, data)
+
+        def read(i):
+            key = f"r/{i % 8}"
+            a = (i * 7919) % 4096
+            return store.get_range(key, a, a + 4096) == objects[key][a : a + 4096]
+
+        with ThreadPoolExecutor(64) as pool:
+            assert all(pool.map(read, range(512)))
 
     def test_a_dataset_appears_only_when_published(self, store_url):
         """A converted dataset opens only once its _metadata.json is written (last), and reads back."""

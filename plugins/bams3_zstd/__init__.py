@@ -27,6 +27,14 @@ def decode(data: bytes, raw_size: int) -> bytes:
     d = getattr(_local, "d", None)
     if d is None:
         d = _local.d = zstandard.ZstdDecompressor()
+    # max_output_size bounds only frames without a content size; ours declare theirs: a frame that
+    # declares more than expected is refused before anything is allocated
+    try:
+        declared = zstandard.frame_content_size(data)
+    except zstandard.ZstdError:
+        declared = -1  # not a frame header: decompress says why
+    if declared > raw_size:
+        raise ValueError(f"a zstd frame of {declared:,} bytes where {raw_size:,} were expected")
     return d.decompress(data, max_output_size=raw_size)
 
 

@@ -1,0 +1,50 @@
+"""The conformance kit run against one plugin: the correct one, or the mutant named by
+BAMS3_MUTANT (``store:Name`` or ``codec:name``). Run by tests/test_mutation.py as
+``python -m pytest tests/mutants/kit_run.py``; not collected by the suite itself."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+import bams3
+from bams3.conformance import CodecTests, StoreTests, store_state_machine
+from bams3.plugins import register_plugin
+
+from . import codecs, stores
+from .reference import DictStore, zlib_decode, zlib_encode
+
+KIND, _, NAME = os.environ.get("BAMS3_MUTANT", "none:").partition(":")
+STORE = next((m for m in stores.MUTANTS if m.__name__ == NAME), DictStore) if KIND == "store" else DictStore
+ENCODE, DECODE = codecs.MUTANTS[NAME] if KIND == "codec" else (zlib_encode, zlib_decode)
+_OBJECTS: dict[str, dict] = {}
+
+
+class _Plugin:
+    @bams3.hookimpl
+    def bams3_register_storage(self, register):
+        register(bams3.StorageBackend(name="mutant", schemes=("mutant",), description="a store under test",
+                                      open=lambda url, create=False: STORE(url, _OBJECTS.setdefault(url, {}))))
+
+    @bams3.hookimpl
+    def bams3_register_codecs(self, register):
+        register(bams3.Codec(name="mutantz", encode=ENCODE, decode=DECODE, default_level=6,
+                             description="a codec under test"))
+
+
+register_plugin(_Plugin(), name="bams3-mutants")
+
+
+class TestStore(StoreTests):
+    @pytest.fixture
+    def store_url(self):
+        return f"mutant://{uuid.uuid4().hex}"
+
+
+TestStoreStateful = store_state_machine(lambda: f"mutant://{uuid.uuid4().hex}").TestCase
+
+
+class TestCodec(CodecTests):
+    codec_name = "mutantz"
