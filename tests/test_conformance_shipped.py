@@ -9,7 +9,7 @@ import pysam
 import pytest
 
 from bams3_conformance.codec import CodecTests
-from bams3_conformance.formats import OutputFormatTests
+from bams3_conformance.formats import OutputFormatTests, sam_row
 from bams3_conformance.store import StoreTests, store_state_machine
 
 
@@ -30,8 +30,8 @@ class TestSam(OutputFormatTests):
     format_name = "sam"
 
     def read_back(self, path):
-        rows = [line.split("\t") for line in open(path) if line.strip() and not line.startswith("@")]
-        return [(r[0], int(r[1]), int(r[3])) for r in rows]
+        with open(path) as f:
+            return [sam_row(line) for line in f if line.strip() and not line.startswith("@")]
 
 
 class TestBam(OutputFormatTests):
@@ -39,15 +39,20 @@ class TestBam(OutputFormatTests):
 
     def read_back(self, path):
         with pysam.AlignmentFile(path, check_sq=False) as f:
-            return [(r.query_name, r.flag, r.reference_start + 1) for r in f]
+            return [sam_row(r.to_string()) for r in f]
 
 
 class TestJson(OutputFormatTests):
     format_name = "json"
 
     def read_back(self, path):
-        rows = [json.loads(line) for line in open(path) if line.strip()]
-        return [(r["name"], int(r["flag"]), int(r["ref_pos"])) for r in rows]
+        with open(path) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        return [{"name": r["name"], "flag": r["flag"], "ref": r["ref_name"], "pos": r["ref_pos"],
+                 "mapq": r["map_quality"], "cigar": r["cigar"],
+                 "next_ref": r["ref_name"] if r["next_ref_name"] == "=" else r["next_ref_name"],
+                 "next_pos": r["next_ref_pos"], "tlen": r["length"], "seq": r["seq"], "qual": r["qual"],
+                 "tags": r.get("tags", [])} for r in rows]
 
 
 class TestS3Store(StoreTests):

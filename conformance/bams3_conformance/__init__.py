@@ -3,7 +3,8 @@
 - ``store.StoreTests`` (override ``store_url``) and ``store.store_state_machine(make_url)``,
   a hypothesis rule-based test of put/get/range/list/size/delete against a model;
 - ``codec.CodecTests`` (set ``codec_name``);
-- ``formats.OutputFormatTests`` (set ``format_name``, implement ``read_back``);
+- ``formats.OutputFormatTests`` (set ``format_name``, implement ``read_back`` returning dicts of
+  the SAM fields the format holds; a lossy format sets ``fields`` and overrides ``expected``);
 - ``strategies``: hypothesis strategies for records, regions and record batches;
 - ``proxy.CountingProxy`` and ``motoserver.MotoServer`` for S3 tests on loopback.
 

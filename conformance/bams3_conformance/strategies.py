@@ -120,3 +120,53 @@ def datasets(draw, directory: str, max_records: int = 40):
     dest = os.path.join(directory, f"{name}.bams3")
     bams3.convert(bam, dest, chunk_size=draw(st.sampled_from([1024, 4096, 1 << 20])))
     return bam, dest
+def write_rich_bam(path: str, n: int = 1000, seed: int = 3, references=REFERENCES) -> None:
+    """A sorted BAM of ``n`` read pairs with what formats get wrong: both strands, mates on the
+    same and on another reference, negative template lengths, unmapped mates placed beside
+    theirs, clips, insertions and deletions, mapping qualities 0-60, integer, string, float and
+    array tags."""
+    import pysam
+
+    rng = random.Random(seed)
+    header = {"HD": {"VN": "1.6", "SO": "coordinate"}, "SQ": [{"SN": n_, "LN": l_} for n_, l_ in references]}
+    cigars = [[(0, 100)], [(4, 5), (0, 90), (1, 2), (0, 3)], [(0, 50), (2, 3), (0, 50)], [(5, 3), (0, 100)]]
+    recs = []
+    for i in range(n):
+        tid = rng.randrange(len(references))
+        pos = rng.randrange(references[tid][1] - 600)
+        mate_tid = tid if rng.random() < 0.9 else (tid + 1) % len(references)
+        mate_pos = pos + rng.randrange(0, 400) if mate_tid == tid else rng.randrange(references[mate_tid][1] - 200)
+        unmapped_mate = rng.random() < 0.05
+        if unmapped_mate:
+            mate_tid, mate_pos = tid, pos
+        tlen = (mate_pos + 100 - pos) if mate_tid == tid and not unmapped_mate else 0
+        for first in (True, False):
+            me_unmapped = unmapped_mate and not first
+            flag = 1 | (64 if first else 128) | (0 if first else 16) | (32 if first else 0)
+            flag |= (4 if me_unmapped else 0) | (8 if unmapped_mate and first else 0)
+            flag |= 2 if not unmapped_mate and mate_tid == tid else 0
+            length = 100 if not me_unmapped else 100
+            recs.append({
+                "name": f"p{i}", "flag": flag,
+                "tid": tid if first else mate_tid, "pos": pos if first else mate_pos,
+                "mate_tid": mate_tid if first else tid, "mate_pos": mate_pos if first else pos,
+                "tlen": tlen if first else -tlen, "mapq": 0 if me_unmapped else rng.randrange(0, 61),
+                "cigar": None if me_unmapped else rng.choice(cigars),
+                "seq": "".join(rng.choice("ACGTN") for _ in range(length)),
+                "qual": [rng.randrange(2, 42) for _ in range(length)],
+                "tags": {"NM": rng.randrange(4), "MD": f"{rng.randrange(10, 90)}A{rng.randrange(1, 9)}",
+                         "XF": round(rng.random() * 10, 2), "ZB": [rng.randrange(-5, 500) for _ in range(3)]},
+            })
+    with pysam.AlignmentFile(path, "wb", header=header) as out:
+        for r in sorted(recs, key=lambda r: (r["tid"], r["pos"])):
+            a = pysam.AlignedSegment(out.header)
+            a.query_name, a.flag = r["name"], r["flag"]
+            a.reference_id, a.reference_start = r["tid"], r["pos"]
+            a.next_reference_id, a.next_reference_start = r["mate_tid"], r["mate_pos"]
+            a.template_length, a.mapping_quality = r["tlen"], r["mapq"]
+            a.cigartuples = r["cigar"]
+            a.query_sequence = r["seq"]
+            a.query_qualities = r["qual"]
+            for k, v in r["tags"].items():
+                a.set_tag(k, v)
+            out.write(a)

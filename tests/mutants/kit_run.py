@@ -1,5 +1,5 @@
 """The conformance kit run against one plugin: the correct one, or the mutant named by
-BAMS3_MUTANT (``store:Name`` or ``codec:name``). Run by tests/test_mutation.py as
+BAMS3_MUTANT (``store:Name``, ``codec:name`` or ``format:name``). Run by tests/test_mutation.py as
 ``python -m pytest tests/mutants/kit_run.py``; not collected by the suite itself."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import uuid
 import pytest
 
 import bams3
-from bams3.conformance import CodecTests, StoreTests, store_state_machine
+from bams3.conformance import CodecTests, OutputFormatTests, StoreTests, store_state_machine
 from bams3.plugins import register_plugin
 
-from . import codecs, stores
+from . import codecs, formats, stores
 from .reference import DictStore, zlib_decode, zlib_encode
 
 KIND, _, NAME = os.environ.get("BAMS3_MUTANT", "none:").partition(":")
@@ -27,6 +27,13 @@ class _Plugin:
     def bams3_register_storage(self, register):
         register(bams3.StorageBackend(name="mutant", schemes=("mutant",), description="a store under test",
                                       open=lambda url, create=False: STORE(url, _OBJECTS.setdefault(url, {}))))
+
+    @bams3.hookimpl
+    def bams3_register_output_formats(self, register):
+        register(bams3.OutputFormat(name="tsv", extensions=(".tsv",), description="a format under test",
+                                    open=formats.open_tsv(NAME if KIND == "format" else "")))
+        register(bams3.OutputFormat(name="fq", extensions=(".fq",), description="a lossy format under test",
+                                    open=formats.open_fastq))
 
     @bams3.hookimpl
     def bams3_register_codecs(self, register):
@@ -48,3 +55,28 @@ TestStoreStateful = store_state_machine(lambda: f"mutant://{uuid.uuid4().hex}").
 
 class TestCodec(CodecTests):
     codec_name = "mutantz"
+
+
+class TestFormat(OutputFormatTests):
+    format_name = "tsv"
+
+    def read_back(self, path):
+        return formats.read_back(path)
+
+
+class TestFormatLossy(OutputFormatTests):
+    """How a lossy format declares what it holds: FASTQ keeps names, sequences and qualities of
+    primary records, as they were sequenced."""
+
+    format_name = "fq"
+    fields = ("name", "seq", "qual")
+
+    def expected(self, row):
+        if row["flag"] & 0x900:
+            return None
+        if row["flag"] & 16:
+            return {**row, "seq": formats._comp(row["seq"]), "qual": row["qual"][::-1]}
+        return row
+
+    def read_back(self, path):
+        return formats.read_fastq(path)
