@@ -30,7 +30,7 @@ class StorageBackend:
 
     ``open(url, create)`` returns a :class:`bams3.storage.Store` rooted at the
     URL (a dataset prefix). ``create=True`` is passed when the caller will write.
-    ``install_hint`` tells users what to install when the backend cannot load.
+    When a plugin cannot load, ``bams3 plugins`` names its package (what to install).
     """
 
     name: str

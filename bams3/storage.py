@@ -33,7 +33,17 @@ class Store(Protocol):
     """Keys are ``/``-separated relative paths under the store's root. As on a file
     system, a key is never also a "directory" of other keys (bams3 never writes both
     ``a`` and ``a/b``); ``list`` matches any string prefix, as object stores do.
-    ``conditional_put`` says whether ``put_if`` is offered."""
+    ``conditional_put`` says whether ``put_if`` is offered.
+
+    Optional, asked for with ``getattr``: ``read_only`` (True: every write fails with
+    ``StorageError(kind="read-only")``), ``list_dirs(prefix)`` (the names directly under a
+    prefix, for ``bams3 ls`` and cohorts over a prefix) and ``counter`` (an
+    :class:`IOCounter` of the store's own requests, retries included, for ``--trace``; a
+    store without one is counted call by call).
+
+    Errors: ``FileNotFoundError`` for a missing object (``get``, ``get_range``, ``stream``),
+    :class:`bams3.errors.StorageError` with a ``kind`` for anything the user must act on; a
+    store never puts credentials in a message."""
 
     url: str
     conditional_put: bool
@@ -329,13 +339,73 @@ def redact_query(url: str) -> str:
     return url.split("?", 1)[0] + "?…" if "?" in url else url
 
 
+class TracedStore:
+    """A store that keeps no request counter of its own (a third party's), as ``--trace`` sees
+    it: each call is one request, counted with the bytes it moved and any failure. Everything
+    else (``conditional_put``, ``list_dirs``, ...) is the store's own."""
+
+    def __init__(self, inner):
+        self._inner = inner
+        self.url = inner.url
+        self.counter = IOCounter()
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def _call(self, method: str, key: str, fn, *args, rng=None, out: int = 0, **kwargs):
+        with self.counter.request(method, key, rng=rng) as moved:
+            result = fn(*args, **kwargs)
+            moved["out"] = out
+            if isinstance(result, (bytes, bytearray, memoryview)):
+                moved["in"] = len(result)
+            elif isinstance(result, list) and all(isinstance(r, (bytes, bytearray)) for r in result):
+                moved["in"] = sum(map(len, result))
+        return result
+
+    def get(self, key):
+        return self._call("GET", key, self._inner.get, key)
+
+    def get_range(self, key, start, end):
+        return self._call("GET", key, self._inner.get_range, key, start, end, rng=(start, end))
+
+    def get_ranges(self, key, ranges):
+        return self._call("GET", key, self._inner.get_ranges, key, ranges, rng=tuple(ranges))
+
+    def stream(self, key, *args, **kwargs):
+        with self.counter.request("GET", key) as moved:
+            for piece in self._inner.stream(key, *args, **kwargs):
+                moved["in"] += len(piece)
+                yield piece
+
+    def put(self, key, data):
+        return self._call("PUT", key, self._inner.put, key, data, out=len(data))
+
+    def put_if(self, key, data, *, expect):
+        return self._call("PUT", key, self._inner.put_if, key, data, expect=expect, out=len(data))
+
+    def head(self, key):
+        return self._call("HEAD", key, self._inner.head, key)
+
+    def size(self, key):
+        return self._call("HEAD", key, self._inner.size, key)
+
+    def list(self, prefix=""):
+        return iter(self._call("LIST", prefix, lambda: list(self._inner.list(prefix))))
+
+    def delete(self, key):
+        return self._call("DELETE", key, self._inner.delete, key)
+
+
 def open_store(url: str, *, create: bool = False) -> Store:
-    """The store rooted at ``url``, from the plugin serving its scheme."""
+    """The store rooted at ``url``, from the plugin serving its scheme. Under ``--trace``, every
+    store's requests are recorded: its own counter's, or a TracedStore's around it."""
     refuse_query(url)
     backend = get_registry().storage_for(url_scheme(url))
     try:
         store = backend.open(url, create=create)
-        if _traced is not None and hasattr(store, "counter"):
+        if _traced is not None:
+            if not isinstance(getattr(store, "counter", None), IOCounter):
+                store = TracedStore(store)
             _traced.append(store)
         return store
     except (StorageError, FileNotFoundError):
