@@ -45,14 +45,13 @@ def copy(src: str, dst: str, *, force: bool = False, workers: int = 8,
     from .dataset import Dataset
 
     ds = Dataset.open(src, workers=workers)
-    ds.chunks  # noqa: B018 - the chunk table, fetched and validated when it is an object of its own
     with removed_on_failure(dst):
         return _copy(ds, src, dst, force, workers, progress)
 
 
 def _copy(ds, src, dst, force, workers, progress) -> CopyResult:
     m = ds.meta
-    table = ds.chunks
+    table = ds.chunks  # fetched and validated (when an object of its own) before anything is written
     codecs = ds.codecs
     store = open_store(dst, create=True)
     found = destination.inspect(store, dst, force)
@@ -90,7 +89,7 @@ def _copy(ds, src, dst, force, workers, progress) -> CopyResult:
             except FileNotFoundError:
                 raise CorruptDatasetError(src, f"{key} is missing; the dataset is corrupt (`bams3 verify`)") from None
             if len(blob) != ref["nbytes"] or zlib.crc32(blob) != ref["crc32"]:
-                raise DatasetError(f"{src}/{key} is corrupt (size or checksum mismatch); nothing was published")
+                raise CorruptDatasetError(f"{src}/{key}", "size or checksum mismatch; nothing was published")
             store.put(prefix + key[len(m.data_prefix):], blob)
             moved += len(blob)
             extra += 1
