@@ -145,15 +145,14 @@ def write_rich_bam(path: str, n: int = 1000, seed: int = 3, references=REFERENCE
             flag = 1 | (64 if first else 128) | (0 if first else 16) | (32 if first else 0)
             flag |= (4 if me_unmapped else 0) | (8 if unmapped_mate and first else 0)
             flag |= 2 if not unmapped_mate and mate_tid == tid else 0
-            length = 100 if not me_unmapped else 100
             recs.append({
                 "name": f"p{i}", "flag": flag,
                 "tid": tid if first else mate_tid, "pos": pos if first else mate_pos,
                 "mate_tid": mate_tid if first else tid, "mate_pos": mate_pos if first else pos,
                 "tlen": tlen if first else -tlen, "mapq": 0 if me_unmapped else rng.randrange(0, 61),
                 "cigar": None if me_unmapped else rng.choice(cigars),
-                "seq": "".join(rng.choice("ACGTN") for _ in range(length)),
-                "qual": [rng.randrange(2, 42) for _ in range(length)],
+                "seq": "".join(rng.choice("ACGTN") for _ in range(100)),
+                "qual": [rng.randrange(2, 42) for _ in range(100)],
                 "tags": {"NM": rng.randrange(4), "MD": f"{rng.randrange(10, 90)}A{rng.randrange(1, 9)}",
                          "XF": round(rng.random() * 10, 2), "ZB": [rng.randrange(-5, 500) for _ in range(3)]},
             })

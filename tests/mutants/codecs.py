@@ -18,7 +18,6 @@ def _truncates_at_1mib(data, raw_size, **kw):
 
 
 _shared = {"buf": b""}
-_shared_lock = threading.Lock()
 
 
 def _shared_state_encode(data, level=None, **kw):

@@ -79,6 +79,4 @@ def zlib_encode(data, level=None, **_):
 
 
 def zlib_decode(data, raw_size, **_):
-    d = zlib.decompressobj()
-    out = d.decompress(bytes(data), raw_size)
-    return out
+    return zlib.decompressobj().decompress(bytes(data), raw_size)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import threading
 import time
 
 from .reference import DictStore
@@ -111,7 +110,6 @@ class SharedReadBuffer(DictStore):
     """Not thread-safe: one buffer shared by every reader."""
 
     _buf = None
-    _buf_lock = threading.Lock()
 
     def get_range(self, key, start, end):
         SharedReadBuffer._buf = self._obj(key)
