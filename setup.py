@@ -5,5 +5,5 @@ from setuptools import Extension, setup
 
 setup(ext_modules=[
     Extension("bams3._kernels", ["bams3/_kernels.c"], extra_compile_args=["-O3"]),
-    Extension("bams3_qual._rans", ["plugins/bams3_qual/_rans.c"], extra_compile_args=["-O3"]),
+    Extension("bams3.builtins.qual._rans", ["bams3/builtins/qual/_rans.c"], extra_compile_args=["-O3"]),
 ])

@@ -1,9 +1,11 @@
 """The plugin host: what can be registered, and the registry built from the plugins.
 
 Nothing is loaded at import time. ``get_registry()`` builds (once, cached) a
-pluggy manager, loads every plugin advertised in the ``bams3`` entry-point
-group -- our own under ``plugins/`` arrive exactly like a third party's -- and
-collects what each registers through the ``register`` callbacks.
+pluggy manager, registers our own plugins (modules of the package,
+``bams3.builtins.*``, as llm and datasette do) and every plugin advertised in
+the ``bams3`` entry-point group by outside packages, and collects what each
+registers through the ``register`` callbacks. Ours use only
+:mod:`bams3.plugin_api`, as a third party's do.
 """
 
 from __future__ import annotations
@@ -164,13 +166,31 @@ class Registry:
         return None
 
 
+BUILTIN_PLUGINS = ("local", "memory", "cloud", "zstd", "qual", "consensus", "formats")
+
+
+def _load_builtins(pm: pluggy.PluginManager, providers: dict[int, Provider]) -> None:
+    from . import __version__
+
+    for name in BUILTIN_PLUGINS:
+        plugin = importlib.import_module(f"{__package__}.builtins.{name}")
+        pm.register(plugin, name=name)
+        providers[id(plugin)] = Provider(name, "bams3", __version__)
+
+
 def _load_entry_points(pm: pluggy.PluginManager) -> tuple[dict[int, Provider], list[str]]:
     providers: dict[int, Provider] = {}
     failures: list[str] = []
+    _load_builtins(pm, providers)
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         dist = getattr(ep, "dist", None)
         package = dist.name if dist else "?"
         version = dist.version if dist else "?"
+        if ep.name in BUILTIN_PLUGINS:
+            msg = f"plugin {ep.name!r} from package {package} was not loaded: bams3's own plugin has that name"
+            failures.append(msg)
+            print(f"bams3: warning: {msg}", file=sys.stderr)
+            continue
         if pm.get_plugin(ep.name) is not None:
             continue
         try:

@@ -226,8 +226,8 @@ class Bench:
 
         import boto3
 
-        from bams3_conformance.motoserver import MotoServer
-        from bams3_conformance.proxy import CountingProxy
+        from bams3.conformance.motoserver import MotoServer
+        from bams3.conformance.proxy import CountingProxy
 
         logging.disable(logging.CRITICAL)
         server = MotoServer()  # its own process

@@ -45,8 +45,8 @@ def main() -> int:
     import boto3
 
     import bams3
-    from bams3_conformance.motoserver import MotoServer
-    from bams3_conformance.proxy import CountingProxy
+    from bams3.conformance.motoserver import MotoServer
+    from bams3.conformance.proxy import CountingProxy
 
     samtools = shutil.which("samtools") or sys.exit("needs samtools on PATH")
     bams3_cmd = shutil.which("bams3") or sys.exit("needs bams3 on PATH")

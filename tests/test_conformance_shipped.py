@@ -8,9 +8,9 @@ import uuid
 import pysam
 import pytest
 
-from bams3_conformance.codec import CodecTests
-from bams3_conformance.formats import OutputFormatTests, sam_row
-from bams3_conformance.store import StoreTests, store_state_machine
+from bams3.conformance.codec import CodecTests
+from bams3.conformance.formats import OutputFormatTests, sam_row
+from bams3.conformance.store import StoreTests, store_state_machine
 
 
 class TestZstd(CodecTests):
@@ -87,7 +87,7 @@ def test_kit_strategies_make_datasets_that_match_samtools(tmp_path):
     import bams3
     from hypothesis import HealthCheck, given, settings
 
-    from bams3_conformance.strategies import datasets, regions
+    from bams3.conformance.strategies import datasets, regions
 
     @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(data=datasets(str(tmp_path)), region=regions())

@@ -16,7 +16,7 @@ import pysam
 import pytest
 
 import bams3
-from bams3_conformance.proxy import CountingProxy
+from bams3.conformance.proxy import CountingProxy
 
 from .oracle import raw_bam, view
 from .test_cli import BAMS3, EXAMPLE, assert_one_line_error, run
@@ -75,11 +75,11 @@ def test_short_long_and_cut_bodies_are_retried(behind_proxy, tmp_path, fault):
 def test_a_response_longer_than_asked_is_retried_then_refused():
     """What the HTTP client lets through is checked too: more bytes than the range asked for is a
     transport fault, tried again, and refused in one line when it persists."""
-    import bams3_cloud
+    import bams3.builtins.cloud
     from bams3.errors import StorageError
     from bams3.storage import TransportError
 
-    store = bams3_cloud.CloudStore(None, "s3://b/x.bams3")
+    store = bams3.builtins.cloud.CloudStore(None, "s3://b/x.bams3")
     store._conf = {**store._conf, "attempts": 3}
     answers = [TransportError("the server sent 20 bytes of k for a range of 10"), b"0123456789"]
 

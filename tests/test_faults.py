@@ -15,7 +15,7 @@ import pytest
 import bams3
 from bams3.errors import Bams3Error, DatasetError
 from bams3.verify import verify
-from bams3_conformance.proxy import CountingProxy
+from bams3.conformance.proxy import CountingProxy
 
 from .test_cli import EXAMPLE
 

@@ -30,7 +30,7 @@ import bams3
 from bams3 import bgzf
 from bams3.format import _CHUNK_HEAD, _DIR_ENTRY, METADATA_KEY, encode_metadata
 from bams3.records import Header
-from bams3_conformance.proxy import CountingProxy
+from bams3.conformance.proxy import CountingProxy
 
 from .oracle import raw_bam, view
 from .test_cli import EXAMPLE

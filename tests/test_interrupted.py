@@ -78,7 +78,7 @@ def test_interrupt_while_publishing_never_removes_the_chunks_of_a_published_data
     """Ctrl-C arrives just as _metadata.json has been written (the write returned, or its
     answer was still on its way): the converter asks the store, finds its metadata there,
     and keeps the chunks; the dataset it published stays whole."""
-    from bams3_local import LocalStore
+    from bams3.builtins.local import LocalStore
 
     from .test_cli import EXAMPLE
 

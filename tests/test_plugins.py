@@ -12,7 +12,7 @@ import bams3
 from bams3.format import encode_metadata
 from bams3.errors import DatasetError, PluginError
 from bams3.plugins import get_registry, register_plugin, unregister_plugin
-from bams3_conformance.store import StoreTests
+from bams3.conformance.store import StoreTests
 
 from .test_cli import EXAMPLE
 
@@ -114,9 +114,9 @@ def test_plugins_command_lists_what_each_provides():
     p = subprocess.run([sys.executable, "-m", "bams3.cli", "plugins", "--json"], capture_output=True, text=True,
                        check=True)
     rows = {r["plugin"]: r for r in map(json.loads, p.stdout.splitlines())}
-    assert {"local", "memory", "cloud", "zstd", "qual", "seq", "formats"} <= set(rows)
+    assert {"local", "memory", "cloud", "zstd", "qual", "consensus", "formats"} <= set(rows)
     assert rows["cloud"]["schemes"] == ["az", "gs", "http", "https", "s3"]
-    assert rows["qual"]["codecs"] == ["qual"] and rows["seq"]["codecs"] == ["consensus"]
+    assert rows["qual"]["codecs"] == ["qual"] and rows["consensus"]["codecs"] == ["consensus"]
     assert rows["formats"]["formats"] == ["bam", "cram", "json", "sam"]
     assert all(r["package"] == "bams3" and r["version"] == bams3.__version__ for r in rows.values())
     text = subprocess.run([sys.executable, "-m", "bams3.cli", "plugins"], capture_output=True, text=True,

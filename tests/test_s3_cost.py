@@ -12,7 +12,7 @@ import pytest
 
 import bams3
 
-from bams3_conformance.proxy import CountingProxy
+from bams3.conformance.proxy import CountingProxy
 
 REGION = "chr1:1,000,000-2,000,000"
 KEY = "cost/sample.bam"

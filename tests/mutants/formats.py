@@ -3,7 +3,7 @@ each record, tab-separated, written through htslib as bams3's own JSON format is
 
 from __future__ import annotations
 
-from bams3._pysam import HtslibWriter
+from bams3.plugin_api import HtslibWriter
 
 
 def _rows(af):
@@ -74,7 +74,7 @@ def open_tsv(name: str):
 
 
 def read_back(path: str) -> list[dict]:
-    from bams3_conformance.formats import sam_row
+    from bams3.conformance.formats import sam_row
 
     with open(path) as f:
         return [sam_row(line) for line in f if line.strip()]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import zlib
 
-from bams3.errors import ConflictError
+from bams3.plugin_api import ConflictError
 
 
 class DictStore:

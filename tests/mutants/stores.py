@@ -92,7 +92,7 @@ class PutIfIgnoresVersion(DictStore):
     def put_if(self, key, data, *, expect):
         with self._lock:
             if expect is None and key in self._objects:
-                from bams3.errors import ConflictError
+                from bams3.plugin_api import ConflictError
 
                 raise ConflictError(key)
             version = self._version()

@@ -6,8 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-import bams3
-from bams3.records import segment_lengths, split_columns
+from bams3.plugin_api import OutputFormat, RecordBatch, hookimpl, segment_lengths, split_columns
 
 _SEQ = np.frombuffer(b"=ACMGRSVTWYHKDBN", dtype=np.uint8)
 
@@ -73,7 +72,7 @@ class ParquetWriter:
 
     def close(self) -> None:
         if self._writer is None:  # no records: an empty file with the schema
-            empty = bams3.records.RecordBatch(np.zeros(0, np.uint8), np.zeros(1, np.int64))
+            empty = RecordBatch(np.zeros(0, np.uint8), np.zeros(1, np.int64))
             self._writer = pq.ParquetWriter(self._out, batch_table(empty, self._header).schema, compression="zstd")
         self._writer.close()
 
@@ -81,7 +80,7 @@ class ParquetWriter:
         pass
 
 
-@bams3.hookimpl
+@hookimpl
 def bams3_register_output_formats(register):
-    register(bams3.OutputFormat(name="parquet", extensions=(".parquet", ".pq"), open=ParquetWriter,
+    register(OutputFormat(name="parquet", extensions=(".parquet", ".pq"), open=ParquetWriter,
                                 description="Apache Parquet, one row per record (bams3-parquet)"))

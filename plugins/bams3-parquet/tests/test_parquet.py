@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow.parquet as pq
 
-from bams3_conformance.formats import OutputFormatTests
+from bams3.conformance.formats import OutputFormatTests
 
 
 class TestParquetFormat(OutputFormatTests):
@@ -19,7 +19,7 @@ def test_columns_match_pysam(tmp_path):
     import pysam
 
     import bams3
-    from bams3_conformance.strategies import write_bam
+    from bams3.conformance.strategies import write_bam
 
     bam = str(tmp_path / "in.bam")
     write_bam(bam, n=500, seed=9)

@@ -1,6 +1,6 @@
 """Hypothesis strategies for bams3 plugin tests: raw BAM records, small datasets, regions.
 
-    from bams3_conformance.strategies import record_batches, regions, write_bam
+    from bams3.conformance.strategies import record_batches, regions, write_bam
 """
 
 from __future__ import annotations

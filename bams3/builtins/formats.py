@@ -5,10 +5,7 @@ import os
 import select
 import subprocess
 
-import bams3
-from bams3._child import Child
-from bams3._pysam import HtslibWriter
-from bams3.bgzf import BgzfWriter
+from bams3.plugin_api import Bams3Error, BgzfWriter, Child, HtslibWriter, OutputFormat, UsageError, hookimpl
 
 
 class _Fd:
@@ -71,7 +68,7 @@ signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
 try:
     pysam.samtools.view(*sys.argv[1:], catch_stdout=False)
 except pysam.SamtoolsError as exc:
-    from bams3.errors import samtools_message
+    from bams3.plugin_api import samtools_message
     sys.stderr.write(samtools_message(exc))
     sys.exit(1)
 """
@@ -112,7 +109,7 @@ class SamtoolsWriter:
         if self._proc.wait() != 0:
             if _reader_gone(self._fd):  # bams3 query ... | head
                 raise BrokenPipeError()
-            raise bams3.Bams3Error(f"writing {self._label} failed: {err.splitlines()[-1] if err else 'samtools view died'}")
+            raise Bams3Error(f"writing {self._label} failed: {err.splitlines()[-1] if err else 'samtools view died'}")
 
     def close(self) -> None:
         self._finish()
@@ -143,7 +140,7 @@ def open_sam(out, header, options):
         return SamtoolsWriter(fd, header, with_header, "sam.gz" if options.get("bgzf") else "sam",
                               htslib_options=_htslib_options(options))
     if options.get("bgzf"):
-        raise bams3.Bams3Error("bgzipped SAM is written only to a file or a pipe")
+        raise Bams3Error("bgzipped SAM is written only to a file or a pipe")
     return HtslibWriter(out, header, _sam_emit(with_header))
 
 
@@ -158,9 +155,9 @@ def open_cram(out, header, options):
     as ``version=3.1`` or ``archive`` are passed on."""
     fd = _fd(out)
     if fd is None:
-        raise bams3.Bams3Error("CRAM is written only to a file or a pipe")
+        raise Bams3Error("CRAM is written only to a file or a pipe")
     if not options.get("reference"):
-        raise bams3.UsageError("CRAM output needs the reference: -T/--reference ref.fa")
+        raise UsageError("CRAM output needs the reference: -T/--reference ref.fa")
     out.flush()
     level = options.get("level")
     extra = _htslib_options(options) + (f",level={level}" if level is not None else "")
@@ -211,13 +208,13 @@ class BamWriter:
         self._w.abort()
 
 
-@bams3.hookimpl
+@hookimpl
 def bams3_register_output_formats(register):
-    register(bams3.OutputFormat(name="sam", extensions=(".sam",), open=open_sam,
+    register(OutputFormat(name="sam", extensions=(".sam",), open=open_sam,
                                 description="SAM text, formatted by htslib as samtools view (sam.gz: bgzipped)"))
-    register(bams3.OutputFormat(name="bam", extensions=(".bam",), open=BamWriter,
+    register(OutputFormat(name="bam", extensions=(".bam",), open=BamWriter,
                                 description="BAM (BGZF-compressed, threaded)"))
-    register(bams3.OutputFormat(name="cram", extensions=(".cram",), open=open_cram,
+    register(OutputFormat(name="cram", extensions=(".cram",), open=open_cram,
                                 description="CRAM against a reference (-T), written by htslib"))
-    register(bams3.OutputFormat(name="json", extensions=(".json", ".jsonl", ".ndjson"), open=open_json,
+    register(OutputFormat(name="json", extensions=(".json", ".jsonl", ".ndjson"), open=open_json,
                                 description="JSON lines, one object per record (pysam's to_dict; numbers as numbers)"))

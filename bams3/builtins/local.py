@@ -19,9 +19,15 @@ import secrets
 import stat
 from collections.abc import Iterator, Sequence
 
-import bams3
-from bams3.errors import ConflictError, DatasetError, NotADatasetError, StorageError
-from bams3.storage import IOCounter
+from bams3.plugin_api import (
+    ConflictError,
+    DatasetError,
+    IOCounter,
+    NotADatasetError,
+    StorageBackend,
+    StorageError,
+    hookimpl,
+)
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -417,7 +423,7 @@ def open_local(url: str, create: bool = False):
     return LocalStore(path, url)
 
 
-@bams3.hookimpl
+@hookimpl
 def bams3_register_storage(register):
-    register(bams3.StorageBackend(name="local", schemes=("file",), open=open_local,
+    register(StorageBackend(name="local", schemes=("file",), open=open_local,
                                   description="local disk: plain paths and file:// URLs"))

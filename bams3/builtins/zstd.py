@@ -4,7 +4,7 @@ import threading
 
 import zstandard
 
-import bams3
+from bams3.plugin_api import Codec, hookimpl
 
 _local = threading.local()
 
@@ -38,7 +38,7 @@ def decode(data: bytes, raw_size: int) -> bytes:
     return d.decompress(data, max_output_size=raw_size)
 
 
-@bams3.hookimpl
+@hookimpl
 def bams3_register_codecs(register):
-    register(bams3.Codec(name="zstd", encode=encode, decode=decode, default_level=9,
+    register(Codec(name="zstd", encode=encode, decode=decode, default_level=9,
                          description="Zstandard (levels 1-22)"))

@@ -31,7 +31,7 @@ import struct
 import numpy as np
 import zstandard
 
-import bams3
+from bams3.plugin_api import Codec, hookimpl
 
 from . import _rans
 
@@ -188,7 +188,7 @@ def decode(data: bytes, raw_size: int, *, records) -> bytes:
     return _ungroup(vals[sym], layout).tobytes()
 
 
-@bams3.hookimpl
+@hookimpl
 def bams3_register_codecs(register):
-    register(bams3.Codec(name="qual", encode=encode, decode=decode, record_aware=True,
+    register(Codec(name="qual", encode=encode, decode=decode, record_aware=True,
                          description="base qualities: per-cycle, per-read context model, rANS"))

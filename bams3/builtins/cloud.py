@@ -23,11 +23,23 @@ import re
 import time
 from datetime import timedelta
 
+from urllib.parse import urlsplit
+
+import attrs
 from obstore.store import from_url
 
-import bams3
-from bams3.errors import DatasetError, StorageError, UsageError
-from bams3.storage import ObstoreStore, TransportError, check_interrupted, interrupted, redact_userinfo
+from bams3.plugin_api import (
+    DatasetError,
+    ObstoreStore,
+    StorageBackend,
+    StorageError,
+    TransportError,
+    UsageError,
+    check_interrupted,
+    hookimpl,
+    interrupted,
+    redact_userinfo,
+)
 
 _BACKOFF = {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=5), "base": 2}
 _SECRET = re.compile(r"(X-Amz-[A-Za-z-]+|Signature|Credential|sig|token)=[^&\s]+", re.I)
@@ -69,34 +81,94 @@ def settings() -> dict:
             "no_retry": {"max_retries": 0, "retry_timeout": timedelta(seconds=budget), "backoff": _BACKOFF}}
 
 
-def _attempts(msg: str, attempts: int | None = None, seconds: float | None = None) -> str:
-    """' after N attempts in S s': ours, or from obstore's retry report, or ''."""
+@attrs.frozen
+class Failure:
+    """What obstore knows of a failed request, as fields: the HTTP ``status`` the server answered,
+    the transport ``http_kind`` (``Timeout``, ``Connect``, ``Interrupted``, ``Decode``, …), the
+    store's own ``cause`` (``NotPartial``: a server that ignored the Range header), the S3 error
+    ``code`` of the answer's body (``NoSuchBucket``), the ``host`` asked, and obstore's own
+    ``retries`` and ``elapsed`` seconds.
+
+    obstore 0.12 carries these only in the ``Debug source:`` rendering of object_store's typed
+    error (``RetryError { status: 503, … }``, ``HttpError { kind: Timeout }``), so they are read
+    there, field by field, one per line; a key, a URL or a message (escaped inside quoted
+    strings there) can never pass for one."""
+
+    status: int | None = None
+    http_kind: str | None = None
+    cause: str | None = None
+    code: str | None = None
+    host: str | None = None
+    retries: int = 0
+    elapsed: float | None = None
+
+    _LINE = re.compile(r"^\s*(status|kind|source|retries|elapsed|body|uri): (.*?),?$")
+    _DURATION = {"ns": 1e-9, "µs": 1e-6, "us": 1e-6, "ms": 1e-3, "s": 1.0}
+
+    @classmethod
+    def of(cls, exc: BaseException) -> Failure:
+        _, found, debug = str(exc).partition("\n\nDebug source:\n")
+        if not found:
+            return cls()
+        fields: dict = {}
+        lines = debug.splitlines()
+        for i, line in enumerate(lines):
+            m = cls._LINE.match(line)
+            if not m:
+                continue
+            name, value = m.groups()
+            if value == "Some(" and i + 1 < len(lines):  # uri: Some(\n <uri>,\n ) and body: Some(\n "…",\n )
+                value = lines[i + 1].strip().rstrip(",")
+            if name == "status" and value.isdigit():
+                fields.setdefault("status", int(value))
+            elif name == "kind" and value.isidentifier():
+                fields.setdefault("http_kind", value)
+            elif name == "source" and value.isidentifier():
+                fields.setdefault("cause", value)
+            elif name == "retries" and value.isdigit():
+                fields.setdefault("retries", int(value))
+            elif name == "elapsed":
+                d = re.fullmatch(r"([\d.]+)(ns|µs|us|ms|s)", value)
+                if d:
+                    fields.setdefault("elapsed", float(d.group(1)) * cls._DURATION[d.group(2)])
+            elif name == "body":
+                c = re.search(r"<Code>(\w+)</Code>", value)
+                if c:
+                    fields.setdefault("code", c.group(1))
+            elif name == "uri":
+                fields.setdefault("host", urlsplit(value).hostname)
+        return cls(**fields)
+
+
+# where SDKs find instance and task credentials when none are configured
+_CREDENTIAL_HOSTS = {"169.254.169.254", "fd00:ec2::254", "169.254.170.2", "169.254.170.23", "metadata.google.internal"}
+_S3_CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
+
+
+def _attempts(failure: Failure, attempts: int | None = None, seconds: float | None = None) -> str:
+    """' after N attempts in S s': ours, or obstore's own retries, or ''."""
     if attempts is not None and attempts > 1:
         return f" after {attempts} attempts in {seconds:.0f} s"
-    m = re.search(r"in ([\d.]+)s, after (\d+) retries", msg)
-    return f" after {int(m.group(2)) + 1} attempts in {float(m.group(1)):.0f} s" if m and int(m.group(2)) else ""
+    if failure.retries and failure.elapsed is not None:
+        return f" after {failure.retries + 1} attempts in {failure.elapsed:.0f} s"
+    return ""
 
 
 def transient(exc: BaseException) -> bool:
     """A failure worth another attempt: 5xx, 429 and SlowDown answers, dropped or refused
     connections, bodies cut short or longer than asked, timeouts."""
+    from obstore import exceptions as oe
+
     if isinstance(exc, TransportError):
         return True
-    if isinstance(exc, (FileNotFoundError, StorageError)):
+    if not isinstance(exc, oe.GenericError):  # not found, denied, unauthenticated, precondition, a bad path, …
         return False
-    msg = str(exc)
-    status = _status(msg)
-    if status:
-        return status[0] == "5" or status[:3] == "429"
-    return any(s in msg for s in ("SlowDown", "HTTP error", "error sending request", "body error", "timed out",
-                                  "Timeout", "onnection", "IncompleteMessage", "unexpected EOF"))
-
-
-def _status(msg: str) -> str | None:
-    """The HTTP status the server answered, as obstore reports it ("status code: 503 ..."), or None:
-    never digits found elsewhere in the message (a key such as data/…/000403)."""
-    m = re.search(r"[Ss]tatus(?: code)?: (\d{3})\b([^:,\n]*)", msg)
-    return (m.group(1) + m.group(2)).strip() if m else None
+    f = Failure.of(exc)
+    if f.status is not None:
+        return f.status >= 500 or f.status == 429 or f.code == "SlowDown"
+    if f.host in _CREDENTIAL_HOSTS:
+        return False
+    return f.http_kind is not None  # no answer: a timeout, a refused or dropped connection, a body cut short
 
 
 def display_endpoint() -> str:
@@ -107,54 +179,50 @@ def display_endpoint() -> str:
 def translate(exc: BaseException, url: str, key: str, attempts: int | None = None,
               seconds: float | None = None) -> BaseException:
     """Turn an obstore error into one line a user can act on, naming the object and the cause
-    (never echoing credentials)."""
+    (never echoing credentials). Decided by the exception's type and :class:`Failure` fields."""
     from obstore import exceptions as oe
 
-    msg = str(exc)
-    tried = _attempts(msg, attempts, seconds)
-    status = _status(msg)
-    code = status[:3] if status else None
+    f = Failure.of(exc)
+    tried = _attempts(f, attempts, seconds)
     where = f"{url}: {key}" if key else url
-    if "NoSuchBucket" in msg:
+    if f.code == "NoSuchBucket":
         return StorageError(f"{url}: the bucket does not exist (check its name and AWS_REGION)", kind="no-bucket",
                             key=key)
     if isinstance(exc, FileNotFoundError):
         return exc
-    if isinstance(exc, oe.UnauthenticatedError) or code == "401" or any(
-            s in msg for s in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken")):
-        return StorageError(f"{where}: the credentials were rejected; check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
-                            "(or AWS_SESSION_TOKEN), or use --no-sign-request for a public bucket",
-                            kind="unauthenticated", key=key)
-    if isinstance(exc, oe.PermissionDeniedError) or code == "403" or "<Code>AccessDenied</Code>" in msg:
-        return StorageError(f"{where}: access denied; check the credentials' permissions on this bucket",
-                            kind="denied", key=key)
-    if "credential" in msg.lower() or "NoCredentials" in msg:
+    if f.host in _CREDENTIAL_HOSTS:
         return StorageError(f"{url}: no credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
                             "(or AWS_PROFILE), or pass --no-sign-request for a public bucket", kind="no-credentials",
                             key=key)
-    if "kind: Timeout" in msg or "TimedOut" in msg:
+    if isinstance(exc, oe.UnauthenticatedError) or f.status == 401 or f.code in _S3_CREDENTIAL_CODES:
+        return StorageError(f"{where}: the credentials were rejected; check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
+                            "(or AWS_SESSION_TOKEN), or use --no-sign-request for a public bucket",
+                            kind="unauthenticated", key=key)
+    if isinstance(exc, oe.PermissionDeniedError) or f.status == 403:
+        return StorageError(f"{where}: access denied; check the credentials' permissions on this bucket",
+                            kind="denied", key=key)
+    if f.http_kind == "Timeout":
         limit = settings()["timeout"]
         return StorageError(f"{url}: no answer for {key} within {limit:g} s{tried}; check the network, "
                             "or allow more time with BAMS3_TIMEOUT=SECONDS", kind="timeout", key=key)
-    if status is None and any(s in msg.lower() for s in ("connection refused", "dns error", "error sending request",
-                                                          "timed out", "connect", "tcp")):
+    if f.status is None and f.http_kind in ("Connect", "Request"):
         if url.lower().startswith("s3://"):
             return StorageError(f"{url}: cannot reach {display_endpoint()}{tried} (for {key}); check the network "
                                 "and AWS_ENDPOINT_URL", kind="unreachable", key=key)
         return StorageError(f"{url}: cannot reach the server{tried} (for {key}); check the network and the URL",
                             kind="unreachable", key=key)
-    if status:
-        return StorageError(f"{where}: the server answered {status}{tried}; "
+    if f.status is not None:
+        return StorageError(f"{where}: the server answered {f.status}{' ' + f.code if f.code else ''}{tried}; "
                             "try again later (AWS_MAX_ATTEMPTS=N retries more)", kind="server", key=key)
     if isinstance(exc, TransportError):
         return StorageError(f"{url}: {exc}{tried}; not using what it sent", kind="transport", key=key)
-    if "non-partial response" in msg:
+    if f.cause == "NotPartial":
         return StorageError(f"{where}: the server ignored the byte range asked for (a server or proxy that does "
                             "not support Range requests)", kind="range", key=key)
-    if "body error" in msg or "IncompleteMessage" in msg:
+    if f.http_kind is not None:
         return StorageError(f"{where}: the connection dropped while the answer arrived{tried}; check the network",
                             kind="transport", key=key)
-    return StorageError(f"{where}: the storage request failed{tried} ({_clean(msg)})", key=key)
+    return StorageError(f"{where}: the storage request failed{tried} ({_clean(str(exc))})", key=key)
 
 
 class CloudStore(ObstoreStore):
@@ -177,7 +245,7 @@ class CloudStore(ObstoreStore):
             try:
                 return fn(key, *args, **kwargs)
             except BaseException as exc:
-                if isinstance(exc, FileNotFoundError) and "NoSuchBucket" in str(exc):
+                if isinstance(exc, FileNotFoundError) and Failure.of(exc).code == "NoSuchBucket":
                     raise translate(exc, self.url, key) from None
                 if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit, FileNotFoundError)):
                     raise
@@ -359,7 +427,7 @@ def open_cloud(url: str, create: bool = False):
     return CloudStore(stores[0], url, read_only=scheme in ("http", "https"), stream_store=stores[1])
 
 
-@bams3.hookimpl
+@hookimpl
 def bams3_register_storage(register):
-    register(bams3.StorageBackend(name="cloud", schemes=("s3", "gs", "az", "http", "https"), open=open_cloud,
+    register(StorageBackend(name="cloud", schemes=("s3", "gs", "az", "http", "https"), open=open_cloud,
                                   description="S3, Google Cloud Storage, Azure Blob (obstore); HTTP(S) read-only"))

@@ -4,8 +4,7 @@ import threading
 
 from obstore.store import MemoryStore
 
-import bams3
-from bams3.storage import ObstoreStore
+from bams3.plugin_api import ObstoreStore, StorageBackend, hookimpl
 
 _stores: dict[str, MemoryStore] = {}
 _lock = threading.Lock()
@@ -20,7 +19,7 @@ def open_memory(url: str, create: bool = False):
     return ObstoreStore(store, url)
 
 
-@bams3.hookimpl
+@hookimpl
 def bams3_register_storage(register):
-    register(bams3.StorageBackend(name="memory", schemes=("memory",), open=open_memory,
+    register(StorageBackend(name="memory", schemes=("memory",), open=open_memory,
                                   description="in-process memory (memory://NAME), for tests and notebooks"))

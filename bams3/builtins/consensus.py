@@ -30,7 +30,7 @@ import struct
 import numpy as np
 import zstandard
 
-import bams3
+from bams3.plugin_api import Codec, hookimpl
 
 _MAGIC = b"BS"
 _VERSION = 1
@@ -232,7 +232,7 @@ def decode(data: bytes, raw_size: int, *, records) -> bytes:
     return _pack(codes, l_seq, pads)
 
 
-@bams3.hookimpl
+@hookimpl
 def bams3_register_codecs(register):
-    register(bams3.Codec(name="consensus", encode=encode, decode=decode, record_aware=True, default_level=19,
+    register(Codec(name="consensus", encode=encode, decode=decode, record_aware=True, default_level=19,
                          description="sequences as differences from the chunk's own consensus (no reference)"))

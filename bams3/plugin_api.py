@@ -1,0 +1,50 @@
+"""The public surface for plugins: everything a storage backend, codec or output format
+needs from bams3, in one module. Our own plugins (``bams3.builtins.*``) import only this,
+as a third party's should; the rest of the package may change between releases.
+
+    from bams3.plugin_api import Codec, hookimpl
+
+    @hookimpl
+    def bams3_register_codecs(register):
+        register(Codec(name="xz", encode=..., decode=...))
+
+- registration: :func:`hookimpl`, :class:`StorageBackend`, :class:`Codec` (and the
+  :class:`RecordFields` a record-aware codec receives), :class:`OutputFormat`;
+- stores: the :class:`Store` protocol (its docstring is the contract), :class:`IOCounter` for
+  ``--trace``, :class:`ObstoreStore` (an adapter for any obstore store),
+  :func:`check_interrupted`/:func:`interrupted` (stop promptly on Ctrl-C), :func:`redact_userinfo`;
+- errors to raise: :class:`StorageError` (with ``kind`` from :data:`STORAGE_KINDS` and ``key``),
+  :class:`ConflictError`, :class:`TransportError` (a response that cannot be right: retried), :class:`NotADatasetError`, :class:`DatasetError`, :class:`UsageError`,
+  :class:`Bams3Error`;
+- records for output formats: :class:`RecordBatch` (raw BAM records back to back),
+  :func:`segment_lengths` and :func:`split_columns` (the variable-length fields as columns),
+  :class:`HtslibWriter` (records formatted by htslib), :class:`BgzfWriter`, :class:`Child`
+  (a Python child process with a private temporary directory), :func:`samtools_message`
+  (what samtools said when pysam raised).
+"""
+
+from __future__ import annotations
+
+from ._child import Child
+from ._pysam import HtslibWriter
+from .bgzf import BgzfWriter
+from .errors import (
+    STORAGE_KINDS,
+    Bams3Error,
+    ConflictError,
+    DatasetError,
+    NotADatasetError,
+    StorageError,
+    UsageError,
+    samtools_message,
+)
+from .plugins import Codec, OutputFormat, RecordFields, StorageBackend, hookimpl
+from .records import Header, RecordBatch, segment_lengths, split_columns
+from .storage import IOCounter, ObstoreStore, Store, TransportError, check_interrupted, interrupted, redact_userinfo
+
+__all__ = [
+    "STORAGE_KINDS", "Bams3Error", "BgzfWriter", "Child", "Codec", "ConflictError", "DatasetError", "Header",
+    "HtslibWriter", "IOCounter", "NotADatasetError", "ObstoreStore", "OutputFormat", "RecordBatch", "RecordFields",
+    "Store", "StorageBackend", "StorageError", "TransportError", "UsageError", "check_interrupted", "hookimpl", "interrupted",
+    "redact_userinfo", "samtools_message", "segment_lengths", "split_columns",
+]
