@@ -85,7 +85,7 @@ def convert(
     remote = url_scheme(src) != "file"
     stdin = src in STDIN
     if not remote and not stdin and not os.path.exists(src.removeprefix("file://")):
-        raise InputError(f"{src}: no such file")
+        raise InputError(f"{src}: no such file", source=src)
     if sort and (remote or stdin):
         raise UsageError("--sort needs a local input file; sort it with `samtools sort` first")
     with removed_on_failure(dst):
@@ -166,7 +166,7 @@ def _sort(src: str, out: str, reference: str | None, workers: int) -> None:
             line = raw.decode(errors="replace").strip()
             exc = unknown_reference(line)
             if exc is not None:
-                raise InputError(f"{src}: {exc}")
+                raise InputError(f"{src}: {exc}", source=src)
             if line and not line.startswith("[E::bgzf_close]"):  # the consequence, not the cause
                 last = line
     finally:
@@ -187,7 +187,7 @@ def _sort(src: str, out: str, reference: str | None, workers: int) -> None:
             # may have none to give)
             why = (f"the temporary directory {os.path.dirname(tmp)} is full ({free:,} bytes free, about "
                    f"{need:,} needed); point TMPDIR at a larger one")
-        raise InputError(f"cannot sort {src}: {why}")
+        raise InputError(f"cannot sort {src}: {why}", source=src)
 
 
 class _Pipeline:
@@ -295,8 +295,7 @@ def _convert(path, source_name, store, dst, found, chunk_size, workers, codecs, 
                     ("mate reference", int(mate[i]))
                 raise InputError(
                     f"{source_name}: record {seen + i + 1} refers to {which} #{ref}, "
-                    f"but the header has {n_refs} references"
-                )
+                    f"but the header has {n_refs} references", source=source_name)
             ref_u = np.where(refid < 0, _UNPLACED, refid)
             sort_key = (ref_u << 32) | (pos + 1).clip(0, 0xFFFFFFFF)
             order_bad = np.flatnonzero(sort_key[1:] < sort_key[:-1])
@@ -306,8 +305,8 @@ def _convert(path, source_name, store, dst, found, chunk_size, workers, codecs, 
                 i = int(order_bad[0]) + 1
                 raise InputError(
                     f"{source_name} is not coordinate-sorted (record {seen + i + 1} is out of order); "
-                    f"sort it first with `samtools sort -o sorted.bam {source_name}` or pass --sort"
-                )
+                    f"sort it first with `samtools sort -o sorted.bam {source_name}` or pass --sort",
+                    source=source_name)
             last_key = sort_key[-1]
             window = np.where(refid < 0, 0, pos.clip(0, None) // chunk_size)
             group = (ref_u << 32) | window
@@ -366,8 +365,7 @@ def _convert(path, source_name, store, dst, found, chunk_size, workers, codecs, 
             explained = inp.diagnose()  # the decoder has stopped: did it say why?
             if explained is not None:
                 raise explained from None
-            if not str(exc).startswith(source_name):
-                raise InputError(f"{source_name}: {exc}") from None
+            raise exc.naming(source_name) from None
         raise
     inp.close()
     remove_replaced(store, dst, found, prefix)
@@ -402,12 +400,12 @@ def _check_header(header, source_name: str) -> None:
     for i, (name, _) in enumerate(header.references):
         if name in seen:
             raise InputError(f"{source_name}: the header names reference {name!r} twice (@SQ {seen[name] + 1} and "
-                             f"{i + 1}); samtools refuses such a file too")
+                             f"{i + 1}); samtools refuses such a file too", source=source_name)
         seen[name] = i
     size = len(header.text.encode("utf-8", "surrogateescape")) + sum(len(n) + 16 for n, _ in header.references)
     if size > MAX_METADATA_BYTES - (16 << 20):
         raise InputError(f"{source_name}: the header ({size:,} bytes) is too large for a dataset's _metadata.json "
-                         f"(at most {MAX_METADATA_BYTES >> 20} MiB in all)")
+                         f"(at most {MAX_METADATA_BYTES >> 20} MiB in all)", source=source_name)
 
 
 class _Unconfirmed(StorageError):

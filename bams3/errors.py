@@ -4,6 +4,8 @@ The CLI prints ``bams3: error: <message>`` and exits non-zero; the Python API
 raises these exceptions unchanged.
 """
 
+from __future__ import annotations
+
 
 class Bams3Error(Exception):
     """Base class: a problem the user can act on (exit status 1)."""
@@ -18,7 +20,25 @@ class UsageError(Bams3Error):
 
 
 class InputError(Bams3Error):
-    """The input file is missing, unreadable, truncated, corrupt or unsorted."""
+    """The input file is missing, unreadable, truncated, corrupt or unsorted. ``source`` is the
+    input the message names, or None when it names none (yet)."""
+
+    def __init__(self, message: str, *, source: str | None = None):
+        super().__init__(message)
+        self.source = source
+
+    def naming(self, source: str) -> InputError:
+        """This error, its message naming ``source`` (once: unchanged if it names its input)."""
+        if self.source is not None:
+            return self
+        return type(self)(f"{source}: {self}", source=source)
+
+    def __reduce__(self):
+        return (_rebuild_input, (type(self), str(self), self.source))
+
+
+def _rebuild_input(cls, message: str, source: str | None):
+    return cls(message, source=source)
 
 
 class TruncatedInputError(InputError):

@@ -63,11 +63,11 @@ class _Source:
             try:
                 self._f = open(local, "rb")
             except FileNotFoundError:
-                raise InputError(f"{name}: no such file") from None
+                raise InputError(f"{name}: no such file", source=name) from None
             except IsADirectoryError:
-                raise InputError(f"{name} is a directory, not a BAM/SAM/CRAM file") from None
+                raise InputError(f"{name} is a directory, not a BAM/SAM/CRAM file", source=name) from None
             except OSError as exc:
-                raise InputError(f"cannot read {name}: {exc.strerror}") from None
+                raise InputError(f"cannot read {name}: {exc.strerror}", source=name) from None
             if not self._f.seekable():  # a named pipe or a device: read as a stream
                 self._stream_file()
                 return
@@ -83,7 +83,7 @@ class _Source:
             store = open_store(parent)
             self.size = store.size(key)
             if self.size is None:
-                raise InputError(f"{name}: no such object")
+                raise InputError(f"{name}: no such object", source=name)
             self.head = store.get_range(key, 0, min(self.size, _HEAD))
             self._it = store.stream(key)
             self._buf = b""
@@ -129,7 +129,7 @@ class _Source:
 
 def _sniff(head: bytes, name: str) -> str:
     if not head:
-        raise InputError(f"{name} is empty, not a BAM/SAM/CRAM file")
+        raise InputError(f"{name} is empty, not a BAM/SAM/CRAM file", source=name)
     if head[:4] == b"CRAM":
         return "CRAM"
     if head[:4] == b"BAM\x01":
@@ -139,23 +139,24 @@ def _sniff(head: bytes, name: str) -> str:
             try:
                 first = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, 4096)
             except zlib.error:
-                raise InputError(f"{name} is gzip-compressed but does not decompress (corrupt)") from None
+                raise InputError(f"{name} is gzip-compressed but does not decompress (corrupt)",
+                                 source=name) from None
             if first[:4] == b"BAM\x01":
                 return "BAM-gzip"
             if first[:1] == b"@" or all(32 <= c < 127 or c in (9, 10, 13) for c in first[:4096]):
                 return "SAM"
-            raise InputError(f"{name} is gzip-compressed but holds neither SAM nor BAM")
+            raise InputError(f"{name} is gzip-compressed but holds neither SAM nor BAM", source=name)
         try:
             pieces = iter([head])
             first = next(bgzf.decompress_stream(lambda n: next(pieces, b"")), b"")
         except TruncatedInputError:
             first = b""  # only the first block was given: BAM, or SAM, decided below
         except InputError as exc:
-            raise InputError(f"{name}: {exc}") from None
+            raise InputError(f"{name}: {exc}", source=name) from None
         return "BAM" if first[:4] == b"BAM\x01" or not first else "SAM"
     if head[:1] == b"@" or all(32 <= c < 127 or c in (9, 10, 13) for c in head[:4096]):
         return "SAM"
-    raise InputError(f"{name} is not a BAM, SAM or CRAM file")
+    raise InputError(f"{name} is not a BAM, SAM or CRAM file", source=name)
 
 
 def _is_bgzf(head: bytes) -> bool:
@@ -212,7 +213,7 @@ def open_input(name: str, reference: str | None = None, threads: int = 2) -> Inp
         header, batches = split_records(pieces)
     except InputError as exc:
         src.close()
-        raise exc if str(exc).startswith(name) else InputError(f"{name}: {exc}") from None
+        raise exc.naming(name) from None
     except BaseException:
         src.close()
         raise
@@ -221,7 +222,7 @@ def open_input(name: str, reference: str | None = None, threads: int = 2) -> Inp
         try:
             yield from batches
         except InputError as exc:
-            raise InputError(f"{name}: {exc}") from None
+            raise InputError(f"{name}: {exc}", source=name) from None
         finally:
             src.close()
 
@@ -344,7 +345,10 @@ def _open_with_htslib(src: _Source, kind: str, reference: str | None, threads: i
 
     try:
         header, batches = split_records(pieces())
-    except (InputError, StorageError) as exc:
+    except InputError as exc:
+        finish()
+        raise exc.naming(name) from None
+    except StorageError as exc:
         finish()
         raise type(exc)(f"{name}: {exc}") from None
 
@@ -352,9 +356,9 @@ def _open_with_htslib(src: _Source, kind: str, reference: str | None, threads: i
         try:
             yield from batches
         except InputError as exc:
-            raise InputError(f"{name}: {exc}") from None
+            raise InputError(f"{name}: {exc}", source=name) from None
         finally:
             finish()
 
     return Input(header, gen(), kind, src.size, lambda: src.consumed,
-                 lambda: InputError(f"{name}: {unknown[0]}") if unknown else None)
+                 lambda: InputError(f"{name}: {unknown[0]}", source=name) if unknown else None)

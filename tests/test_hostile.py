@@ -272,7 +272,7 @@ def test_a_directory_or_a_fifo_as_input(tmp_path):
     refused(_measured("convert", tmp_path, tmp_path / "o"), 1)
     fifo = tmp_path / "in.bam"
     os.mkfifo(fifo)
-    writer = subprocess.Popen(["sh", "-c", f"head -c 100000 /dev/urandom > {fifo}"])
+    writer = subprocess.Popen(["sh", "-c", f"head -c 100000 /dev/zero > {fifo}"])
     refused(_measured("convert", fifo, tmp_path / "o"), 1, "not a BAM")
     writer.wait(timeout=10)
 
