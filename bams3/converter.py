@@ -18,18 +18,28 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+import attrs
 import numpy as np
 
 from . import __version__
 from ._child import Child
 from ._threads import prefetch
-from .coverage import COVERAGE_OBJECT, DepthAccumulator
+from .coverage import DepthAccumulator, chunk_depth
 from . import destination
 from .errors import ConflictError, DatasetExistsError, InputError, StorageError, UsageError
-from .format import (CodecSpec, ChunkTable, Metadata, METADATA_KEY, MAX_METADATA_BYTES, QUAL_COLUMN, SEQ_COLUMN,
-                     chunk_key,
-                     count_slot_bp,
-                     encode_chunk)
+from .format import (
+    COVERAGE_OBJECT,
+    MAX_METADATA_BYTES,
+    METADATA_KEY,
+    QUAL_COLUMN,
+    SEQ_COLUMN,
+    ChunkTable,
+    CodecSpec,
+    Metadata,
+    chunk_key,
+    count_slot_bp,
+    encode_chunk,
+)
 from .inputs import STDIN, open_input, unknown_reference
 from .plugins import get_registry
 from .records import RecordBatch
@@ -217,20 +227,22 @@ class _Pipeline:
         while len(self.inflight) > self.limit:
             self._collect(self.inflight.popleft().result())
 
-    def _collect(self, row: dict) -> None:
-        depth = row.pop("_depth", None)
+    def _collect(self, done: tuple[dict, tuple | None]) -> None:
+        row, depth = done
         if depth is not None and self.depth is not None:
             self.depth.add(row["ref_id"], *depth)
         self.rows.append(row)
 
-    def _work(self, index: int, batch: RecordBatch, ref_id: int, window: int) -> dict:
+    def _work(self, index: int, batch: RecordBatch, ref_id: int, window: int) -> tuple[dict, tuple | None]:
         if ref_id < 0:
-            blob, info = encode_chunk(batch, self.codecs, column_codecs=self.column_codecs)
+            enc = encode_chunk(batch, self.codecs, column_codecs=self.column_codecs)
+            depth = None
         else:
-            blob, info = encode_chunk(batch, self.codecs, window * self.chunk_size, self.slot_bp, self.n_slots,
-                                      column_codecs=self.column_codecs, ref_length=self.ref_lengths[ref_id])
-        self.store.put(chunk_key(self.prefix, index), blob)
-        return {"ref_id": ref_id, "window": window, **info}
+            enc = encode_chunk(batch, self.codecs, window * self.chunk_size, self.slot_bp, self.n_slots,
+                               column_codecs=self.column_codecs)
+            depth = chunk_depth(batch.core, enc.cigar, ref_length=self.ref_lengths[ref_id])
+        self.store.put(chunk_key(self.prefix, index), enc.blob)
+        return {"ref_id": ref_id, "window": window, **enc.info}, depth
 
     def finish(self) -> list[dict]:
         while self.inflight:
@@ -346,7 +358,7 @@ def _convert(path, source_name, store, dst, found, chunk_size, workers, codecs, 
             created_by=f"bams3 {__version__}",
         )
         depth_frame = pipe.depth.encode()
-        object.__setattr__(meta, "coverage", pipe.depth.describe(prefix + COVERAGE_OBJECT, depth_frame))
+        meta = attrs.evolve(meta, coverage=pipe.depth.describe(prefix + COVERAGE_OBJECT, depth_frame))
         store.put(prefix + COVERAGE_OBJECT, depth_frame)
         table_frame = meta.external_chunks()
         if table_frame is not None:

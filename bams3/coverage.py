@@ -14,8 +14,9 @@ import zlib
 import numpy as np
 import zstandard
 
+from .format.metadata import COVERAGE_OBJECT  # noqa: F401 (named by the format; used here by callers)
+
 COVERAGE_BIN = 16384
-COVERAGE_OBJECT = "_coverage"
 EXCLUDE_FLAGS = 0x4 | 0x100 | 0x200 | 0x400
 _ALIGNED = np.zeros(16, dtype=bool)
 _ALIGNED[[0, 7, 8]] = True

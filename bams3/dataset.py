@@ -13,11 +13,12 @@ import numpy as np
 
 from . import __version__
 from ._threads import ordered_map
-from .errors import CorruptDatasetError, DatasetError, InputError, NotADatasetError, PluginError
-from .format import MAX_METADATA_BYTES, METADATA_KEY, ChunkReader, Metadata, chunk_key, decode_slots, slot_range
+from .errors import CorruptDatasetError, DatasetError, InputError, NotADatasetError
+from .format import MAX_METADATA_BYTES, METADATA_KEY, ChunkReader, Metadata, Selection
 from .plugins import get_registry
 from .records import Header, RecordBatch
 from .region import POS_MAX, Region, read_bed
+from .source import ChunkSource
 from .storage import open_store
 
 DEFAULT_WORKERS = 4
@@ -29,18 +30,22 @@ def open(url: str) -> Dataset:  # noqa: A001 - the API is bams3.open(url)
 
 
 class Dataset:
-    """A bams3 dataset. Reads only what each question needs."""
+    """A bams3 dataset. Reads only what each question needs: the chunk table plans which
+    chunks a selection touches (:mod:`bams3.format.table`), a :class:`ChunkSource` fetches
+    their checked bytes, and the output formats write the records."""
 
     def __init__(self, store, meta: Metadata, url: str, workers: int = DEFAULT_WORKERS):
+        self.source = ChunkSource(store, meta, url)
         self.store = store
-        self.meta = meta
         self.url = url
         self.workers = workers
         self.header = Header(meta.header_text, meta.references)
-        self._codecs = None
         self._depth = None  # binned depth, fetched on first use
-        self._ref_spans = None  # per reference, its chunks' index range
         self._names = None  # reference name -> index
+
+    @property
+    def meta(self) -> Metadata:
+        return self.source.meta
 
     @classmethod
     def open(cls, url: str, workers: int = DEFAULT_WORKERS) -> Dataset:
@@ -67,14 +72,7 @@ class Dataset:
     @property
     def chunks(self):
         """The chunk table (fetched on first use when it is stored as an object of its own)."""
-        if self.meta.chunks is None:
-            key = self.meta.chunks_key
-            try:
-                frame = self.store.get_range(key, 0, int(self.meta.chunks_ref["nbytes"]) + 1)  # recorded size, capped
-            except FileNotFoundError:
-                raise CorruptDatasetError(self.url, f"the chunk table {key} is missing; the dataset is corrupt") from None
-            self.meta.load_chunks(frame, self.url)  # validated there, references included
-        return self.meta.chunks
+        return self.source.table
 
     def depth_sums(self) -> np.ndarray:
         """Per reference, per stored bin: the sum of depth over the bin's positions (coverage.py)."""
@@ -85,11 +83,7 @@ class Dataset:
             if ref is None:
                 raise DatasetError(f"{self.url} has no binned coverage (written before bams3 stored it); "
                                    f"convert it again to get it")
-            try:
-                frame = self.store.get_range(ref["object"], 0, int(ref["nbytes"]) + 1)  # recorded size, capped
-            except FileNotFoundError:
-                raise CorruptDatasetError(self.url, f"the coverage object {ref['object']} is missing; "
-                                   f"the dataset is corrupt") from None
+            frame = self.source.object(ref["object"], int(ref["nbytes"]), "the coverage object")
             sums = decode_depth(frame, ref, self.url)
             expect = sum(max(1, -(-length // ref["bin"])) for _, length in self.meta.references)
             if len(sums) != expect:
@@ -117,21 +111,7 @@ class Dataset:
 
     @property
     def codecs(self) -> list:
-        if self._codecs is None:
-            reg = get_registry()
-            out = []
-            for spec in self.meta.codecs:
-                try:
-                    out.append(reg.codec(spec.name))
-                except PluginError:
-                    if spec.package and spec.package != "?":
-                        hint = f"install {spec.package!r}, the package that provided it (pip install {spec.package})"
-                    else:
-                        hint = f"install the package that provides the {spec.name!r} codec"
-                    raise PluginError(f"{self.url} was written with codec {spec.name!r}, which no installed plugin "
-                                      f"provides; {hint}") from None
-            self._codecs = out
-        return self._codecs
+        return self.source.codecs
 
     @property
     def _name_index(self) -> dict[str, int]:
@@ -147,74 +127,10 @@ class Dataset:
 
     # ------------------------------------------------------------------ chunks
     def _reader(self, index: int, prefix_only: bool = False) -> ChunkReader:
-        key = chunk_key(self.meta.data_prefix, index)
-        t = self.chunks
-        try:
-            if prefix_only:
-                blob = self.store.get_range(key, 0, int(t.count_nbytes[index]))
-            else:  # one byte more than recorded: a larger object is noticed, and never read whole
-                blob = self.store.get_range(key, 0, int(t.nbytes[index]) + 1)
-        except FileNotFoundError:
-            raise CorruptDatasetError(
-                self.url, f"chunk {key} is missing; the dataset is incomplete or damaged"
-            ) from None
-        want = int(t.count_nbytes[index] if prefix_only else t.nbytes[index])
-        if len(blob) != want:
-            raise CorruptDatasetError(self.url, f"chunk {key} has the wrong size; the dataset is damaged")
-        reader = ChunkReader(blob, self.codecs, f"{self.url}/{key}", max_raw=int(t.raw_nbytes[index]),
-                             head_crc=int(t.head_crc[index]), version=self.meta.format_version)
-        if reader.n_records != t.n_records[index]:
-            raise CorruptDatasetError(self.url, f"chunk {key} does not match the chunk table; the dataset is damaged")
-        if not prefix_only:
-            reader.verify_checksums(int(t.slot_nbytes[index]))
-        return reader
-
-    def _candidates(self, tid: int, beg: int, end: int) -> np.ndarray:
-        t = self.chunks
-        if tid < 0:
-            return np.flatnonzero(t.ref_id == -1)
-        lo, hi = self._ref_span(tid)
-        sub = slice(lo, hi)
-        return lo + np.flatnonzero((t.min_pos[sub] < end) & (t.max_end[sub] > beg))
-
-    def _ref_span(self, tid: int) -> tuple[int, int]:
-        """The chunk indexes [lo, hi) of a reference (chunks are in reference order)."""
-        if self._ref_spans is None:
-            ref = self.chunks.ref_id
-            placed = np.where(ref < 0, np.iinfo(np.int64).max, ref)
-            tids = np.arange(len(self.meta.references))
-            self._ref_spans = (np.searchsorted(placed, tids, "left"), np.searchsorted(placed, tids, "right"))
-        return int(self._ref_spans[0][tid]), int(self._ref_spans[1][tid])
-
-    def _inside(self, index: int, ivs) -> bool:
-        """Every record of the chunk starts inside one interval (so all of them overlap it)."""
-        t = self.chunks
-        lo, hi = int(t.min_pos[index]), int(t.max_pos[index])
-        return any(lo >= b and hi < e for b, e in ivs)
+        return self.source.prefix(index) if prefix_only else self.source.chunk(index)
 
     def _plan(self, sel: Selection) -> list[tuple[int, tuple, tuple | None]]:
-        """(chunk index, intervals, filter intervals or None) in output order: a record of the
-        chunk is output when it overlaps one of the intervals and (with a filter) one of the filter's."""
-        plan: list = []
-        if sel.multi:
-            merged = _merge([(r.tid, r.beg, r.end) for r in sel.regions]) if sel.regions else None
-            if sel.bed is not None:
-                bed = _merge([(r.tid, r.beg, r.end) for r in sel.bed if r.tid >= 0])
-                merged = bed if merged is None else _intersect(merged, bed)
-            for tid in sorted(merged, key=lambda t: (t < 0, t)):
-                ivs = tuple(merged[tid])
-                idx = np.unique(np.concatenate([self._candidates(tid, b, e) for b, e in ivs]))
-                plan += [(int(i), ivs, None) for i in idx]
-            return plan
-        bed = _merge([(r.tid, r.beg, r.end) for r in sel.bed if r.tid >= 0]) if sel.bed is not None else None
-        for r in sel.regions:
-            filt = None
-            if bed is not None:
-                filt = tuple(bed.get(r.tid, ()))
-                if not filt:
-                    continue
-            plan += [(int(i), ((r.beg, r.end),), filt) for i in self._candidates(r.tid, r.beg, r.end)]
-        return plan
+        return self.chunks.plan(sel)
 
     def _regions(self, regions) -> list[Region]:
         if regions is None:
@@ -255,8 +171,7 @@ class Dataset:
         total = 0
         edges = []
         for index, ivs, filt in self._plan(sel):
-            if t.ref_id[index] < 0 and filt is None or self._inside(index, ivs) and (
-                    filt is None or self._inside(index, filt)):
+            if t.whole(index, ivs, filt):
                 total += int(t.n_records[index])
             else:
                 edges.append((index, ivs, filt))
@@ -282,33 +197,17 @@ class Dataset:
         """Records of an edge chunk overlapping [beg, end), from the count slots at the
         region's edges (one ranged read). None when earlier reads may reach ``beg`` and
         every position is needed."""
-        t, m = self.chunks, self.meta
-        slot_bp, size = m.count_slot_bp, int(t.slot_nbytes[index])
-        w0 = int(t.window[index]) * m.chunk_size
+        t = self.chunks
         n = int(t.n_records[index])
+        layout = self.source.layout(index)
         lo, hi = int(t.min_pos[index]), int(t.max_pos[index])
         use_beg, use_end = beg > lo, end <= hi
-        j0, j1 = slot_range(lo, hi, w0, slot_bp, m.n_slots)
-        n_slots = j1 - j0 + 1  # this chunk's slots: j0..j1, stored from 0
-
-        def slot(x: int) -> int:
-            return min(max((x - w0) // slot_bp, j0), j1) - j0
-
-        jb, je = slot(beg), slot(end)
+        jb, je = layout.slot(beg), layout.slot(end)
         need = ([max(jb - 1, 0), jb] if use_beg else []) + ([je] if use_end else [])
         if not need:
             return n
-        first, last = min(need), max(need)
-        key = chunk_key(m.data_prefix, index)
-        base = int(t.nbytes[index]) - n_slots * size
-        try:
-            blob = self.store.get_range(key, base + first * size, base + (last + 1) * size)
-        except FileNotFoundError:
-            raise CorruptDatasetError(self.url, f"chunk {key} is missing; the dataset is incomplete or damaged") from None
-        if base < 0 or len(blob) != (last - first + 1) * size:
-            raise CorruptDatasetError(self.url, f"chunk {key} has the wrong size; the dataset is damaged")
-        slots = decode_slots(blob, first, size, w0 + j0 * slot_bp, slot_bp, self.codecs[0], f"{self.url}/{key}", n,
-                             whole_crc=m.format_version >= 2)
+        first = min(need)
+        _, slots = self.source.slots(index, first, max(need))
 
         def below(x: int, j: int) -> int:  # records with pos < x
             n_before, _, pos, _ = slots[j - first]
@@ -344,8 +243,7 @@ class Dataset:
             return batch, pos, span
 
         def select(index, ivs, filt, batch, pos, span):
-            if everything or (t.ref_id[index] < 0 and filt is None) or self._inside(index, ivs) and (
-                    filt is None or self._inside(index, filt)):
+            if everything or t.whole(index, ivs, filt):
                 return batch
             mask = _overlap_mask(pos, span, ivs)
             if filt is not None:
@@ -486,52 +384,6 @@ def _first(batches: Iterable[RecordBatch], n: int) -> Iterator[RecordBatch]:
             b = b.slice(0, left)
         left -= len(b)
         yield b
-
-
-@attrs.frozen
-class Selection:
-    """What a query selects (see :meth:`Dataset.count`): regions in order, BED intervals
-    (``-L``; None: no BED) and ``-M``."""
-
-    regions: tuple[Region, ...] = ()
-    bed: tuple[Region, ...] | None = None
-    multi: bool = False
-
-
-def _merge(items) -> dict[int, list[tuple[int, int]]]:
-    """Per reference, the union of (tid, beg, end) intervals as sorted, disjoint intervals.
-    Intervals that touch are merged (samtools merges adjacent BED intervals too)."""
-    by_tid: dict[int, list[tuple[int, int]]] = {}
-    for tid, b, e in items:
-        by_tid.setdefault(tid, []).append((b, e))
-    for tid, ivs in by_tid.items():
-        ivs.sort()
-        merged = [list(ivs[0])]
-        for b, e in ivs[1:]:
-            if b <= merged[-1][1]:
-                merged[-1][1] = max(merged[-1][1], e)
-            else:
-                merged.append([b, e])
-        by_tid[tid] = [(b, e) for b, e in merged]
-    return by_tid
-
-
-def _intersect(a: dict, b: dict) -> dict[int, list[tuple[int, int]]]:
-    """Per reference, the intersection of two sets of sorted, disjoint intervals."""
-    out = {}
-    for tid in a.keys() & b.keys():
-        x, y, i, j, res = a[tid], b[tid], 0, 0, []
-        while i < len(x) and j < len(y):
-            lo, hi = max(x[i][0], y[j][0]), min(x[i][1], y[j][1])
-            if lo < hi:
-                res.append((lo, hi))
-            if x[i][1] < y[j][1]:
-                i += 1
-            else:
-                j += 1
-        if res:
-            out[tid] = res
-    return out
 
 
 class _Shared:

@@ -22,11 +22,9 @@ import attrs
 from . import destination
 from ._threads import ordered_map
 from .converter import _delete_prefix, _Publish, new_run, remove_replaced, removed_on_failure
-from .coverage import COVERAGE_OBJECT
 from .errors import CorruptDatasetError, DatasetError
-from .format import CHUNKS_OBJECT, METADATA_KEY, Metadata, chunk_key, encode_metadata
+from .format import CHUNKS_OBJECT, COVERAGE_OBJECT, METADATA_KEY, Metadata, chunk_key, encode_metadata
 from .storage import open_store, redact_userinfo
-from .verify import check_chunk
 
 
 @attrs.frozen
@@ -52,7 +50,7 @@ def copy(src: str, dst: str, *, force: bool = False, workers: int = 8,
 def _copy(ds, src, dst, force, workers, progress) -> CopyResult:
     m = ds.meta
     table = ds.chunks  # fetched and validated (when an object of its own) before anything is written
-    codecs = ds.codecs
+    ds.codecs  # every codec it needs is installed, before anything is written
     store = open_store(dst, create=True)
     found = destination.inspect(store, dst, force)
     prefix = new_run(store, redact_userinfo(src))
@@ -68,7 +66,7 @@ def _copy(ds, src, dst, force, workers, progress) -> CopyResult:
             except FileNotFoundError:
                 raise CorruptDatasetError(src, f"chunk {key} is missing; the dataset is corrupt (`bams3 verify`)") from None
             try:
-                check_chunk(blob, i, m, table, codecs, f"{src}/{key}")
+                ds.source.check(blob, i)
             except CorruptDatasetError as exc:
                 raise CorruptDatasetError(f"{src}/{key}", f"{exc.reason}; nothing was published (`bams3 verify` "
                                           "lists what is damaged)") from None

@@ -17,7 +17,7 @@ import numpy as np
 from ._threads import ordered_map
 from .errors import Bams3Error, CorruptDatasetError
 from .destination import run_marker
-from .format import METADATA_KEY, ChunkReader, chunk_key, decode_slots, slot_range
+from .format import METADATA_KEY, chunk_key
 
 
 @attrs.define
@@ -72,7 +72,6 @@ def verify(url: str, deep: bool = False, workers: int = 8,
             ds.depth_sums()
         except Bams3Error as exc:
             rep.corrupt.append((m.coverage["object"], _reason(exc)))
-    codecs = ds.codecs
     stats = StatsAccumulator(len(m.references)) if deep else None
 
     def check(i: int):
@@ -86,7 +85,7 @@ def verify(url: str, deep: bool = False, workers: int = 8,
         except FileNotFoundError:
             return ("missing", key)
         try:
-            r = check_chunk(blob, i, m, t, codecs, f"{url}/{key}")
+            r = ds.source.check(blob, i)
             if not deep:
                 return ("ok", key, r.n_records, None)
             batch = r.records()
@@ -119,27 +118,6 @@ def verify(url: str, deep: bool = False, workers: int = 8,
         rep.stats_match = all(_same(got.get(k), want.get(k)) for k in ("n_records", "flagstat", "idxstats",
                                                                          "total_bases", "mapped_bases", "raw_bytes"))
     return rep
-
-
-def check_chunk(blob: bytes, i: int, m, t, codecs, where: str) -> ChunkReader:
-    """Every checksum of chunk ``i``'s bytes against what the chunk table records: its size, its
-    header, every column payload and every count slot, and its record count. A Bams3Error
-    (DatasetError) says what is wrong; the reader is returned for decoding."""
-    if len(blob) != int(t.nbytes[i]):
-        raise CorruptDatasetError(where, f"{len(blob):,} bytes where the chunk table says {int(t.nbytes[i]):,}")
-    r = ChunkReader(blob, codecs, where, max_raw=int(t.raw_nbytes[i]), head_crc=int(t.head_crc[i]),
-                    version=m.format_version)
-    r.verify_checksums(int(t.slot_nbytes[i]) if m.count_slot_bp else 0)
-    if r.n_records != int(t.n_records[i]):
-        raise CorruptDatasetError(where, "the record count differs from the chunk table")
-    if int(t.slot_nbytes[i]) and m.count_slot_bp:
-        w0 = int(t.window[i]) * m.chunk_size
-        j0, j1 = slot_range(int(t.min_pos[i]), int(t.max_pos[i]), w0, m.count_slot_bp, m.n_slots)
-        size = int(t.slot_nbytes[i])
-        base = len(blob) - (j1 - j0 + 1) * size
-        decode_slots(blob[base:], 0, size, w0 + j0 * m.count_slot_bp, m.count_slot_bp, codecs[0], where,
-                     int(t.n_records[i]), whole_crc=m.format_version >= 2)
-    return r
 
 
 def _reason(exc: Bams3Error) -> str:

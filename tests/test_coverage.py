@@ -33,7 +33,6 @@ def depth_sums(bam: str, references, bin_bp: int) -> list[np.ndarray]:
 def test_corpus_depth_equals_samtools_depth(src, tmp_path, monkeypatch):
     from bams3 import converter
     from bams3 import coverage as cov
-    from bams3 import format as fmt
 
     bam = str(SORTED[src])
     with pysam.AlignmentFile(bam, check_sq=False) as f:
@@ -41,7 +40,7 @@ def test_corpus_depth_equals_samtools_depth(src, tmp_path, monkeypatch):
     dest = str(tmp_path / "d")
     # 16 bp bins, so that the corpus' short references have several
     b = 16 if sum(length for _, length in refs) < 5_000_000 else cov.COVERAGE_BIN
-    monkeypatch.setattr(fmt, "chunk_depth", lambda core, cigar, ref_length: cov.chunk_depth(core, cigar, b, ref_length))
+    monkeypatch.setattr(converter, "chunk_depth", lambda core, cigar, ref_length: cov.chunk_depth(core, cigar, b, ref_length))
     monkeypatch.setattr(converter, "DepthAccumulator", lambda refs_: cov.DepthAccumulator(refs_, b))
     bams3.convert(bam, dest, chunk_size=1024)
     ds = bams3.open(dest)

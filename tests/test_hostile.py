@@ -28,7 +28,7 @@ import zstandard
 
 import bams3
 from bams3 import bgzf
-from bams3.format import _CHUNK_HEAD, _DIR_ENTRY, METADATA_KEY, encode_metadata
+from bams3.format import CHUNK_HEAD, DIR_ENTRY, METADATA_KEY, encode_metadata
 from bams3.records import Header
 from bams3.conformance.proxy import CountingProxy
 
@@ -330,7 +330,7 @@ def test_missing_chunk(ds):
 def test_chunk_with_flipped_bytes(ds, where):
     victim = _chunks(ds)[0]
     blob = bytearray(victim.read_bytes())
-    at = {"directory": _CHUNK_HEAD.size + 8, "column": len(blob) // 3, "end": len(blob) - 3}[where]
+    at = {"directory": CHUNK_HEAD.size + 8, "column": len(blob) // 3, "end": len(blob) - 3}[where]
     blob[at] ^= 0x5A
     victim.write_bytes(bytes(blob))
     r = _measured("query", ds, "chr1")
@@ -354,11 +354,11 @@ def test_decompression_bomb_is_capped_by_the_recorded_sizes(ds):
     size set to 2 GB too: refused from the chunk table's recorded size, never inflated."""
     victim = _chunks(ds)[0]
     blob = victim.read_bytes()
-    _, ncol, n = _CHUNK_HEAD.unpack_from(blob, 0)
+    _, ncol, n = CHUNK_HEAD.unpack_from(blob, 0)
     bomb = zstandard.ZstdCompressor(level=19).compress(b"\0" * (64 << 20))
     bomb = bomb * 32  # 32 frames of 64 MB: 2 GB when inflated
-    entries = [list(_DIR_ENTRY.unpack_from(blob, _CHUNK_HEAD.size + i * _DIR_ENTRY.size)) for i in range(ncol)]
-    o = _CHUNK_HEAD.size + ncol * _DIR_ENTRY.size
+    entries = [list(DIR_ENTRY.unpack_from(blob, CHUNK_HEAD.size + i * DIR_ENTRY.size)) for i in range(ncol)]
+    o = CHUNK_HEAD.size + ncol * DIR_ENTRY.size
     payloads = []
     for e in entries:
         payloads.append(blob[o : o + e[4]])
@@ -367,9 +367,9 @@ def test_decompression_bomb_is_capped_by_the_recorded_sizes(ds):
     zstd_index = next(i for i, c in enumerate(_meta(ds)["codecs"]) if c["name"] == "zstd")
     e[1], e[2], e[3], e[4], e[5] = zstd_index, 0, zlib.crc32(bomb), len(bomb), 2 << 30
     payloads[-1] = bomb
-    new = bytearray(_CHUNK_HEAD.pack(*_CHUNK_HEAD.unpack_from(blob, 0)))
+    new = bytearray(CHUNK_HEAD.pack(*CHUNK_HEAD.unpack_from(blob, 0)))
     for e in entries:
-        new += _DIR_ENTRY.pack(*e)
+        new += DIR_ENTRY.pack(*e)
     new += b"".join(payloads) + blob[o:]
     victim.write_bytes(bytes(new))
     # the table agrees on the object's new size: only the column's raw size lies

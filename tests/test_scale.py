@@ -81,7 +81,7 @@ def test_count_reads_under_200_kb_and_is_exact(human_scale, region):
 def test_a_large_chunk_table_is_an_object_of_its_own(human_scale, tmp_path, monkeypatch):
     """Past 32 KB the table moves out of _metadata.json, so `stats` stays one small read
     whatever the dataset's size; a count then reads the table once."""
-    from bams3 import format as fmt
+    from bams3.format import metadata as fmt
 
     bam, _ = human_scale
     monkeypatch.setattr(fmt, "INLINE_TABLE_MAX", 1024)

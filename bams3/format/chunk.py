@@ -1,0 +1,295 @@
+"""A chunk object: header, column directory, the columns, then the count slots
+(docs/format.md, "Chunk objects"). Bytes in, bytes out: no store, no registry."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Mapping
+
+import attrs
+import numpy as np
+
+from ..errors import CorruptDatasetError, DatasetError, InputError
+from ..records import CORE, RecordBatch, assemble, reference_span, segment_lengths, split_columns
+from .columns import (
+    BY_NAME,
+    COUNT_COLUMNS,
+    FIXED,
+    FLAG_PREDICTED,
+    FLAG_SHUFFLED,
+    KNOWN_FLAGS,
+    TLEN_COLUMN,
+    VARIABLE,
+    Column,
+    shuffle,
+    stored_fixed,
+    tlen_prediction,
+    unshuffle,
+    wrap_i32,
+)
+from .slots import SLOT_HEAD, SlotLayout, decode_slots, encode_slots, slot_crc_ok
+
+CHUNK_MAGIC = b"B3CHUNK\x01"
+CHUNK_HEAD = struct.Struct("<8sII")  # magic, n_columns, n_records
+DIR_ENTRY = struct.Struct("<BBHIQQ")  # column id, codec index, flags, crc32, stored, raw
+MAX_CHUNK_RAW_BYTES = 1 << 30
+MAX_CHUNK_BYTES = 1 << 31
+_ITEMSIZE = {c.id: c.itemsize for c in FIXED}
+
+
+def chunk_key(data_prefix: str, index: int) -> str:
+    return f"{data_prefix}{index:06d}"
+
+
+def directory_nbytes(n_columns: int) -> int:
+    """The size of a chunk's header and column directory."""
+    return CHUNK_HEAD.size + n_columns * DIR_ENTRY.size
+
+
+def record_fields(core: np.ndarray, cigar: np.ndarray):
+    """What a record-aware codec is told about the records of a chunk."""
+    from ..plugins import RecordFields
+
+    return RecordFields(l_seq=core["l_seq"].astype(np.int64), flag=core["flag"].astype(np.uint16),
+                        pos=core["pos"].astype(np.int64), n_cigar_op=core["n_cigar_op"].astype(np.int64),
+                        cigar=np.frombuffer(cigar.tobytes(), dtype="<u4"))
+
+
+@attrs.frozen(eq=False)
+class EncodedChunk:
+    """A chunk object's bytes, its chunk table fields (``info``), and the records' CIGARs
+    (concatenated, as split out to encode them: what a depth computation needs)."""
+
+    blob: bytes
+    info: dict
+    cigar: np.ndarray
+
+
+def encode_chunk(batch: RecordBatch, codecs, window_start: int | None = None,
+                 slot_bp: int = 0, n_slots: int = 0, column_codecs: dict[int, int] | None = None) -> EncodedChunk:
+    """Encode a batch of records (all one reference and window) as a chunk object.
+
+    ``codecs`` is a sequence of (codec, level); every column uses the first unless
+    ``column_codecs`` maps its id to another index (the qualities, typically).
+    With ``window_start`` and ``slot_bp``, count slots are appended (placed records only).
+    """
+    column_codecs = column_codecs or {}
+    codec, level = codecs[0]
+    core = batch.core
+    seg = segment_lengths(core)
+    names, cigar, seq, qual, aux = split_columns(batch, seg)
+    span = reference_span(core, cigar)
+    if len(span) and int(span.max()) >= 1 << 31:  # stored as int32; no BAM reference is that long
+        raise InputError(f"corrupt BAM record (its CIGAR spans {int(span.max()):,} bp, more than any BAM "
+                         "reference holds)")
+    columns = stored_fixed(core, span, seg[:, 5]) + list(zip(VARIABLE, (names, cigar, seq, qual, aux)))
+    entries, blobs = [], []
+    fields = None
+    for col, arr in columns:
+        raw = arr.tobytes()
+        flags = 0
+        if col.itemsize > 1 and raw:
+            raw, flags = shuffle(raw, col.itemsize), FLAG_SHUFFLED
+        if col.id == TLEN_COLUMN:
+            flags |= FLAG_PREDICTED
+        ci = column_codecs.get(col.id, 0)
+        c, lv = codecs[ci]
+        if not raw:
+            stored = b""
+        elif c.record_aware:
+            if fields is None:
+                fields = record_fields(core, cigar)
+            stored = c.encode(raw, lv, records=fields)
+        else:
+            stored = c.encode(raw, lv)
+        entries.append(DIR_ENTRY.pack(col.id, ci, flags, zlib.crc32(stored), len(stored), len(raw)))
+        blobs.append(stored)
+    head = CHUNK_HEAD.pack(CHUNK_MAGIC, len(columns), len(core)) + b"".join(entries)
+    count_nbytes = len(head) + sum(len(b) for b in blobs[:COUNT_COLUMNS])
+    blob = head + b"".join(blobs)
+    pos = core["pos"].astype(np.int64)
+    slot_nbytes = 0
+    if window_start is not None and slot_bp:
+        slots, slot_nbytes = encode_slots(pos, span, window_start, slot_bp, n_slots, codec, level)
+        blob += slots
+    info = {
+        "n_records": len(core),
+        "min_pos": int(pos[0]),
+        "max_pos": int(pos[-1]),
+        "max_end": int((pos + span).max()),
+        "nbytes": len(blob),
+        "count_nbytes": count_nbytes,
+        "raw_nbytes": batch.nbytes,
+        "slot_nbytes": slot_nbytes,
+        "head_crc": zlib.crc32(head),
+    }
+    return EncodedChunk(blob, info, cigar)
+
+
+class ChunkReader:
+    """Decodes (part of) one chunk object; verifies sizes and checksums of what it reads.
+
+    Made from the object's first bytes (``blob``: at least its header and directory; the whole
+    object, or a prefix) and, for columns fetched on their own, ``pieces``: {column id: its
+    stored bytes}. Columns are asked for by name (``array("flag")``) or id."""
+
+    def __init__(self, blob: bytes, codecs: list, where: str, max_raw: int = MAX_CHUNK_RAW_BYTES,
+                 head_crc: int = -1, version: int = 2, pieces: Mapping[int, bytes] | None = None):
+        """``max_raw``: the chunk's recorded raw size; no column may claim to inflate beyond it.
+        ``head_crc``: the chunk table's CRC32 of the header and column directory (v2), checked
+        before any of it is used; -1: not recorded (v1)."""
+        self.where = where
+        self.blob = blob
+        self.codecs = codecs
+        self.pieces = dict(pieces or {})
+        self._fields = None
+        self._verified = False  # every checksum checked already (verify_checksums)
+        if len(blob) < CHUNK_HEAD.size or blob[:8] != CHUNK_MAGIC:
+            raise CorruptDatasetError(where, "not a bams3 chunk (bad magic); the dataset is corrupt")
+        _, ncol, self.n_records = CHUNK_HEAD.unpack_from(blob, 0)
+        end_dir = directory_nbytes(ncol)
+        if ncol > 255 or len(blob) < end_dir:
+            raise CorruptDatasetError(where, "truncated chunk directory; the dataset is corrupt")
+        if head_crc >= 0 and zlib.crc32(blob[:end_dir]) != head_crc:
+            raise CorruptDatasetError(where, "checksum mismatch in the chunk's directory; the dataset is corrupt")
+        self.whole_slot_crc = version >= 2
+        self.columns: dict[int, tuple[int, int, int, int, int, int]] = {}  # id: offset, stored, raw, crc, codec, flags
+        o = end_dir
+        for i in range(ncol):
+            cid, codec_idx, flags, crc, stored, raw = DIR_ENTRY.unpack_from(blob, CHUNK_HEAD.size + i * DIR_ENTRY.size)
+            if flags & ~KNOWN_FLAGS or codec_idx >= len(codecs) or (flags & FLAG_PREDICTED and cid != TLEN_COLUMN):
+                raise DatasetError(f"{where}: column {cid} uses a feature this bams3 does not know; upgrade bams3")
+            if raw > max_raw:
+                raise CorruptDatasetError(where, f"column {cid} claims {raw:,} bytes, more than the chunk's recorded "
+                                          f"{max_raw:,}; the dataset is corrupt")
+            self.columns[cid] = (o, stored, raw, crc, codec_idx, flags)
+            o += stored
+        self.end = o  # where the columns end (count slots, if any, follow)
+
+    def extent(self, column: str | int) -> tuple[int, int]:
+        """The bytes [start, end) of a column's stored form in the chunk object."""
+        o, stored = self._entry(column)[:2]
+        return o, o + stored
+
+    def verify_checksums(self, slot_nbytes: int = 0) -> None:
+        """Check every column's checksum and every count slot's, decoding nothing: a whole
+        chunk that was fetched is verified whole, even the parts a query does not use."""
+        for cid, (o, stored, _raw, crc, _c, _f) in self.columns.items():
+            if zlib.crc32(self.blob[o : o + stored]) != crc or o + stored > len(self.blob):
+                raise CorruptDatasetError(self.where, f"checksum mismatch in column {cid}; the dataset is corrupt")
+        tail = len(self.blob) - self.end
+        if tail < 0 or (tail if not slot_nbytes else tail % slot_nbytes):
+            raise CorruptDatasetError(self.where, "the chunk has the wrong size; the dataset is corrupt")
+        if slot_nbytes and slot_nbytes < SLOT_HEAD.size:
+            raise CorruptDatasetError(self.where, f"count slots of {slot_nbytes} bytes; the dataset is corrupt")
+        for i, o in enumerate(range(self.end, len(self.blob), slot_nbytes or 1)):
+            _, _, _, plen, crc = SLOT_HEAD.unpack_from(self.blob, o)
+            if plen + SLOT_HEAD.size > slot_nbytes or not slot_crc_ok(self.blob, o, plen, crc, self.whole_slot_crc):
+                raise CorruptDatasetError(self.where, f"checksum mismatch in count slot {i}; the dataset is corrupt")
+        self._verified = True
+
+    def verify_slots(self, layout: SlotLayout | None, codec, n_records: int) -> None:
+        """Decode every count slot (as a count would), so a damaged one is found now."""
+        if layout is None:
+            return
+        decode_slots(self.blob[layout.base:], 0, layout.size, layout.start_of(0), layout.slot_bp, codec,
+                     self.where, n_records, whole_crc=self.whole_slot_crc)
+
+    def _entry(self, column: str | int) -> tuple[int, int, int, int, int, int]:
+        cid = column if isinstance(column, int) else BY_NAME[column].id
+        try:
+            return self.columns[cid]
+        except KeyError:
+            raise CorruptDatasetError(self.where, f"column {cid} is missing; the dataset is corrupt") from None
+
+    def raw(self, column: str | int) -> bytes:
+        """A column's bytes, decoded and unshuffled: checked against its CRC32 and sizes."""
+        cid = column if isinstance(column, int) else BY_NAME[column].id
+        o, stored, raw, crc, codec_idx, flags = self._entry(cid)
+        data = self.pieces[cid] if cid in self.pieces else self.blob[o : o + stored]
+        if len(data) != stored or not (self._verified and cid not in self.pieces) and zlib.crc32(data) != crc:
+            raise CorruptDatasetError(self.where, f"checksum mismatch in column {cid}; the dataset is corrupt")
+        if raw == 0:
+            return b""
+        codec = self.codecs[codec_idx]
+        try:
+            if codec.record_aware:
+                out = codec.decode(data, raw, records=self._record_fields())
+            else:
+                out = codec.decode(data, raw)
+        except DatasetError:
+            raise
+        except Exception as exc:
+            raise CorruptDatasetError(self.where, f"column {cid} does not decode ({exc}); "
+                                      "the dataset is corrupt") from None
+        if len(out) != raw:
+            raise CorruptDatasetError(self.where, f"column {cid} decodes to the wrong size; the dataset is corrupt")
+        if flags & FLAG_SHUFFLED:
+            size = _ITEMSIZE.get(cid, 1)
+            if raw % size:
+                raise CorruptDatasetError(self.where, f"column {cid} has a partial value; the dataset is corrupt")
+            out = unshuffle(out, size)
+        return out
+
+    def _record_fields(self):
+        from ..plugins import RecordFields
+
+        if self._fields is None:
+            n_ops = self.array("n_cigar_op").astype(np.int64)
+            raw = self.raw("cigar")
+            if len(raw) != 4 * int(n_ops.sum()):
+                raise CorruptDatasetError(self.where, "columns disagree on CIGAR sizes; the dataset is corrupt")
+            cigar = np.frombuffer(raw, dtype="<u4")
+            self._fields = RecordFields(
+                l_seq=self.array("l_seq").astype(np.int64), flag=self.array("flag"),
+                pos=self.pos(), n_cigar_op=n_ops, cigar=cigar)
+        return self._fields
+
+    def array(self, column: str | int | Column, dtype: str | None = None) -> np.ndarray:
+        """A fixed column's values as stored (``pos`` as deltas, ``next_pos`` relative to ``pos``,
+        ``tlen`` as predicted), one per record."""
+        if isinstance(column, Column):
+            column = column.id
+        if dtype is None:
+            dtype = BY_NAME[column].dtype if isinstance(column, str) else next(c.dtype for c in FIXED if c.id == column)
+        raw = self.raw(column)
+        if len(raw) % np.dtype(dtype).itemsize:
+            raise CorruptDatasetError(self.where, f"column {column} has a partial value; the dataset is corrupt")
+        a = np.frombuffer(raw, dtype=dtype)
+        if len(a) != self.n_records:
+            raise CorruptDatasetError(self.where, f"column {column} has the wrong length; the dataset is corrupt")
+        return a
+
+    def pos(self) -> np.ndarray:
+        """Every record's 0-based position (int64)."""
+        return np.cumsum(self.array("pos"), dtype=np.int32).astype(np.int64)
+
+    def positions(self) -> tuple[np.ndarray, np.ndarray]:
+        """(pos, span) of every record: all a count or a region filter needs."""
+        return self.pos(), self.array("span").astype(np.int64)
+
+    def records(self) -> RecordBatch:
+        """Every record of the chunk, reassembled byte for byte."""
+        n = self.n_records
+        core = np.zeros(n, dtype=CORE)
+        pos = np.cumsum(self.array("pos"), dtype=np.int32)
+        for col in FIXED[2:]:
+            a = self.array(col)
+            if col.name == "next_pos":
+                core["next_pos"] = a + pos
+            elif col.name != "l_aux":
+                core[col.name] = a
+        core["pos"] = pos
+        if self.columns.get(TLEN_COLUMN, (0,) * 6)[5] & FLAG_PREDICTED:
+            span = self.array("span")
+            core["tlen"] = wrap_i32(core["tlen"].astype(np.int64) + tlen_prediction(
+                pos, core["next_pos"], span, core["refid"], core["next_refid"]))
+        l_aux = self.array("l_aux").astype(np.int64)
+        seg = segment_lengths(core, check=False)
+        core["block_size"] = seg[:, :5].sum(axis=1) + l_aux - 4
+        cols = [np.frombuffer(self.raw(col.id), dtype=np.uint8) for col in VARIABLE]
+        expect = [seg[:, 1].sum(), seg[:, 2].sum(), seg[:, 3].sum(), seg[:, 4].sum(), l_aux.sum()]
+        if any(len(c) != e for c, e in zip(cols, expect)):
+            raise CorruptDatasetError(self.where, "columns disagree on record sizes; the dataset is corrupt")
+        return assemble(core, cols)

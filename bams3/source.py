@@ -1,0 +1,187 @@
+"""One dataset's objects, fetched from its store and checked: the chunk table, whole chunks,
+a chunk's count prefix, its count slots, or only the columns a question needs (ranged reads),
+and the coverage object. :class:`bams3.dataset.Dataset`, ``verify`` and ``cp`` (and through
+the dataset, the cohort code) read through it alone; nothing here decides what to read."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from .errors import CorruptDatasetError, DatasetError, PluginError
+from .format import (
+    ChunkReader,
+    ChunkTable,
+    Metadata,
+    SlotLayout,
+    chunk_key,
+    decode_slots,
+    directory_nbytes,
+)
+from .format.columns import ALL
+from .plugins import get_registry
+
+_GAP = 64 << 10  # ranges of columns closer than this are fetched as one
+
+
+class ChunkSource:
+    """Checked bytes of the dataset at ``url`` (its ``store``, its ``meta``)."""
+
+    def __init__(self, store, meta: Metadata, url: str):
+        self.store = store
+        self.meta = meta
+        self.url = url
+        self._codecs = None
+
+    # ------------------------------------------------------------------ what every read needs
+    @property
+    def table(self) -> ChunkTable:
+        """The chunk table (fetched and checked on first use when it is an object of its own)."""
+        if self.meta.chunks is None:
+            frame = self.object(self.meta.chunks_key, int(self.meta.chunks_ref["nbytes"]), "the chunk table")
+            self.meta = self.meta.with_chunks(frame, self.url)  # validated there, references included
+        return self.meta.chunks
+
+    @property
+    def codecs(self) -> list:
+        """The codecs the dataset was written with, from the installed plugins."""
+        if self._codecs is None:
+            reg = get_registry()
+            out = []
+            for spec in self.meta.codecs:
+                try:
+                    out.append(reg.codec(spec.name))
+                except PluginError:
+                    if spec.package and spec.package != "?":
+                        hint = f"install {spec.package!r}, the package that provided it (pip install {spec.package})"
+                    else:
+                        hint = f"install the package that provides the {spec.name!r} codec"
+                    raise PluginError(f"{self.url} was written with codec {spec.name!r}, which no installed plugin "
+                                      f"provides; {hint}") from None
+            self._codecs = out
+        return self._codecs
+
+    def object(self, key: str, nbytes: int, what: str) -> bytes:
+        """An object of recorded size ``nbytes``, whole: one byte more is asked for, so a larger
+        object is noticed (and never read whole)."""
+        try:
+            data = self.store.get_range(key, 0, nbytes + 1)
+        except FileNotFoundError:
+            raise CorruptDatasetError(self.url, f"{what} {key} is missing; the dataset is incomplete or damaged") \
+                from None
+        if len(data) != nbytes:
+            raise CorruptDatasetError(self.url, f"{what} {key} has {len(data):,} bytes where the dataset records "
+                                      f"{nbytes:,}; the dataset is damaged")
+        return data
+
+    def _range(self, key: str, start: int, end: int) -> bytes:
+        try:
+            data = self.store.get_range(key, start, end)
+        except FileNotFoundError:
+            raise CorruptDatasetError(self.url, f"chunk {key} is missing; the dataset is incomplete or damaged") \
+                from None
+        if len(data) != end - start:
+            raise CorruptDatasetError(self.url, f"chunk {key} is shorter than the chunk table says; "
+                                      "the dataset is damaged")
+        return data
+
+    def layout(self, index: int) -> SlotLayout | None:
+        """Where chunk ``index``'s count slots lie (None: it has none)."""
+        m = self.meta
+        return SlotLayout.of(self.table.row(index), m.chunk_size, m.count_slot_bp, m.n_slots)
+
+    def _reader(self, index: int, blob: bytes, pieces=None) -> ChunkReader:
+        t = self.table
+        key = chunk_key(self.meta.data_prefix, index)
+        reader = ChunkReader(blob, self.codecs, f"{self.url}/{key}", max_raw=int(t.raw_nbytes[index]),
+                             head_crc=int(t.head_crc[index]), version=self.meta.format_version, pieces=pieces)
+        if reader.n_records != int(t.n_records[index]):
+            raise CorruptDatasetError(self.url, f"chunk {key} does not match the chunk table (its record count); "
+                                      "the dataset is damaged")
+        return reader
+
+    # ------------------------------------------------------------------ reads
+    def chunk(self, index: int) -> ChunkReader:
+        """A whole chunk, every checksum verified."""
+        key = chunk_key(self.meta.data_prefix, index)
+        return self.check(self.object(key, int(self.table.nbytes[index]), "chunk"), index, decode_slots=False)
+
+    def check(self, blob: bytes, index: int, *, decode_slots: bool = True) -> ChunkReader:
+        """Chunk ``index``'s bytes against everything recorded of them: size, header, every
+        column payload and every count slot (decoded too with ``decode_slots``), record count."""
+        t = self.table
+        if len(blob) != int(t.nbytes[index]):
+            raise CorruptDatasetError(f"{self.url}/{chunk_key(self.meta.data_prefix, index)}",
+                                      f"{len(blob):,} bytes where the chunk table says {int(t.nbytes[index]):,}")
+        reader = self._reader(index, blob)
+        reader.verify_checksums(int(t.slot_nbytes[index]) if self.meta.count_slot_bp else 0)
+        if decode_slots:
+            reader.verify_slots(self.layout(index), self.codecs[0], int(t.n_records[index]))
+        return reader
+
+    def prefix(self, index: int) -> ChunkReader:
+        """The start of a chunk: its header, directory and the columns a count needs (pos, span)."""
+        key = chunk_key(self.meta.data_prefix, index)
+        return self._reader(index, self._range(key, 0, int(self.table.count_nbytes[index])))
+
+    def columns(self, index: int, names: Iterable[str]) -> ChunkReader:
+        """Only the named columns of a chunk (and what decoding them needs), by ranged reads: the
+        directory, then the columns' bytes, ranges close together fetched as one."""
+        t = self.table
+        key = chunk_key(self.meta.data_prefix, index)
+        want = {n for n in names}
+        unknown = want - {c.name for c in ALL}
+        if unknown:
+            raise DatasetError(f"no column named {', '.join(sorted(unknown))}")
+        head = self._range(key, 0, min(int(t.count_nbytes[index]), int(t.nbytes[index])))
+        n_columns = int.from_bytes(head[8:12], "little")
+        end_dir = directory_nbytes(n_columns)
+        if len(head) < end_dir:  # a directory longer than the count prefix: not one we wrote
+            head = self._range(key, 0, min(end_dir, int(t.nbytes[index])))
+        reader = self._reader(index, head)
+        ids = {c.id for c in ALL if c.name in want}
+        if any(self.codecs[reader.columns[cid][4]].record_aware for cid in ids if cid in reader.columns):
+            ids |= {c.id for c in ALL if c.name in ("pos", "flag", "l_seq", "n_cigar_op", "cigar")}
+        missing = [cid for cid in sorted(ids) if reader.extent(cid)[1] > len(head)]
+        pieces = {}
+        if missing:
+            spans = sorted(reader.extent(cid) for cid in missing)
+            merged: list[list[int]] = []
+            for a, b in spans:
+                if merged and a - merged[-1][1] <= _GAP:
+                    merged[-1][1] = max(merged[-1][1], b)
+                else:
+                    merged.append([a, b])
+            try:
+                got = self.store.get_ranges(key, [(a, b) for a, b in merged])
+            except FileNotFoundError:
+                raise CorruptDatasetError(self.url, f"chunk {key} is missing; the dataset is incomplete or "
+                                          "damaged") from None
+            for (a, b), data in zip(merged, got):
+                if len(data) != b - a:
+                    raise CorruptDatasetError(self.url, f"chunk {key} is shorter than the chunk table says; "
+                                              "the dataset is damaged")
+            for cid in missing:
+                s, e = reader.extent(cid)
+                for (a, b), data in zip(merged, got):
+                    if a <= s and e <= b:
+                        pieces[cid] = data[s - a : e - a]
+                        break
+        reader.pieces.update(pieces)
+        return reader
+
+    def slots(self, index: int, a: int, b: int) -> tuple[SlotLayout, list[tuple[int, int, np.ndarray, np.ndarray]]]:
+        """Chunk ``index``'s count slots ``a``..``b`` (0 = its first), decoded and checked:
+        (n_before, max_end_before, pos, span) each."""
+        layout = self.layout(index)
+        key = chunk_key(self.meta.data_prefix, index)
+        if layout is None or layout.base < 0:
+            raise CorruptDatasetError(self.url, f"chunk {key} has no count slots where the table says; "
+                                      "the dataset is damaged")
+        blob = self._range(key, *layout.byte_range(a, b))
+        slots = decode_slots(blob, a, layout.size, layout.start_of(0), layout.slot_bp, self.codecs[0],
+                             f"{self.url}/{key}", int(self.table.n_records[index]),
+                             whole_crc=self.meta.format_version >= 2)
+        return layout, slots
+
