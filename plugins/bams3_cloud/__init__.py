@@ -30,6 +30,7 @@ from bams3.errors import DatasetError, StorageError, UsageError
 from bams3.storage import ObstoreStore, TransportError, check_interrupted, interrupted, redact_userinfo
 
 _BACKOFF = {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=5), "base": 2}
+_NO_CONTAINER = "<Code>ContainerNotFound</Code>"  # the error code in the XML body of Azure's answer
 _SECRET = re.compile(r"(X-Amz-[A-Za-z-]+|Signature|Credential|sig|token)=[^&\s]+", re.I)
 
 
@@ -118,6 +119,9 @@ def translate(exc: BaseException, url: str, key: str, attempts: int | None = Non
     if "NoSuchBucket" in msg:
         return StorageError(f"{url}: the bucket does not exist (check its name and AWS_REGION)", kind="no-bucket",
                             key=key)
+    if _NO_CONTAINER in msg:  # Azure's answer for a missing container (a 404, as for a missing blob)
+        return StorageError(f"{url}: the container does not exist (check its name and the storage account)",
+                            kind="no-bucket", key=key)
     if isinstance(exc, FileNotFoundError):
         return exc
     if isinstance(exc, oe.UnauthenticatedError) or code == "401" or any(
@@ -177,7 +181,7 @@ class CloudStore(ObstoreStore):
             try:
                 return fn(key, *args, **kwargs)
             except BaseException as exc:
-                if isinstance(exc, FileNotFoundError) and "NoSuchBucket" in str(exc):
+                if isinstance(exc, FileNotFoundError) and ("NoSuchBucket" in str(exc) or _NO_CONTAINER in str(exc)):
                     raise translate(exc, self.url, key) from None
                 if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit, FileNotFoundError)):
                     raise
