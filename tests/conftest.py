@@ -103,6 +103,30 @@ def s3_server():
     proc.wait(timeout=10)
 
 
+@pytest.fixture(scope="session")
+def azure_server():
+    """A real Azure Blob Storage emulator (Azurite, installed with npm on first use into the
+    test cache) on 127.0.0.1, reached over HTTP as Azure is, configured through the AZURE_*
+    variables obstore reads (its emulator mode, the port in AZURITE_BLOB_STORAGE_URL)."""
+    from .azurite import Azurite, AzuriteError
+
+    try:
+        server = Azurite(CACHE)
+    except AzuriteError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        server.create_container("bams3-test")
+        saved = {k: os.environ.get(k) for k in server.env}
+        os.environ.update(server.env)
+        yield {"endpoint": server.endpoint, "container": "bams3-test", "env": server.env, "server": server}
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    finally:
+        server.stop()
+
 # Test modules whose tests each take seconds of their own (subprocess pools, Dask clusters,
 # hypothesis against samtools, fault injection): left out of the fast subset with the rest.
 SLOW_MODULES = {"test_cohort", "test_cohort_edges", "test_recipes", "test_outside_plugin", "test_load",
@@ -110,14 +134,18 @@ SLOW_MODULES = {"test_cohort", "test_cohort_edges", "test_recipes", "test_outsid
 
 
 def pytest_collection_modifyitems(config, items):
-    """Markers from what each test uses: s3 (the S3 server), sample (the benchmark sample),
-    corpus (HTSlib's files); slow for those two and the modules above."""
+    """Markers from what each test uses: s3 (the S3 server), azure (the Azure server), sample
+    (the benchmark sample), corpus (HTSlib's files); slow for the servers, the sample and the
+    modules above."""
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
         params = getattr(getattr(item, "callspec", None), "params", {}).values()
         slow = item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES
         if "s3_server" in names:
             item.add_marker(pytest.mark.s3)
+            slow = True
+        if "azure_server" in names:
+            item.add_marker(pytest.mark.azure)
             slow = True
         if names & {"sample_dir", "sample_dataset"}:
             item.add_marker(pytest.mark.sample)

@@ -61,6 +61,12 @@ class TestS3Store(StoreTests):
         return f"s3://{s3_server['bucket']}/conformance/{uuid.uuid4().hex}"
 
 
+class TestAzureStore(StoreTests):
+    @pytest.fixture
+    def store_url(self, azure_server):
+        return f"az://{azure_server['container']}/conformance/{uuid.uuid4().hex}"
+
+
 _tmp = None
 
 
@@ -79,6 +85,12 @@ TestMemoryStoreStateful = store_state_machine(lambda: f"memory://stateful-{uuid.
 class TestS3StoreStateful(store_state_machine(lambda: f"s3://bams3-test/stateful/{uuid.uuid4().hex}").TestCase):
     @pytest.fixture(autouse=True)
     def _server(self, s3_server):  # the S3 server (and its AWS_* settings) must be up first
+        yield
+
+
+class TestAzureStoreStateful(store_state_machine(lambda: f"az://bams3-test/stateful/{uuid.uuid4().hex}").TestCase):
+    @pytest.fixture(autouse=True)
+    def _server(self, azure_server):  # Azurite (and its AZURE_* settings) must be up first
         yield
 
 

@@ -42,6 +42,7 @@ from bams3.plugin_api import (
 )
 
 _BACKOFF = {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=5), "base": 2}
+_NO_BUCKET_CODES = ("NoSuchBucket", "ContainerNotFound")  # S3's and Azure's error codes (in the answer's body)
 _SECRET = re.compile(r"(X-Amz-[A-Za-z-]+|Signature|Credential|sig|token)=[^&\s]+", re.I)
 
 
@@ -188,6 +189,9 @@ def translate(exc: BaseException, url: str, key: str, attempts: int | None = Non
     if f.code == "NoSuchBucket":
         return StorageError(f"{url}: the bucket does not exist (check its name and AWS_REGION)", kind="no-bucket",
                             key=key)
+    if f.code == "ContainerNotFound":  # Azure's answer for a missing container (a 404, as for a missing blob)
+        return StorageError(f"{url}: the container does not exist (check its name and the storage account)",
+                            kind="no-bucket", key=key)
     if isinstance(exc, FileNotFoundError):
         return exc
     if f.host in _CREDENTIAL_HOSTS:
@@ -245,7 +249,7 @@ class CloudStore(ObstoreStore):
             try:
                 return fn(key, *args, **kwargs)
             except BaseException as exc:
-                if isinstance(exc, FileNotFoundError) and Failure.of(exc).code == "NoSuchBucket":
+                if isinstance(exc, FileNotFoundError) and Failure.of(exc).code in _NO_BUCKET_CODES:
                     raise translate(exc, self.url, key) from None
                 if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit, FileNotFoundError)):
                     raise
