@@ -149,14 +149,20 @@ def codec_plan(compression="default", codec=None, level=None, qual_codec=None, s
         raise UsageError(f"unknown compression setting {compression!r} (use {' or '.join(PROFILES)})") from None
     reg = get_registry()
     general = reg.codec(codec or profile["codec"])
+    if general.record_aware:
+        raise UsageError(f"codec {general.name!r} models one column ({general.column or 'per base'}); "
+                         f"give it with --{general.column or 'qual'}-codec, not --codec")
     if level is None:
         level = profile["level"] if codec is None and profile["level"] is not None else general.default_level
     codecs = [(general, level)]
     column_codecs = {}
-    for column, name in ((QUAL_COLUMN, qual_codec or profile["qual_codec"]),
-                         (SEQ_COLUMN, seq_codec or profile["seq_codec"])):
+    for column, label, name in ((QUAL_COLUMN, "qual", qual_codec or profile["qual_codec"]),
+                                (SEQ_COLUMN, "seq", seq_codec or profile["seq_codec"])):
         if name and name not in ("none", general.name):
             obj = reg.codec(name)
+            if obj.record_aware and obj.column not in (None, label):
+                raise UsageError(f"codec {name!r} models the {obj.column} column, not {label}: "
+                                 f"use it with --{obj.column}-codec")
             codecs.append((obj, obj.default_level))
             column_codecs[column] = len(codecs) - 1
     return codecs, column_codecs

@@ -52,6 +52,9 @@ class Codec:
     A ``record_aware`` codec is for a per-base column (qualities): both
     functions also receive ``records=`` a :class:`RecordFields` describing the
     chunk's records, so the codec can model per read and per cycle.
+    ``column`` names the one column such a codec models (``"qual"`` or ``"seq"``):
+    bams3 refuses it for any other (``--qual-codec``/``--seq-codec``), and a
+    record-aware codec is never the general one (``--codec``).
     """
 
     name: str
@@ -60,6 +63,7 @@ class Codec:
     default_level: int | None = None
     description: str = ""
     record_aware: bool = False
+    column: str | None = None
 
 
 @attrs.frozen

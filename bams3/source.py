@@ -116,8 +116,12 @@ class ChunkSource:
                                       f"{len(blob):,} bytes where the chunk table says {int(t.nbytes[index]):,}")
         reader = self._reader(index, blob)
         reader.verify_checksums(int(t.slot_nbytes[index]) if self.meta.count_slot_bp else 0)
+        layout = self.layout(index)
+        if layout is not None and (layout.base != reader.end or layout.count * layout.size != len(blob) - reader.end):
+            raise CorruptDatasetError(reader.where, "the chunk holds other count slots than its records need; "
+                                      "the dataset is corrupt")
         if decode_slots:
-            reader.verify_slots(self.layout(index), self.codecs[0], int(t.n_records[index]))
+            reader.verify_slots(layout, self.codecs[0], int(t.n_records[index]))
         return reader
 
     def prefix(self, index: int) -> ChunkReader:

@@ -234,5 +234,5 @@ def decode(data: bytes, raw_size: int, *, records) -> bytes:
 
 @hookimpl
 def bams3_register_codecs(register):
-    register(Codec(name="consensus", encode=encode, decode=decode, record_aware=True, default_level=19,
+    register(Codec(name="consensus", encode=encode, decode=decode, record_aware=True, column="seq", default_level=19,
                          description="sequences as differences from the chunk's own consensus (no reference)"))

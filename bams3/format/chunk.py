@@ -163,6 +163,9 @@ class ChunkReader:
             if raw > max_raw:
                 raise CorruptDatasetError(where, f"column {cid} claims {raw:,} bytes, more than the chunk's recorded "
                                           f"{max_raw:,}; the dataset is corrupt")
+            if cid in self.columns:
+                raise CorruptDatasetError(where, f"column {cid} appears twice in the chunk's directory; "
+                                          "the dataset is corrupt")
             self.columns[cid] = (o, stored, raw, crc, codec_idx, flags)
             o += stored
         self.end = o  # where the columns end (count slots, if any, follow)
@@ -193,6 +196,9 @@ class ChunkReader:
         """Decode every count slot (as a count would), so a damaged one is found now."""
         if layout is None:
             return
+        if layout.base != self.end or len(self.blob) - layout.base != layout.count * layout.size:
+            raise CorruptDatasetError(self.where, "the chunk holds other count slots than its records need; "
+                                      "the dataset is corrupt")
         decode_slots(self.blob[layout.base:], 0, layout.size, layout.start_of(0), layout.slot_bp, codec,
                      self.where, n_records, whole_crc=self.whole_slot_crc)
 

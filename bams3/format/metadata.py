@@ -46,6 +46,8 @@ def _coverage_ref(obj, prefix: str) -> dict[str, Any] | None:
     for k in ("bin", "bins", "nbytes", "crc32"):
         if not isinstance(obj.get(k), int) or obj[k] < 0 or obj[k] > (1 << 30 if k == "nbytes" else 1 << 40):
             raise ValueError(f"bad coverage {k}")
+    if obj["bin"] < 1:
+        raise ValueError("bad coverage bin")
     return dict(obj)
 
 

@@ -190,5 +190,5 @@ def decode(data: bytes, raw_size: int, *, records) -> bytes:
 
 @hookimpl
 def bams3_register_codecs(register):
-    register(Codec(name="qual", encode=encode, decode=decode, record_aware=True,
+    register(Codec(name="qual", encode=encode, decode=decode, record_aware=True, column="qual",
                          description="base qualities: per-cycle, per-read context model, rANS"))
