@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import attrs
@@ -44,7 +44,7 @@ from .inputs import STDIN, open_input, unknown_reference
 from .plugins import get_registry
 from .records import RecordBatch
 from .stats import StatsAccumulator
-from .storage import open_store, url_scheme
+from .storage import local_path, open_store
 
 DEFAULT_CHUNK_SIZE = 1 << 20
 MAX_CHUNK_RAW = 4 << 20  # a window holding more raw record bytes is stored as several chunks
@@ -69,46 +69,90 @@ def parse_chunk_size(text: str | int) -> int:
     return value
 
 
-def convert(
-    src: str,
-    dst: str,
-    *,
-    chunk_size: int | str = DEFAULT_CHUNK_SIZE,
-    workers: int = 2,
-    compression: str = "default",
-    codec: str | None = None,
-    level: int | None = None,
-    qual_codec: str | None = None,
-    seq_codec: str | None = None,
-    force: bool = False,
-    reference: str | None = None,
-    sort: bool = False,
-    progress: Callable[[int, int | None], None] | None = None,
-    max_chunk_raw: int = MAX_CHUNK_RAW,
-) -> Metadata:
-    """Convert a coordinate-sorted BAM, SAM or CRAM file into a bams3 dataset at ``dst``."""
-    chunk_size = parse_chunk_size(chunk_size)
-    workers = max(1, int(workers))
-    if not 1 <= max_chunk_raw <= 1 << 28:  # readers refuse chunks over 1 GiB (format.MAX_CHUNK_RAW_BYTES)
-        raise UsageError(f"max_chunk_raw={max_chunk_raw} is outside 1 byte to 256 MiB")
-    codecs, column_codecs = codec_plan(compression, codec, level, qual_codec, seq_codec)
-    remote = url_scheme(src) != "file"
+@attrs.frozen
+class ConvertOptions:
+    """How to convert: every option of :func:`convert` but the input and the destination,
+    checked once (:meth:`of`)."""
+
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    workers: int = 2
+    compression: str = "default"
+    codec: str | None = None
+    level: int | None = None
+    qual_codec: str | None = None
+    seq_codec: str | None = None
+    force: bool = False
+    reference: str | None = None
+    sort: bool = False
+    progress: Callable[[int, int | None], None] | None = attrs.field(default=None, eq=False)
+    max_chunk_raw: int = MAX_CHUNK_RAW
+
+    @classmethod
+    def of(cls, chunk_size: int | str = DEFAULT_CHUNK_SIZE, workers: int = 2, compression: str = "default",
+           **kwargs) -> ConvertOptions:
+        if compression not in PROFILES:
+            raise UsageError(f"unknown compression setting {compression!r} (use {' or '.join(PROFILES)})")
+        opts = cls(chunk_size=parse_chunk_size(chunk_size), workers=max(1, int(workers)), compression=compression,
+                   **kwargs)
+        if not 1 <= opts.max_chunk_raw <= 1 << 28:  # readers refuse chunks over 1 GiB (MAX_CHUNK_RAW_BYTES)
+            raise UsageError(f"max_chunk_raw={opts.max_chunk_raw} is outside 1 byte to 256 MiB")
+        return opts
+
+    @property
+    def count_slots(self) -> bool:
+        return PROFILES[self.compression]["count_slots"]
+
+    def codecs(self):
+        """The (codec, level) list of the dataset and which columns use which (see :func:`codec_plan`)."""
+        return codec_plan(self.compression, self.codec, self.level, self.qual_codec, self.seq_codec)
+
+
+@attrs.frozen
+class _Job:
+    """One conversion, its paths resolved once: ``path`` is what is read (the input, or its
+    sorted copy), ``source`` the name the user gave; ``store`` and ``found`` the destination."""
+
+    path: str
+    source: str
+    dst: str
+    store: object
+    found: object
+    opts: ConvertOptions
+    codecs: list
+    column_codecs: dict
+
+
+def convert(src: str, dst: str, **options) -> Metadata:
+    """Convert a coordinate-sorted BAM, SAM or CRAM file into a bams3 dataset at ``dst``.
+
+    Options (:class:`ConvertOptions`): ``chunk_size`` (``"1M"``), ``workers``, ``compression``
+    (``"default"`` or ``"high"``), ``codec``, ``level``, ``qual_codec``, ``seq_codec``, ``force``,
+    ``reference`` (CRAM), ``sort``, ``progress(done, total)``, ``max_chunk_raw``."""
+    opts = ConvertOptions.of(**options)
+    codecs, column_codecs = opts.codecs()
+    src_path = local_path(src)
     stdin = src in STDIN
-    if not remote and not stdin and not os.path.exists(src.removeprefix("file://")):
+    if src_path is not None and not stdin and not os.path.exists(src_path):
         raise InputError(f"{src}: no such file", source=src)
-    if sort and (remote or stdin):
+    if opts.sort and (src_path is None or stdin):
         raise UsageError("--sort needs a local input file; sort it with `samtools sort` first")
     with removed_on_failure(dst):
         store = open_store(dst, create=True)
-        return _convert_to(store, src, dst, chunk_size, workers, codecs, column_codecs, compression, force,
-                           reference, sort, progress, max_chunk_raw)
+        found = destination.inspect(store, dst, opts.force)
+        job = _Job(src, src, dst, store, found, opts, codecs, column_codecs)
+        if not opts.sort:
+            return _convert(job)
+        with tempfile.TemporaryDirectory(prefix="bams3-sort-") as tmp:
+            sorted_path = os.path.join(tmp, "sorted.bam")
+            _sort(src, sorted_path, opts.reference, opts.workers)
+            return _convert(attrs.evolve(job, path=sorted_path))
 
 
 @contextlib.contextmanager
 def removed_on_failure(dst: str):
     """A local destination directory that this run makes is removed again, with its empty
     data/, if the run fails (only empty directories: never anything in them)."""
-    local = dst.removeprefix("file://") if url_scheme(dst) == "file" else None
+    local = local_path(dst)
     fresh = local is not None and not os.path.exists(local)
     try:
         yield
@@ -118,19 +162,6 @@ def removed_on_failure(dst: str):
                 with contextlib.suppress(OSError):
                     os.rmdir(root)
         raise
-
-
-def _convert_to(store, src, dst, chunk_size, workers, codecs, column_codecs, compression, force, reference, sort,
-                progress, max_chunk_raw) -> Metadata:
-    found = destination.inspect(store, dst, force)
-    if sort:
-        with tempfile.TemporaryDirectory(prefix="bams3-sort-") as tmp:
-            sorted_path = os.path.join(tmp, "sorted.bam")
-            _sort(src, sorted_path, reference, workers)
-            return _convert(sorted_path, src, store, dst, found, chunk_size, workers, codecs, column_codecs,
-                            compression, reference, progress, max_chunk_raw)
-    return _convert(src, src, store, dst, found, chunk_size, workers, codecs, column_codecs, compression, reference,
-                    progress, max_chunk_raw)
 
 
 # What --compression chooses; explicit --codec/--level/--qual-codec/--seq-codec override it.
@@ -210,7 +241,7 @@ class _Pipeline:
     """Encodes and uploads chunks on worker threads; keeps at most a few in flight."""
 
     def __init__(self, store, prefix: str, codecs, column_codecs, workers: int, chunk_size: int,
-                 count_slots: bool = True):
+                 count_slots: bool = True, depth: DepthAccumulator | None = None, ref_lengths: list[int] = ()):
         self.store = store
         self.prefix = prefix
         self.codecs = codecs
@@ -219,8 +250,9 @@ class _Pipeline:
         self.inflight: deque = deque()
         self.limit = workers + 1
         self.rows: list[dict] = []
-        self.depth = None  # a DepthAccumulator, set by the caller
-        self.ref_lengths: list[int] = []  # set by the caller
+        self.depth = depth  # binned depth, accumulated as chunks are encoded
+        self.ref_lengths = list(ref_lengths)
+        self._depth_frame: bytes | None = None
         self.next_index = 0
         self.chunk_size = chunk_size
         self.slot_bp = count_slot_bp(chunk_size) if count_slots else 0
@@ -256,138 +288,185 @@ class _Pipeline:
         self.pool.shutdown()
         return self.rows
 
+    def depth_frame(self) -> bytes:
+        """The coverage object's bytes (once every chunk is in)."""
+        if self._depth_frame is None:
+            self._depth_frame = self.depth.encode()
+        return self._depth_frame
+
     def abort(self) -> None:
         for f in self.inflight:
             f.cancel()
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _convert(path, source_name, store, dst, found, chunk_size, workers, codecs, column_codecs, compression,
-             reference, progress, max_chunk_raw) -> Metadata:
-    prefix = new_run(store, os.path.basename(source_name))  # the run marks its prefix before writing anything else
+def _convert(job: _Job) -> Metadata:
+    """The write path, in named steps: read (the input and its header) -> window (records cut
+    into chunks of one reference window) -> encode and upload (on worker threads, while reading
+    goes on) -> publish (the chunk table, coverage and ``_metadata.json``, last)."""
+    prefix = new_run(job.store, os.path.basename(job.source))  # the run marks its prefix before anything else
     try:
-        inp = open_input(path, reference=reference, threads=workers)
+        inp = _read(job)
     except BaseException:
-        _delete_prefix(store, prefix)
-        raise
-    try:
-        _check_header(inp.header, source_name)
-    except BaseException:
-        inp.close()
-        _delete_prefix(store, prefix)
+        _delete_prefix(job.store, prefix)
         raise
     header = inp.header
-    n_refs = len(header.references)
-    pipe = _Pipeline(store, prefix, codecs, column_codecs, workers, chunk_size,
-                     count_slots=PROFILES[compression]["count_slots"])
-    stats = StatsAccumulator(n_refs)
-    pipe.depth = DepthAccumulator(header.references)
-    pipe.ref_lengths = [int(length) for _, length in header.references]
-    pending: list[RecordBatch] = []
-    pending_key = None
-    pending_bytes = 0
-    last_key = np.int64(-1)
-    seen = 0
-
-    def flush():
-        nonlocal pending, pending_bytes
-        if pending:
-            key = int(pending_key)
-            ref = -1 if key >> 32 == int(_UNPLACED) else key >> 32
-            window = -1 if ref < 0 else key & 0xFFFFFFFF
-            pipe.submit(RecordBatch.concat(pending), ref, window)
-        pending, pending_bytes = [], 0
-
+    opts = job.opts
+    pipe = _Pipeline(job.store, prefix, job.codecs, job.column_codecs, opts.workers, opts.chunk_size,
+                     count_slots=opts.count_slots, depth=DepthAccumulator(header.references),
+                     ref_lengths=[int(length) for _, length in header.references])
+    stats = StatsAccumulator(len(header.references))
+    windows = _Windows(len(header.references), opts.chunk_size, opts.max_chunk_raw, job.source)
     reader = prefetch(inp.batches, depth=2)
     publish = _Publish()
     try:
         for batch in reader:
-            core = batch.core
-            refid = core["refid"].astype(np.int64)
-            pos = core["pos"].astype(np.int64)
-            mate = core["next_refid"]
-            bad = (refid < -1) | (refid >= n_refs) | (mate < -1) | (mate >= n_refs)
-            if bad.any():
-                i = int(np.flatnonzero(bad)[0])
-                which, ref = ("reference", int(refid[i])) if not -1 <= refid[i] < n_refs else \
-                    ("mate reference", int(mate[i]))
-                raise InputError(
-                    f"{source_name}: record {seen + i + 1} refers to {which} #{ref}, "
-                    f"but the header has {n_refs} references", source=source_name)
-            ref_u = np.where(refid < 0, _UNPLACED, refid)
-            sort_key = (ref_u << 32) | (pos + 1).clip(0, 0xFFFFFFFF)
-            order_bad = np.flatnonzero(sort_key[1:] < sort_key[:-1])
-            if len(sort_key) and sort_key[0] < last_key:
-                order_bad = np.concatenate([[-1], order_bad])
-            if len(order_bad):
-                i = int(order_bad[0]) + 1
-                raise InputError(
-                    f"{source_name} is not coordinate-sorted (record {seen + i + 1} is out of order); "
-                    f"sort it first with `samtools sort -o sorted.bam {source_name}` or pass --sort",
-                    source=source_name)
-            last_key = sort_key[-1]
-            window = np.where(refid < 0, 0, pos.clip(0, None) // chunk_size)
-            group = (ref_u << 32) | window
-            stats.add(core, batch.nbytes)
-            cuts = np.concatenate([[0], np.flatnonzero(group[1:] != group[:-1]) + 1, [len(group)]])
-            for a, b in zip(cuts[:-1], cuts[1:]):
-                a, b = int(a), int(b)
-                if group[a] != pending_key:
-                    flush()
-                    pending_key = group[a]
-                while a < b:  # fill the pending chunk up to max_chunk_raw, then start another
-                    ends = batch.offsets[a + 1 : b + 1] - batch.offsets[a]
-                    take = int(np.searchsorted(ends, max_chunk_raw - pending_bytes)) + 1
-                    piece = batch.slice(a, min(a + take, b))
-                    pending.append(piece)
-                    pending_bytes += piece.nbytes
-                    a += len(piece)
-                    if pending_bytes >= max_chunk_raw:
-                        flush()
-            seen += len(core)
-            if progress is not None and inp.progress is not None:
-                progress(inp.progress(), inp.size)
-        flush()
-        rows = pipe.finish()
-        table = ChunkTable.from_rows(rows)
-        result = stats.result(header.references, int(table.nbytes.sum()) if len(table) else 0, len(table))
-        meta = Metadata(
-            header_text=header.text,
-            references=header.references,
-            chunk_size=chunk_size,
-            count_slot_bp=pipe.slot_bp,
-            codecs=tuple(CodecSpec(c.name, lv, get_registry().codecs[c.name][1].package) for c, lv in codecs),
-            data_prefix=prefix,
-            chunks=table,
-            stats=result,
-            source={"name": os.path.basename(source_name), "format": inp.format, "size": inp.size},
-            created_by=f"bams3 {__version__}",
-        )
-        depth_frame = pipe.depth.encode()
-        meta = attrs.evolve(meta, coverage=pipe.depth.describe(prefix + COVERAGE_OBJECT, depth_frame))
-        store.put(prefix + COVERAGE_OBJECT, depth_frame)
-        table_frame = meta.external_chunks()
-        if table_frame is not None:
-            store.put(meta.chunks_key, table_frame)
-        publish(store, dst, meta.to_json(), found.version)
+            stats.add(batch.core, batch.nbytes)
+            for chunk, ref, window in windows.feed(batch):
+                pipe.submit(chunk, ref, window)
+            if opts.progress is not None and inp.progress is not None:
+                opts.progress(inp.progress(), inp.size)
+        for chunk, ref, window in windows.finish():
+            pipe.submit(chunk, ref, window)
+        meta = _describe(job, inp, pipe, stats, prefix)
+        _upload_tables(job.store, meta, pipe)
+        publish(job.store, job.dst, meta.to_json(), job.found.version)
     except BaseException as exc:
         reader.close()
         pipe.abort()
         inp.close()
         if not publish.may_remove_chunks:  # published, or perhaps: the dataset may need them
             raise
-        _delete_prefix(store, prefix)
-        if isinstance(exc, StorageError):
-            raise StorageError(f"{exc}; the conversion stopped and published nothing") from None
-        if isinstance(exc, InputError):
-            explained = inp.diagnose()  # the decoder has stopped: did it say why?
-            if explained is not None:
-                raise explained from None
-            raise exc.naming(source_name) from None
-        raise
+        _delete_prefix(job.store, prefix)
+        raise _failure(exc, inp, job.source) from None
     inp.close()
-    remove_replaced(store, dst, found, prefix)
+    remove_replaced(job.store, job.dst, job.found, prefix)
     return meta
+
+
+def _read(job: _Job):
+    """Step 1: the input opened, its header checked."""
+    inp = open_input(job.path, reference=job.opts.reference, threads=job.opts.workers)
+    try:
+        _check_header(inp.header, job.source)
+    except BaseException:
+        inp.close()
+        raise
+    return inp
+
+
+class _Windows:
+    """Step 2: records checked (references the header has, coordinate order) and cut into
+    chunks: one reference window each (``chunk_size`` bp; the unplaced records last), at most
+    ``max_chunk_raw`` bytes of records (a window holding more is stored as several chunks)."""
+
+    def __init__(self, n_refs: int, chunk_size: int, max_chunk_raw: int, source: str):
+        self.n_refs, self.chunk_size, self.max_chunk_raw, self.source = n_refs, chunk_size, max_chunk_raw, source
+        self.pending: list[RecordBatch] = []
+        self.pending_key = None
+        self.pending_bytes = 0
+        self.last_key = np.int64(-1)
+        self.seen = 0
+
+    def feed(self, batch: RecordBatch) -> Iterator[tuple[RecordBatch, int, int]]:
+        """The chunks completed by this batch: (records, reference index, window index)."""
+        group = self._check(batch)
+        cuts = np.concatenate([[0], np.flatnonzero(group[1:] != group[:-1]) + 1, [len(group)]])
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            a, b = int(a), int(b)
+            if group[a] != self.pending_key:
+                yield from self.finish()
+                self.pending_key = group[a]
+            while a < b:  # fill the pending chunk up to max_chunk_raw, then start another
+                ends = batch.offsets[a + 1 : b + 1] - batch.offsets[a]
+                take = int(np.searchsorted(ends, self.max_chunk_raw - self.pending_bytes)) + 1
+                piece = batch.slice(a, min(a + take, b))
+                self.pending.append(piece)
+                self.pending_bytes += piece.nbytes
+                a += len(piece)
+                if self.pending_bytes >= self.max_chunk_raw:
+                    yield from self.finish()
+        self.seen += len(batch)
+
+    def finish(self) -> Iterator[tuple[RecordBatch, int, int]]:
+        """The pending chunk, if any."""
+        if self.pending:
+            key = int(self.pending_key)
+            ref = -1 if key >> 32 == int(_UNPLACED) else key >> 32
+            window = -1 if ref < 0 else key & 0xFFFFFFFF
+            chunk = RecordBatch.concat(self.pending)
+            self.pending, self.pending_bytes = [], 0
+            yield chunk, ref, window
+
+    def _check(self, batch: RecordBatch) -> np.ndarray:
+        """Each record's (reference << 32 | window), after refusing references the header lacks
+        and records out of coordinate order."""
+        core, n_refs, seen, source = batch.core, self.n_refs, self.seen, self.source
+        refid = core["refid"].astype(np.int64)
+        pos = core["pos"].astype(np.int64)
+        mate = core["next_refid"]
+        bad = (refid < -1) | (refid >= n_refs) | (mate < -1) | (mate >= n_refs)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            which, ref = ("reference", int(refid[i])) if not -1 <= refid[i] < n_refs else \
+                ("mate reference", int(mate[i]))
+            raise InputError(f"{source}: record {seen + i + 1} refers to {which} #{ref}, "
+                             f"but the header has {n_refs} references", source=source)
+        ref_u = np.where(refid < 0, _UNPLACED, refid)
+        sort_key = (ref_u << 32) | (pos + 1).clip(0, 0xFFFFFFFF)
+        order_bad = np.flatnonzero(sort_key[1:] < sort_key[:-1])
+        if len(sort_key) and sort_key[0] < self.last_key:
+            order_bad = np.concatenate([[-1], order_bad])
+        if len(order_bad):
+            i = int(order_bad[0]) + 1
+            raise InputError(f"{source} is not coordinate-sorted (record {seen + i + 1} is out of order); "
+                             f"sort it first with `samtools sort -o sorted.bam {source}` or pass --sort",
+                             source=source)
+        if len(sort_key):
+            self.last_key = sort_key[-1]
+        window = np.where(refid < 0, 0, pos.clip(0, None) // self.chunk_size)
+        return (ref_u << 32) | window
+
+
+def _describe(job: _Job, inp, pipe: _Pipeline, stats: StatsAccumulator, prefix: str) -> Metadata:
+    """Step 4 done (every chunk uploaded): the dataset's metadata."""
+    rows = pipe.finish()
+    table = ChunkTable.from_rows(rows)
+    header = inp.header
+    reg = get_registry()
+    return Metadata(
+        header_text=header.text,
+        references=header.references,
+        chunk_size=job.opts.chunk_size,
+        count_slot_bp=pipe.slot_bp,
+        codecs=tuple(CodecSpec(c.name, lv, reg.codecs[c.name][1].package) for c, lv in job.codecs),
+        data_prefix=prefix,
+        chunks=table,
+        stats=stats.result(header.references, int(table.nbytes.sum()) if len(table) else 0, len(table)),
+        source={"name": os.path.basename(job.source), "format": inp.format, "size": inp.size},
+        created_by=f"bams3 {__version__}",
+        coverage=pipe.depth.describe(prefix + COVERAGE_OBJECT, pipe.depth_frame()),
+    )
+
+
+def _upload_tables(store, meta: Metadata, pipe: _Pipeline) -> None:
+    """Step 5, before publishing: the coverage object, and the chunk table when it is too large
+    to inline."""
+    store.put(meta.coverage["object"], pipe.depth_frame())
+    table_frame = meta.external_chunks()
+    if table_frame is not None:
+        store.put(meta.chunks_key, table_frame)
+
+
+def _failure(exc: BaseException, inp, source: str) -> BaseException:
+    """What a failed conversion reports (it published nothing): the decoder's own reason when
+    it stopped with one, the input named once."""
+    if isinstance(exc, StorageError) and not isinstance(exc, _Unconfirmed):
+        return StorageError(f"{exc}; the conversion stopped and published nothing", kind=exc.kind, key=exc.key)
+    if isinstance(exc, InputError):
+        explained = inp.diagnose()  # the decoder has stopped: did it say why?
+        return explained if explained is not None else exc.naming(source)
+    return exc
 
 
 def new_run(store, source: str) -> str:

@@ -28,6 +28,15 @@ def url_scheme(url: str) -> str:
     return m.group(1).lower() if m else "file"
 
 
+def local_path(url: str) -> str | None:
+    """The filesystem path a plain path or ``file://`` URL names (as the local store reads it);
+    None for any other scheme."""
+    if url_scheme(url) != "file":
+        return None
+    m = _SCHEME.match(url)
+    return url[m.end():] if m else url
+
+
 @runtime_checkable
 class Store(Protocol):
     """Keys are ``/``-separated relative paths under the store's root. As on a file
