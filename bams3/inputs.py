@@ -242,65 +242,129 @@ def unknown_reference(message: str) -> InputError | None:
 
 
 def _open_with_htslib(src: _Source, kind: str, reference: str | None, threads: int) -> Input:
+    """SAM, CRAM and gzipped SAM, decoded by htslib in a child process (:class:`HtslibDecoder`)."""
+    dec = HtslibDecoder(src, kind, reference, threads)
     name = src.name
-    hint = " (pass --reference ref.fa)" if kind == "CRAM" and not reference else ""
-    proc = Child(
-        ["-m", "bams3._htsdecode", src.local_path or "-", reference or "",
-         str(max(1, threads) if kind == "CRAM" else 1)],
-        stdin=subprocess.DEVNULL if src.local_path else subprocess.PIPE,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
-    # htslib's messages, drained as they come (a full pipe would stall the decoder); kept
-    # bounded, except that the first unknown-reference warning is always kept
-    messages: list[str] = []
-    unknown: list[InputError] = []
+    try:
+        header, batches = split_records(dec.pieces())
+    except InputError as exc:
+        dec.finish()
+        raise exc.naming(name) from None
+    except StorageError as exc:
+        dec.finish()
+        raise type(exc)(f"{name}: {exc}") from None
 
-    def drain():
-        for line in proc.stderr:
+    def gen():
+        try:
+            yield from batches
+        except InputError as exc:
+            raise exc.naming(name) from None
+        finally:
+            dec.finish()
+
+    return Input(header, gen(), kind, src.size, lambda: src.consumed,
+                 lambda: dec.unknown.naming(name) if dec.unknown else None)
+
+
+class HtslibDecoder:
+    """htslib (through pysam, in a child: ``bams3._htsdecode``) turning the input into level-0
+    BGZF BAM on a pipe. Its messages are drained as they come (a full pipe would stall it) and
+    kept bounded, but the first unknown-reference warning is always kept; an input that is not a
+    local file is fed to it from a thread."""
+
+    MAX_MESSAGES = 200
+
+    def __init__(self, src: _Source, kind: str, reference: str | None, threads: int):
+        self.src, self.kind = src, kind
+        self.hint = " (pass --reference ref.fa)" if kind == "CRAM" and not reference else ""
+        self.messages: list[str] = []
+        self.unknown: InputError | None = None
+        self.feed_error: BaseException | None = None
+        self.proc = Child(
+            ["-m", "bams3._htsdecode", src.local_path or "-", reference or "",
+             str(max(1, threads) if kind == "CRAM" else 1)],
+            stdin=subprocess.DEVNULL if src.local_path else subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        self.drainer = threading.Thread(target=self._drain, daemon=True, name="bams3-decoder-messages")
+        self.drainer.start()
+        self.feeder = None
+        if src.local_path is None:  # stream the object into the decoder
+            self.feeder = threading.Thread(target=self._feed, daemon=True, name="bams3-feed-decoder")
+            self.feeder.start()
+
+    def _drain(self) -> None:
+        for line in self.proc.stderr:
             text = line.decode(errors="replace").strip()
             if not text:
                 continue
-            if not unknown:
-                exc = unknown_reference(text)
-                if exc is not None:
-                    unknown.append(exc)
-            if len(messages) < 200:
-                messages.append(text)
+            if self.unknown is None:
+                self.unknown = unknown_reference(text)
+            if len(self.messages) < self.MAX_MESSAGES:
+                self.messages.append(text)
             else:
-                messages[-1] = text
+                self.messages[-1] = text
 
-    drainer = threading.Thread(target=drain, daemon=True, name="bams3-decoder-messages")
-    drainer.start()
-    feed_error: list[BaseException] = []
-    feeder = None
-    if src.local_path is None:  # stream the object into the decoder
-
-        def feed():
+    def _feed(self) -> None:
+        try:
+            while True:
+                b = self.src.read(1 << 20)
+                if not b:
+                    break
+                self.proc.stdin.write(b)
+        except BrokenPipeError:
+            pass
+        except BaseException as exc:
+            self.feed_error = exc
+        finally:
             try:
-                while True:
-                    b = src.read(1 << 20)
-                    if not b:
-                        break
-                    proc.stdin.write(b)
-            except BrokenPipeError:
+                self.proc.stdin.close()
+            except OSError:
                 pass
-            except BaseException as exc:
-                feed_error.append(exc)
-            finally:
-                try:
-                    proc.stdin.close()
-                except OSError:
-                    pass
 
-        feeder = threading.Thread(target=feed, daemon=True, name="bams3-feed-decoder")
-        feeder.start()
+    def pieces(self) -> Iterator[bytes]:
+        """The decoded BAM stream, inflated; ends with the decoder's own error if it failed."""
+        try:
+            yield from bgzf.decompress_stream(self.proc.stdout.read1)  # htslib writes level-0 BGZF
+        except InputError:
+            raise self.error() or InputError("the SAM/CRAM decoder stopped early") from None
+        exc = self.error()
+        if exc:
+            raise exc
 
-    def finish() -> None:
+    def error(self) -> InputError | None:
+        """Why the decoder failed (once it has stopped), or None: the feeder's error, an unknown
+        reference, a CRAM reference mismatch, or the last thing htslib said."""
+        if self.feeder is not None:
+            self.feeder.join()
+        exc = self.feed_error
+        if exc is not None:
+            return exc if isinstance(exc, (InputError, StorageError)) else InputError(f"cannot read it ({exc})")
+        code = self.proc.wait()
+        self.drainer.join()
+        if self.unknown is not None:
+            return self.unknown
+        if code == 0:
+            return None
+        # htslib reports only in words: these are its messages, read as it prints them
+        err = self.messages[-1] if self.messages else ""
+        mismatch = next((m for m in self.messages if "MD5 checksum reference mismatch" in m), None)
+        if mismatch is not None:
+            where = mismatch.rsplit(" at ", 1)[-1] if " at " in mismatch else "a slice"
+            return InputError(f"the reference does not match the one the CRAM was made with (MD5 mismatch at "
+                              f"{where}); pass that FASTA with -T/--reference")
+        if "sam_write1" in err:
+            err = "a record cannot be stored in BAM, e.g. a position beyond 2,147,483,647"
+        return InputError(f"cannot read it as {self.kind} ({err or 'htslib failed'}){self.hint}")
+
+    def finish(self) -> None:
+        """Stop the decoder and its threads, and close the input."""
+        proc = self.proc
         try:
             proc.stdout.close()
         except OSError:
             pass
-        drainer.join(timeout=5)
+        self.drainer.join(timeout=5)
         try:
             proc.stderr.close()
         except OSError:
@@ -308,57 +372,6 @@ def _open_with_htslib(src: _Source, kind: str, reference: str | None, threads: i
         if proc.poll() is None:
             proc.kill()
         proc.wait()
-        if feeder is not None:
-            feeder.join()
-        src.close()
-
-    def child_error() -> InputError | None:
-        if feeder is not None:
-            feeder.join()
-        if feed_error:
-            exc = feed_error[0]
-            return exc if isinstance(exc, (InputError, StorageError)) else InputError(f"cannot read it ({exc})")
-        code = proc.wait()
-        drainer.join()
-        if unknown:
-            return unknown[0]
-        if code == 0:
-            return None
-        err = messages[-1] if messages else ""  # one line, whatever the child printed
-        mismatch = next((m for m in messages if "MD5 checksum reference mismatch" in m), None)
-        if mismatch is not None:
-            where = mismatch.rsplit(" at ", 1)[-1] if " at " in mismatch else "a slice"
-            return InputError(f"the reference does not match the one the CRAM was made with (MD5 mismatch at "
-                              f"{where}); pass that FASTA with -T/--reference")
-        if "sam_write1" in err:
-            err = "a record cannot be stored in BAM, e.g. a position beyond 2,147,483,647"
-        return InputError(f"cannot read it as {kind} ({err or 'htslib failed'}){hint}")
-
-    def pieces():
-        try:
-            yield from bgzf.decompress_stream(proc.stdout.read1)  # htslib writes level-0 BGZF
-        except InputError:
-            raise child_error() or InputError("the SAM/CRAM decoder stopped early") from None
-        exc = child_error()
-        if exc:
-            raise exc
-
-    try:
-        header, batches = split_records(pieces())
-    except InputError as exc:
-        finish()
-        raise exc.naming(name) from None
-    except StorageError as exc:
-        finish()
-        raise type(exc)(f"{name}: {exc}") from None
-
-    def gen():
-        try:
-            yield from batches
-        except InputError as exc:
-            raise InputError(f"{name}: {exc}", source=name) from None
-        finally:
-            finish()
-
-    return Input(header, gen(), kind, src.size, lambda: src.consumed,
-                 lambda: InputError(f"{name}: {unknown[0]}", source=name) if unknown else None)
+        if self.feeder is not None:
+            self.feeder.join()
+        self.src.close()
