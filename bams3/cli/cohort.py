@@ -1,0 +1,165 @@
+"""``bams3 cohort``: the same question over many datasets."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..errors import UsageError
+from .common import CONTEXT, _err, _progress, storage_options
+from .app import cli
+
+
+# ---------------------------------------------------------------- cohort
+@cli.group(context_settings=CONTEXT)
+def cohort():
+    """The same question over many datasets: counts, statistics, coverage.
+
+    \b
+    Samples come from --from FILE (URL or NAME<TAB>URL per line) or --prefix
+    (every dataset directly under it). Work runs concurrently in this process
+    (--engine local) or on Dask (--engine dask: a LocalCluster of --workers
+    processes, or the cluster at --scheduler tcp://host:8786). A failing sample
+    is retried, then reported in its own row with the error; the others finish.
+    """
+
+
+def _cohort_options(f):
+    f = click.option("--from", "from_file", type=click.Path(dir_okay=False), default=None,
+                     help="File of samples: URL or NAME<TAB>URL per line.")(f)
+    f = click.option("--prefix", default=None, help="Every dataset directly under this prefix.")(f)
+    f = click.option("--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True)(f)
+    f = click.option("--scheduler", default=None, help="Dask scheduler address (implies --engine dask).")(f)
+    f = click.option("-@", "--workers", default=8, show_default=True, type=click.IntRange(1, 1024),
+                     help="Samples in flight (threads), or Dask worker processes for a LocalCluster.")(f)
+    f = click.option("-o", "--output", default=None,
+                     help="Write .tsv, .csv or .parquet instead of TSV on stdout (- is stdout).")(f)
+    f = click.option("--sample-name", "sample_names", type=click.Choice(["path", "rg"]), default="path",
+                     show_default=True,
+                     help="Name samples by their URL (or the NAME of --from), or by their header's @RG SM.")(f)
+    f = click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")(f)
+    return storage_options(f)
+
+
+def _cohort_samples(from_file, prefix):
+    from .. import cohort as c
+
+    if bool(from_file) == bool(prefix):
+        raise UsageError("give the samples with exactly one of --from FILE or --prefix PREFIX")
+    if from_file:
+        return c.read_sample_list(from_file)
+    urls = c.find_datasets(prefix)
+    if not urls:
+        raise UsageError(f"no datasets under {prefix}")
+    return [(c.sample_name(u), u) for u in urls]
+
+
+def _cohort_run(fn, jobs, engine, scheduler, workers, progress):
+    from .. import cohort as c
+
+    with _progress("samples", progress) as report:
+        return c.run(fn, jobs, engine="dask" if scheduler else engine, workers=workers, scheduler=scheduler,
+                     progress=report)
+
+
+def _cohort_write(rows, columns, output, prefix_mode=False):
+    from .. import cohort as c
+
+    if prefix_mode:
+        rows = c.drop_non_dataset_rows(rows, columns)
+    c.write_rows(rows, columns, output, sys.stdout)
+    e, n = list(columns).index("error"), list(columns).index("sample")
+    failed = list(dict.fromkeys(r[n] for r in rows if r[e]))
+    if failed:
+        _err(f"{len(failed)} sample(s) failed (see the error column): {', '.join(map(str, failed[:5]))}"
+             + (" ..." if len(failed) > 5 else ""))
+
+
+@cohort.command("count", context_settings=CONTEXT)
+@click.argument("regions", nargs=-1)
+@click.option("-L", "--regions-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="BED file: one row per interval and sample.")
+@_cohort_options
+def cohort_count(regions, regions_file, from_file, prefix, engine, scheduler, workers, output, sample_names,
+                 progress):
+    """Reads overlapping each REGION in each sample (= samtools view -c): columns sample, region,
+    count, note, error. A region on a reference a sample lacks counts 0 there, noted
+    missing_reference; a sample that fails has its rows' error set, and the others complete.
+
+    \b
+    Examples:
+      bams3 cohort count chr20:10M-11M --prefix s3://cohort/samples/ -o counts.parquet
+      bams3 cohort count -L targets.bed --from samples.txt --engine dask --workers 8
+      bams3 cohort count chr1 chr2 --from samples.txt --scheduler tcp://10.0.0.5:8786 --sample-name rg
+    """
+    from .. import cohort as c
+
+    specs = list(regions)
+    if regions_file:
+        specs += c.bed_regions(regions_file)
+    if not specs:
+        raise UsageError("give at least one REGION or -L regions.bed")
+    c.table_format(output)  # an unknown table format fails before any sample runs
+    samples = _cohort_samples(from_file, prefix)
+    jobs = [(name, url, specs, c.RETRIES, sample_names) for name, url in samples]
+    results = _cohort_run(c.count_sample, jobs, engine, scheduler, workers, progress)
+    _cohort_write([row for rows in results for row in rows], c.COUNT_COLUMNS, output, bool(prefix))
+
+
+@cohort.command("stats", context_settings=CONTEXT)
+@_cohort_options
+def cohort_stats(from_file, prefix, engine, scheduler, workers, output, sample_names, progress):
+    """One row per sample, from its metadata alone (reads, mapped, duplicates, size, ...).
+
+    \b
+    Example:
+      bams3 cohort stats --prefix s3://cohort/samples/ -o stats.csv
+    """
+    from .. import cohort as c
+
+    c.table_format(output)
+    samples = _cohort_samples(from_file, prefix)
+    rows = _cohort_run(c.stats_sample, [(n, u, c.RETRIES, sample_names) for n, u in samples], engine, scheduler,
+                       workers, progress)
+    _cohort_write(rows, c.STATS_COLUMNS, output, bool(prefix))
+
+
+@cohort.command("coverage", context_settings=CONTEXT)
+@click.option("--bin", "bin_size", default="1M", show_default=True, help="Bin size (a multiple of 16K).")
+@click.option("--plot", default=None, help="Draw per-sample, per-reference coverage: out.html or out.png.")
+@_cohort_options
+def cohort_coverage(bin_size, plot, from_file, prefix, engine, scheduler, workers, output, sample_names, progress):
+    """Mean depth per bin of every sample, from stored bins (no reads are read); --plot draws it
+    normalised by each sample's median, like goleft indexcov (dosage and drop-outs show at a glance).
+
+    \b
+    Examples:
+      bams3 cohort coverage --prefix s3://cohort/samples/ --plot cohort.html
+      bams3 cohort coverage --from samples.txt --bin 64K -o bins.parquet
+    """
+    from .. import cohort as c
+    from ..converter import parse_chunk_size
+
+    bin_bp = parse_chunk_size(bin_size)
+    if output or not plot:
+        c.table_format(output)
+    if plot:
+        from ..plot import check_plot_path
+
+        check_plot_path(plot)
+        c.require_pandas()  # the plot is drawn from a pandas table: say so before any sample runs
+    samples = _cohort_samples(from_file, prefix)
+    results = _cohort_run(c.coverage_sample, [(n, u, bin_bp, c.RETRIES, sample_names) for n, u in samples], engine,
+                          scheduler, workers, progress)
+    rows = c.coverage_rows(results)
+    columns = c.COVERAGE_COLUMNS
+    if prefix:
+        rows = c.drop_non_dataset_rows(rows, columns)
+    if plot:
+        from ..plot import coverage_plot
+
+        coverage_plot(c._table(rows, columns), plot)
+        _err(f"wrote {plot}")
+    if output or not plot:
+        _cohort_write(rows, columns, output)

@@ -1,0 +1,129 @@
+"""Shared by the commands: option groups, messages through the redactor, progress bars, formatting."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+import click
+
+from ..errors import Bams3Error, UsageError, samtools_message
+
+
+CONTEXT = {"help_option_names": ["--help"], "max_content_width": 100}
+
+
+def storage_options(f):
+    """--endpoint-url and --no-sign-request (as the AWS CLI has them) and --trace, on every verb."""
+
+    def apply(ctx, param, value):
+        if value and param.name == "trace":
+            from ..storage import start_trace
+
+            start_trace()
+        elif value and param.name == "endpoint_url":
+            os.environ["AWS_ENDPOINT_URL"] = value
+        elif value and param.name == "no_sign_request":
+            os.environ["AWS_SKIP_SIGNATURE"] = "true"
+        return value
+
+    f = click.option("--trace", is_flag=True, expose_value=False, callback=apply, is_eager=True,
+                     help="Print every storage request (method, object, range, bytes, time) and a total to stderr.")(f)
+    f = click.option("--no-sign-request", is_flag=True, expose_value=False, callback=apply, is_eager=True,
+                     help="Anonymous access to public S3 buckets.")(f)
+    f = click.option("--endpoint-url", metavar="URL", expose_value=False, callback=apply, is_eager=True,
+                     help="S3-compatible endpoint (same as AWS_ENDPOINT_URL), e.g. http://127.0.0.1:9000.")(f)
+    return f
+
+
+_SECRET_VARS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID", "GOOGLE_SERVICE_ACCOUNT_KEY",
+                "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_SAS_TOKEN")
+
+
+def redact(text: str) -> str:
+    """The text with any credential from the environment, and any request signature, masked:
+    a last line of defence under every message bams3 prints."""
+    import re
+
+    from ..storage import redact_userinfo
+
+    for var in _SECRET_VARS:
+        value = os.environ.get(var)
+        if value and len(value) >= 4:
+            text = text.replace(value, "***")
+    text = redact_userinfo(text)
+    return re.sub(r"(X-Amz-Signature=|Signature=|Credential=|sig=)[^&\s\"'<]+", r"\1***", text)
+
+
+def _err(msg: str) -> None:
+    click.echo(redact(f"bams3: {msg}"), err=True)
+
+
+@contextlib.contextmanager
+def _progress(label: str, progress: bool | None):
+    """A ``report(done, total)`` callback drawing a progress bar on stderr (by default only on a
+    terminal); the bar is closed when the block ends, however it ends."""
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = None
+
+    def report(done, total):
+        nonlocal bar
+        if not show or not total:
+            return
+        if bar is None:
+            bar = click.progressbar(length=total, label=label, file=sys.stderr, show_eta=True)
+            bar.__enter__()
+        bar.update(done - bar.pos)
+
+    try:
+        yield report
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def _human_bp(n: int) -> str:
+    if n % (1 << 20) == 0:
+        return f"{n >> 20} Mbp"
+    if n % (1 << 10) == 0:
+        return f"{n >> 10} Kbp"
+    return f"{n:,} bp"
+
+
+def _command_line() -> str:
+    """The command line, for the @PG line (as samtools records its own)."""
+    return " ".join(["bams3", *sys.argv[1:]])
+
+
+def _check_bed(path: str | None) -> None:
+    """A BED file (-L) must exist; a FIFO or ``<(...)`` is as good as a file (read once)."""
+    if path is not None and not os.path.exists(path):
+        raise UsageError(f"cannot read BED file {path}: no such file")
+    if path is not None and os.path.isdir(path):
+        raise UsageError(f"cannot read BED file {path}: it is a directory")
+
+
+def _write_index(out, spec) -> None:
+    """The index samtools view --write-index makes, beside the output (.csi or .crai)."""
+    import pysam
+
+    from ..output import index_suffix
+
+    suffix = index_suffix(spec)
+    target = out.companion(suffix)
+    try:
+        if suffix == ".csi":
+            pysam.index("-c", out.name, target)
+        else:
+            pysam.index(out.name, target)
+    except pysam.SamtoolsError as exc:
+        raise Bams3Error(f"indexing {out.path} failed: {samtools_message(exc)}") from None

@@ -1,0 +1,133 @@
+"""Commands that write datasets: ``convert``, ``cp``, ``demo``."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+
+import click
+
+from .common import CONTEXT, _err, _human_bytes, _progress, storage_options
+from .app import cli
+from .info import stats
+
+
+# ---------------------------------------------------------------- convert
+@cli.command(context_settings=CONTEXT)
+@storage_options
+@click.argument("input_path", metavar="IN")
+@click.argument("dest")
+@click.option("--chunk-size", default="1M", show_default=True,
+              help="Genomic window per chunk: 256K, 1M, 2M or a number of bp (K/M are binary: 1M = 1,048,576 bp).")
+@click.option("-@", "--workers", default=2, show_default=True, type=click.IntRange(1, 256),
+              help="Threads for compression and upload.")
+@click.option("--compression", type=click.Choice(["default", "high"]), default="default", show_default=True,
+              help="default: zstd-9 columns, qualities by the 'qual' context model. high: also sequences "
+                   "against the chunk's own consensus (no reference needed) and zstd-12; smaller than CRAM.")
+@click.option("--codec", default=None, help="Codec for all other columns (default: zstd; see `bams3 plugins`).")
+@click.option("--level", type=int, default=None, help="Level of that codec (zstd: 9, or 12 with --compression high).")
+@click.option("--qual-codec", default=None, help="Codec for base qualities (default: qual; 'none' = the column codec).")
+@click.option("--seq-codec", default=None, help="Codec for sequences (default: none, or consensus with high).")
+@click.option("-T", "--reference", type=click.Path(dir_okay=False), default=None,
+              help="Reference FASTA, for CRAM input.")
+@click.option("--sort", "sort_input", is_flag=True, help="Sort the input by coordinate first (uses a temporary file).")
+@click.option("--force", is_flag=True, help="Replace an existing dataset at DEST.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+def convert(input_path, dest, chunk_size, workers, compression, codec, level, qual_codec, seq_codec, reference,
+            sort_input, force, progress, as_json):
+    """Convert a coordinate-sorted BAM, SAM or CRAM file into a dataset at DEST.
+
+    \b
+    IN is a path, an object URL, or - for standard input. DEST is a directory
+    path, file:// or memory:// URL (or any scheme a storage plugin serves).
+    _metadata.json is written last: an interrupted or failed conversion never
+    looks like a dataset, and running it again cleans up after it.
+
+    \b
+    Examples:
+      bams3 convert sample.bam sample.bams3
+      bams3 convert sample.cram sample.bams3 -T ref.fa --chunk-size 256K -@ 4
+      bams3 convert unsorted.bam out.bams3 --sort
+      samtools view -u -q 20 in.bam | bams3 convert - q20.bams3
+    """
+    from ..converter import convert as run
+
+    with _progress("converting", progress) as report:
+        meta = run(input_path, dest, chunk_size=chunk_size, workers=workers, compression=compression, codec=codec,
+                   level=level, qual_codec=qual_codec, seq_codec=seq_codec,
+                   force=force, reference=reference, sort=sort_input, progress=report)
+    s = meta.stats
+    if as_json:
+        click.echo(json.dumps({"dataset": dest, "records": s["n_records"], "chunks": s["n_chunks"],
+                               "stored_bytes": s["stored_bytes"], "raw_bytes": s["raw_bytes"]}))
+    else:
+        _err(f"wrote {dest}: {s['n_records']:,} records in {s['n_chunks']} chunks, "
+             f"{_human_bytes(s['stored_bytes'])}")
+
+
+# ---------------------------------------------------------------- cp
+@cli.command(context_settings=CONTEXT)
+@storage_options
+@click.argument("src")
+@click.argument("dest")
+@click.option("-@", "--workers", default=8, show_default=True, type=click.IntRange(1, 256),
+              help="Objects copied concurrently.")
+@click.option("--force", is_flag=True, help="Replace an existing dataset at DEST.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+def cp(src, dest, workers, force, progress, as_json):
+    """Copy the dataset SRC to DEST, between any two stores (a path, s3://, gs://, az://,
+    memory://). Every object is checked against the dataset's checksums on the way and
+    _metadata.json is written last, conditionally: a copy that fails or is interrupted
+    publishes nothing, and DEST is refused if it holds anything but a bams3 dataset
+    (replaced only with --force), as for convert. Unlike `aws s3 sync`, a reader never sees
+    metadata before its chunks.
+
+    \b
+    Examples:
+      bams3 cp sample.bams3 s3://my-bucket/sample.bams3
+      bams3 cp s3://lab/sample.bams3 gs://archive/sample.bams3 -@ 16
+      bams3 cp s3://lab/sample.bams3 ./sample.bams3 --force
+    """
+    from ..transfer import copy as run
+
+    with _progress("copying", progress) as report:
+        res = run(src, dest, force=force, workers=workers, progress=report)
+    if as_json:
+        click.echo(json.dumps({"source": src, "dataset": dest, "objects": res.objects, "bytes": res.bytes,
+                               "records": res.records}))
+    else:
+        _err(f"copied {src} to {dest}: {res.objects} objects, {_human_bytes(res.bytes)}, {res.records:,} records")
+
+
+# ---------------------------------------------------------------- query
+
+
+# ---------------------------------------------------------------- demo
+@cli.command(context_settings=CONTEXT)
+@click.option("--keep", type=click.Path(file_okay=False), default=None,
+              help="Write the demo dataset here (default: a temporary directory, removed afterwards).")
+def demo(keep):
+    """Convert the bundled example BAM, query it and print its statistics."""
+    from importlib.resources import as_file, files
+
+    from ..converter import convert as run
+    from ..dataset import Dataset
+
+    with as_file(files("bams3") / "data" / "example.bam") as bam, tempfile.TemporaryDirectory() as tmp:
+        dest = keep or os.path.join(tmp, "example.bams3")
+        click.echo(f"$ bams3 convert {os.path.basename(str(bam))} {dest} --chunk-size 256K --force")
+        run(str(bam), dest, chunk_size="256K", force=True)
+        ds = Dataset.open(dest)
+        region = "chr1:20,000-30,000"
+        click.echo(f"\n$ bams3 query {dest} {region} --count")
+        click.echo(ds.count(region))
+        click.echo(f"\n$ bams3 query {dest} {region} --show 3")
+        sys.stdout.flush()
+        ds.write(sys.stdout.buffer, region, limit=3)
+        sys.stdout.buffer.flush()
+        click.echo(f"\n$ bams3 stats {dest}")
+        stats.callback(dest, False, False, False)

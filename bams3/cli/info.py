@@ -1,0 +1,247 @@
+"""Commands that describe datasets: ``stats``, ``coverage``, ``ls``, ``verify``, ``plugins``."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from ..errors import Bams3Error, UsageError
+from ..storage import trace_totals
+from .common import CONTEXT, _err, _human_bp, _human_bytes, _progress, storage_options
+from .app import cli
+
+
+# ---------------------------------------------------------------- stats
+@cli.command(context_settings=CONTEXT)
+@storage_options
+@click.argument("dest")
+@click.option("--json", "as_json", is_flag=True, help="Print the full statistics as JSON.")
+@click.option("--flagstat", is_flag=True, help="Print what samtools flagstat prints.")
+@click.option("--idxstats", is_flag=True, help="Print what samtools idxstats prints.")
+def stats(dest, as_json, flagstat, idxstats):
+    """Statistics of DEST, from _metadata.json alone (one small read).
+
+    \b
+    Examples:
+      bams3 stats sample.bams3
+      bams3 stats sample.bams3 --json | jq .stats.flagstat
+      bams3 stats sample.bams3 --idxstats
+    """
+    from ..dataset import Dataset
+    from ..stats import flagstat_text, idxstats_text
+
+    ds = Dataset.open(dest)
+    m, s = ds.meta, ds.stats
+    if as_json:
+        click.echo(json.dumps({
+            "dataset": dest, "format": "bams3", "format_version": m.format_version, "source": m.source,
+            "references": [list(r) for r in m.references], "chunk_size": m.chunk_size,
+            "codecs": [{"name": c.name, "level": c.level} for c in m.codecs], "stats": s,
+            **({"io": trace_totals()} if trace_totals() is not None else {}),
+        }, indent=1))
+        return
+    if flagstat:
+        click.echo(flagstat_text(s["flagstat"]), nl=False)
+        return
+    if idxstats:
+        click.echo(idxstats_text(s["idxstats"]), nl=False)
+        return
+    click.echo(stats_block(dest, m, s), nl=False)
+
+
+def stats_block(dest: str, m, s: dict) -> str:
+    """The statistics as the original BAMS3 printed them (scripts grep these labels): a banner,
+    Format and Source, then Statistics, Structure and Storage, every value exact."""
+    total = s["n_records"]
+    mapped = sum(s["flagstat"]["mapped"])
+    src = m.source
+    src_size = src.get("size")
+    codecs = ", ".join(f"{c.name}" + (f" level {c.level}" if c.level is not None else "") for c in m.codecs)
+    pct = (lambda n: f" ({100 * n / total:.2f}%)") if total else (lambda n: "")
+    stored, raw = s["stored_bytes"], s["raw_bytes"]
+    rule = "=" * 43
+    lines = [
+        rule, "BAMS3 Dataset Statistics", rule, "",
+        f"Format: bams3 v{m.format_version}",
+        f"Source: {src.get('name', '?')} ({src.get('format', '?')}"
+        + (f", {src_size:,} bytes)" if src_size else ")"),
+        f"Dataset: {dest}",
+        "",
+        "Statistics:",
+        f"  Total reads: {total:,}",
+        f"  Mapped reads: {mapped:,}{pct(mapped)}",
+        f"  Unmapped reads: {total - mapped:,}{pct(total - mapped)}",
+        f"  Total bases: {s['total_bases']:,}",
+        f"  Mean coverage: {s['mean_coverage']:.2f}x",
+        "",
+        "Structure:",
+        f"  References: {len(m.references):,} ({s['genome_length']:,} bp)",
+        f"  Chunk size: {m.chunk_size} bp",
+        f"  Total chunks: {s['n_chunks']:,}",
+        f"  Compression: {codecs}",
+        "",
+        "Storage:",
+        f"  Total size: {_human_bytes(stored)} ({stored:,} bytes)",
+        f"  Compression ratio: {raw / stored:.2f}x" if stored else "  Compression ratio: n/a",
+    ]
+    if stored and src_size:
+        lines.append(f"  Size vs source: {stored / src_size:.2f}x")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- coverage
+@cli.command(context_settings=CONTEXT)
+@storage_options
+@click.argument("dest")
+@click.option("-r", "--region", default=None, help="Only bins overlapping this region (samtools syntax).")
+@click.option("--bin", "bin_size", default="16K", show_default=True,
+              help="Bin size: a multiple of the stored 16K bins (16K, 64K, 1M, ...; K/M binary).")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines instead of BED-like TSV.")
+def coverage(dest, region, bin_size, as_json):
+    """Mean depth per bin of DEST, from its stored binned depth alone (no reads are read).
+
+    \b
+    Depth is counted as samtools depth counts it: bases of M/=/X operations of
+    records without UNMAP, SECONDARY, QCFAIL or DUP flags; deletions do not
+    count. Output: reference, start (0-based), end, mean depth, tab-separated.
+
+    \b
+    Examples:
+      bams3 coverage sample.bams3 --bin 1M
+      bams3 coverage s3://bucket/sample.bams3 -r chrX --bin 64K
+    """
+    from ..converter import parse_chunk_size
+    from ..dataset import Dataset
+
+    ds = Dataset.open(dest)
+    try:
+        bin_bp = parse_chunk_size(bin_size)
+    except Bams3Error:
+        raise UsageError(f"bad bin size {bin_size!r} (use e.g. 16K, 64K, 1M)") from None
+    rows = ds.coverage(region, bin_bp)
+    out = sys.stdout
+    if as_json:
+        for name, beg, end, depth in rows:
+            out.write(json.dumps({"reference": name, "start": beg, "end": end, "mean_depth": round(depth, 4)}) + "\n")
+    else:
+        out.write("".join(f"{name}\t{beg}\t{end}\t{depth:.4f}\n" for name, beg, end, depth in rows))
+    out.flush()
+
+
+# ---------------------------------------------------------------- ls
+@cli.command(context_settings=CONTEXT)
+@storage_options
+@click.argument("prefix")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per dataset.")
+@click.option("-@", "--workers", default=16, show_default=True, type=click.IntRange(1, 256),
+              help="Metadata reads in flight.")
+def ls(prefix, as_json, workers):
+    """The datasets directly under PREFIX, with reads, size, chunk size and format version.
+
+    \b
+    Examples:
+      bams3 ls s3://cohort/samples/
+      bams3 ls ./datasets --json | jq .reads
+    """
+    from .. import cohort
+
+    urls = cohort.find_datasets(prefix)
+    rows = cohort.run(cohort.stats_sample, [(cohort.sample_name(u), u, 0) for u in urls], workers=workers)
+    rows = cohort.drop_non_dataset_rows(rows, cohort.STATS_COLUMNS)
+    if as_json:
+        for r in rows:
+            d = dict(zip(cohort.STATS_COLUMNS, r))
+            click.echo(json.dumps({"dataset": d["url"], "name": d["sample"], "reads": d["records"],
+                                   "size": d["size"], "chunk_size": d["chunk_size"], "chunks": d["chunks"],
+                                   "format_version": d["format_version"], **({"error": d["error"]} if d["error"]
+                                                                             else {})}))
+        return
+    if not rows:
+        _err(f"no datasets under {prefix}")
+        return
+    click.echo(f"{'reads':>14}  {'size':>10}  {'chunk':>8}  {'v':>2}  dataset")
+    for r in rows:
+        d = dict(zip(cohort.STATS_COLUMNS, r))
+        if d["error"]:
+            click.echo(f"{'?':>14}  {'?':>10}  {'?':>8}  {'?':>2}  {d['url']}  ({d['error']})")
+        else:
+            click.echo(f"{d['records']:>14,}  {_human_bytes(d['size']):>10}  {_human_bp(d['chunk_size']):>8}  "
+                       f"{d['format_version']:>2}  {d['url']}")
+
+
+# ---------------------------------------------------------------- verify
+@cli.command(context_settings=CONTEXT)
+@storage_options
+@click.argument("dest")
+@click.option("--deep", is_flag=True, help="Also decode every record and recompute the statistics.")
+@click.option("-@", "--workers", default=8, show_default=True, type=click.IntRange(1, 256),
+              help="Objects checked concurrently.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
+def verify(dest, deep, workers, as_json, progress):
+    """Check every object of DEST: missing, extra and corrupt ones (sizes and checksums);
+    exit status 1 when anything is wrong.
+
+    \b
+    Examples:
+      bams3 verify s3://bucket/sample.bams3
+      bams3 verify sample.bams3 --deep --json
+    """
+    from ..verify import verify as run
+
+    with _progress("verifying", progress) as report:
+        rep = run(dest, deep=deep, workers=workers, progress=report)
+    if as_json:
+        click.echo(json.dumps(rep.to_json()))
+    else:
+        for k in rep.missing:
+            click.echo(f"missing  {k}")
+        for k in rep.extra:
+            click.echo(f"extra    {k}")
+        for k, why in rep.corrupt:
+            click.echo(f"corrupt  {k}: {why}")
+        if rep.stats_match is False:
+            click.echo("stats    the records do not add up to the statistics in _metadata.json")
+        verdict = "OK" if rep.ok else "FAILED"
+        click.echo(f"{verdict}: {rep.objects} objects, {rep.records:,} records checked"
+                   + (" and decoded, statistics recomputed" if deep and rep.stats_match else "")
+                   + f"; {len(rep.missing)} missing, {len(rep.extra)} extra, {len(rep.corrupt)} corrupt")
+    if not rep.ok:
+        raise SystemExit(1)
+
+
+# ---------------------------------------------------------------- plugins
+@cli.command(context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per plugin.")
+def plugins(as_json):
+    """The installed plugins: what each provides (URL schemes, codecs, output formats),
+    from which package and version. Plugins that failed to load are listed with the error.
+
+    \b
+    Example:
+      bams3 plugins
+    """
+    from ..plugins import get_registry
+
+    reg = get_registry()
+    by_plugin: dict = {}
+    for kind, table in (("schemes", reg.storage), ("codecs", reg.codecs), ("formats", reg.formats)):
+        for key, (_, prov) in sorted(table.items()):
+            entry = by_plugin.setdefault(prov.plugin, {"plugin": prov.plugin, "package": prov.package,
+                                                       "version": prov.version, "schemes": [], "codecs": [],
+                                                       "formats": []})
+            entry[kind].append(key)
+    rows = sorted(by_plugin.values(), key=lambda e: e["plugin"])
+    if as_json:
+        for e in rows:
+            click.echo(json.dumps(e))
+        for f in reg.failures:
+            click.echo(json.dumps({"error": f}))
+        return
+    for e in rows:
+        provides = "; ".join(f"{k} {', '.join(e[k])}" for k in ("schemes", "codecs", "formats") if e[k])
+        click.echo(f"{e['plugin']:<10} {e['package']} {e['version']:<8}  {provides}")
+    for f in reg.failures:
+        click.echo(f"(failed)   {f}")
