@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from .errors import Bams3Error, DatasetError, NotADatasetError, UnknownReferenceError, UsageError
-from .storage import Interrupted, check_interrupted, interrupted
+from .storage import Interrupted, WithStoreOptions, check_interrupted, interrupted, store_options
 
 # note: "missing_reference" when the sample's header lacks the region's reference (count 0)
 COUNT_COLUMNS = ("sample", "region", "count", "note", "error")
@@ -271,6 +271,8 @@ def run(fn: Callable, jobs: list[tuple], *, engine: str = "local", workers: int 
             cluster = LocalCluster(n_workers=max(1, workers), threads_per_worker=2, processes=True,
                                    dashboard_address=None, silence_logs=50)
             own = client = Client(cluster)
+    if store_options():  # the command line's --endpoint-url/--no-sign-request, in the workers too
+        fn = WithStoreOptions(fn, store_options())
     try:
         futures = [client.submit(fn, *job, pure=False, key=f"bams3-{i}-{os.getpid()}-{time.time_ns()}")
                    for i, job in enumerate(jobs)]

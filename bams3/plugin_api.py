@@ -12,7 +12,7 @@ as a third party's should; the rest of the package may change between releases.
   :class:`RecordFields` a record-aware codec receives), :class:`OutputFormat`;
 - stores: the :class:`Store` protocol (its docstring is the contract), :class:`IOCounter` for
   ``--trace``, :class:`ObstoreStore` (an adapter for any obstore store),
-  :func:`check_interrupted`/:func:`interrupted` (stop promptly on Ctrl-C), :func:`redact_userinfo`;
+  :func:`check_interrupted`/:func:`interrupted` (stop promptly on Ctrl-C), :func:`redact` (the one redactor: every message a plugin raises should pass through it);
 - errors to raise: :class:`StorageError` (with ``kind`` from :data:`STORAGE_KINDS` and ``key``),
   :class:`ConflictError`, :class:`TransportError` (a response that cannot be right: retried), :class:`NotADatasetError`, :class:`DatasetError`, :class:`UsageError`,
   :class:`Bams3Error`;
@@ -40,11 +40,12 @@ from .errors import (
 )
 from .plugins import Codec, OutputFormat, RecordFields, StorageBackend, hookimpl
 from .records import Header, RecordBatch, segment_lengths, split_columns
-from .storage import IOCounter, ObstoreStore, Store, TransportError, check_interrupted, interrupted, redact_userinfo
+from .redact import redact, redact_userinfo
+from .storage import IOCounter, ObstoreStore, Store, TransportError, check_interrupted, interrupted
 
 __all__ = [
     "STORAGE_KINDS", "Bams3Error", "BgzfWriter", "Child", "Codec", "ConflictError", "DatasetError", "Header",
     "HtslibWriter", "IOCounter", "NotADatasetError", "ObstoreStore", "OutputFormat", "RecordBatch", "RecordFields",
     "Store", "StorageBackend", "StorageError", "TransportError", "UsageError", "check_interrupted", "hookimpl", "interrupted",
-    "redact_userinfo", "samtools_message", "segment_lengths", "split_columns",
+    "redact", "redact_userinfo", "samtools_message", "segment_lengths", "split_columns",
 ]

@@ -32,6 +32,9 @@ class StorageBackend:
 
     ``open(url, create)`` returns a :class:`bams3.storage.Store` rooted at the
     URL (a dataset prefix). ``create=True`` is passed when the caller will write.
+    ``options`` names the store options the backend takes as keyword arguments of
+    ``open`` when they are given (``endpoint_url``, ``no_sign_request``: the command
+    line's ``--endpoint-url`` and ``--no-sign-request``).
     When a plugin cannot load, ``bams3 plugins`` names its package (what to install).
     """
 
@@ -39,6 +42,7 @@ class StorageBackend:
     schemes: tuple[str, ...] = attrs.field(converter=tuple)
     open: Callable[..., Any]
     description: str = ""
+    options: tuple[str, ...] = attrs.field(default=(), converter=tuple)
 
 
 @attrs.frozen

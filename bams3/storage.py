@@ -18,6 +18,7 @@ import attrs
 
 from .errors import ConflictError, StorageError, UsageError
 from .plugins import get_registry
+from .redact import redact, redact_userinfo  # noqa: F401 (the redactor, where stores have always found it)
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 
@@ -315,35 +316,6 @@ def check_interrupted() -> None:
         raise Interrupted()
 
 
-_URL_START = re.compile(r"(?i)\b[a-z][a-z0-9+.\-]*://")
-
-
-def redact_userinfo(text: str) -> str:
-    """``scheme://user:password@host`` -> ``scheme://***@host`` wherever a URL appears in ``text``.
-
-    A password may hold ``@``, ``/`` or spaces as typed: everything from ``://`` to the last
-    ``@`` on the line (before any next URL) is masked when it holds a ``:`` (user:password) or
-    is a plain ``user@``. A key such as ``s3://b/run@v2`` (no colon, a ``/``) is left alone;
-    an odd ``host:port/a@b`` is masked too, which costs a message nothing it needs.
-    """
-    out, pos = [], 0
-    for m in _URL_START.finditer(text):
-        if m.start() < pos:
-            continue
-        end = text.find("\n", m.end())
-        end = len(text) if end == -1 else end
-        following = _URL_START.search(text, m.end(), end)
-        end = following.start() if following else end
-        at = text.rfind("@", m.end(), end)
-        if at == -1:
-            continue
-        info = text[m.end():at]
-        if ":" in info or not re.search(r"[/\s]", info):
-            out.append(text[pos:m.end()] + "***")
-            pos = at
-    return "".join(out) + text[pos:]
-
-
 def redact_query(url: str) -> str:
     return url.split("?", 1)[0] + "?…" if "?" in url else url
 
@@ -405,13 +377,41 @@ class TracedStore:
         return self._call("DELETE", key, self._inner.delete, key)
 
 
+_STORE_OPTIONS: dict = {}
+
+
+def set_store_options(**options) -> None:
+    """Options every store opened from now on is given, when its backend takes them
+    (:attr:`bams3.StorageBackend.options`): the command line's ``--endpoint-url``
+    (``endpoint_url``) and ``--no-sign-request`` (``no_sign_request``). Nothing is written to
+    the environment."""
+    _STORE_OPTIONS.update({k: v for k, v in options.items() if v is not None})
+
+
+def store_options() -> dict:
+    """The options set with :func:`set_store_options`."""
+    return dict(_STORE_OPTIONS)
+
+
+class WithStoreOptions:
+    """``fn`` with these store options set first, wherever it runs (a Dask worker process)."""
+
+    def __init__(self, fn, options: dict):
+        self.fn, self.options = fn, dict(options)
+
+    def __call__(self, *args, **kwargs):
+        set_store_options(**self.options)
+        return self.fn(*args, **kwargs)
+
+
 def open_store(url: str, *, create: bool = False) -> Store:
     """The store rooted at ``url``, from the plugin serving its scheme. Under ``--trace``, every
     store's requests are recorded: its own counter's, or a TracedStore's around it."""
     refuse_query(url)
     backend = get_registry().storage_for(url_scheme(url))
+    options = {k: v for k, v in _STORE_OPTIONS.items() if k in backend.options}
     try:
-        store = backend.open(url, create=create)
+        store = backend.open(url, create=create, **options)
         if _traced is not None:
             if not isinstance(getattr(store, "counter", None), IOCounter):
                 store = TracedStore(store)

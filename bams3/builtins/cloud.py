@@ -38,18 +38,17 @@ from bams3.plugin_api import (
     check_interrupted,
     hookimpl,
     interrupted,
-    redact_userinfo,
+    redact,
 )
 
 _BACKOFF = {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=5), "base": 2}
 _NO_BUCKET_CODES = ("NoSuchBucket", "ContainerNotFound")  # S3's and Azure's error codes (in the answer's body)
-_SECRET = re.compile(r"(X-Amz-[A-Za-z-]+|Signature|Credential|sig|token)=[^&\s]+", re.I)
 
 
 def _clean(text: str) -> str:
-    """The first line of an error, with anything that looks like a credential removed."""
+    """The first line of an error, through the redactor."""
     line = text.strip().splitlines()[0] if text.strip() else ""
-    return _SECRET.sub(r"\1=…", line)[:200]
+    return redact(line)[:200]
 
 
 def _number(name: str, default: float, low: float, high: float) -> float:
@@ -172,13 +171,13 @@ def transient(exc: BaseException) -> bool:
     return f.http_kind is not None  # no answer: a timeout, a refused or dropped connection, a body cut short
 
 
-def display_endpoint() -> str:
-    """AWS_ENDPOINT_URL as it may be shown: without a user or password in it."""
-    return redact_userinfo(os.environ.get("AWS_ENDPOINT_URL") or "S3")
+def display_endpoint(endpoint: str | None = None) -> str:
+    """The S3 endpoint as it may be shown: without a user or password in it."""
+    return redact(endpoint or os.environ.get("AWS_ENDPOINT_URL") or "S3")
 
 
 def translate(exc: BaseException, url: str, key: str, attempts: int | None = None,
-              seconds: float | None = None) -> BaseException:
+              seconds: float | None = None, endpoint: str | None = None) -> BaseException:
     """Turn an obstore error into one line a user can act on, naming the object and the cause
     (never echoing credentials). Decided by the exception's type and :class:`Failure` fields."""
     from obstore import exceptions as oe
@@ -211,7 +210,7 @@ def translate(exc: BaseException, url: str, key: str, attempts: int | None = Non
                             "or allow more time with BAMS3_TIMEOUT=SECONDS", kind="timeout", key=key)
     if f.status is None and f.http_kind in ("Connect", "Request"):
         if url.lower().startswith("s3://"):
-            return StorageError(f"{url}: cannot reach {display_endpoint()}{tried} (for {key}); check the network "
+            return StorageError(f"{url}: cannot reach {display_endpoint(endpoint)}{tried} (for {key}); check the network "
                                 "and AWS_ENDPOINT_URL", kind="unreachable", key=key)
         return StorageError(f"{url}: cannot reach the server{tried} (for {key}); check the network and the URL",
                             kind="unreachable", key=key)
@@ -233,8 +232,9 @@ class CloudStore(ObstoreStore):
     """An ObstoreStore that retries transient failures itself (each attempt counted and traced)
     and translates errors into one-line, actionable messages."""
 
-    def __init__(self, store, url: str, read_only: bool = False, stream_store=None):
+    def __init__(self, store, url: str, read_only: bool = False, stream_store=None, endpoint: str | None = None):
         super().__init__(store, url)
+        self.endpoint = endpoint  # S3's, when one was given
         self.read_only = read_only
         self._stream_store = stream_store  # the same store with obstore's own retries, for stream()
         self._conf = settings()
@@ -250,14 +250,14 @@ class CloudStore(ObstoreStore):
                 return fn(key, *args, **kwargs)
             except BaseException as exc:
                 if isinstance(exc, FileNotFoundError) and Failure.of(exc).code in _NO_BUCKET_CODES:
-                    raise translate(exc, self.url, key) from None
+                    raise translate(exc, self.url, key, endpoint=self.endpoint) from None
                 if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit, FileNotFoundError)):
                     raise
                 if isinstance(exc, StorageError) and not isinstance(exc, TransportError):
                     raise
                 elapsed = time.monotonic() - start
                 if not transient(exc) or attempt == conf["attempts"] or elapsed + delay > conf["budget"]:
-                    raise translate(exc, self.url, key, attempt, elapsed) from None
+                    raise translate(exc, self.url, key, attempt, elapsed, self.endpoint) from None
             interrupted.wait(delay)
             delay = min(delay * 2, 5.0)
         raise AssertionError("unreachable")
@@ -298,7 +298,7 @@ class CloudStore(ObstoreStore):
             except BaseException as exc:
                 if isinstance(exc, (KeyboardInterrupt, SystemExit, StorageError, GeneratorExit)):
                     raise
-                raise translate(exc, self.url, key) from None
+                raise translate(exc, self.url, key, endpoint=self.endpoint) from None
             yield b
 
     def put(self, key, data):
@@ -323,11 +323,11 @@ class CloudStore(ObstoreStore):
         return self._guard(lambda p: super(CloudStore, self).list_dirs(p), prefix)
 
 
-def _profile_config() -> dict:
+def _profile_config(unsigned: bool = False) -> dict:
     """Static keys, region and endpoint of the AWS named profile in use, from
     ~/.aws/credentials and ~/.aws/config (AWS_SHARED_CREDENTIALS_FILE, AWS_CONFIG_FILE),
-    when the environment does not already hold keys."""
-    if os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("AWS_SKIP_SIGNATURE", "").lower() == "true":
+    when the environment does not already hold keys (nor are requests unsigned)."""
+    if unsigned or os.environ.get("AWS_ACCESS_KEY_ID"):
         return {}
     profile = os.environ.get("AWS_PROFILE") or os.environ.get("AWS_DEFAULT_PROFILE")
     cred_file = os.path.expanduser(os.environ.get("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials"))
@@ -368,9 +368,9 @@ def split_url(url: str) -> tuple[str, str, str]:
     if prefix.endswith("/"):
         prefix = prefix[:-1]
     if not bucket:
-        raise UsageError(f"{redact_userinfo(url)}: no bucket name")
+        raise UsageError(f"{redact(url)}: no bucket name")
     if prefix and any(seg in ("", ".", "..") for seg in prefix.split("/")):
-        raise UsageError(f"{redact_userinfo(url)}: empty, '.' or '..' segments are not allowed in an object key")
+        raise UsageError(f"{redact(url)}: empty, '.' or '..' segments are not allowed in an object key")
     return scheme.lower(), bucket, prefix
 
 
@@ -386,26 +386,34 @@ def check_endpoint(endpoint: str, what: str = "AWS_ENDPOINT_URL") -> None:
     except ValueError:
         ok = False
     if not ok:
-        raise UsageError(f"{what} {redact_userinfo(endpoint)!r} is not an http:// or https:// URL with a host "
+        raise UsageError(f"{what} {redact(endpoint)!r} is not an http:// or https:// URL with a host "
                          "(e.g. http://127.0.0.1:9000)")
 
 
-def open_cloud(url: str, create: bool = False):
+def open_cloud(url: str, create: bool = False, endpoint_url: str | None = None, no_sign_request: bool = False):
+    """The store at ``url``. ``endpoint_url`` and ``no_sign_request`` (``--endpoint-url``,
+    ``--no-sign-request``) apply to s3:// and take precedence over AWS_ENDPOINT_URL,
+    AWS_SKIP_SIGNATURE and the profile."""
     from obstore.store import AzureStore, GCSStore, S3Store
 
     scheme = url.split("://", 1)[0].lower()
     if create and scheme in ("http", "https"):
-        raise StorageError(f"{redact_userinfo(url)} is read-only (HTTP); write to s3://, gs://, az:// or a path "
+        raise StorageError(f"{redact(url)} is read-only (HTTP); write to s3://, gs://, az:// or a path "
                            "instead")
     conf = settings()
     options = dict(conf["client"])
     kwargs = {}
+    endpoint = ""
     if scheme == "s3":
-        kwargs.update(_profile_config())
-        endpoint = os.environ.get("AWS_ENDPOINT_URL", "") or kwargs.get("endpoint", "")
+        unsigned = no_sign_request or os.environ.get("AWS_SKIP_SIGNATURE", "").lower() == "true"
+        kwargs.update(_profile_config(unsigned))
+        if unsigned:
+            kwargs["skip_signature"] = True
+        endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL", "") or kwargs.get("endpoint", "")
         if endpoint:
-            check_endpoint(endpoint, "AWS_ENDPOINT_URL" if os.environ.get("AWS_ENDPOINT_URL") else
-                           "the profile's endpoint_url")
+            check_endpoint(endpoint, "--endpoint-url (AWS_ENDPOINT_URL)" if endpoint_url else
+                           "AWS_ENDPOINT_URL" if os.environ.get("AWS_ENDPOINT_URL") else "the profile's endpoint_url")
+            kwargs["endpoint"] = endpoint
         if endpoint.startswith("http://"):
             options["allow_http"] = True
         if os.environ.get("AWS_S3_USE_ACCELERATE", "").lower() == "true" and not endpoint:
@@ -427,11 +435,13 @@ def open_cloud(url: str, create: bool = False):
     except UsageError:
         raise
     except Exception as exc:
-        raise DatasetError(f"cannot use {redact_userinfo(url)}: {_clean(str(exc))}") from None
-    return CloudStore(stores[0], url, read_only=scheme in ("http", "https"), stream_store=stores[1])
+        raise DatasetError(f"cannot use {redact(url)}: {_clean(str(exc))}") from None
+    return CloudStore(stores[0], url, read_only=scheme in ("http", "https"), stream_store=stores[1],
+                      endpoint=endpoint or None)
 
 
 @hookimpl
 def bams3_register_storage(register):
     register(StorageBackend(name="cloud", schemes=("s3", "gs", "az", "http", "https"), open=open_cloud,
-                                  description="S3, Google Cloud Storage, Azure Blob (obstore); HTTP(S) read-only"))
+                            options=("endpoint_url", "no_sign_request"),
+                            description="S3, Google Cloud Storage, Azure Blob (obstore); HTTP(S) read-only"))

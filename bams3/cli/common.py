@@ -8,6 +8,8 @@ import sys
 
 import click
 
+from ..redact import redact
+
 from ..errors import Bams3Error, UsageError, samtools_message
 
 
@@ -22,10 +24,10 @@ def storage_options(f):
             from ..storage import start_trace
 
             start_trace()
-        elif value and param.name == "endpoint_url":
-            os.environ["AWS_ENDPOINT_URL"] = value
-        elif value and param.name == "no_sign_request":
-            os.environ["AWS_SKIP_SIGNATURE"] = "true"
+        elif value and param.name in ("endpoint_url", "no_sign_request"):
+            from ..storage import set_store_options
+
+            set_store_options(**{param.name: value})  # given to the stores as options, not to the environment
         return value
 
     f = click.option("--trace", is_flag=True, expose_value=False, callback=apply, is_eager=True,
@@ -35,25 +37,6 @@ def storage_options(f):
     f = click.option("--endpoint-url", metavar="URL", expose_value=False, callback=apply, is_eager=True,
                      help="S3-compatible endpoint (same as AWS_ENDPOINT_URL), e.g. http://127.0.0.1:9000.")(f)
     return f
-
-
-_SECRET_VARS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID", "GOOGLE_SERVICE_ACCOUNT_KEY",
-                "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_SAS_TOKEN")
-
-
-def redact(text: str) -> str:
-    """The text with any credential from the environment, and any request signature, masked:
-    a last line of defence under every message bams3 prints."""
-    import re
-
-    from ..storage import redact_userinfo
-
-    for var in _SECRET_VARS:
-        value = os.environ.get(var)
-        if value and len(value) >= 4:
-            text = text.replace(value, "***")
-    text = redact_userinfo(text)
-    return re.sub(r"(X-Amz-Signature=|Signature=|Credential=|sig=)[^&\s\"'<]+", r"\1***", text)
 
 
 def _err(msg: str) -> None:
