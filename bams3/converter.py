@@ -41,7 +41,7 @@ from .format import (
     encode_chunk,
 )
 from .inputs import STDIN, open_input, unknown_reference
-from .plugins import get_registry
+from .plugins import get_registry, outside_origins
 from .records import RecordBatch
 from .stats import StatsAccumulator
 from .storage import local_path, open_store
@@ -253,6 +253,7 @@ class _Pipeline:
         self.depth = depth  # binned depth, accumulated as chunks are encoded
         self.ref_lengths = list(ref_lengths)
         self._depth_frame: bytes | None = None
+        self.origins = outside_origins(get_registry(), "codecs", [c.name for c, _ in codecs])
         self.next_index = 0
         self.chunk_size = chunk_size
         self.slot_bp = count_slot_bp(chunk_size) if count_slots else 0
@@ -273,11 +274,11 @@ class _Pipeline:
 
     def _work(self, index: int, batch: RecordBatch, ref_id: int, window: int) -> tuple[dict, tuple | None]:
         if ref_id < 0:
-            enc = encode_chunk(batch, self.codecs, column_codecs=self.column_codecs)
+            enc = encode_chunk(batch, self.codecs, column_codecs=self.column_codecs, origins=self.origins)
             depth = None
         else:
             enc = encode_chunk(batch, self.codecs, window * self.chunk_size, self.slot_bp, self.n_slots,
-                               column_codecs=self.column_codecs)
+                               column_codecs=self.column_codecs, origins=self.origins)
             depth = chunk_depth(batch.core, enc.cigar, ref_length=self.ref_lengths[ref_id])
         self.store.put(chunk_key(self.prefix, index), enc.blob)
         return {"ref_id": ref_id, "window": window, **enc.info}, depth
@@ -439,7 +440,7 @@ def _describe(job: _Job, inp, pipe: _Pipeline, stats: StatsAccumulator, prefix: 
         references=header.references,
         chunk_size=job.opts.chunk_size,
         count_slot_bp=pipe.slot_bp,
-        codecs=tuple(CodecSpec(c.name, lv, reg.codecs[c.name][1].package) for c, lv in job.codecs),
+        codecs=tuple(CodecSpec(c.name, lv, _package(reg, c.name)) for c, lv in job.codecs),
         data_prefix=prefix,
         chunks=table,
         stats=stats.result(header.references, int(table.nbytes.sum()) if len(table) else 0, len(table)),
@@ -447,6 +448,12 @@ def _describe(job: _Job, inp, pipe: _Pipeline, stats: StatsAccumulator, prefix: 
         created_by=f"bams3 {__version__}",
         coverage=pipe.depth.describe(prefix + COVERAGE_OBJECT, pipe.depth_frame()),
     )
+
+
+def _package(reg, codec: str) -> str | None:
+    """The distribution that provides a codec (None: a plugin registered at run time)."""
+    package = reg.provider("codecs", codec).package
+    return None if package == "?" else package
 
 
 def _upload_tables(store, meta: Metadata, pipe: _Pipeline) -> None:

@@ -15,7 +15,7 @@ from . import __version__
 from ._threads import ordered_map
 from .errors import CorruptDatasetError, DatasetError, InputError, NotADatasetError
 from .format import MAX_METADATA_BYTES, METADATA_KEY, ChunkReader, Metadata, Selection
-from .plugins import get_registry
+from .plugins import get_registry, plugin_code
 from .records import Header, RecordBatch
 from .region import POS_MAX, Region, read_bed
 from .source import ChunkSource
@@ -318,23 +318,28 @@ class Dataset:
         ``pg``: a command line to record in an @PG line added to the header, as samtools does
         (None: the header is written untouched).
         """
-        fmt = get_registry().output_format(format)
+        reg = get_registry()
+        fmt = reg.output_format(format)
+        provider = reg.provider("formats", format)
         sel = regions if isinstance(regions, Selection) else self.selection(regions, bed=bed, multi=multi,
                                                                              union=union)
         batches = self.batches(sel) if limit != 0 else iter(())
         if limit is not None:
             batches = _first(batches, limit)
         header = self.header if pg is None else self.header.with_pg("bams3", __version__, pg)
-        writer = fmt.open(out, header, dict(options or {}))
+        with plugin_code(provider, f"opening a {format} writer"):
+            writer = fmt.open(out, header, dict(options or {}))
         try:
             for batch in batches:
-                writer.write(batch)
+                with plugin_code(provider, f"writing {format}"):
+                    writer.write(batch)
         except BaseException:
             abort = getattr(writer, "abort", None)
             if abort:
                 abort()
             raise
-        writer.close()
+        with plugin_code(provider, f"closing the {format} writer"):
+            writer.close()
 
     def to_bam(self, path: str, region=None, *, index: bool = False, threads: int = 2, level: int = 6,
                pg: str | None = None) -> None:

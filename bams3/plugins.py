@@ -10,6 +10,7 @@ registers through the ``register`` callbacks. Ours use only
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata
 import sys
@@ -20,7 +21,7 @@ import attrs
 import pluggy
 
 from . import hookspecs
-from .errors import PluginError
+from .errors import Bams3Error, PluginError
 
 ENTRY_POINT_GROUP = "bams3"
 hookimpl = pluggy.HookimplMarker("bams3")
@@ -105,6 +106,35 @@ class Provider:
     version: str
 
 
+@contextlib.contextmanager
+def plugin_code(provider: Provider, what: str):
+    """Run a plugin's own code: an exception other than those its contract names (any bams3
+    error, ``FileNotFoundError`` for a missing object) is a :class:`PluginError` naming the
+    plugin and its package, never a bams3 bug nor a corrupt dataset. Ours (package bams3) are
+    left alone: their errors are bams3's."""
+    if provider.package == "bams3":
+        yield
+        return
+    try:
+        yield
+    except (Bams3Error, FileNotFoundError):
+        raise
+    except Exception as exc:
+        raise PluginError(f"{what} failed in plugin {provider.plugin!r} from package {provider.package} "
+                          f"({type(exc).__name__}: {' '.join(str(exc).split())}); report it to that package's "
+                          "authors", plugin=provider.plugin, package=provider.package) from exc
+
+
+def outside_origins(registry, kind: str, keys) -> dict[str, tuple[str, str]]:
+    """(plugin, package) of the outside plugins (not bams3's own) that registered ``keys``."""
+    out = {}
+    for key in keys:
+        p = registry.provider(kind, key)
+        if p.package != "bams3":
+            out[key] = (p.plugin, p.package)
+    return out
+
+
 class Registry:
     """Everything the installed plugins registered, by scheme or name."""
 
@@ -139,6 +169,13 @@ class Registry:
                         _table[key] = (thing, _provider)
 
                 impl.function(register=register)
+
+    def provider(self, kind: str, key: str) -> Provider:
+        """Who registered the storage scheme, codec or output format ``key`` (``kind``: storage,
+        codecs or formats)."""
+        table = {"storage": self.storage, "codecs": self.codecs, "formats": self.formats}[kind]
+        entry = table.get(key)
+        return entry[1] if entry else Provider("?", "?", "?")
 
     def storage_for(self, scheme: str) -> StorageBackend:
         try:

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from .errors import CorruptDatasetError, DatasetError, PluginError
+from .errors import Bams3Error, CorruptDatasetError, DatasetError, PluginError
 from .format import (
     ChunkReader,
     ChunkTable,
@@ -20,7 +20,7 @@ from .format import (
     directory_nbytes,
 )
 from .format.columns import ALL
-from .plugins import get_registry
+from .plugins import get_registry, outside_origins
 
 _GAP = 64 << 10  # ranges of columns closer than this are fetched as one
 
@@ -33,6 +33,7 @@ class ChunkSource:
         self.meta = meta
         self.url = url
         self._codecs = None
+        self.origins: dict[str, tuple[str, str]] = {}  # outside codecs: (plugin, package)
 
     # ------------------------------------------------------------------ what every read needs
     @property
@@ -60,6 +61,7 @@ class ChunkSource:
                     raise PluginError(f"{self.url} was written with codec {spec.name!r}, which no installed plugin "
                                       f"provides; {hint}") from None
             self._codecs = out
+            self.origins = outside_origins(reg, "codecs", [c.name for c in out])
         return self._codecs
 
     def object(self, key: str, nbytes: int, what: str) -> bytes:
@@ -95,7 +97,8 @@ class ChunkSource:
         t = self.table
         key = chunk_key(self.meta.data_prefix, index)
         reader = ChunkReader(blob, self.codecs, f"{self.url}/{key}", max_raw=int(t.raw_nbytes[index]),
-                             head_crc=int(t.head_crc[index]), version=self.meta.format_version, pieces=pieces)
+                             head_crc=int(t.head_crc[index]), version=self.meta.format_version, pieces=pieces,
+                             origins=self.origins)
         if reader.n_records != int(t.n_records[index]):
             raise CorruptDatasetError(self.url, f"chunk {key} does not match the chunk table (its record count); "
                                       "the dataset is damaged")
@@ -184,8 +187,20 @@ class ChunkSource:
             raise CorruptDatasetError(self.url, f"chunk {key} has no count slots where the table says; "
                                       "the dataset is damaged")
         blob = self._range(key, *layout.byte_range(a, b))
-        slots = decode_slots(blob, a, layout.size, layout.start_of(0), layout.slot_bp, self.codecs[0],
-                             f"{self.url}/{key}", int(self.table.n_records[index]),
-                             whole_crc=self.meta.format_version >= 2)
+        codec, where = self.codecs[0], f"{self.url}/{key}"
+        try:
+            slots = decode_slots(blob, a, layout.size, layout.start_of(0), layout.slot_bp, codec, where,
+                                 int(self.table.n_records[index]), whole_crc=self.meta.format_version >= 2)
+        except Bams3Error:
+            raise
+        except Exception as exc:
+            if codec.name in self.origins:  # an outside codec: corrupt data, or a broken plugin
+                plugin, package = self.origins[codec.name]
+                raise PluginError(f"codec {codec.name!r} (plugin {plugin!r} from package {package}) failed to "
+                                  f"decode a count slot of {where} ({type(exc).__name__}: {exc}); the dataset may "
+                                  "be damaged (`bams3 verify`), or the plugin broken", plugin=plugin,
+                                  package=package) from exc
+            raise CorruptDatasetError(where, f"a count slot does not decode ({exc}); the dataset is corrupt") \
+                from None
         return layout, slots
 

@@ -17,7 +17,7 @@ from typing import Protocol, runtime_checkable
 import attrs
 
 from .errors import ConflictError, StorageError, UsageError
-from .plugins import get_registry
+from .plugins import get_registry, plugin_code
 from .redact import redact, redact_userinfo  # noqa: F401 (the redactor, where stores have always found it)
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
@@ -377,6 +377,36 @@ class TracedStore:
         return self._call("DELETE", key, self._inner.delete, key)
 
 
+class GuardedStore:
+    """An outside plugin's store, whose failures other than those the Store contract names
+    (FileNotFoundError, bams3 errors) name the plugin and its package (:func:`plugin_code`)."""
+
+    _METHODS = ("get", "get_range", "get_ranges", "put", "put_if", "head", "size", "delete", "list_dirs")
+
+    def __init__(self, inner, provider):
+        self._inner, self._provider = inner, provider
+        self.url = inner.url
+
+    def __getattr__(self, name):
+        value = getattr(self._inner, name)
+        if name not in self._METHODS or not callable(value):
+            return value
+
+        def call(*args, **kwargs):
+            with plugin_code(self._provider, f"{name} {args[0] if args else ''}".strip()):
+                return value(*args, **kwargs)
+
+        return call
+
+    def list(self, prefix=""):
+        with plugin_code(self._provider, f"list {prefix}".strip()):
+            return iter(list(self._inner.list(prefix)))
+
+    def stream(self, key, *args, **kwargs):
+        with plugin_code(self._provider, f"stream {key}"):
+            yield from self._inner.stream(key, *args, **kwargs)
+
+
 _STORE_OPTIONS: dict = {}
 
 
@@ -408,10 +438,16 @@ def open_store(url: str, *, create: bool = False) -> Store:
     """The store rooted at ``url``, from the plugin serving its scheme. Under ``--trace``, every
     store's requests are recorded: its own counter's, or a TracedStore's around it."""
     refuse_query(url)
-    backend = get_registry().storage_for(url_scheme(url))
+    reg = get_registry()
+    scheme = url_scheme(url)
+    backend = reg.storage_for(scheme)
+    provider = reg.provider("storage", scheme)
     options = {k: v for k, v in _STORE_OPTIONS.items() if k in backend.options}
     try:
-        store = backend.open(url, create=create, **options)
+        with plugin_code(provider, f"opening {redact(url)}"):
+            store = backend.open(url, create=create, **options)
+        if provider.package != "bams3":
+            store = GuardedStore(store, provider)
         if _traced is not None:
             if not isinstance(getattr(store, "counter", None), IOCounter):
                 store = TracedStore(store)

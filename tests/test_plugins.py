@@ -1,5 +1,5 @@
-"""The plugin host: our own plugins arrive through entry points, clashes are errors,
-and the storage interface behaves the same on every shipped backend."""
+"""The plugin host: our own plugins are modules of the package, clashes are errors, a plugin's
+own failures name it, and the storage interface behaves the same on every shipped backend."""
 
 from __future__ import annotations
 
@@ -17,8 +17,11 @@ from bams3.conformance.store import StoreTests
 from .test_cli import EXAMPLE
 
 
-def test_shipped_plugins_register_through_entry_points():
+def test_shipped_plugins_are_modules_of_the_package():
     reg = get_registry()
+    assert {p.plugin for p in reg.plugin_manager.get_plugins() if hasattr(p, "plugin")} == set()
+    assert all(getattr(p, "__name__", "").startswith("bams3.builtins.") for p in reg.plugin_manager.get_plugins()
+               if getattr(p, "__name__", "").startswith("bams3"))
     assert {"file", "memory"} <= set(reg.storage)
     assert "zstd" in reg.codecs
     assert {"sam", "bam", "json"} <= set(reg.formats)
@@ -152,3 +155,66 @@ def test_the_kit_is_importable_as_bams3_conformance_and_a_pytest_plugin(bams3_da
     assert CodecTests and OutputFormatTests and StoreTests and store_state_machine and strategies.regions
     bam, ds = bams3_dataset  # a fixture of the kit's pytest plugin
     assert bams3.open(ds).count() == 1000
+
+
+def test_failures_in_an_outside_plugins_code_name_the_plugin_not_bams3(tmp_path):
+    """A store that raises what its contract does not name, a codec that cannot decode, a
+    writer that fails: a PluginError naming the plugin, never "please report it" to bams3 nor
+    (for a codec that is not ours) a plain "the dataset is corrupt"."""
+    import io
+
+    class Store:
+        url = "flaky://x"
+
+        def get_range(self, key, start, end):
+            raise RuntimeError("the flaky driver fell over")
+
+        def __getattr__(self, name):
+            raise AttributeError(name)
+
+    class Plugins:
+        @bams3.hookimpl
+        def bams3_register_storage(self, register):
+            register(bams3.StorageBackend(name="flaky", schemes=("flaky",), open=lambda url, create=False: Store()))
+
+        @bams3.hookimpl
+        def bams3_register_codecs(self, register):
+            def decode(data, raw_size):
+                raise ValueError("the xz stream is bad")
+
+            register(bams3.Codec(name="brokenxz", encode=lambda data, level: data, decode=decode))
+
+        @bams3.hookimpl
+        def bams3_register_output_formats(self, register):
+            class Writer:
+                def __init__(self, out, header, options):
+                    pass
+
+                def write(self, batch):
+                    raise RuntimeError("out of imaginary quota")
+
+                def close(self):
+                    pass
+
+            register(bams3.OutputFormat(name="brokenfmt", extensions=(".broken",), open=Writer))
+
+    register_plugin(Plugins(), name="brokenkit")
+    try:
+        with pytest.raises(PluginError, match=r"plugin 'brokenkit' .*RuntimeError: the flaky driver fell over") as e:
+            bams3.open("flaky://x/d.bams3")
+        assert e.value.plugin == "brokenkit"
+        dest = str(tmp_path / "d")
+        bams3.convert(EXAMPLE, dest, codec="brokenxz", qual_codec="none")
+        ds = bams3.open(dest)
+        with pytest.raises(PluginError, match=r"codec 'brokenxz' \(plugin 'brokenkit'.*the xz stream is bad.*"
+                                              r"may be damaged") as e:
+            list(ds.batches("chr1"))
+        assert e.value.plugin == "brokenkit"
+        with pytest.raises(PluginError, match=r"codec 'brokenxz' \(plugin 'brokenkit'.*may be damaged"):
+            ds.count("chr1:1000-1000")  # an edge chunk: its count slots or its pos/span prefix
+        with pytest.raises(PluginError, match=r"writing brokenfmt failed in plugin 'brokenkit'.*out of imaginary"):
+            good = str(tmp_path / "ok")
+            bams3.convert(EXAMPLE, good)
+            bams3.open(good).write(io.BytesIO(), "chr1", format="brokenfmt")
+    finally:
+        unregister_plugin("brokenkit")

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import attrs
 import numpy as np
 
-from ..errors import CorruptDatasetError, DatasetError, InputError
+from ..errors import Bams3Error, CorruptDatasetError, DatasetError, InputError, PluginError
 from ..records import CORE, RecordBatch, assemble, reference_span, segment_lengths, split_columns
 from .columns import (
     BY_NAME,
@@ -66,13 +66,23 @@ class EncodedChunk:
     cigar: np.ndarray
 
 
+def _codec_failed(codec, what: str, exc: Exception, origins: Mapping[str, tuple[str, str]] | None):
+    """A codec's own failure, naming the codec and (an outside one) its plugin and package."""
+    plugin, package = (origins or {}).get(codec.name, (codec.name, None))
+    where = f" (plugin {plugin!r} from package {package})" if package else ""
+    return PluginError(f"codec {codec.name!r}{where} failed to {what} ({type(exc).__name__}: "
+                       f"{' '.join(str(exc).split())})", plugin=plugin, package=package)
+
+
 def encode_chunk(batch: RecordBatch, codecs, window_start: int | None = None,
-                 slot_bp: int = 0, n_slots: int = 0, column_codecs: dict[int, int] | None = None) -> EncodedChunk:
+                 slot_bp: int = 0, n_slots: int = 0, column_codecs: dict[int, int] | None = None,
+                 origins: Mapping[str, tuple[str, str]] | None = None) -> EncodedChunk:
     """Encode a batch of records (all one reference and window) as a chunk object.
 
     ``codecs`` is a sequence of (codec, level); every column uses the first unless
     ``column_codecs`` maps its id to another index (the qualities, typically).
     With ``window_start`` and ``slot_bp``, count slots are appended (placed records only).
+    ``origins``: outside codecs' (plugin, package), named when they fail.
     """
     column_codecs = column_codecs or {}
     codec, level = codecs[0]
@@ -95,14 +105,19 @@ def encode_chunk(batch: RecordBatch, codecs, window_start: int | None = None,
             flags |= FLAG_PREDICTED
         ci = column_codecs.get(col.id, 0)
         c, lv = codecs[ci]
-        if not raw:
-            stored = b""
-        elif c.record_aware:
-            if fields is None:
-                fields = record_fields(core, cigar)
-            stored = c.encode(raw, lv, records=fields)
-        else:
-            stored = c.encode(raw, lv)
+        try:
+            if not raw:
+                stored = b""
+            elif c.record_aware:
+                if fields is None:
+                    fields = record_fields(core, cigar)
+                stored = c.encode(raw, lv, records=fields)
+            else:
+                stored = c.encode(raw, lv)
+        except Bams3Error:
+            raise
+        except Exception as exc:
+            raise _codec_failed(c, f"encode column {col.name}", exc, origins) from exc
         entries.append(DIR_ENTRY.pack(col.id, ci, flags, zlib.crc32(stored), len(stored), len(raw)))
         blobs.append(stored)
     head = CHUNK_HEAD.pack(CHUNK_MAGIC, len(columns), len(core)) + b"".join(entries)
@@ -135,11 +150,14 @@ class ChunkReader:
     stored bytes}. Columns are asked for by name (``array("flag")``) or id."""
 
     def __init__(self, blob: bytes, codecs: list, where: str, max_raw: int = MAX_CHUNK_RAW_BYTES,
-                 head_crc: int = -1, version: int = 2, pieces: Mapping[int, bytes] | None = None):
+                 head_crc: int = -1, version: int = 2, pieces: Mapping[int, bytes] | None = None,
+                 origins: Mapping[str, tuple[str, str]] | None = None):
         """``max_raw``: the chunk's recorded raw size; no column may claim to inflate beyond it.
         ``head_crc``: the chunk table's CRC32 of the header and column directory (v2), checked
-        before any of it is used; -1: not recorded (v1)."""
+        before any of it is used; -1: not recorded (v1). ``origins``: outside codecs' (plugin,
+        package): their failures name them."""
         self.where = where
+        self.origins = dict(origins or {})
         self.blob = blob
         self.codecs = codecs
         self.pieces = dict(pieces or {})
@@ -227,6 +245,10 @@ class ChunkReader:
         except DatasetError:
             raise
         except Exception as exc:
+            if codec.name in self.origins:  # an outside codec: corrupt data, or a broken plugin
+                err = _codec_failed(codec, f"decode column {cid} of {self.where}", exc, self.origins)
+                raise PluginError(f"{err}; the dataset may be damaged (`bams3 verify`), or the plugin broken",
+                                  plugin=err.plugin, package=err.package) from exc
             raise CorruptDatasetError(self.where, f"column {cid} does not decode ({exc}); "
                                       "the dataset is corrupt") from None
         if len(out) != raw:

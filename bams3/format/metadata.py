@@ -54,7 +54,7 @@ def _coverage_ref(obj, prefix: str) -> dict[str, Any] | None:
 def _package(name) -> str | None:
     """A distribution name (PEP 508), or None: the metadata cannot put anything else into
     the `pip install` hint a reader without the codec is shown."""
-    if not name:
+    if not name or name == "?":  # "?": a plugin registered at run time, not from a package
         return None
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,98}[A-Za-z0-9])?", name):
         raise ValueError("a codec's package is not a package name")
