@@ -207,7 +207,7 @@ class Dataset:
         if not need:
             return n
         first = min(need)
-        _, slots = self.source.slots(index, first, max(need))
+        _, slots = self.source.slots(index, first, max(need), layout)
 
         def below(x: int, j: int) -> int:  # records with pos < x
             n_before, _, pos, _ = slots[j - first]

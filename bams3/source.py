@@ -33,6 +33,7 @@ class ChunkSource:
         self.meta = meta
         self.url = url
         self._codecs = None
+        self._layouts: dict[int, SlotLayout | None] = {}
         self.origins: dict[str, tuple[str, str]] = {}  # outside codecs: (plugin, package)
 
     # ------------------------------------------------------------------ what every read needs
@@ -90,8 +91,12 @@ class ChunkSource:
 
     def layout(self, index: int) -> SlotLayout | None:
         """Where chunk ``index``'s count slots lie (None: it has none)."""
-        m = self.meta
-        return SlotLayout.of(self.table.row(index), m.chunk_size, m.count_slot_bp, m.n_slots)
+        layout = self._layouts.get(index, False)
+        if layout is False:  # computed once per chunk (idempotent: threads may race harmlessly)
+            m = self.meta
+            layout = self._layouts[index] = SlotLayout.of(self.table.row(index), m.chunk_size, m.count_slot_bp,
+                                                          m.n_slots)
+        return layout
 
     def _reader(self, index: int, blob: bytes, pieces=None) -> ChunkReader:
         t = self.table
@@ -178,10 +183,11 @@ class ChunkSource:
         reader.pieces.update(pieces)
         return reader
 
-    def slots(self, index: int, a: int, b: int) -> tuple[SlotLayout, list[tuple[int, int, np.ndarray, np.ndarray]]]:
+    def slots(self, index: int, a: int, b: int, layout: SlotLayout | None = None
+              ) -> tuple[SlotLayout, list[tuple[int, int, np.ndarray, np.ndarray]]]:
         """Chunk ``index``'s count slots ``a``..``b`` (0 = its first), decoded and checked:
-        (n_before, max_end_before, pos, span) each."""
-        layout = self.layout(index)
+        (n_before, max_end_before, pos, span) each. ``layout``: :meth:`layout`, if known."""
+        layout = layout or self.layout(index)
         key = chunk_key(self.meta.data_prefix, index)
         if layout is None or layout.base < 0:
             raise CorruptDatasetError(self.url, f"chunk {key} has no count slots where the table says; "

@@ -47,10 +47,10 @@ class SlotLayout:
 
     @classmethod
     def of(cls, row, chunk_size: int, slot_bp: int, n_slots: int) -> SlotLayout | None:
-        """The layout of a chunk table row (a mapping or :meth:`ChunkTable.row`), or None
-        when the chunk has no slots."""
+        """The layout of a chunk table row (a mapping of its fields, e.g. :meth:`ChunkTable.row`),
+        or None when the chunk has no slots."""
         size = int(row["slot_nbytes"])
-        if not size or not slot_bp or int(row["ref_id"]) < 0:
+        if not size or not slot_bp or row["ref_id"] < 0:
             return None
         w0 = int(row["window"]) * chunk_size
         j0, j1 = slot_range(int(row["min_pos"]), int(row["max_pos"]), w0, slot_bp, n_slots)

@@ -38,6 +38,9 @@ class ChunkTable:
     """Per-chunk columns (numpy int64 arrays named as CHUNK_FIELDS)."""
 
     columns: dict[str, np.ndarray]
+    # the placed chunks come first (validated: by reference, then the unplaced, -1)
+    _n_placed: int = attrs.field(init=False, repr=False, default=attrs.Factory(
+        lambda self: int(np.count_nonzero(self.columns["ref_id"] >= 0)), takes_self=True))
 
     def __len__(self) -> int:
         return len(self.columns["ref_id"])
@@ -48,16 +51,14 @@ class ChunkTable:
         except KeyError:
             raise AttributeError(name) from None
 
-    def row(self, index: int) -> dict[str, int]:
-        """One chunk's fields, as ints."""
-        return {f: int(v[index]) for f, v in self.columns.items()}
+    def row(self, index: int) -> _Row:
+        """One chunk's fields (``row["nbytes"]``), as ints, read when asked for."""
+        return _Row(self.columns, index)
 
     # ---------------------------------------------------------------- region planning
     def ref_span(self, tid: int) -> tuple[int, int]:
         """The chunk indexes [lo, hi) of reference ``tid`` (chunks are in reference order)."""
-        ref = self.columns["ref_id"]  # validated: placed chunks ascending, then the unplaced (-1)
-        n_placed = len(ref) - int(np.count_nonzero(ref < 0))
-        placed = ref[:n_placed]
+        placed = self.columns["ref_id"][: self._n_placed]
         return int(np.searchsorted(placed, tid, "left")), int(np.searchsorted(placed, tid, "right"))
 
     def candidates(self, tid: int, beg: int, end: int) -> np.ndarray:
@@ -196,6 +197,24 @@ class ChunkTable:
                     mat[i] = np.cumsum(mat[i]) if base is None else mat[i] + mat[fields.index(base)]
         return cls({f: mat[fields.index(f)].astype(np.int64) if f in fields
                     else np.full(n, OPTIONAL_CHUNK_FIELDS[f], dtype=np.int64) for f in CHUNK_FIELDS})
+
+
+class _Row:
+    """One row of the chunk table, a mapping of field names to ints."""
+
+    __slots__ = ("_columns", "_index")
+
+    def __init__(self, columns: dict[str, np.ndarray], index: int):
+        self._columns, self._index = columns, index
+
+    def __getitem__(self, field: str) -> int:
+        return int(self._columns[field][self._index])
+
+    def keys(self):
+        return self._columns.keys()
+
+    def __iter__(self):
+        return iter(self._columns)
 
 
 @attrs.frozen
