@@ -30,7 +30,8 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "StoreTests": "store", "store_state_machine": "store", "CodecTests": "codec",
+    "StoreTests": "store", "store_state_machine": "store", "RawView": "store", "SecondStore": "store",
+    "CodecTests": "codec",
     "OutputFormatTests": "formats", "strategies": None,
 }
 __all__ = sorted(_EXPORTS)

@@ -7,8 +7,50 @@ import pytest
 from bams3.storage import open_store
 
 
+class RawView:
+    """The storage behind a store, reached without it (zarr's pattern): what the kit checks a
+    store's writes and reads against. Keys are relative to the store's root, as the store's are.
+    A backend's tests return their own from the ``raw`` fixture: the files on disk, the rows of
+    the database, the bucket through another client."""
+
+    def get(self, key: str) -> bytes | None:
+        """The object's bytes, or None when there is none."""
+        raise NotImplementedError
+
+    def put(self, key: str, data: bytes) -> None:
+        raise NotImplementedError
+
+    def keys(self) -> set[str]:
+        """Every key under the store's root."""
+        raise NotImplementedError
+
+
+class SecondStore(RawView):
+    """The default raw view: a second store opened on the same URL. It is not a bypass (the
+    same code reads and writes), but it catches a store that keeps what it writes in its own
+    instance; override ``raw`` with a real bypass to catch a store that writes to the wrong
+    place and reads back from it."""
+
+    def __init__(self, url: str):
+        self.store = open_store(url, create=True)
+
+    def get(self, key):
+        try:
+            return self.store.get(key)
+        except FileNotFoundError:
+            return None
+
+    def put(self, key, data):
+        self.store.put(key, data)
+
+    def keys(self):
+        return {k for k, _ in self.store.list("")}
+
+
 class StoreTests:
-    """Subclass and override the ``store_url`` fixture (a fresh, empty prefix per test)."""
+    """Subclass and override the ``store_url`` fixture (a fresh, empty prefix per test), and
+    ``raw`` (a :class:`RawView` of the storage behind the store, bypassing it) if you can:
+    without it, the store is checked against a second instance of itself."""
 
     __test__ = False  # collected only through subclasses
 
@@ -23,6 +65,60 @@ class StoreTests:
     @pytest.fixture
     def store(self, store_url):
         return open_store(store_url, create=True)
+
+    @pytest.fixture
+    def raw(self, store_url) -> RawView:
+        return SecondStore(store_url)
+
+    # ------------------------------------------------------------ checked from behind the store
+    def test_a_put_lands_behind_the_store_at_its_key(self, store, raw):
+        """What the store writes is there without it: those bytes, at that key, and nothing else."""
+        data = bytes(range(256)) * 40 + b"end"
+        store.put("runs/r1/000007", data)
+        store.put("_metadata.json", b"{}")
+        assert raw.get("runs/r1/000007") == data
+        assert raw.get("_metadata.json") == b"{}"
+        assert raw.keys() == {"runs/r1/000007", "_metadata.json"}
+
+    def test_what_is_behind_the_store_is_what_it_reads(self, store, raw):
+        """Objects written around the store are read by it, every way bams3 reads."""
+        data = bytes(range(251)) * 100
+        raw.put("a/x", data)
+        raw.put("a/y", b"")
+        assert store.get("a/x") == data
+        assert store.get_range("a/x", 7, 1000) == data[7:1000]
+        assert store.get_ranges("a/x", [(5, 9), (0, 2)]) == [data[5:9], data[:2]]
+        assert b"".join(store.stream("a/x")) == data
+        assert store.size("a/x") == len(data) and store.head("a/x")["size"] == len(data)
+        assert sorted(store.list("a/")) == [("a/x", len(data)), ("a/y", 0)]
+
+    def test_a_delete_removes_the_object_behind_the_store(self, store, raw):
+        store.put("gone", b"x")
+        store.put("kept", b"y")
+        store.delete("gone")
+        assert raw.get("gone") is None and raw.get("kept") == b"y"
+        assert raw.keys() == {"kept"}
+
+    def test_a_second_store_on_the_url_sees_the_first_ones_writes(self, store, store_url):
+        """Nothing lives only in one store object: another process opens the URL anew."""
+        store.put("k", b"first")
+        other = open_store(store_url, create=True)
+        assert other.get("k") == b"first" and [k for k, _ in other.list("")] == ["k"]
+        other.put("k", b"second")
+        assert store.get("k") == b"second"
+
+    def test_conditional_writes_land_behind_the_store(self, store, raw):
+        from bams3.errors import ConflictError
+
+        if not getattr(store, "conditional_put", False):
+            return  # a store without them is held to test_conditional_writes' declaration only
+        v1 = store.put_if("m", b"one", expect=None)
+        assert raw.get("m") == b"one"
+        with pytest.raises(ConflictError):
+            store.put_if("m", b"two", expect=None)
+        assert raw.get("m") == b"one"
+        store.put_if("m", b"three", expect=v1)
+        assert raw.get("m") == b"three"
 
     def test_put_then_get(self, store):
         store.put("a/b", b"0123456789")

@@ -10,7 +10,7 @@ import pytest
 
 from bams3.conformance.codec import CodecTests
 from bams3.conformance.formats import OutputFormatTests, sam_row
-from bams3.conformance.store import StoreTests, store_state_machine
+from bams3.conformance.store import RawView, StoreTests, store_state_machine
 
 
 class TestZstd(CodecTests):
@@ -55,16 +55,72 @@ class TestJson(OutputFormatTests):
                  "tags": r.get("tags", [])} for r in rows]
 
 
+class S3Raw(RawView):
+    """The bucket through boto3, not through bams3's store."""
+
+    def __init__(self, client, bucket: str, prefix: str):
+        self.client, self.bucket, self.prefix = client, bucket, prefix + "/"
+
+    def get(self, key):
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"].read()
+        except self.client.exceptions.NoSuchKey:
+            return None
+
+    def put(self, key, data):
+        self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data)
+
+    def keys(self):
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix)
+        return {o["Key"][len(self.prefix):] for page in pages for o in page.get("Contents", [])}
+
+
+class ObstoreRaw(RawView):
+    """A container through obstore's own store, not through bams3's."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def get(self, key):
+        import obstore
+
+        try:
+            return bytes(obstore.get(self.store, key).bytes())
+        except FileNotFoundError:
+            return None
+
+    def put(self, key, data):
+        import obstore
+
+        obstore.put(self.store, key, data)
+
+    def keys(self):
+        import obstore
+
+        return {o["path"] for batch in obstore.list(self.store) for o in batch}
+
+
 class TestS3Store(StoreTests):
     @pytest.fixture
     def store_url(self, s3_server):
         return f"s3://{s3_server['bucket']}/conformance/{uuid.uuid4().hex}"
+
+    @pytest.fixture
+    def raw(self, store_url, s3_server):
+        return S3Raw(s3_server["client"], s3_server["bucket"], store_url.split("/", 3)[3])
 
 
 class TestAzureStore(StoreTests):
     @pytest.fixture
     def store_url(self, azure_server):
         return f"az://{azure_server['container']}/conformance/{uuid.uuid4().hex}"
+
+    @pytest.fixture
+    def raw(self, store_url, azure_server):
+        from obstore.store import AzureStore
+
+        return ObstoreRaw(AzureStore(azure_server["container"], prefix=store_url.split("/", 3)[3],
+                                     client_options={"allow_http": True}))
 
 
 _tmp = None

@@ -1,5 +1,5 @@
 """The conformance kit catches real bugs: it is run against a correct tiny store and codec
-(which must pass it whole) and against each seeded bug in tests/mutants/ (15 store bugs,
+(which must pass it whole) and against each seeded bug in tests/mutants/ (18 store bugs,
 6 codec bugs, 8 output-format bugs, as an outside developer might write them), in a child pytest each. The kit
 must fail at least 90% of each kind; the score is printed."""
 

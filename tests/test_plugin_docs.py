@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import re
 import sys
-import uuid
 
 import pytest
 
-from bams3.conformance import CodecTests, OutputFormatTests, StoreTests
 
 from .test_cli import EXAMPLE
 
@@ -106,30 +104,7 @@ def EXAMPLE_DATASET(tmp_path) -> str:
     return dest
 
 
-class TestExampleCodec(CodecTests):
-    codec_name = "zlib"
-
-
-class TestExampleStore(StoreTests):
-    @pytest.fixture
-    def store_url(self, tmp_path):
-        return f"sqlite://{tmp_path}/kit.db/{uuid.uuid4().hex}"
-
-
-_COMPLEMENT = str.maketrans("ACGTN", "TGCAN")
-
-
-class TestExampleFormat(OutputFormatTests):
-    format_name = "fastq"
-    fields = ("name", "seq", "qual")
-
-    def expected(self, row):
-        if row["flag"] & 0x900:
-            return None
-        if row["flag"] & 16:
-            return {**row, "seq": row["seq"][::-1].translate(_COMPLEMENT), "qual": row["qual"][::-1]}
-        return row
-
-    def read_back(self, path):
-        lines = open(path).read().splitlines()
-        return [{"name": lines[i][1:], "seq": lines[i + 1], "qual": lines[i + 3]} for i in range(0, len(lines), 4)]
+# The examples' own tests, pasted from the page: collected here as they are.
+for _name in ("tests/test_my_codec.py", "tests/test_my_store.py", "tests/test_my_format.py"):
+    _ns = _example(_name)
+    globals().update({k: v for k, v in _ns.items() if k.startswith("Test") or k.endswith("Raw")})

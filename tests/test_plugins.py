@@ -4,6 +4,7 @@ own failures name it, and the storage interface behaves the same on every shippe
 from __future__ import annotations
 
 import json
+import pathlib
 import uuid
 
 import pytest
@@ -12,7 +13,7 @@ import bams3
 from bams3.format import encode_metadata
 from bams3.errors import DatasetError, PluginError
 from bams3.plugins import get_registry, register_plugin, unregister_plugin
-from bams3.conformance.store import StoreTests
+from bams3.conformance.store import RawView, StoreTests
 
 from .test_cli import EXAMPLE
 
@@ -52,10 +53,33 @@ def test_unknown_codec_and_format():
         get_registry().output_format("nope")
 
 
+class FilesRaw(RawView):
+    """A directory's files, read and written with open(), not through bams3's store."""
+
+    def __init__(self, root):
+        self.root = pathlib.Path(root)
+
+    def get(self, key):
+        p = self.root / key
+        return p.read_bytes() if p.is_file() else None
+
+    def put(self, key, data):
+        (self.root / key).parent.mkdir(parents=True, exist_ok=True)
+        (self.root / key).write_bytes(data)
+
+    def keys(self):
+        return {str(p.relative_to(self.root)) for p in self.root.rglob("*") if p.is_file()} \
+            if self.root.exists() else set()
+
+
 class TestLocalStore(StoreTests):
     @pytest.fixture
     def store_url(self, tmp_path):
         return str(tmp_path / "store")
+
+    @pytest.fixture
+    def raw(self, tmp_path):
+        return FilesRaw(tmp_path / "store")
 
 
 class TestFileUrlStore(StoreTests):
@@ -63,11 +87,39 @@ class TestFileUrlStore(StoreTests):
     def store_url(self, tmp_path):
         return f"file://{tmp_path}/store"
 
+    @pytest.fixture
+    def raw(self, tmp_path):
+        return FilesRaw(tmp_path / "store")
+
 
 class TestMemoryStore(StoreTests):
     @pytest.fixture
     def store_url(self):
         return f"memory://{uuid.uuid4().hex}"
+
+    @pytest.fixture
+    def raw(self, store_url):
+        """The obstore MemoryStore behind the URL, not bams3's adapter around it."""
+        import obstore
+
+        from bams3.builtins import memory
+
+        backing = memory._stores.setdefault(store_url[len("memory://"):], obstore.store.MemoryStore())
+
+        class MemoryRaw(RawView):
+            def get(self, key):
+                try:
+                    return bytes(obstore.get(backing, key).bytes())
+                except FileNotFoundError:
+                    return None
+
+            def put(self, key, data):
+                obstore.put(backing, key, data)
+
+            def keys(self):
+                return {o["path"] for batch in obstore.list(backing) for o in batch}
+
+        return MemoryRaw()
 
 
 def test_memory_datasets(tmp_path):

@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 import bams3
-from bams3.conformance import CodecTests, OutputFormatTests, StoreTests, store_state_machine
+from bams3.conformance import CodecTests, OutputFormatTests, RawView, StoreTests, store_state_machine
 from bams3.plugins import register_plugin
 
 from . import codecs, formats, stores
@@ -44,10 +44,30 @@ class _Plugin:
 register_plugin(_Plugin(), name="bams3-mutants")
 
 
+class DictRaw(RawView):
+    """The dict behind a store, read without it."""
+
+    def __init__(self, objects: dict):
+        self.objects = objects
+
+    def get(self, key):
+        return self.objects[key][0] if key in self.objects else None
+
+    def put(self, key, data):
+        self.objects[key] = (bytes(data), "raw")
+
+    def keys(self):
+        return set(self.objects)
+
+
 class TestStore(StoreTests):
     @pytest.fixture
     def store_url(self):
         return f"mutant://{uuid.uuid4().hex}"
+
+    @pytest.fixture
+    def raw(self, store_url):
+        return DictRaw(_OBJECTS.setdefault(store_url, {}))
 
 
 TestStoreStateful = store_state_machine(lambda: f"mutant://{uuid.uuid4().hex}").TestCase

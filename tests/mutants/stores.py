@@ -1,4 +1,5 @@
-"""Fifteen store bugs, each a subclass of the correct DictStore."""
+"""Eighteen store bugs, each a subclass of the correct DictStore. The last three are consistent
+with themselves: only the kit's checks from behind the store (its ``raw`` view) catch them."""
 
 from __future__ import annotations
 
@@ -118,6 +119,66 @@ class SharedReadBuffer(DictStore):
         return buf[start:end]
 
 
+class WritesUnderAnotherKey(DictStore):
+    """Writes every object under a changed key, and reads it back from there."""
+
+    def _k(self, key):
+        return "objects/" + key
+
+    def _obj(self, key):
+        return super()._obj(self._k(key))
+
+    def put(self, key, data):
+        super().put(self._k(key), data)
+
+    def put_if(self, key, data, *, expect):
+        return super().put_if(self._k(key), data, expect=expect)
+
+    def head(self, key):
+        return super().head(self._k(key))
+
+    def delete(self, key):
+        super().delete(self._k(key))
+
+    def list(self, prefix=""):
+        for k, n in super().list(self._k(prefix)):
+            yield k[len("objects/"):], n
+
+
+class KeepsWritesToItself(DictStore):
+    """Puts land in the store object only (a write-back cache never flushed)."""
+
+    def __init__(self, url, objects):
+        super().__init__(url, {})
+
+
+class DeleteOnlyHides(DictStore):
+    """A delete hides the object from this store object; it stays in storage."""
+
+    def __init__(self, url, objects):
+        super().__init__(url, objects)
+        self._gone = set()
+
+    def _obj(self, key):
+        if key in self._gone:
+            raise FileNotFoundError(key)
+        return super()._obj(key)
+
+    def head(self, key):
+        return None if key in self._gone else super().head(key)
+
+    def list(self, prefix=""):
+        return ((k, n) for k, n in super().list(prefix) if k not in self._gone)
+
+    def put(self, key, data):
+        self._gone.discard(key)
+        super().put(key, data)
+
+    def delete(self, key):
+        self._gone.add(key)
+
+
 MUTANTS = [RangePastEndRaises, RangeLosesLastByte, RangesSorted, EmptyRangeRefused, ListLikeSql,
            ListSkipsKeyEqualToPrefix, ListRepeatsKeys, StreamDropsPartialPiece, StreamOfEmptyFails, PutNotAtomic,
-           DeleteMissingRaises, MissingGetIsEmpty, PutIfIgnoresVersion, SizeOfMissingIsZero, SharedReadBuffer]
+           DeleteMissingRaises, MissingGetIsEmpty, PutIfIgnoresVersion, SizeOfMissingIsZero, SharedReadBuffer,
+           WritesUnderAnotherKey, KeepsWritesToItself, DeleteOnlyHides]
