@@ -14,6 +14,8 @@ import numpy as np
 from . import __version__
 from ._threads import ordered_map
 from .errors import CorruptDatasetError, DatasetError, InputError, NotADatasetError
+from .fields import Fields, columns_for
+from .filters import ReadFilter
 from .format import MAX_METADATA_BYTES, METADATA_KEY, ChunkReader, Metadata, Selection
 from .plugins import get_registry, plugin_code
 from .records import Header, RecordBatch
@@ -153,16 +155,20 @@ class Dataset:
 
     # ------------------------------------------------------------------ count
     def count(self, regions: str | Region | Iterable[str | Region] | None = None, union: bool | None = None, *,
-              bed=None, multi: bool = False) -> int:
+              bed=None, multi: bool = False, filters: ReadFilter | None = None) -> int:
         """Records as ``samtools view -c`` counts them.
 
         Several regions are counted one after another (a record in two regions counts twice),
         as samtools does; ``multi=True`` (``-M``) counts each record once. ``bed`` (``-L``) keeps
         only records that also overlap one of its intervals (with ``multi``: records overlapping
         the intersection of the regions and the BED). No region and no BED: every record.
+        ``filters``: samtools view's read filters (:class:`bams3.filters.ReadFilter`); only the
+        columns they need are read, by ranged reads.
         """
         sel = regions if isinstance(regions, Selection) else self.selection(regions, bed=bed, multi=multi,
                                                                              union=union)
+        if filters is not None and not filters.empty:
+            return self._count_filtered(sel, filters)
         t = self.chunks
         if not sel.regions and sel.bed is None:
             return int(self.meta.stats["n_records"])
@@ -192,6 +198,43 @@ class Dataset:
 
         total += sum(ordered_map(count_edge, enumerate(edges), self.workers))
         return total
+
+    def _placed_plan(self, sel: Selection) -> list[tuple[int, tuple | None, tuple | None]]:
+        """The plan of a selection; with no region and no BED, every chunk whole (intervals None)."""
+        if not sel.regions and sel.bed is None:
+            return [(i, None, None) for i in range(len(self.chunks))]
+        return self._plan(sel if sel.regions else attrs.evolve(sel, multi=True))
+
+    def _count_filtered(self, sel: Selection, flt: ReadFilter) -> int:
+        """A filtered count: per chunk, the columns the filter needs (and pos/span where a region
+        cuts the chunk), fetched by ranged reads, checked and decoded once however many regions
+        share the chunk."""
+        t = self.chunks
+        plan = self._placed_plan(sel)
+        expr = flt.check()._compiled
+        cols = columns_for(flt.fields)
+        cut = {index for index, ivs, filt in plan if ivs is not None and not t.whole(index, ivs, filt)}
+
+        def load(index):
+            reader = self.source.columns(index, cols | ({"pos", "span"} if index in cut else set()))
+            f = Fields.of_reader(reader)
+            keep = flt.mask(f, self.header, expr)
+            return keep, (f.pos, f.span) if index in cut else None
+
+        shared = _Shared(load, [p[0] for p in plan], lambda v: v[0].nbytes * 17)
+
+        def count_one(item):
+            k, (index, ivs, filt) = item
+            keep, placed = shared.get(k, index)
+            if index not in cut:
+                return int(np.count_nonzero(keep))
+            pos, span = placed
+            mask = keep & _overlap_mask(pos, span, ivs)
+            if filt is not None:
+                mask &= _overlap_mask(pos, span, filt)
+            return int(np.count_nonzero(mask))
+
+        return sum(ordered_map(count_one, enumerate(plan), self.workers))
 
     def _count_with_slots(self, index: int, beg: int, end: int) -> int | None:
         """Records of an edge chunk overlapping [beg, end), from the count slots at the
@@ -225,8 +268,8 @@ class Dataset:
 
     # ------------------------------------------------------------------ records
     def batches(self, regions: str | Region | Iterable[str | Region] | None = None, union: bool | None = None, *,
-                bed=None, multi: bool = False) -> Iterator[RecordBatch]:
-        """Raw record batches in samtools' order, selected as :meth:`count` counts them."""
+                bed=None, multi: bool = False, filters: ReadFilter | None = None) -> Iterator[RecordBatch]:
+        """Raw record batches in samtools' order, selected (and filtered) as :meth:`count` counts them."""
         sel = regions if isinstance(regions, Selection) else self.selection(regions, bed=bed, multi=multi,
                                                                              union=union)
         t = self.chunks
@@ -235,19 +278,27 @@ class Dataset:
         else:
             plan = self._plan(sel if sel.regions else attrs.evolve(sel, multi=True))
         everything = not sel.regions and sel.bed is None
+        flt = filters if filters is not None and not filters.empty else None
+        expr = flt.check()._compiled if flt is not None else None
 
         def decode(index):
             reader = self._reader(index)
             batch = reader.records()
             pos, span = reader.positions()
-            return batch, pos, span
+            keep = None if flt is None else flt.mask(Fields.of_reader(reader), self.header, expr)
+            return batch, pos, span, keep
 
-        def select(index, ivs, filt, batch, pos, span):
+        def select(index, ivs, filt, batch, pos, span, keep):
             if everything or t.whole(index, ivs, filt):
+                mask = keep
+            else:
+                mask = _overlap_mask(pos, span, ivs)
+                if filt is not None:
+                    mask &= _overlap_mask(pos, span, filt)
+                if keep is not None:
+                    mask &= keep
+            if mask is None:
                 return batch
-            mask = _overlap_mask(pos, span, ivs)
-            if filt is not None:
-                mask &= _overlap_mask(pos, span, filt)
             if not mask.any():
                 return None
             return batch if mask.all() else batch.select(mask)
@@ -293,8 +344,8 @@ class Dataset:
             done: dict[int, object] = {}
 
             def work(index, window=window, users=users):
-                batch, pos, span = decode(index)
-                return {k: select(index, window[k][1], window[k][2], batch, pos, span) for k in users[index]}
+                decoded = decode(index)
+                return {k: select(index, window[k][1], window[k][2], *decoded) for k in users[index]}
 
             emitted = 0
             for part in ordered_map(work, list(users), self.workers):
@@ -303,14 +354,16 @@ class Dataset:
                     yield done.pop(emitted)
                     emitted += 1
 
-    def fetch(self, regions=None, union: bool | None = None, *, bed=None, multi: bool = False):
+    def fetch(self, regions=None, union: bool | None = None, *, bed=None, multi: bool = False,
+              filters: ReadFilter | None = None):
         """pysam ``AlignedSegment`` objects for the region(s), like ``AlignmentFile.fetch``."""
         from ._pysam import records_via_htslib
 
-        return records_via_htslib(self.header, self.batches(regions, union, bed=bed, multi=multi))
+        return records_via_htslib(self.header, self.batches(regions, union, bed=bed, multi=multi, filters=filters))
 
     def write(self, out, regions=None, *, format: str = "sam", union: bool | None = None, bed=None,
-              multi: bool = False, options: dict | None = None, limit: int | None = None, pg: str | None = None):
+              multi: bool = False, options: dict | None = None, limit: int | None = None, pg: str | None = None,
+              filters: ReadFilter | None = None):
         """Write the records (selected as :meth:`count` counts them) to ``out`` (a binary file) in
         an output format.
 
@@ -323,10 +376,11 @@ class Dataset:
         provider = reg.provider("formats", format)
         sel = regions if isinstance(regions, Selection) else self.selection(regions, bed=bed, multi=multi,
                                                                              union=union)
-        batches = self.batches(sel) if limit != 0 else iter(())
+        batches = self.batches(sel, filters=filters) if limit != 0 else iter(())
         if limit is not None:
             batches = _first(batches, limit)
-        header = self.header if pg is None else self.header.with_pg("bams3", __version__, pg)
+        header = self.header if filters is None else filters.header(self.header)
+        header = header if pg is None else header.with_pg("bams3", __version__, pg)
         with plugin_code(provider, f"opening a {format} writer"):
             writer = fmt.open(out, header, dict(options or {}))
         try:
@@ -342,7 +396,7 @@ class Dataset:
             writer.close()
 
     def to_bam(self, path: str, region=None, *, index: bool = False, threads: int = 2, level: int = 6,
-               pg: str | None = None) -> None:
+               pg: str | None = None, filters: ReadFilter | None = None) -> None:
         """Write the records (of a region) as a BAM file: ``-`` is standard output; an existing
         link, FIFO or device is written in place; a regular file or new path goes through a
         temporary name, renamed when complete (see :mod:`bams3.output`). ``index``: also
@@ -351,7 +405,7 @@ class Dataset:
 
         out = Output(path)
         with out as f:
-            self.write(f, region, format="bam", options={"threads": threads, "level": level}, pg=pg)
+            self.write(f, region, format="bam", options={"threads": threads, "level": level}, pg=pg, filters=filters)
             if index:
                 import pysam
 
