@@ -160,10 +160,11 @@ def _with_retries(fn: Callable, retries: int):
 
 
 def count_sample(name: str, url: str, regions: Sequence, retries: int = RETRIES,
-                 sample_names: str = "path") -> list[tuple]:
+                 sample_names: str = "path", filters=None) -> list[tuple]:
     """Rows ``(sample, region, count, note, error)`` for one sample. ``regions``: region texts
     or BED intervals ``(reference, start, end)``. A region on a reference the sample lacks
-    counts 0 with the note ``missing_reference``: the others are counted as usual."""
+    counts 0 with the note ``missing_reference``: the others are counted as usual. ``filters``:
+    samtools view's read filters (:class:`bams3.filters.ReadFilter`)."""
     from .dataset import Dataset
 
     def work():
@@ -176,7 +177,7 @@ def count_sample(name: str, url: str, regions: Sequence, retries: int = RETRIES,
             except UnknownReferenceError:
                 out.append((0, MISSING_REFERENCE))
                 continue
-            out.append((ds.count(region), ""))
+            out.append((ds.count(region, filters=filters), ""))
         return ds.header.text, out
 
     result, error = _with_retries(work, retries)
@@ -333,17 +334,21 @@ def _table(rows: list[tuple], columns: Sequence[str]):
 
 # ------------------------------------------------------------------ the Python API
 def count(datasets: Iterable, regions: Sequence | str, client=None, *, workers: int = 8,
-          retries: int = RETRIES, progress=None, sample_names: str = "path"):
+          retries: int = RETRIES, progress=None, sample_names: str = "path", filters=None):
     """The sample x region read-count table (pandas: ``sample``, ``region``, ``count``, ``note``,
     ``error``).
 
     ``datasets``: URLs, or ``(name, url)`` pairs. ``regions``: region texts or BED intervals
     ``(reference, start, end)``. ``client``: a ``distributed.Client`` to run on.
     ``sample_names``: ``"path"`` (from the URL or the pair) or ``"rg"`` (the header's @RG SM).
+    ``filters``: samtools view's read filters (:class:`bams3.filters.ReadFilter`, e.g.
+    ``bams3.filters.from_options(exclude=["0xF04"], min_mapq=20)``); none: as ``samtools view -c``.
     """
     require_pandas()
     regions = [regions] if isinstance(regions, str) else list(regions)
-    jobs = [(name, url, regions, retries, sample_names) for name, url in _samples(datasets)]
+    if filters is not None:
+        filters.check()
+    jobs = [(name, url, regions, retries, sample_names, filters) for name, url in _samples(datasets)]
     results = run(count_sample, jobs, workers=workers, client=client, progress=progress)
     return _table([row for rows in results for row in rows], COUNT_COLUMNS)
 

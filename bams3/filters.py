@@ -238,6 +238,17 @@ class ReadFilter:
         k = wang_hash(x31_hash(data, off) ^ np.uint32(subsample_seed(self.seed)))
         return (k & np.uint32(0xFFFFFF)).astype(np.float64) / 0x1000000 < self.subsample
 
+    def describe(self) -> dict:
+        """The options given, for --json output (sets as sorted lists)."""
+        out = {}
+        for a in attrs.fields(ReadFilter):
+            v = getattr(self, a.name)
+            if v != a.default:
+                if isinstance(v, TagFilter):
+                    v = {"tag": v.tag, "values": None if v.values is None else sorted(v.values)}
+                out[a.name] = sorted(v) if isinstance(v, frozenset) else v
+        return out
+
     def header(self, header: Header) -> Header:
         """The header samtools writes with these filters: with -r/-R, @RG lines of other read
         groups are dropped."""

@@ -7,7 +7,7 @@ import sys
 import click
 
 from ..errors import UsageError
-from .common import CONTEXT, _err, _progress, storage_options
+from .common import CONTEXT, _err, _progress, filter_options, storage_options
 from .app import cli
 
 
@@ -81,15 +81,19 @@ def _cohort_write(rows, columns, output, prefix_mode=False):
 @click.option("-L", "--regions-file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="BED file: one row per interval and sample.")
 @_cohort_options
+@filter_options()
 def cohort_count(regions, regions_file, from_file, prefix, engine, scheduler, workers, output, sample_names,
-                 progress):
+                 progress, filters):
     """Reads overlapping each REGION in each sample (= samtools view -c): columns sample, region,
     count, note, error. A region on a reference a sample lacks counts 0 there, noted
     missing_reference; a sample that fails has its rows' error set, and the others complete.
+    samtools view's read filters apply (= samtools view -c -F ... -q ...), reading only the
+    columns they need.
 
     \b
     Examples:
       bams3 cohort count chr20:10M-11M --prefix s3://cohort/samples/ -o counts.parquet
+      bams3 cohort count chr20:10M-11M --prefix s3://cohort/samples/ -F 0xF04 -q 20
       bams3 cohort count -L targets.bed --from samples.txt --engine dask --workers 8
       bams3 cohort count chr1 chr2 --from samples.txt --scheduler tcp://10.0.0.5:8786 --sample-name rg
     """
@@ -102,7 +106,7 @@ def cohort_count(regions, regions_file, from_file, prefix, engine, scheduler, wo
         raise UsageError("give at least one REGION or -L regions.bed")
     c.table_format(output)  # an unknown table format fails before any sample runs
     samples = _cohort_samples(from_file, prefix)
-    jobs = [(name, url, specs, c.RETRIES, sample_names) for name, url in samples]
+    jobs = [(name, url, specs, c.RETRIES, sample_names, filters) for name, url in samples]
     results = _cohort_run(c.count_sample, jobs, engine, scheduler, workers, progress)
     _cohort_write([row for rows in results for row in rows], c.COUNT_COLUMNS, output, bool(prefix))
 

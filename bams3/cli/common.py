@@ -110,3 +110,71 @@ def _write_index(out, spec) -> None:
             pysam.index(out.name, target)
     except pysam.SamtoolsError as exc:
         raise Bams3Error(f"indexing {out.path} failed: {samtools_message(exc)}") from None
+
+
+# ---------------------------------------------------------------- samtools view's read filters
+_FILTER_OPTIONS = (
+    # (short, long names, dest, help, multiple, kind)
+    ("-f", ("--require-flags",), "require", "Only records with all of FLAG's bits set.", True, "FLAG"),
+    ("-F", ("--excl-flags", "--exclude-flags"), "exclude", "No records with any of FLAG's bits set.", True, "FLAG"),
+    (None, ("--rf", "--incl-flags", "--include-flags"), "any_of", "Only records with any of FLAG's bits set.",
+     True, "FLAG"),
+    ("-G", (), "not_all", "No records with all of FLAG's bits set.", True, "FLAG"),
+    ("-q", ("--min-MQ", "--min-mapq", "--min-mq"), "min_mapq", "Only records with MAPQ >= INT.", False, "INT"),
+    ("-m", ("--min-qlen",), "min_qlen", "Only records whose CIGAR has >= INT query bases (M/I/S/=/X/H).", False,
+     "INT"),
+    ("-r", ("--read-group", "--readgroup"), "read_group",
+     "Only records of read group STR (records without RG are kept, as samtools keeps them).", True, "STR"),
+    ("-R", ("--read-group-file", "--readgroup-file"), "read_group_file", "Read groups listed in FILE.", False,
+     "FILE"),
+    ("-N", ("--qname-file", "--QNAME-file"), "qname_file", "Only records whose name is listed in FILE.", False,
+     "FILE"),
+    ("-d", ("--tag",), "tag", "Only records with tag TAG (and value VAL).", True, "TAG[:VAL]"),
+    ("-D", ("--tag-file",), "tag_file", "Only records with tag TAG and a value listed in FILE.", False,
+     "TAG:FILE"),
+    ("-l", ("--library",), "library", "Only records of library STR (the LB of their read group).", False, "STR"),
+    ("-s", (), "subsample_combined", "Keep a FRAC of templates, hashed with SEED as samtools does (-s 42.1).",
+     False, "SEED.FRAC"),
+    (None, ("--subsample",), "subsample", "Keep this fraction of templates (with --subsample-seed).", False, "FRAC"),
+    (None, ("--subsample-seed",), "subsample_seed", "Seed for --subsample.", False, "INT"),
+    ("-e", ("--expr", "--expression"), "expression", "Only records for which samtools' filter EXPR is true.",
+     False, "EXPR"),
+)
+FILTER_DESTS = tuple(o[2] for o in _FILTER_OPTIONS)
+
+
+def filter_options(without: tuple[str, ...] = ()):
+    """samtools view's read-filter options, same spelling and meaning, collected into one
+    ``filters`` argument (a :class:`bams3.filters.ReadFilter`, None when none is given).
+    ``without``: short names a command uses for something else (their long forms stay)."""
+
+    def decorate(f):
+        f = _collect_filters(f)
+        for short, longs, dest, help_, multiple, metavar in reversed(_FILTER_OPTIONS):
+            names = ([short] if short and short not in without else []) + list(longs)
+            if not longs and short in without:
+                names = ["--" + dest.replace("_", "-")]
+            kind = click.IntRange(0) if metavar == "INT" and dest != "subsample_seed" else (
+                int if dest == "subsample_seed" else str)
+            f = click.option(*names, dest, multiple=multiple, default=() if multiple else None, metavar=metavar,
+                             type=kind, help=help_)(f)
+        return f
+
+    return decorate
+
+
+def _collect_filters(f):
+    import functools
+
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        given = {d: kwargs.pop(d) for d in FILTER_DESTS}
+        if any(v not in (None, ()) for v in given.values()):
+            from ..filters import from_options
+
+            kwargs["filters"] = from_options(**given)
+        else:
+            kwargs["filters"] = None
+        return f(*args, **kwargs)
+
+    return wrapper

@@ -8,7 +8,7 @@ import click
 
 from ..errors import UsageError
 from ..storage import trace_totals
-from .common import CONTEXT, _check_bed, _command_line, _write_index, storage_options
+from .common import CONTEXT, _check_bed, _command_line, _write_index, filter_options, storage_options
 from .app import cli
 
 
@@ -43,8 +43,9 @@ from .app import cli
 @click.option("--json", "as_json", is_flag=True, help="With --count: print JSON.")
 @click.option("-@", "--threads", "--workers", "workers", default=4, show_default=True, type=click.IntRange(1, 256),
               help="Concurrent chunk fetches and decodes.")
+@filter_options()
 def query(dest, regions, count, show, output, fmt, fmt_alias, as_bam, as_cram, uncompressed, reference, with_header,
-          header_only, regions_file, multi, write_index, no_pg, as_json, workers):
+          header_only, regions_file, multi, write_index, no_pg, as_json, workers, filters):
     """Records of DEST overlapping REGION(s), exactly as samtools view returns them.
 
     \b
@@ -56,9 +57,16 @@ def query(dest, regions, count, show, output, fmt, fmt_alias, as_bam, as_cram, u
     adds its own (--no-PG: the header untouched).
 
     \b
+    Read filters are samtools view's (-f -F --rf -G -q -m -r -R -N -d -D -l -s
+    -e), with its semantics; a filtered count reads only the columns the
+    filter needs (flag and MAPQ: two small columns, not the reads).
+
+    \b
     Examples:
       bams3 query sample.bams3 chr20:10M-11M --count
       bams3 query sample.bams3 chr1:1,000-2,000 --show 5
+      bams3 query sample.bams3 chr20:10M-11M -c -F UNMAP,SECONDARY,QCFAIL,DUP -q 20
+      bams3 query sample.bams3 chr1 -e 'mapq >= 30 && [NM] <= 2' -o chr1.bam
       bams3 query sample.bams3 chr1 -o chr1.bam --write-index
       bams3 query sample.bams3 chr1 -C -T ref.fa -o chr1.cram
       bams3 query sample.bams3 -L targets.bed -u | samtools flagstat -
@@ -75,11 +83,13 @@ def query(dest, regions, count, show, output, fmt, fmt_alias, as_bam, as_cram, u
     if count:
         if fmt or as_bam or as_cram or uncompressed or write_index:
             raise UsageError("--count prints a number; it takes no output format or index")
-        n = 0 if header_only else ds.count(sel)  # samtools view -H -c counts no records: 0
+        n = 0 if header_only else ds.count(sel, filters=filters)  # samtools view -H -c counts no records: 0
         if as_json:
             out = {"dataset": dest, "regions": [r.text for r in sel.regions], "count": n}
             if regions_file:
                 out["regions_file"] = regions_file
+            if filters is not None:
+                out["filters"] = filters.describe()
             io = trace_totals()
             if io is not None:
                 out["io"] = io
@@ -104,7 +114,7 @@ def query(dest, regions, count, show, output, fmt, fmt_alias, as_bam, as_cram, u
         if write_index and out.in_place:
             raise UsageError(f"--write-index needs a regular file, not {output}")
         ds.write(f, sel, format=spec.format, options=options, limit=0 if header_only else show,
-                 pg=None if no_pg else _command_line())
+                 pg=None if no_pg else _command_line(), filters=filters)
         if write_index:
             f.flush()
             _write_index(out, spec)
@@ -124,7 +134,8 @@ def query(dest, regions, count, show, output, fmt, fmt_alias, as_bam, as_cram, u
 @click.option("-@", "--threads", "--workers", "workers", default=2, show_default=True, type=click.IntRange(1, 256),
               help="Threads for decoding and BGZF compression.")
 @click.option("-l", "--level", default=6, show_default=True, type=click.IntRange(0, 12), help="Deflate level.")
-def to_bam(dest, out, regions, regions_file, multi, index, no_pg, workers, level):
+@filter_options(without=("-r", "-l"))
+def to_bam(dest, out, regions, regions_file, multi, index, no_pg, workers, level, filters):
     """Write DEST (or regions of it) back as a BAM file, record for record.
 
     
@@ -132,12 +143,14 @@ def to_bam(dest, out, regions, regions_file, multi, index, no_pg, workers, level
     written under a temporary name and renamed when complete; an existing link,
     FIFO or device (/dev/stdout) is written in place, never replaced. An @PG line
     is added to the header, as samtools adds its own (--no-PG: the header exactly
-    as it was converted).
+    as it was converted). samtools view's read filters apply (-r and -l are
+    --region and --level here: give --read-group and --library in full).
 
     
     Examples:
       bams3 to-bam sample.bams3 sample.bam --index
       bams3 to-bam sample.bams3 chr1.bam --region chr1
+      bams3 to-bam sample.bams3 clean.bam -F 0xF04 -q 20 --read-group grpA
       bams3 to-bam s3://bucket/sample.bams3 - | samtools flagstat -
     """
     from ..dataset import Dataset
@@ -153,5 +166,5 @@ def to_bam(dest, out, regions, regions_file, multi, index, no_pg, workers, level
     _check_bed(regions_file)
     ds = Dataset.open(dest, workers=workers)
     sel = ds.selection(list(regions), bed=regions_file, multi=multi)
-    ds.to_bam(out, sel if (regions or regions_file) else None, index=index, threads=workers, level=level,
-              pg=None if no_pg else _command_line())
+    ds.to_bam(out, sel if (regions or regions_file or filters) else None, index=index, threads=workers,
+              level=level, pg=None if no_pg else _command_line(), filters=filters)
