@@ -15,7 +15,9 @@ MAPQ needs two small columns of each chunk, not the reads.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
+import threading
 
 import attrs
 import numpy as np
@@ -87,11 +89,17 @@ def read_tokens(path: str, what: str) -> frozenset[str]:
     return frozenset(out)
 
 
+_RAND_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=64)
 def _libc_rand_after(seed: int) -> int:
-    """``srand(seed); rand()`` as samtools computes it (the C library's generator)."""
+    """``srand(seed); rand()`` as samtools computes it (the C library's generator, whose state
+    is the process's: one thread at a time, once per seed)."""
     libc = ctypes.CDLL(None)
-    libc.srand(ctypes.c_uint(seed & 0xFFFFFFFF))
-    return int(libc.rand()) & 0xFFFFFFFF
+    with _RAND_LOCK:
+        libc.srand(ctypes.c_uint(seed & 0xFFFFFFFF))
+        return int(libc.rand()) & 0xFFFFFFFF
 
 
 def subsample_seed(seed: int) -> int:
