@@ -146,10 +146,11 @@ class ChunkSource:
         unknown = want - {c.name for c in ALL}
         if unknown:
             raise DatasetError(f"no column named {', '.join(sorted(unknown))}")
-        head = self._range(key, 0, min(int(t.count_nbytes[index]), int(t.nbytes[index])))
+        # the header and directory (of as many columns as we write); the columns come next, ranged
+        head = self._range(key, 0, min(directory_nbytes(len(ALL)), int(t.nbytes[index])))
         n_columns = int.from_bytes(head[8:12], "little")
         end_dir = directory_nbytes(n_columns)
-        if len(head) < end_dir:  # a directory longer than the count prefix: not one we wrote
+        if len(head) < end_dir:  # a longer directory: not one we wrote
             head = self._range(key, 0, min(end_dir, int(t.nbytes[index])))
         reader = self._reader(index, head)
         ids = {c.id for c in ALL if c.name in want}

@@ -78,3 +78,51 @@ def test_region_query_moves_no_more_than_samtools_and_returns_the_same_records(c
         bams3.open(url).write(f, REGION)
     assert out.read_text() == theirs
     assert proxy.bytes_out() <= sam_bytes, (proxy.bytes_out(), sam_bytes)
+
+
+FILTER = ("-F", "0xF04", "-q", "20")
+
+
+def _filtered():
+    from bams3.filters import from_options
+
+    return from_options(exclude=["0xF04"], min_mapq=20)
+
+
+def _chunks_touched(ds, region) -> int:
+    return len({index for index, _, _ in ds.chunks.plan(ds.selection(region))})
+
+
+def test_filtered_count_moves_at_most_1_percent_of_samtools_in_two_gets_a_chunk(cost):
+    """-F 0xF04 -q 20 over 1 Mbp: the flag and MAPQ columns (and pos/span where the region cuts
+    a chunk), coalesced: at most two GETs per chunk touched, besides the metadata and table."""
+    proxy, url, bam_url = cost
+    theirs, _, sam_bytes = samtools_over_s3(proxy, "-c", *FILTER, bam_url, REGION)
+    proxy.reset()
+    ds = bams3.open(url)
+    n = ds.count(REGION, filters=_filtered())
+    assert n == int(theirs)
+    touched = _chunks_touched(ds, REGION)
+    assert len(proxy.gets()) <= 2 + 2 * touched, (len(proxy.gets()), touched)
+    assert proxy.bytes_out() <= 0.01 * sam_bytes, (proxy.bytes_out(), sam_bytes)
+
+
+def test_filtered_whole_reference_count_moves_at_most_5_percent(cost):
+    proxy, url, bam_url = cost
+    ds = bams3.open(url)
+    name = ds.references[0][0]
+    theirs, _, sam_bytes = samtools_over_s3(proxy, "-c", *FILTER, bam_url, name)
+    proxy.reset()
+    ds = bams3.open(url)
+    assert ds.count(name, filters=_filtered()) == int(theirs)
+    assert proxy.bytes_out() <= 0.05 * sam_bytes, (proxy.bytes_out(), sam_bytes)
+
+
+def test_filtered_record_query_equals_samtools(cost, tmp_path):
+    proxy, url, bam_url = cost
+    region = "chr1:1,000,000-1,100,000"
+    theirs, _, _ = samtools_over_s3(proxy, "--no-PG", *FILTER, bam_url, region)
+    out = tmp_path / "ours.sam"
+    with open(out, "wb") as f:
+        bams3.open(url).write(f, region, filters=_filtered())
+    assert out.read_text() == theirs
