@@ -266,6 +266,99 @@ class Dataset:
                 total += int(np.count_nonzero((pos < beg) & (pos + span > beg)))
         return total
 
+    # ------------------------------------------------------------------ depth at query time
+    DEPTH_WINDOW = 1 << 20
+
+    def depth(self, region: str | Region, options=None, *, window: int | None = None) -> Iterator[DepthWindow]:
+        """Per-base depth over ``region`` exactly as ``samtools depth`` counts it with ``options``
+        (:class:`bams3.depth.DepthOptions`; default: samtools depth's defaults), window by window
+        (:class:`DepthWindow`). Only the columns depth needs are read (pos, CIGAR, flag, MAPQ;
+        qualities only with a minimum base quality), each chunk fetched once however many
+        windows it reaches. Reads may reach past the reference's end: so does the region of a
+        whole reference (samtools depth prints those positions too)."""
+        from .depth import DepthAccumulator, DepthOptions
+
+        options = options or DepthOptions()
+        reg = self.region(region)
+        if reg.tid < 0:
+            raise InputError("depth needs a region on a reference, not '*'")
+        cols = columns_for(options.fields)
+        t = self.chunks
+        step = window or self.DEPTH_WINDOW
+        lo, hi = t.ref_span(reg.tid)
+        reach = int(t.max_end[lo:hi].max()) if hi > lo else 0
+        end = min(reg.end, max(self.meta.references[reg.tid][1], reach))
+        kept: dict[int, Fields] = {}
+        furthest = 0
+        for wb in range(reg.beg, end, step):
+            we = min(end, wb + step)
+            idx = [int(i) for i in t.candidates(reg.tid, wb, we)]
+            fetched = ordered_map(lambda i: kept.get(i) or Fields.of_reader(self.source.columns(i, cols)), idx,
+                                  self.workers)
+            acc = DepthAccumulator(wb, we, reg.tid)
+            covered = np.zeros(we - wb + 1, dtype=np.int64)
+            later: dict[int, Fields] = {}
+            for i, f in zip(idx, fetched):
+                acc.add(f, options)
+                keep = options.keep(f) & (f.tid == reg.tid) & (f.pos < we) & (f.end > wb)
+                if keep.any():
+                    a, b = np.maximum(f.pos[keep], wb) - wb, np.minimum(f.end[keep], we) - wb
+                    np.add.at(covered, a, 1)
+                    np.add.at(covered, b, -1)
+                    furthest = max(furthest, int(f.end[keep].max()))
+                if int(t.max_end[i]) > we:  # reaches the next window: keep it for that one
+                    later[i] = f
+            kept = later
+            yield DepthWindow(reg.tid, wb, acc.depth, np.cumsum(covered[:-1]) > 0, furthest)
+
+    def window_depths(self, windows, options=None) -> np.ndarray:
+        """The sum of depth (as :meth:`depth` counts it) over each window ``(tid, beg, end)``,
+        0-based half-open, in the order given: mean depth is the sum over the window's length.
+        Windows on one reference are answered from one pass over the spans they cover."""
+        windows = [(int(t), int(b), int(e)) for t, b, e in windows]
+        sums = np.zeros(len(windows), dtype=np.int64)
+        by_tid: dict[int, list[int]] = {}
+        for k, (tid, b, e) in enumerate(windows):
+            if tid < 0 or e <= b:
+                raise InputError("depth needs windows on a reference, of at least one base")
+            by_tid.setdefault(tid, []).append(k)
+        for tid, ks in by_tid.items():
+            beg = np.array([windows[k][1] for k in ks], dtype=np.int64)
+            end = np.array([windows[k][2] for k in ks], dtype=np.int64)
+            for a, b in _merge_spans(beg, end):
+                name = self.meta.references[tid][0]
+                for w in self.depth(Region(tid, a, b, f"{name}:{a + 1}-{b}"), options):
+                    cs = np.zeros(len(w.depth) + 1, dtype=np.int64)
+                    np.cumsum(w.depth, out=cs[1:])
+                    lo = np.clip(beg - w.start, 0, len(w.depth))
+                    hi = np.clip(end - w.start, 0, len(w.depth))
+                    sums[ks] += np.where(hi > lo, cs[hi] - cs[lo], 0)
+        return sums
+
+    def exact_coverage(self, region: str | Region | None = None, bin_bp: int | None = None, *, bed=None,
+                       options=None) -> list[tuple]:
+        """(reference, start, end, mean depth) per window, computed from the reads' columns at
+        query time (= the mean of ``samtools depth -a`` over each window; ``options``: its
+        filters): the region's (or every reference's) windows of ``bin_bp`` (None: the region
+        whole, or each reference whole), or the intervals of a BED file (``bed``: a path or
+        Regions)."""
+        refs = self.meta.references
+        if bed is not None:
+            regs = self.bed(os.fspath(bed)) if isinstance(bed, (str, os.PathLike)) else [self.region(r) for r in bed]
+            windows = [(r.tid, r.beg, r.end) for r in regs if r.tid >= 0]
+        else:
+            if region is not None:
+                reg = self.region(region)
+                if reg.tid < 0:
+                    raise InputError("coverage needs a region on a reference, not '*'")
+                spans = [(reg.tid, reg.beg, min(reg.end, refs[reg.tid][1]) if reg.end >= POS_MAX else reg.end)]
+            else:
+                spans = [(tid, 0, length) for tid, (_, length) in enumerate(refs)]
+            windows = [(tid, b, min(end, b + bin_bp) if bin_bp else end) for tid, beg, end in spans
+                       for b in (range(beg, end, bin_bp) if bin_bp else [beg])]
+        sums = self.window_depths(windows, options) if windows else []
+        return [(refs[t][0], b, e, int(s) / (e - b)) for (t, b, e), s in zip(windows, sums)]
+
     # ------------------------------------------------------------------ records
     def batches(self, regions: str | Region | Iterable[str | Region] | None = None, union: bool | None = None, *,
                 bed=None, multi: bool = False, filters: ReadFilter | None = None) -> Iterator[RecordBatch]:
@@ -413,6 +506,19 @@ class Dataset:
                 pysam.index(out.name, out.companion(".bai"))
 
 
+@attrs.frozen(eq=False)
+class DepthWindow:
+    """Depth over [start, start + len(depth)) of reference ``tid``: ``depth`` per base, ``covered``
+    where a counted record lies (from its position to its end: what samtools depth prints
+    without -a) and ``furthest``, the furthest end of a counted record so far."""
+
+    tid: int
+    start: int
+    depth: np.ndarray
+    covered: np.ndarray
+    furthest: int
+
+
 _METADATA_FIRST_READ = 1 << 20
 
 
@@ -505,6 +611,18 @@ class _Shared:
                 return
             if self._cache[index].done():
                 self._drop(index)
+
+
+def _merge_spans(beg: np.ndarray, end: np.ndarray) -> list[tuple[int, int]]:
+    """The union of intervals [beg, end) as sorted, disjoint spans."""
+    order = np.argsort(beg, kind="stable")
+    spans: list[list[int]] = []
+    for b, e in zip(beg[order].tolist(), end[order].tolist()):
+        if spans and b <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], e)
+        else:
+            spans.append([b, e])
+    return [(a, b) for a, b in spans]
 
 
 def _overlap_mask(pos: np.ndarray, span: np.ndarray, ivs) -> np.ndarray:

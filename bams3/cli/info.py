@@ -9,7 +9,7 @@ import click
 
 from ..errors import Bams3Error, UsageError
 from ..storage import trace_totals
-from .common import CONTEXT, _err, _human_bp, _human_bytes, _progress, storage_options
+from .common import CONTEXT, _check_bed, _err, _human_bp, _human_bytes, _progress, storage_options
 from .app import cli
 
 
@@ -96,31 +96,57 @@ def stats_block(dest: str, m, s: dict) -> str:
 @storage_options
 @click.argument("dest")
 @click.option("-r", "--region", default=None, help="Only bins overlapping this region (samtools syntax).")
-@click.option("--bin", "bin_size", default="16K", show_default=True,
-              help="Bin size: a multiple of the stored 16K bins (16K, 64K, 1M, ...; K/M binary).")
+@click.option("--bin", "bin_size", default=None,
+              help="Bin size: a multiple of the stored 16K bins (16K, 64K, 1M, ...; K/M binary). [default: 16K]")
+@click.option("--exact", is_flag=True,
+              help="Compute from the reads' columns: the region (or each reference) whole, any window exactly.")
+@click.option("--by", "by", default=None, metavar="BED|N",
+              help="Exact mean depth per window: a BED file's intervals, or windows of N bp (implies --exact).")
+@click.option("-Q", "--min-MQ", "min_mapq", default=0, type=click.IntRange(0), metavar="INT",
+              help="With --exact: only reads with MAPQ >= INT (samtools depth -Q).")
+@click.option("--min-BQ", "min_bq", default=0, type=click.IntRange(0), metavar="INT",
+              help="With --exact: only bases with quality >= INT (samtools depth -q).")
+@click.option("-G", "--excl-flags", "excl", multiple=True, metavar="FLAG",
+              help="With --exact: also leave out reads with these flags (samtools depth -G).")
+@click.option("-@", "--threads", "workers", default=4, show_default=True, type=click.IntRange(1, 256),
+              help="Concurrent chunk fetches (--exact).")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines instead of BED-like TSV.")
-def coverage(dest, region, bin_size, as_json):
-    """Mean depth per bin of DEST, from its stored binned depth alone (no reads are read).
+def coverage(dest, region, bin_size, exact, by, min_mapq, min_bq, excl, workers, as_json):
+    """Mean depth per bin of DEST, from its stored binned depth alone (no reads are read), or
+    exactly for any window from the reads' columns (--exact, --by).
 
     \b
     Depth is counted as samtools depth counts it: bases of M/=/X operations of
     records without UNMAP, SECONDARY, QCFAIL or DUP flags; deletions do not
     count. Output: reference, start (0-based), end, mean depth, tab-separated.
+    Stored bins are 16 Kbp with those filters: the fast path for whole-genome
+    views. --exact and --by equal the mean of `samtools depth -a` over each
+    window (= samtools coverage's meandepth, mosdepth --by's mean) and take
+    samtools depth's filters; they read positions, CIGARs, flags and MAPQ.
 
     \b
     Examples:
       bams3 coverage sample.bams3 --bin 1M
       bams3 coverage s3://bucket/sample.bams3 -r chrX --bin 64K
+      bams3 coverage sample.bams3 -r chr1:1000-2000 --exact
+      bams3 coverage sample.bams3 --by targets.bed -Q 20
+      bams3 coverage sample.bams3 -r chr20 --by 1000
     """
     from ..converter import parse_chunk_size
     from ..dataset import Dataset
 
-    ds = Dataset.open(dest)
-    try:
-        bin_bp = parse_chunk_size(bin_size)
-    except Bams3Error:
-        raise UsageError(f"bad bin size {bin_size!r} (use e.g. 16K, 64K, 1M)") from None
-    rows = ds.coverage(region, bin_bp)
+    exact = exact or by is not None or bool(min_mapq or min_bq or excl)
+    ds = Dataset.open(dest, workers=workers)
+    if exact:
+        if bin_size is not None:
+            raise UsageError("--bin is for stored bins; with --exact give windows with --by N or --by BED")
+        rows = _exact_rows(ds, region, by, min_mapq, min_bq, excl)
+    else:
+        try:
+            bin_bp = parse_chunk_size(bin_size or "16K")
+        except Bams3Error:
+            raise UsageError(f"bad bin size {bin_size!r} (use e.g. 16K, 64K, 1M)") from None
+        rows = ds.coverage(region, bin_bp)
     out = sys.stdout
     if as_json:
         for name, beg, end, depth in rows:
@@ -128,6 +154,25 @@ def coverage(dest, region, bin_size, as_json):
     else:
         out.write("".join(f"{name}\t{beg}\t{end}\t{depth:.4f}\n" for name, beg, end, depth in rows))
     out.flush()
+
+
+def _exact_rows(ds, region, by, min_mapq, min_bq, excl) -> list[tuple]:
+    from ..depth import DEFAULT_EXCL_FLAGS, DepthOptions
+    from ..filters import parse_flags
+
+    flags = DEFAULT_EXCL_FLAGS
+    for v in excl:
+        flags |= parse_flags(v)
+    options = DepthOptions(min_mapq=min_mapq, min_bq=min_bq, excl_flags=flags)
+    if by is not None and not by.isdigit():
+        if region is not None:
+            raise UsageError("give -r or --by BED, not both")
+        _check_bed(by)
+        return ds.exact_coverage(bed=by, options=options)
+    n = int(by) if by is not None else None
+    if n == 0:
+        raise UsageError("--by N needs N > 0")
+    return ds.exact_coverage(region, n, options=options)
 
 
 # ---------------------------------------------------------------- ls
