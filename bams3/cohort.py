@@ -218,13 +218,18 @@ def stats_sample(name: str, url: str, retries: int = RETRIES, sample_names: str 
     return row
 
 
-def coverage_sample(name: str, url: str, bin_bp: int, retries: int = RETRIES, sample_names: str = "path"):
-    """(sample, rows of (reference, start, end, mean depth), error)."""
+def coverage_sample(name: str, url: str, bin_bp: int, retries: int = RETRIES, sample_names: str = "path",
+                    region=None, options=None):
+    """(sample, rows of (reference, start, end, mean depth), error). From the stored bins; with
+    ``options`` (:class:`bams3.depth.DepthOptions`: samtools depth's filters) exactly, from the
+    reads' columns. ``region``: only its bins (exactly: windows of ``bin_bp`` from its start)."""
     from .dataset import Dataset
 
     def work():
-        ds = Dataset.open(url)
-        return ds.header.text, ds.coverage(None, bin_bp)
+        ds = Dataset.open(url, workers=2)
+        if options is not None:
+            return ds.header.text, ds.exact_coverage(region, bin_bp, options=options)
+        return ds.header.text, ds.coverage(region, bin_bp)
 
     result, error = _with_retries(work, retries)
     if result is None:
@@ -362,10 +367,13 @@ def stats(datasets: Iterable, client=None, *, workers: int = 8, retries: int = R
 
 
 def coverage(datasets: Iterable, bin_bp: int = 1 << 20, client=None, *, workers: int = 8, retries: int = RETRIES,
-             progress=None, sample_names: str = "path"):
-    """Mean depth per bin per sample, long form (pandas: sample, reference, start, end, mean_depth, error)."""
+             progress=None, sample_names: str = "path", region=None, options=None):
+    """Mean depth per bin per sample, long form (pandas: sample, reference, start, end, mean_depth, error).
+    From the stored bins; with ``options`` (:class:`bams3.depth.DepthOptions`, samtools depth's
+    filters) computed exactly from the reads' columns, in bins of ``bin_bp`` from the start of
+    ``region`` (or of each reference)."""
     require_pandas()
-    jobs = [(name, url, bin_bp, retries, sample_names) for name, url in _samples(datasets)]
+    jobs = [(name, url, bin_bp, retries, sample_names, region, options) for name, url in _samples(datasets)]
     results = run(coverage_sample, jobs, workers=workers, client=client, progress=progress)
     return _table(coverage_rows(results), COVERAGE_COLUMNS)
 

@@ -152,3 +152,36 @@ def test_cohort_stats_and_coverage_show_dosage(cohort, tmp_path):
 def test_cohort_needs_samples():
     p = subprocess.run([sys.executable, "-m", "bams3.cli", "cohort", "count", "chr1"], capture_output=True, text=True)
     assert p.returncode == 2 and "--from" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_filtered_count_and_exact_coverage_on_a_dask_local_cluster(cohort):
+    """samtools view's filters and samtools depth's, on every sample, on a real LocalCluster:
+    each count equals samtools view -c with the filter, each bin the mean of samtools depth -a."""
+    from distributed import Client, LocalCluster
+
+    from bams3.depth import DepthOptions
+    from bams3.filters import from_options
+
+    flt = from_options(exclude=["REVERSE"], min_mapq=1)
+    region = "chr1:2,001-5,000"
+    with LocalCluster(n_workers=2, threads_per_worker=4, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        counts = bams3.cohort.count(cohort["samples"], REGIONS[:2], client=client, filters=flt)
+        cov = bams3.cohort.coverage(cohort["samples"], 1000, client=client, region=region,
+                                    options=DepthOptions(excl_flags="UNMAP,SECONDARY,QCFAIL,DUP,REVERSE"))
+    good = counts[counts["error"] == ""]
+    assert set(counts[counts["error"] != ""]["sample"]) == {CORRUPT}
+    assert len(good) == (N_SAMPLES - 1) * 2
+    for row in good.itertuples(index=False):
+        bam = str(cohort["dir"] / f"{row.sample}.bam")
+        assert row.count == int(pysam.view("-c", "-F", "0x10", bam, row.region)), (row.sample, row.region)
+    cov = cov[cov["error"] == ""]
+    assert len(cov) == (N_SAMPLES - 1) * 3
+    for row in cov[cov["sample"].isin({n for n, _ in cohort["samples"][:30]})].itertuples(index=False):
+        bam = str(cohort["dir"] / f"{row.sample}.bam")
+        # samtools depth, not coverage: these reads hold zero-length deletions, where samtools
+        # coverage's pileup and samtools depth differ (bams3 depth is samtools depth)
+        out = pysam.depth("-a", "-G", "REVERSE", "-r", f"{row.reference}:{row.start + 1}-{row.end}", bam)
+        depths = [int(line.split("\t")[2]) for line in out.splitlines()]
+        assert len(depths) == row.end - row.start
+        assert row.mean_depth == pytest.approx(sum(depths) / len(depths), abs=1e-9)

@@ -132,20 +132,42 @@ def cohort_stats(from_file, prefix, engine, scheduler, workers, output, sample_n
 @cohort.command("coverage", context_settings=CONTEXT)
 @click.option("--bin", "bin_size", default="1M", show_default=True, help="Bin size (a multiple of 16K).")
 @click.option("--plot", default=None, help="Draw per-sample, per-reference coverage: out.html or out.png.")
+@click.option("-r", "--region", default=None, help="Only this region's bins.")
+@click.option("--exact", is_flag=True, help="Compute from the reads' columns (any bin size, any region start).")
+@click.option("-Q", "--min-MQ", "min_mapq", default=0, type=click.IntRange(0), metavar="INT",
+              help="Only reads with MAPQ >= INT (samtools depth -Q; implies --exact).")
+@click.option("--min-BQ", "min_bq", default=0, type=click.IntRange(0), metavar="INT",
+              help="Only bases with quality >= INT (samtools depth -q; implies --exact).")
+@click.option("-G", "--excl-flags", "excl", multiple=True, metavar="FLAG",
+              help="Also leave out reads with these flags (samtools depth -G; implies --exact).")
 @_cohort_options
-def cohort_coverage(bin_size, plot, from_file, prefix, engine, scheduler, workers, output, sample_names, progress):
+def cohort_coverage(bin_size, plot, region, exact, min_mapq, min_bq, excl, from_file, prefix, engine, scheduler,
+                    workers, output, sample_names, progress):
     """Mean depth per bin of every sample, from stored bins (no reads are read); --plot draws it
     normalised by each sample's median, like goleft indexcov (dosage and drop-outs show at a glance).
+    With --exact or samtools depth's filters (-Q, --min-BQ, -G), depth is computed from each
+    sample's position, CIGAR, flag and MAPQ columns, equal to samtools depth -a's mean per bin.
 
     \b
     Examples:
       bams3 cohort coverage --prefix s3://cohort/samples/ --plot cohort.html
       bams3 cohort coverage --from samples.txt --bin 64K -o bins.parquet
+      bams3 cohort coverage --from samples.txt -r chr20:1M-2M --bin 10K -Q 20 -o bins.tsv
     """
     from .. import cohort as c
     from ..converter import parse_chunk_size
 
-    bin_bp = parse_chunk_size(bin_size)
+    options = None
+    exact = exact or bool(min_mapq or min_bq or excl)
+    bin_bp = int(bin_size) if exact and bin_size.isdigit() and int(bin_size) > 0 else parse_chunk_size(bin_size)
+    if exact:
+        from ..depth import DEFAULT_EXCL_FLAGS, DepthOptions
+        from ..filters import parse_flags
+
+        flags = DEFAULT_EXCL_FLAGS
+        for v in excl:
+            flags |= parse_flags(v)
+        options = DepthOptions(min_mapq=min_mapq, min_bq=min_bq, excl_flags=flags)
     if output or not plot:
         c.table_format(output)
     if plot:
@@ -154,8 +176,8 @@ def cohort_coverage(bin_size, plot, from_file, prefix, engine, scheduler, worker
         check_plot_path(plot)
         c.require_pandas()  # the plot is drawn from a pandas table: say so before any sample runs
     samples = _cohort_samples(from_file, prefix)
-    results = _cohort_run(c.coverage_sample, [(n, u, bin_bp, c.RETRIES, sample_names) for n, u in samples], engine,
-                          scheduler, workers, progress)
+    jobs = [(n, u, bin_bp, c.RETRIES, sample_names, region, options) for n, u in samples]
+    results = _cohort_run(c.coverage_sample, jobs, engine, scheduler, workers, progress)
     rows = c.coverage_rows(results)
     columns = c.COVERAGE_COLUMNS
     if prefix:
