@@ -178,11 +178,7 @@ class ReadFilter:
 
     @property
     def _compiled(self):
-        if self.expression is None:
-            return None
-        from .filterexpr import compile_expression
-
-        return compile_expression(self.expression)
+        return None if self.expression is None else _compile(self.expression)
 
     @property
     def fields(self) -> frozenset[str]:
@@ -270,6 +266,14 @@ class ReadFilter:
                     continue
             lines.append(line)
         return Header("".join(lines), header.references)
+
+
+@functools.lru_cache(maxsize=128)
+def _compile(text: str):
+    """A filter expression, compiled once per text."""
+    from .filterexpr import compile_expression
+
+    return compile_expression(text)
 
 
 def _in(values: np.ndarray, allowed: frozenset[str]) -> np.ndarray:

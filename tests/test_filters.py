@@ -109,6 +109,10 @@ CASES = [
     ["-D", "CB:{cb}"], ["-d", "RG:grpB"], ["-d", "ZF"], ["-d", "ZZ"], ["-l", "libX"], ["-l", "libY", "-q", "5"],
     ["-s", "0.3"], ["-s", "42.3"], ["-s", "3.5e-1"], ["-s", "7.0"], ["--subsample", "0.4", "--subsample-seed", "7"],
     ["--subsample", "0.4", "--subsample-seed", "0"], ["-F", "0xF04", "-q", "20", "-r", "grpA", "-s", "11.5"],
+    ["-e", "mapq >= 30 && [NM] <= 2"], ["-e", "flag.dup || !flag.proper_pair"], ["-e", "[RG] == \"grpB\""],
+    ["-e", "qname =~ \"^read:\" && pos > 1000"], ["-e", "rlen > 100 || sclen > 5"], ["-e", "library == \"libY\""],
+    ["-e", "exists([ZF]) && [ZF] < 1"], ["-e", "rnext == \"*\""], ["-e", "tlen < -50", "-F", "0x10"],
+    ["-e", "endpos - pos > 100"],
 ]
 REGIONS = [(), ("chr1:1000-20000",), ("chr2", "chr1:5000-6000", "chr1:5500-9000"), ("*",), ("chrM",)]
 
@@ -159,6 +163,9 @@ def filter_args(draw):
         args += ["-l", draw(st.sampled_from(["libX", "libY", "libZ"]))]
     if draw(st.integers(0, 4)) == 0:
         args += ["-s", f"{draw(st.integers(0, 50))}.{draw(st.integers(1, 9))}"]
+    if draw(st.integers(0, 3)) == 0:
+        args += ["-e", draw(st.sampled_from(["mapq > 10", "[NM] >= 2 || !exists([AS])", "qlen > 60 && !flag.reverse",
+                                             "[XS] > [AS]", "ncigar > 1", "pos % 7 == 3", "rname != rnext"]))]
     return args
 
 
@@ -197,6 +204,8 @@ def _api_filter(args) -> ReadFilter:
             kw["library"] = v
         elif a == "-s":
             kw["subsample_combined"] = v
+        elif a == "-e":
+            kw["expression"] = v
     return from_options(**kw)
 
 
