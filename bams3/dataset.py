@@ -217,7 +217,7 @@ class Dataset:
 
         def load(index):
             reader = self.source.columns(index, cols | ({"pos", "span"} if index in cut else set()))
-            f = Fields.of_reader(reader)
+            f = Fields.of_reader(reader, lambda names: self.source.columns(index, names))
             keep = flt.mask(f, self.header, expr)
             return keep, (f.pos, f.span) if index in cut else None
 
@@ -293,8 +293,7 @@ class Dataset:
         for wb in range(reg.beg, end, step):
             we = min(end, wb + step)
             idx = [int(i) for i in t.candidates(reg.tid, wb, we)]
-            fetched = ordered_map(lambda i: kept.get(i) or Fields.of_reader(self.source.columns(i, cols)), idx,
-                                  self.workers)
+            fetched = ordered_map(lambda i: kept.get(i) or self._fields(i, cols), idx, self.workers)
             acc = DepthAccumulator(wb, we, reg.tid)
             covered = np.zeros(we - wb + 1, dtype=np.int64)
             later: dict[int, Fields] = {}
@@ -310,6 +309,12 @@ class Dataset:
                     later[i] = f
             kept = later
             yield DepthWindow(reg.tid, wb, acc.depth, np.cumsum(covered[:-1]) > 0, furthest)
+
+    def _fields(self, index: int, columns) -> Fields:
+        """The fields of chunk ``index`` from the named columns (others fetched if one turns out
+        to be needed: tags, where a CIGAR is kept in a CG tag)."""
+        return Fields.of_reader(self.source.columns(index, columns),
+                                lambda names: self.source.columns(index, names))
 
     def window_depths(self, windows, options=None) -> np.ndarray:
         """The sum of depth (as :meth:`depth` counts it) over each window ``(tid, beg, end)``,

@@ -108,21 +108,31 @@ class Fields:
     """Fields of ``n`` records, computed from fixed columns (``fixed(name)``: values as BAM holds
     them) and variable ones (``var(name)``: concatenated bytes), each decoded once."""
 
-    def __init__(self, n: int, fixed, var, where: str = "records"):
+    def __init__(self, n: int, fixed, var, where: str = "records", available=lambda name: True):
+        """``available(column)``: whether ``var``/``fixed`` can give that column."""
         self.n = n
+        self._available = available
         self._fixed = fixed
         self._var = var
         self.where = where
         self._cache: dict = {}
         self._tags: dict[bytes, TagValues] = {}
+        self._hidden: set[int] = set()  # records whose CG tag became their CIGAR
 
     # ------------------------------------------------------------------ makers
     @classmethod
-    def of_reader(cls, reader) -> Fields:
-        """The fields of a chunk's records, from whichever of its columns ``reader`` holds."""
+    def of_reader(cls, reader, more=None) -> Fields:
+        """The fields of a chunk's records, from whichever of its columns ``reader`` holds;
+        ``more(names)``, if given, fetches other columns when a field turns out to need them (a
+        reader of them, checked as any): tags, for CIGARs kept in a CG tag."""
         memo: dict = {}
 
+        def ensure(name):
+            if not reader.has(name) and more is not None:
+                reader.pieces.update(more([name]).pieces)
+
         def fixed(name):
+            ensure(name)
             if name not in memo:
                 if name == "pos":
                     memo[name] = reader.pos()
@@ -139,9 +149,11 @@ class Fields:
             return memo[name]
 
         def var(name):
+            ensure(name)
             return np.frombuffer(reader.raw(name), dtype=np.uint8)
 
-        return cls(reader.n_records, fixed, var, reader.where)
+        return cls(reader.n_records, fixed, var, reader.where,
+                   lambda name: more is not None or reader.has(name))
 
     @classmethod
     def of_batch(cls, batch: RecordBatch) -> Fields:
@@ -216,6 +228,10 @@ class Fields:
 
     @property
     def ncigar(self) -> np.ndarray:
+        """CIGAR operations per record; with the CIGARs at hand, after :attr:`cigar` has put back
+        those kept in CG tags."""
+        if "cigar" in self._cache or self._available("cigar"):
+            return np.diff(self.cigar[1])
         return self._get("ncigar", lambda: self._fixed("n_cigar_op").astype(np.int64))
 
     # ------------------------------------------------------------------ variable fields
@@ -228,13 +244,48 @@ class Fields:
 
     @property
     def cigar(self) -> tuple[np.ndarray, np.ndarray]:
-        """(operations as uint32, offsets: record i's are ``ops[off[i]:off[i+1]]``)."""
+        """(operations as uint32, offsets: record i's are ``ops[off[i]:off[i+1]]``). A CIGAR of
+        over 65535 operations, which BAM keeps in a CG tag behind the placeholder
+        ``<l_seq>S<span>N``, is put back as htslib puts it back when it reads (and its CG tag is
+        then no longer seen, as htslib drops it)."""
         def make():
-            ops = self._var("cigar").view("<u4") if len(self._var("cigar")) % 4 == 0 else None
-            if ops is None:
+            raw = self._var("cigar")
+            if len(raw) % 4:
                 raise CorruptDatasetError(self.where, "a partial CIGAR; the dataset is corrupt")
-            return ops, self._offsets(self.ncigar, len(ops), "CIGAR")
+            ops = raw.view("<u4")
+            off = self._offsets(self._fixed("n_cigar_op").astype(np.int64), len(ops), "CIGAR")
+            return self._long_cigars(ops, off)
         return self._get("cigar", make)
+
+    def _long_cigars(self, ops: np.ndarray, off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """htslib's ``bam_tag2cigar``: placeholders with a CG:B:I tag get the tag's CIGAR."""
+        n = np.diff(off)
+        two = np.flatnonzero(n == 2)
+        if not len(two):
+            return ops, off
+        first, second = ops[off[two]], ops[off[two] + 1]
+        cand = two[(first == ((self._fixed("l_seq")[two].astype(np.int64) << 4) | 4)) & ((second & 0xF) == 3)]
+        if not len(cand):
+            return ops, off
+        tv = self._tag_raw(b"CG")
+        data = tv.data
+        cand = cand[(tv.type[cand] == ord("B")) & (data[np.minimum(tv.offset[cand], len(data) - 1)] == ord("I"))]
+        if not len(cand):
+            return ops, off
+        pieces, lengths = [], n.copy()
+        prev = 0
+        for i in cand.tolist():
+            o = int(tv.offset[i])
+            count = int(data[o + 1:o + 5].copy().view("<u4")[0])
+            pieces += [ops[off[prev]:off[i]], data[o + 5:o + 5 + 4 * count].copy().view("<u4")]
+            lengths[i] = count
+            prev = i + 1
+            self._hidden.add(i)
+        pieces.append(ops[off[prev]:])
+        new_off = np.zeros(self.n + 1, dtype=np.int64)
+        np.cumsum(lengths, out=new_off[1:])
+        self._tags.pop(b"CG", None)
+        return np.concatenate(pieces).astype("<u4"), new_off
 
     @property
     def qname(self) -> tuple[np.ndarray, np.ndarray]:
@@ -281,6 +332,17 @@ class Fields:
         key = name.encode() if isinstance(name, str) else bytes(name)
         if key in self._tags:
             return self._tags[key]
+        if key == b"CG":
+            self.cigar  # noqa: B018 - a CG tag holding a long CIGAR is moved into it first
+        tv = self._tag_raw(key)
+        if key == b"CG" and self._hidden:  # moved into the CIGAR, as htslib moves it
+            t = tv.type.copy()
+            t[list(self._hidden)] = 0
+            tv = TagValues(tv.data, t, tv.offset)
+        self._tags[key] = tv
+        return tv
+
+    def _tag_raw(self, key: bytes) -> TagValues:
         data, off = self.aux
         n = self.n
         type_ = np.zeros(n, dtype=np.uint8)
@@ -322,7 +384,5 @@ class Fields:
             if (cur[active] > end[active]).any():
                 raise CorruptDatasetError(self.where, bad)
             active = active[(cur[active] < end[active]) & (type_[active] == 0)]
-        tv = TagValues(data, type_, value)
-        self._tags[key] = tv
-        return tv
+        return TagValues(data, type_, value)
 

@@ -43,9 +43,8 @@ past its unterminated buffer); regular expressions that are not string literals,
 POSIX ERE subset whose Python translation is exact, or matched against non-ASCII text; several
 regular expressions where htslib's cache could hand one site another's pattern (it numbers
 compiled patterns by how many ran before in the record, so a skipped site shifts the rest);
-``cigar``, ``ncigar``, ``sclen``, ``hclen`` and ``[CG]`` for a read whose CIGAR of over 65535
-operations is kept in a CG tag (htslib puts it back as it reads, Fields does not); white space
-other than spaces and tabs. Read names are C strings, as in htslib: up to their first NUL.
+white space other than spaces and tabs. A CIGAR of over 65535 operations kept in a CG tag is
+put back by :class:`~bams3.fields.Fields`, as htslib puts it back. Read names are C strings, as in htslib: up to their first NUL.
 
 ``exp``, ``log`` and ``pow`` go through Python's ``math`` (the C library's functions, as htslib
 calls them) one value at a time, since numpy's SIMD versions may differ in the last bit; the
@@ -246,14 +245,6 @@ def _cigar_op(f, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.where(have, op & 0xF, -1), np.where(have, op >> 4, 0)
 
 
-def _long_cigars(f) -> np.ndarray:
-    """Records whose CIGAR is the SAM spec's placeholder ``<l_seq>S<rlen>N`` for one of over
-    65535 operations kept in a CG tag, which htslib puts back as it reads (qlen, rlen and
-    endpos are the same either way)."""
-    (o0, _), (o1, _) = _cigar_op(f, 0), _cigar_op(f, 1)
-    return (f.ncigar == 2) & (o0 == _SOFT) & (o1 == _SKIP)
-
-
 def _hclen(f) -> np.ndarray:
     """Hard clips: the first operation if H, and the last if H and not the first."""
     (o0, l0), (oz, lz) = _cigar_op(f, 0), _cigar_op(f, -1)
@@ -414,8 +405,6 @@ class Field(Node):
         return {(_NUMBERS.get(self.name) or _STRINGS[self.name])[0]}
 
     def ev(self, r, slot):
-        if self.name in ("cigar", "ncigar", "sclen", "hclen"):
-            r.refuse(r.memo("long cigars", lambda: _long_cigars(r.f)), f"{self.name} of a CIGAR kept in a CG tag")
         if self.name in _NUMBERS:
             d = r.memo(self.name, lambda: np.asarray(_NUMBERS[self.name][1](r.f), dtype=np.float64))
             return Val(r.no, slot.t, d, slot.buf)
@@ -446,8 +435,6 @@ class Tag(Node):
 
     def _values(self, r):
         tv = r.f.tag(self.key)
-        if self.key == b"CG":  # htslib moves a long CIGAR from it as it reads, and drops it
-            r.refuse(tv.present, "the CG tag (a long CIGAR)")
         is_num = tv.is_integer() | (tv.type == ord("f"))
         num = np.where(is_num, tv.numbers(), NAN)
         ok = (tv.type == 0) | is_num | np.isin(tv.type, _STRING_TAG_TYPES)

@@ -158,3 +158,33 @@ def test_coverage_refuses_mixed_options(files, capfd):
     for args in (["--exact", "--bin", "64K"], ["-r", refs[0][0], "--by", bed], ["--by", "0"]):
         code, out, err = bams3_cli(capfd, "coverage", dest, *args)
         assert code == 2 and not out and err.count("\n") == 1, (args, err)
+
+
+def test_cigars_kept_in_cg_tags_are_put_back(tmp_path, capfd):
+    """Reads of over 65535 CIGAR operations (BAM keeps them in a CG tag behind a placeholder):
+    depth, -m and CIGAR expressions use the real CIGAR, as htslib does; the tags are fetched only
+    for the chunks that hold such a read."""
+    from bams3.filters import from_options
+
+    bam = str(tmp_path / "cg.bam")
+    header = {"HD": {"VN": "1.6", "SO": "coordinate"}, "SQ": [{"SN": "c", "LN": 10**6}]}
+    with pysam.AlignmentFile(bam, "wb", header=header) as out:
+        for k, n in enumerate((3, 70_001, 3, 70_001, 5)):
+            a = pysam.AlignedSegment(out.header)
+            a.query_name, a.reference_id, a.reference_start, a.mapping_quality = f"q{k}", 0, 10 + k, 5
+            a.cigartuples = [(5, 3)] + [(0, 1), (1, 1)] * (n // 2) + [(0, 1)]
+            a.query_sequence = "A" * (n // 2 * 2 + 1)
+            a.set_tag("NM", k)
+            out.write(a)
+    pysam.index(bam)
+    dest = str(tmp_path / "cg.bams3")
+    bams3.convert(bam, dest, chunk_size=1024)
+    code, out, err = bams3_cli(capfd, "depth", dest, "-a", "-r", "c:1-80000")
+    assert code == 0, err
+    assert out == samtools_depth("-a", "-r", "c:1-80000", bam)
+    ds = bams3.open(dest)
+    for kw, args in ((dict(min_qlen=100), ["-m", "100"]), (dict(expression="ncigar > 10"), ["-e", "ncigar > 10"]),
+                     (dict(expression="exists([CG])"), ["-e", "exists([CG])"]), (dict(tag=["CG"]), ["-d", "CG"])):
+        assert ds.count(filters=from_options(**kw)) == int(pysam.view("-c", *args, bam)), args
+        assert ds.count("c:50000-60000", filters=from_options(**kw)) == int(pysam.view("-c", *args, bam,
+                                                                                      "c:50000-60000")), args

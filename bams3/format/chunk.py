@@ -188,6 +188,14 @@ class ChunkReader:
             o += stored
         self.end = o  # where the columns end (count slots, if any, follow)
 
+    def has(self, column: str | int) -> bool:
+        """Whether this reader holds the column's bytes (in its blob, or fetched on their own)."""
+        cid = column if isinstance(column, int) else BY_NAME[column].id
+        if cid in self.pieces:
+            return True
+        entry = self.columns.get(cid)
+        return entry is not None and entry[0] + entry[1] <= len(self.blob)
+
     def extent(self, column: str | int) -> tuple[int, int]:
         """The bytes [start, end) of a column's stored form in the chunk object."""
         o, stored = self._entry(column)[:2]
