@@ -53,6 +53,27 @@ _UNPLACED = np.int64((1 << 31) - 1)  # sorts after every reference index
 _BINARY_SUFFIX = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 
+def _real_cigars(batch: RecordBatch, cigar: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The records' CIGARs as samtools depth sees them: a CIGAR of over 65535 operations kept in a
+    CG tag put back (then with each record's operation count; None when there is none)."""
+    core = batch.core
+    n = core["n_cigar_op"]
+    if not (n == 2).any():
+        return cigar, None
+    ops = cigar.view("<u4")
+    off = np.zeros(len(core) + 1, dtype=np.int64)
+    np.cumsum(n, out=off[1:])
+    two = np.flatnonzero(n == 2)
+    if not ((ops[off[two]] & 0xF) == 4).any():
+        return cigar, None
+    from .fields import Fields
+
+    real, real_off = Fields.of_batch(batch).cigar
+    if len(real) == len(ops):
+        return cigar, None
+    return real, np.diff(real_off)
+
+
 def parse_chunk_size(text: str | int) -> int:
     """``256K``, ``1M``, ``2M`` (binary multiples: 1M = 1,048,576 bp) or a plain number."""
     if isinstance(text, int):
@@ -279,7 +300,7 @@ class _Pipeline:
         else:
             enc = encode_chunk(batch, self.codecs, window * self.chunk_size, self.slot_bp, self.n_slots,
                                column_codecs=self.column_codecs, origins=self.origins)
-            depth = chunk_depth(batch.core, enc.cigar, ref_length=self.ref_lengths[ref_id])
+            depth = chunk_depth(batch.core, *_real_cigars(batch, enc.cigar), ref_length=self.ref_lengths[ref_id])
         self.store.put(chunk_key(self.prefix, index), enc.blob)
         return {"ref_id": ref_id, "window": window, **enc.info}, depth
 

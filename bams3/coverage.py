@@ -24,12 +24,13 @@ _RCONS = np.zeros(16, dtype=np.int64)
 _RCONS[[0, 2, 3, 7, 8]] = 1
 
 
-def chunk_depth(core: np.ndarray, cigar: np.ndarray, bin_bp: int = COVERAGE_BIN,
+def chunk_depth(core: np.ndarray, cigar: np.ndarray, n_ops: np.ndarray | None = None, bin_bp: int = COVERAGE_BIN,
                 ref_length: int | None = None) -> tuple[int, np.ndarray]:
     """The depth sums of one chunk's records (all on one reference): (first bin, sums per bin from it).
-    Bases at or past ``ref_length`` are not counted: depth is of the reference's positions."""
+    Bases at or past ``ref_length`` are not counted: depth is of the reference's positions.
+    ``n_ops``: each record's number of operations in ``cigar`` (default: the core's)."""
     ops = cigar.view("<u4")
-    n_ops = core["n_cigar_op"].astype(np.int64)
+    n_ops = (core["n_cigar_op"] if n_ops is None else n_ops).astype(np.int64)
     keep = ((core["flag"] & EXCLUDE_FLAGS) == 0) & (core["refid"] >= 0) & (core["pos"] >= 0)
     if not keep.any() or not len(ops):
         return 0, np.zeros(0, dtype=np.int64)

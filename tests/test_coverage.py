@@ -40,7 +40,7 @@ def test_corpus_depth_equals_samtools_depth(src, tmp_path, monkeypatch):
     dest = str(tmp_path / "d")
     # 16 bp bins, so that the corpus' short references have several
     b = 16 if sum(length for _, length in refs) < 5_000_000 else cov.COVERAGE_BIN
-    monkeypatch.setattr(converter, "chunk_depth", lambda core, cigar, ref_length: cov.chunk_depth(core, cigar, b, ref_length))
+    monkeypatch.setattr(converter, "chunk_depth", lambda core, cigar, n_ops=None, ref_length=None: cov.chunk_depth(core, cigar, n_ops, b, ref_length))
     monkeypatch.setattr(converter, "DepthAccumulator", lambda refs_: cov.DepthAccumulator(refs_, b))
     bams3.convert(bam, dest, chunk_size=1024)
     ds = bams3.open(dest)

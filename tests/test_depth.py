@@ -188,3 +188,6 @@ def test_cigars_kept_in_cg_tags_are_put_back(tmp_path, capfd):
         assert ds.count(filters=from_options(**kw)) == int(pysam.view("-c", *args, bam)), args
         assert ds.count("c:50000-60000", filters=from_options(**kw)) == int(pysam.view("-c", *args, bam,
                                                                                       "c:50000-60000")), args
+    # and the bins stored at conversion count them too
+    for stored, exact in zip(ds.coverage("c:1-65536"), ds.exact_coverage("c:1-65536", 16384)):
+        assert stored[:3] == exact[:3] and stored[3] == pytest.approx(exact[3], abs=1e-12)
