@@ -249,8 +249,16 @@ class Bench:
         regions = regions_for(self.bam)
         cases = [(f"records {n} {r}", ["query", ds_url, r], ["view", bam_url, r]) for n, r in regions.items()]
         reg = regions["1 Mbp"]
+        flt = ["-F", "0xF04", "-q", "20"]
+        ref = reg.split(":")[0]
+        depth_start = int(reg.split(":")[1].split("-")[0].replace(",", ""))
+        depth_reg = f"{ref}:{depth_start}-{depth_start + 9_999}"  # 10 kb
         cases += [
             (f"count {reg}", ["query", ds_url, reg, "-c"], ["view", "-c", bam_url, reg]),
+            (f"count -F 0xF04 -q 20 {reg}", ["query", ds_url, reg, "-c", *flt], ["view", "-c", *flt, bam_url, reg]),
+            (f"count -F 0xF04 -q 20 {ref}", ["query", ds_url, ref, "-c", *flt], ["view", "-c", *flt, bam_url, ref]),
+            (f"records -F 0xF04 -q 20 {reg}", ["query", ds_url, reg, *flt], ["view", *flt, bam_url, reg]),
+            (f"depth -a {depth_reg}", ["depth", ds_url, "-a", "-r", depth_reg], ["depth", "-a", "-r", depth_reg, bam_url]),
             ("stats --flagstat vs flagstat", ["stats", ds_url, "--flagstat"], ["flagstat", bam_url]),
             ("header", ["query", ds_url, "-H", "--no-PG"], ["view", "-H", "--no-PG", bam_url]),
         ]
