@@ -139,8 +139,10 @@ class _Handler(BaseHTTPRequestHandler):
         return kind  # "reset" / "short": forwarded, then cut (below)
 
     def _relay(self, resp, fault: str | None) -> int:
-        """The response body, passed on piece by piece (or faulted); the bytes delivered."""
-        sent = 0
+        """The response body, passed on piece by piece (or faulted); the bytes delivered (also in
+        ``self._sent`` as they go, so a client that hangs up mid-body is counted for what it got:
+        htslib reads open-ended ranges and closes the connection when it has enough)."""
+        sent = self._sent = 0
         while self.command != "HEAD":
             piece = resp.read(1 << 16)
             if not piece:
@@ -161,6 +163,7 @@ class _Handler(BaseHTTPRequestHandler):
                 break
             self.wfile.write(piece)  # counted as it is delivered
             sent += len(piece)
+            self._sent = sent
         return sent
 
     def _drop(self, rst: bool):
@@ -230,6 +233,7 @@ class _Handler(BaseHTTPRequestHandler):
             complete = resp.isclosed() or self.command == "HEAD"
         except (ConnectionResetError, BrokenPipeError):
             self.close_connection = True  # the client stopped reading: count what it got
+            sent = max(sent, getattr(self, "_sent", 0))
         finally:
             if not complete or resp.will_close:
                 conn.close()
