@@ -216,8 +216,7 @@ class Dataset:
         cut = {index for index, ivs, filt in plan if ivs is not None and not t.whole(index, ivs, filt)}
 
         def load(index):
-            reader = self.source.columns(index, cols | ({"pos", "span"} if index in cut else set()))
-            f = Fields.of_reader(reader, lambda names: self.source.columns(index, names))
+            f = self._fields(index, cols | ({"pos", "span"} if index in cut else set()))
             keep = flt.mask(f, self.header, expr)
             return keep, (f.pos, f.span) if index in cut else None
 
@@ -313,8 +312,8 @@ class Dataset:
     def _fields(self, index: int, columns) -> Fields:
         """The fields of chunk ``index`` from the named columns (others fetched if one turns out
         to be needed: tags, where a CIGAR is kept in a CG tag)."""
-        return Fields.of_reader(self.source.columns(index, columns),
-                                lambda names: self.source.columns(index, names))
+        reader = self.source.columns(index, columns)
+        return Fields.of_reader(reader, lambda names: self.source.fill(reader, index, names))
 
     def window_depths(self, windows, options=None) -> np.ndarray:
         """The sum of depth (as :meth:`depth` counts it) over each window ``(tid, beg, end)``,
@@ -379,14 +378,24 @@ class Dataset:
         flt = filters if filters is not None and not filters.empty else None
         expr = flt.check()._compiled if flt is not None else None
 
+        need = columns_for(flt.fields) | {"pos", "span"} if flt is not None else None
+
         def decode(index):
-            reader = self._reader(index)
-            batch = reader.records()
-            pos, span = reader.positions()
-            keep = None if flt is None else flt.mask(Fields.of_reader(reader), self.header, expr)
-            return batch, pos, span, keep
+            if flt is None:
+                reader = self._reader(index)
+                pos, span = reader.positions()
+                return reader.records(), pos, span, None
+            # the filter's columns first; the rest only when a record passes
+            reader = self.source.columns(index, need)
+            f = Fields.of_reader(reader, lambda names: self.source.fill(reader, index, names))
+            keep = flt.mask(f, self.header, expr)
+            if not keep.any():
+                return None, f.pos, f.span, keep
+            return self.source.fill(reader, index, None).records(), f.pos, f.span, keep
 
         def select(index, ivs, filt, batch, pos, span, keep):
+            if batch is None:
+                return None
             if everything or t.whole(index, ivs, filt):
                 mask = keep
             else:

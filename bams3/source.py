@@ -140,48 +140,56 @@ class ChunkSource:
     def columns(self, index: int, names: Iterable[str]) -> ChunkReader:
         """Only the named columns of a chunk (and what decoding them needs), by ranged reads: the
         directory, then the columns' bytes, ranges close together fetched as one."""
+        return self.fill(self.directory(index), index, names)
+
+    def directory(self, index: int) -> ChunkReader:
+        """A chunk's header and column directory alone (one small ranged read), checked."""
         t = self.table
         key = chunk_key(self.meta.data_prefix, index)
-        want = {n for n in names}
-        unknown = want - {c.name for c in ALL}
-        if unknown:
-            raise DatasetError(f"no column named {', '.join(sorted(unknown))}")
         # the header and directory (of as many columns as we write); the columns come next, ranged
         head = self._range(key, 0, min(directory_nbytes(len(ALL)), int(t.nbytes[index])))
         n_columns = int.from_bytes(head[8:12], "little")
         end_dir = directory_nbytes(n_columns)
         if len(head) < end_dir:  # a longer directory: not one we wrote
             head = self._range(key, 0, min(end_dir, int(t.nbytes[index])))
-        reader = self._reader(index, head)
+        return self._reader(index, head)
+
+    def fill(self, reader: ChunkReader, index: int, names: Iterable[str]) -> ChunkReader:
+        """``reader`` (of chunk ``index``) with the named columns it lacks fetched, in one request
+        of coalesced ranges; ``names`` None: every column."""
+        key = chunk_key(self.meta.data_prefix, index)
+        want = {c.name for c in ALL} if names is None else set(names)
+        unknown = want - {c.name for c in ALL}
+        if unknown:
+            raise DatasetError(f"no column named {', '.join(sorted(unknown))}")
         ids = {c.id for c in ALL if c.name in want}
         if any(self.codecs[reader.columns[cid][4]].record_aware for cid in ids if cid in reader.columns):
             ids |= {c.id for c in ALL if c.name in ("pos", "flag", "l_seq", "n_cigar_op", "cigar")}
-        missing = [cid for cid in sorted(ids) if reader.extent(cid)[1] > len(head)]
-        pieces = {}
-        if missing:
-            spans = sorted(reader.extent(cid) for cid in missing)
-            merged: list[list[int]] = []
-            for a, b in spans:
-                if merged and a - merged[-1][1] <= _GAP:
-                    merged[-1][1] = max(merged[-1][1], b)
-                else:
-                    merged.append([a, b])
-            try:
-                got = self.store.get_ranges(key, [(a, b) for a, b in merged])
-            except FileNotFoundError:
-                raise CorruptDatasetError(self.url, f"chunk {key} is missing; the dataset is incomplete or "
-                                          "damaged") from None
+        missing = [cid for cid in sorted(ids) if cid in reader.columns and not reader.has(cid)]
+        if not missing:
+            return reader
+        spans = sorted(reader.extent(cid) for cid in missing)
+        merged: list[list[int]] = []
+        for a, b in spans:
+            if merged and a - merged[-1][1] <= _GAP:
+                merged[-1][1] = max(merged[-1][1], b)
+            else:
+                merged.append([a, b])
+        try:
+            got = self.store.get_ranges(key, [(a, b) for a, b in merged])
+        except FileNotFoundError:
+            raise CorruptDatasetError(self.url, f"chunk {key} is missing; the dataset is incomplete or "
+                                      "damaged") from None
+        for (a, b), data in zip(merged, got):
+            if len(data) != b - a:
+                raise CorruptDatasetError(self.url, f"chunk {key} is shorter than the chunk table says; "
+                                          "the dataset is damaged")
+        for cid in missing:
+            s, e = reader.extent(cid)
             for (a, b), data in zip(merged, got):
-                if len(data) != b - a:
-                    raise CorruptDatasetError(self.url, f"chunk {key} is shorter than the chunk table says; "
-                                              "the dataset is damaged")
-            for cid in missing:
-                s, e = reader.extent(cid)
-                for (a, b), data in zip(merged, got):
-                    if a <= s and e <= b:
-                        pieces[cid] = data[s - a : e - a]
-                        break
-        reader.pieces.update(pieces)
+                if a <= s and e <= b:
+                    reader.pieces[cid] = data[s - a : e - a]
+                    break
         return reader
 
     def slots(self, index: int, a: int, b: int, layout: SlotLayout | None = None

@@ -300,3 +300,18 @@ def test_a_flag_and_mapq_count_reads_two_columns_of_a_chunk(fb, monkeypatch):
     assert chunk_reads and len(chunk_reads) <= 2 * len(t)
     moved = sum(e[3] for e in chunk_reads)
     assert moved < 0.25 * int(t.nbytes.sum())
+
+
+def test_a_filtered_record_query_skips_chunks_it_rejects_whole(fb, monkeypatch):
+    """Records with a filter: the filter's columns first, then the rest of a chunk only when one
+    of its records passes. A filter no record passes reads no sequence, quality or tag."""
+    bam, dest = fb
+    monkeypatch.setattr(storage, "_traced", None)
+    start_trace()
+    ds = bams3.open(dest)
+    buf = io.BytesIO()
+    ds.write(buf, "chr1", filters=_api_filter(["-f", "0x400", "-F", "0x400"]))
+    assert buf.getvalue() == b"" == samtools_records(bam, ["-f", "0x400", "-F", "0x400"], ["chr1"]).encode()
+    log = [entry for store in storage._traced for entry in store.counter.log]
+    moved = sum(e[3] for e in log if e[1] and "data/" in e[1])
+    assert 0 < moved < 0.1 * int(ds.chunks.nbytes.sum())
