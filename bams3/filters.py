@@ -225,16 +225,17 @@ class ReadFilter:
             keep &= self._sampled(f)
         if self.read_groups is not None and keep.any():
             rg = f.tag("RG")
-            keep &= ~rg.present | _in(_string_values(rg), self.read_groups)
+            keep &= ~rg.present | _cstring_in(rg, rg.present, self.read_groups)
         if self.tag is not None and keep.any():
             tv = f.tag(self.tag.tag)
             keep &= tv.present
             if self.tag.values is not None:
-                keep &= _in(_tag_text(tv), self.tag.values)
+                keep &= _tag_in(tv, self.tag.values)
         if self.qnames is not None and keep.any():
             keep &= _in(np.array([n.decode("latin-1") for n in f.names()], dtype=object), self.qnames)
         if self.library is not None and keep.any():
-            keep &= _in(_libraries(f, header), frozenset([self.library]))
+            rg = f.tag("RG")  # samtools: the LB of the record's read group; none: rejected
+            keep &= _cstring_in(rg, rg.type == ord("Z"), _library_groups(header, self.library))
         return keep
 
     def _sampled(self, f: Fields) -> np.ndarray:
@@ -283,6 +284,54 @@ def _in(values: np.ndarray, allowed: frozenset[str]) -> np.ndarray:
     return np.fromiter((v in allowed for v in values.tolist()), dtype=bool, count=len(values))
 
 
+_FEW = 64  # values compared byte by byte over all records at once; more: a set, record by record
+
+
+def _cstring_in(tv: TagValues, where: np.ndarray, allowed: frozenset[str]) -> np.ndarray:
+    """Where the C string at each record's value (up to the next NUL, as samtools reads a Z
+    value) is one of ``allowed``, for the records in ``where``."""
+    out = np.zeros(len(tv.type), dtype=bool)
+    sel = np.flatnonzero(where)
+    if not len(sel):
+        return out
+    if len(allowed) > _FEW:
+        text = _raw_text(tv)
+        out[sel] = _in(text[sel], allowed)
+        return out
+    nul = np.flatnonzero(tv.data == 0)
+    k = np.searchsorted(nul, tv.offset[sel])
+    ok = k < len(nul)
+    sel, k = sel[ok], k[ok]
+    start = tv.offset[sel]
+    length = nul[k] - start
+    for value in allowed:
+        v = np.frombuffer(value.encode("latin-1"), dtype=np.uint8)
+        m = np.flatnonzero(length == len(v))
+        if not len(m):
+            continue
+        if len(v):
+            same = (tv.data[start[m, None] + np.arange(len(v))] == v).all(axis=1)
+            m = m[same]
+        out[sel[m]] = True
+    return out
+
+
+def _tag_in(tv: TagValues, allowed: frozenset[str]) -> np.ndarray:
+    """``-d TAG:VALUE``'s test: integers compared as their decimal text, a character as itself,
+    anything else as the C string at its value."""
+    out = np.zeros(len(tv.type), dtype=bool)
+    ints = tv.is_integer()
+    if ints.any():
+        wanted = [int(v) for v in allowed if v.lstrip("-").isdigit() and str(int(v)) == v]
+        if wanted:
+            out |= ints & np.isin(tv.numbers(), np.array(wanted, dtype=np.float64))
+    chars = tv.type == ord("A")
+    if chars.any():
+        singles = [ord(v) for v in allowed if len(v) == 1 and ord(v) < 256]
+        out |= chars & np.isin(tv.data[np.where(chars, tv.offset, 0)], singles)
+    return out | _cstring_in(tv, tv.present & ~ints & ~chars, allowed)
+
+
 def _string_values(tv: TagValues) -> np.ndarray:
     """What samtools looks up for a string tag: the bytes after the type up to the NUL."""
     return _raw_text(tv)
@@ -303,29 +352,15 @@ def _raw_text(tv: TagValues) -> np.ndarray:
     return out
 
 
-def _tag_text(tv: TagValues) -> np.ndarray:
-    """A tag's value as samtools' -d compares it: integers in decimal, a character, else the
-    C string at the value."""
-    out = _raw_text(tv)
-    ints = np.flatnonzero(tv.is_integer())
-    if len(ints):
-        out[ints] = [str(int(v)) for v in tv.numbers()[ints].tolist()]
-    chars = np.flatnonzero(tv.type == ord("A"))
-    if len(chars):
-        out[chars] = [chr(c) for c in tv.data[tv.offset[chars]].tolist()]
-    return out
-
-
-def _libraries(f: Fields, header: Header) -> np.ndarray:
-    """Each record's library: the LB of its read group's @RG line (None without one)."""
-    lb = {}
+def _library_groups(header: Header, library: str) -> frozenset[str]:
+    """The read groups whose library (LB of their first @RG line) is ``library``."""
+    lb: dict[str, str | None] = {}
     for line in header.text.splitlines():
         if line.startswith("@RG\t"):
             fields = dict(x.split(":", 1) for x in line.split("\t")[1:] if ":" in x)
-            if "ID" in fields and "LB" in fields and fields["ID"] not in lb:
-                lb[fields["ID"]] = fields["LB"]
-    rg = _string_values(f.tag("RG"))
-    return np.array([lb.get(v) if v is not None else None for v in rg.tolist()], dtype=object)
+            if "ID" in fields and fields["ID"] not in lb:
+                lb[fields["ID"]] = fields.get("LB")
+    return frozenset(rg for rg, name in lb.items() if name == library)
 
 
 _QUERY = np.zeros(16, dtype=np.int64)
