@@ -15,6 +15,7 @@ from . import __version__
 from ._threads import ordered_map
 from .errors import CorruptDatasetError, DatasetError, InputError, NotADatasetError
 from .fields import Fields, columns_for
+from .frames import FramesMixin
 from .filters import ReadFilter
 from .format import MAX_METADATA_BYTES, METADATA_KEY, ChunkReader, Metadata, Selection
 from .plugins import get_registry, plugin_code
@@ -31,7 +32,7 @@ def open(url: str) -> Dataset:  # noqa: A001 - the API is bams3.open(url)
     return Dataset.open(url)
 
 
-class Dataset:
+class Dataset(FramesMixin):
     """A bams3 dataset. Reads only what each question needs: the chunk table plans which
     chunks a selection touches (:mod:`bams3.format.table`), a :class:`ChunkSource` fetches
     their checked bytes, and the output formats write the records."""

@@ -204,11 +204,15 @@ class Registry:
             raise PluginError(f"unknown output format {name!r} (installed formats: {known})") from None
 
     def format_for_path(self, path: str) -> str | None:
+        """The format whose extension ends ``path``; the longest such extension wins
+        (``x.raw.parquet`` is a plugin's ``.raw.parquet``, not ``.parquet``)."""
         lower = path.lower()
+        best, best_len = None, 0
         for name, (fmt, _) in self.formats.items():
-            if any(lower.endswith(ext) for ext in fmt.extensions):
-                return name
-        return None
+            for ext in fmt.extensions:
+                if lower.endswith(ext) and len(ext) > best_len:
+                    best, best_len = name, len(ext)
+        return best
 
 
 BUILTIN_PLUGINS = ("local", "memory", "cloud", "zstd", "qual", "consensus", "formats")

@@ -43,19 +43,19 @@ def venv(tmp_path_factory):
 
 
 def test_the_plugin_is_not_in_this_environment():
-    assert "parquet" not in bams3.get_registry().formats
+    assert "rawparquet" not in bams3.get_registry().formats
     p = subprocess.run([sys.executable, "-m", "bams3.cli", "query", str(ROOT / "tests" / "golden" / "v1" /
-                        "qual_ctx.bams3"), "--format", "parquet"], capture_output=True, text=True)
-    assert p.returncode != 0 and "unknown output format 'parquet'" in p.stderr
+                        "qual_ctx.bams3"), "--format", "rawparquet"], capture_output=True, text=True)
+    assert p.returncode != 0 and "unknown output format 'rawparquet'" in p.stderr
 
 
 def test_installed_plugin_is_listed_and_used_by_name(venv, tmp_path, sample_dataset, sample_dir):
     p = subprocess.run([str(venv), "-m", "bams3.cli", "plugins", "--json"], capture_output=True, text=True,
                        check=True)
     rows = {r["plugin"]: r for r in map(json.loads, p.stdout.splitlines()) if "plugin" in r}
-    assert rows["parquet"]["package"] == "bams3-parquet" and rows["parquet"]["formats"] == ["parquet"]
+    assert rows["parquet"]["package"] == "bams3-parquet" and rows["parquet"]["formats"] == ["rawparquet"]
     region = "chr1:1,000,000-1,010,000"
-    out = tmp_path / "r.parquet"
+    out = tmp_path / "r.raw.parquet"  # the plugin's extension, longer than bams3's own .parquet
     subprocess.run([str(venv), "-m", "bams3.cli", "query", sample_dataset, region, "-o", str(out)], check=True)
     t = pq.read_table(out)
     bam = str(sample_dir / "sample.bam")

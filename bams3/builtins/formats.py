@@ -218,3 +218,18 @@ def bams3_register_output_formats(register):
                                 description="CRAM against a reference (-T), written by htslib"))
     register(OutputFormat(name="json", extensions=(".json", ".jsonl", ".ndjson"), open=open_json,
                                 description="JSON lines, one object per record (pysam's to_dict; numbers as numbers)"))
+    register(OutputFormat(name="parquet", extensions=(".parquet", ".pq"), open=_frames("open_parquet"),
+                          description="Apache Parquet, the typed SAM schema of docs/frames.md (zstd)"))
+    register(OutputFormat(name="arrow", extensions=(".arrow", ".arrows", ".feather"), open=_frames("open_arrow"),
+                          description="Arrow IPC file, the typed SAM schema of docs/frames.md"))
+
+
+def _frames(name: str):
+    """A writer of bams3.frames, imported when used (pyarrow loads only then)."""
+
+    def open_(out, header, options):
+        from .. import frames
+
+        return getattr(frames, name)(out, header, options)
+
+    return open_

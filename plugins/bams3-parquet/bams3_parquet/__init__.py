@@ -1,4 +1,7 @@
-"""bams3 output format ``parquet``: records as Apache Parquet, built column-wise from raw BAM bytes."""
+"""bams3 output format ``rawparquet``: records as Apache Parquet with their raw BAM fields (CIGAR as
+BAM-encoded integers, tags as raw BAM bytes), built column-wise from raw BAM bytes. bams3's own
+``parquet`` format writes the typed SAM schema (docs/frames.md); this one is an example of an
+outside plugin."""
 
 from __future__ import annotations
 
@@ -82,5 +85,5 @@ class ParquetWriter:
 
 @hookimpl
 def bams3_register_output_formats(register):
-    register(OutputFormat(name="parquet", extensions=(".parquet", ".pq"), open=ParquetWriter,
-                                description="Apache Parquet, one row per record (bams3-parquet)"))
+    register(OutputFormat(name="rawparquet", extensions=(".raw.parquet",), open=ParquetWriter,
+                                description="Apache Parquet of the raw BAM fields, one row per record (bams3-parquet)"))

@@ -8,7 +8,7 @@ from bams3.conformance.formats import OutputFormatTests
 
 
 class TestParquetFormat(OutputFormatTests):
-    format_name = "parquet"
+    format_name = "rawparquet"
 
     def read_back(self, path):
         t = pq.read_table(path)
@@ -25,9 +25,9 @@ def test_columns_match_pysam(tmp_path):
     write_bam(bam, n=500, seed=9)
     pysam.index(bam)
     bams3.convert(bam, str(tmp_path / "ds"))
-    out = tmp_path / "all.parquet"
+    out = tmp_path / "all.raw.parquet"
     with open(out, "wb") as f:
-        bams3.open(str(tmp_path / "ds")).write(f, format="parquet")
+        bams3.open(str(tmp_path / "ds")).write(f, format="rawparquet")
     t = pq.read_table(out).to_pylist()
     with pysam.AlignmentFile(bam) as f:
         recs = list(f)
