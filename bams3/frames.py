@@ -269,7 +269,7 @@ def tags_column(p, f: Fields, with_tags: dict[str, str] | None, typ):
                 strings = strings.copy()
                 for i in np.flatnonzero(other).tolist():
                     v = nums[i]
-                    strings[i] = str(int(v)) if tv.is_integer()[i] else repr(float(v))
+                    strings[i] = str(int(v)) if tv.is_integer()[i] else f"{float(v):g}"
             fields.append(p.array(strings.tolist(), type=p.string()))
     return p.StructArray.from_arrays(fields, fields=list(typ))
 
