@@ -446,3 +446,65 @@ def drop_non_dataset_rows(rows: list[tuple], columns: Sequence[str]) -> list[tup
     """The rows of a prefix's listing that are datasets (an entry without _metadata.json is not one)."""
     e = list(columns).index("error")
     return [r for r in rows if not isinstance(r[e], NotADataset)]
+
+
+# ------------------------------------------------------------------ reads of many samples as one frame
+def frame_part(name: str, url: str, region, columns=None, filters=None, with_tags=None):
+    """One sample's reads in one region as a pandas frame, the sample's name first (reference
+    names as plain strings, so every partition has the same types)."""
+    from .dataset import Dataset
+
+    ds = Dataset.open(url, workers=2)
+    try:
+        reg = _resolve(ds, region) if region is not None else None
+    except UnknownReferenceError:  # a reference this sample lacks: no reads there
+        table = _empty_frame(ds, columns, with_tags)
+    else:
+        table = ds.to_arrow(reg, columns, filters, with_tags)
+    return _pandas(table, name)
+
+
+def _empty_frame(ds, columns, with_tags):
+    from . import frames
+
+    cols = frames.check_columns(columns)
+    tags = frames.tag_types(with_tags)
+    if columns is None and tags is not None:
+        cols = cols + ("tags",)
+    return frames.schema(cols, ds.meta.references, tags).empty_table()
+
+
+def _pandas(table, name: str):
+    import pyarrow as pa
+
+    for i, field in enumerate(table.schema):
+        if pa.types.is_dictionary(field.type):
+            table = table.set_column(i, field.name, table.column(i).cast(pa.string()))
+    df = table.to_pandas()
+    df.insert(0, "sample", name)
+    return df
+
+
+def frame(datasets: Iterable, regions: Sequence | str | None = None, columns=None, filters=None, with_tags=None):
+    """The reads of many samples as one Dask DataFrame: one partition per sample and region
+    (``regions`` None: each sample whole), a ``sample`` column first, then the columns of
+    :mod:`bams3.frames` (projected by ``columns``, filtered by ``filters``: a
+    :class:`bams3.filters.ReadFilter`). Nothing is read until it is computed; each partition
+    reads only the columns asked for, on whichever worker runs it."""
+    import dask.dataframe as dd
+    from dask import delayed
+
+    from . import frames
+
+    require_pandas()
+    regions = [regions] if isinstance(regions, str) or regions is None else list(regions)
+    if filters is not None:
+        filters.check()
+    cols = frames.check_columns(columns)
+    tags = frames.tag_types(with_tags)
+    if columns is None and tags is not None:
+        cols = cols + ("tags",)
+    meta = _pandas(frames.schema(cols, (), tags).empty_table(), "")
+    parts = [delayed(frame_part)(name, url, region, columns, filters, with_tags)
+             for name, url in _samples(datasets) for region in regions]
+    return dd.from_delayed(parts, meta=meta, verify_meta=False)

@@ -112,7 +112,7 @@ def test_a_projection_reads_only_its_columns(sample_dataset, monkeypatch):
     monkeypatch.setattr(storage, "_traced", None)
     start_trace()
     ds = bams3.open(sample_dataset)
-    region = f"{ds.references[0][0]}:1,000,001-2,000,000"
+    region = f"{ds.references[0]}:1,000,001-2,000,000"
     t = ds.to_arrow(region, columns=["pos", "mapq", "flag"])
     log = [e for store in storage._traced for e in store.counter.log]
     small = sum(e[3] for e in log if e[1] and "data/" in e[1])
@@ -178,3 +178,36 @@ def test_the_docs_example_runs_as_written(tmp_path, monkeypatch):
     scope: dict = {}
     exec(compile(block, "docs/frames.md", "exec"), scope)  # noqa: S102 - the page's own example
     assert scope["df"].height == bams3.open("sample.bams3").count("chr1") > 0
+
+
+def test_cohort_frame_on_a_dask_local_cluster(fb, tmp_path):
+    """bams3.cohort.frame: one partition per sample and region, tagged with the sample, filtered
+    and projected on the workers of a real LocalCluster; the rows are samtools'."""
+    from distributed import Client, LocalCluster
+
+    import bams3.cohort
+
+    from . import synth
+
+    bam, dest = fb
+    other = synth.write_bam(str(tmp_path / "s.bam"), n=300)
+    pysam.index(other)
+    other_ds = str(tmp_path / "s.bams3")
+    bams3.convert(other, other_ds)
+    flt = from_options(exclude=["0x904"], min_mapq=1)
+    regions = ["chr1:1000-30000", "chrA:1-100000"]
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        df = bams3.cohort.frame([("fb", dest), ("syn", other_ds)], regions, columns=["name", "pos", "rname"],
+                                filters=flt)
+        assert df.npartitions == 4 and list(df.columns) == ["sample", "name", "pos", "rname"]
+        got = client.compute(df).result()
+    for sample, path in (("fb", bam), ("syn", other)):
+        refs = set(pysam.AlignmentFile(path).references)
+        want = []
+        for region in regions:
+            if region.split(":")[0] in refs:
+                want += [(s[0], int(s[3]), s[2]) for s in
+                         (line.split("\t") for line in pysam.view("-F", "0x904", "-q", "1", path, region).splitlines())]
+        rows = got[got["sample"] == sample]
+        assert list(zip(rows["name"], rows["pos"], rows["rname"])) == want and want
