@@ -22,6 +22,14 @@ def open(url: str):  # noqa: A001
     return Dataset.open(url)
 
 
+def AlignmentFile(filepath_or_object, mode: str | None = None, **kwargs):
+    """``bams3.AlignmentFile(url, "rb")``: a dataset opened as ``pysam.AlignmentFile(path, "rb")``
+    opens a BAM (read only); see :mod:`bams3.pysam_api`."""
+    from .pysam_api import AlignmentFile as _open
+
+    return _open(filepath_or_object, mode, **kwargs)
+
+
 def convert(src: str, dst: str, **kwargs):
     """Convert a sorted BAM/SAM/CRAM into a dataset: see :func:`bams3.converter.convert`."""
     from .converter import convert as _convert
@@ -38,6 +46,7 @@ def copy(src: str, dst: str, **kwargs):
 
 
 __all__ = [
+    "AlignmentFile",
     "Bams3Error", "Codec", "DatasetError", "DatasetExistsError", "InputError", "OutputFormat", "PluginError",
     "RecordFields", "RegionError", "StorageBackend", "StorageError", "UsageError", "convert", "copy", "get_plugin_manager",
     "get_registry", "hookimpl", "open",

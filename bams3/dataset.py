@@ -19,7 +19,8 @@ from .frames import FramesMixin
 from .filters import ReadFilter
 from .format import MAX_METADATA_BYTES, METADATA_KEY, ChunkReader, Metadata, Selection
 from .plugins import get_registry, plugin_code
-from .records import Header, RecordBatch
+from .pysam_api import AlignmentFileMixin, AlignmentHeader
+from .records import RecordBatch
 from .region import POS_MAX, Region, read_bed
 from .source import ChunkSource
 from .storage import open_store
@@ -32,7 +33,7 @@ def open(url: str) -> Dataset:  # noqa: A001 - the API is bams3.open(url)
     return Dataset.open(url)
 
 
-class Dataset(FramesMixin):
+class Dataset(AlignmentFileMixin, FramesMixin):
     """A bams3 dataset. Reads only what each question needs: the chunk table plans which
     chunks a selection touches (:mod:`bams3.format.table`), a :class:`ChunkSource` fetches
     their checked bytes, and the output formats write the records."""
@@ -42,7 +43,7 @@ class Dataset(FramesMixin):
         self.store = store
         self.url = url
         self.workers = workers
-        self.header = Header(meta.header_text, meta.references)
+        self.header = AlignmentHeader(meta.header_text, meta.references)
         self._depth = None  # binned depth, fetched on first use
         self._names = None  # reference name -> index
 
@@ -64,10 +65,6 @@ class Dataset(FramesMixin):
         return cls(store, Metadata.from_json(data, url), url, workers)
 
     # ------------------------------------------------------------------ metadata
-    @property
-    def references(self) -> list[tuple[str, int]]:
-        return list(self.meta.references)
-
     @property
     def stats(self) -> dict:
         return self.meta.stats
@@ -155,8 +152,8 @@ class Dataset(FramesMixin):
         return Selection(tuple(rs), None if bed is None else tuple(bed), bool(multi))
 
     # ------------------------------------------------------------------ count
-    def count(self, regions: str | Region | Iterable[str | Region] | None = None, union: bool | None = None, *,
-              bed=None, multi: bool = False, filters: ReadFilter | None = None) -> int:
+    def _count(self, regions: str | Region | Iterable[str | Region] | None = None, union: bool | None = None, *,
+               bed=None, multi: bool = False, filters: ReadFilter | None = None) -> int:
         """Records as ``samtools view -c`` counts them.
 
         Several regions are counted one after another (a record in two regions counts twice),
@@ -461,13 +458,6 @@ class Dataset(FramesMixin):
                 while emitted < len(window) and emitted in done:
                     yield done.pop(emitted)
                     emitted += 1
-
-    def fetch(self, regions=None, union: bool | None = None, *, bed=None, multi: bool = False,
-              filters: ReadFilter | None = None):
-        """pysam ``AlignedSegment`` objects for the region(s), like ``AlignmentFile.fetch``."""
-        from ._pysam import records_via_htslib
-
-        return records_via_htslib(self.header, self.batches(regions, union, bed=bed, multi=multi, filters=filters))
 
     def write(self, out, regions=None, *, format: str = "sam", union: bool | None = None, bed=None,
               multi: bool = False, options: dict | None = None, limit: int | None = None, pg: str | None = None,

@@ -112,7 +112,8 @@ def record_batch(f: Fields, references, columns: tuple[str, ...], with_tags: dic
         arrays.append(_column(p, c, f, names, with_tags, sch.field(c).type))
     batch = p.RecordBatch.from_arrays(arrays, schema=sch)
     if rows is not None and not rows.all():
-        batch = batch.filter(p.array(rows))
+        bits = np.packbits(np.asarray(rows, dtype=bool), bitorder="little")
+        batch = batch.filter(p.Array.from_buffers(p.bool_(), len(rows), [None, p.py_buffer(bits)]))
     return batch
 
 
@@ -121,25 +122,25 @@ def _column(p, c: str, f: Fields, names, with_tags, typ):
         data, off = f.qname
         return _strings(p, np.delete(data, off[1:] - 1) if len(data) else data, off - np.arange(len(off)))
     if c == "flag":
-        return p.array(f.flag.astype(np.uint16))
+        return _prim(p, f.flag, np.uint16)
     if c in ("rname", "rnext"):
         tid = f.tid if c == "rname" else f.mtid
         idx = np.where((tid >= 0) & (tid < len(names) - 1), tid, len(names) - 1).astype(np.int32)
-        return p.DictionaryArray.from_arrays(p.array(idx), p.array(names.tolist(), p.string()))
+        return p.DictionaryArray.from_arrays(_prim(p, idx, np.int32), _names(p, names))
     if c == "pos":
-        return p.array(f.pos + 1)
+        return _prim(p, f.pos + 1, np.int64)
     if c == "start0":
-        return p.array(f.pos)
+        return _prim(p, f.pos, np.int64)
     if c == "tid":
-        return p.array(f.tid.astype(np.int32))
+        return _prim(p, f.tid, np.int32)
     if c == "end":
-        return p.array(np.where(f.pos >= 0, f.end, 0))
+        return _prim(p, np.where(f.pos >= 0, f.end, 0), np.int64)
     if c == "mapq":
-        return p.array(f.mapq.astype(np.uint8))
+        return _prim(p, f.mapq, np.uint8)
     if c == "pnext":
-        return p.array(f.mpos + 1)
+        return _prim(p, f.mpos + 1, np.int64)
     if c == "tlen":
-        return p.array(f.tlen.astype(np.int32))
+        return _prim(p, f.tlen, np.int32)
     if c == "cigar":
         return _strings(p, *cigar_text(*f.cigar))
     if c == "seq":
@@ -149,6 +150,23 @@ def _column(p, c: str, f: Fields, names, with_tags, typ):
     if c == "tags":
         return tags_column(p, f, with_tags, typ)
     raise AssertionError(c)
+
+
+_ARROW = {np.uint8: "uint8", np.uint16: "uint16", np.int32: "int32", np.int64: "int64"}
+
+
+def _prim(p, values: np.ndarray, dtype):
+    """A numeric Arrow array over a numpy array's buffer (pa.array would import pandas first)."""
+    a = np.ascontiguousarray(values, dtype=dtype)
+    return p.Array.from_buffers(getattr(p, _ARROW[dtype])(), len(a), [None, p.py_buffer(a)])
+
+
+def _names(p, names):
+    """The reference names as an Arrow string array."""
+    encoded = [n.encode() for n in names.tolist()]
+    off = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum([len(e) for e in encoded], out=off[1:])
+    return _strings(p, np.frombuffer(b"".join(encoded), dtype=np.uint8), off)
 
 
 def _strings(p, data: np.ndarray, offsets: np.ndarray):

@@ -215,7 +215,7 @@ def _api_filter(args) -> ReadFilter:
 def test_generated_filters_on_the_sample(sample_dir, sample_dataset, args, start, length):
     bam = str(sample_dir / "sample.bam")
     ds = bams3.open(sample_dataset)
-    name = ds.references[0][0]
+    name = ds.references[0]
     region = f"{name}:{start + 1}-{start + length}"
     flt = _api_filter(args)
     assert ds.count(region, filters=flt) == samtools_count(bam, args, [region])

@@ -227,7 +227,7 @@ def test_metadata_values_then_a_query(data, tmp_path_factory):
     try:
         ds = bams3.open(str(dest))
         ds.count()
-        for name, _ in ds.references[:2]:
+        for name in ds.references[:2]:
             ds.count(name)
             list(ds.batches(name))
         ds.coverage()

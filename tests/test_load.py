@@ -114,7 +114,7 @@ def _regions(ds) -> list[str]:
     """64 distinct regions, deterministic: 1 kb, 10 kb, 100 kb, 1 Mbp, several Mbp and
     whole references, with edges exactly on chunk boundaries (window edges, and the
     edges between the chunks of a window holding more than 4 MiB of records)."""
-    refs = dict(ds.references)
+    refs = dict(zip(ds.references, ds.lengths))
     t, cs = ds.chunks, ds.meta.chunk_size
     rng = random.Random(64)
     out: list[str] = []
@@ -133,7 +133,7 @@ def _regions(ds) -> list[str]:
     splits = [i for i in range(1, len(t)) if t.ref_id[i] == t.ref_id[i - 1] >= 0 and t.window[i] == t.window[i - 1]]
     assert len(splits) >= 10, "the sample should have windows split into several chunks"
     for i in rng.sample(splits, 6):
-        name = ds.references[int(t.ref_id[i])][0]
+        name = ds.references[int(t.ref_id[i])]
         first = int(t.min_pos[i]) + 1  # 1-based position of the chunk's first record
         add(f"{name}:{first}-{first + rng.choice([999, 9_999])}")         # starts on the chunk's first record
         add(f"{name}:{first - rng.choice([1_000, 10_000])}-{first - 1}")  # ends just before it

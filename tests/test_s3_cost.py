@@ -110,7 +110,7 @@ def test_filtered_count_moves_at_most_1_percent_of_samtools_in_two_gets_a_chunk(
 def test_filtered_whole_reference_count_moves_at_most_5_percent(cost):
     proxy, url, bam_url = cost
     ds = bams3.open(url)
-    name = ds.references[0][0]
+    name = ds.references[0]
     theirs, _, sam_bytes = samtools_over_s3(proxy, "-c", *FILTER, bam_url, name)
     proxy.reset()
     ds = bams3.open(url)
