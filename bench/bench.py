@@ -11,7 +11,8 @@ run. Over S3, a moto server runs on 127.0.0.1 behind a counting proxy, and
 requests and bytes are counted at the server for both tools (samtools reads
 ``s3+http://`` through htslib; ``HTS_S3_HOST`` points it at the proxy).
 
-Sections (``--only``): convert, tobam, size, query, s3. Nothing here asserts a
+Sections (``--only``): convert, tobam, size, query, regions, s3, and frames (named only: it
+installs oxbow and polars-bio from PyPI). Nothing here asserts a
 time; it prints a table (stdout) and writes JSON (--json).
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -299,6 +301,72 @@ class Bench:
         server.stop()
         self.result["s3"] = out
 
+    # ------------------------------------------------------------------ frames
+    FRAME_CHILD = r"""
+import hashlib, json, sys, time
+tool, source, region, fields = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+import polars as pl
+if tool == "bams3":
+    import bams3
+    ds = bams3.open(source)
+    names = {"qname": "name", "flag": "flag", "rname": "rname", "pos": "pos", "end": "end", "mapq": "mapq"}
+    cols = None if fields is None else [names[f] for f in fields]
+    t = time.perf_counter()
+    df = ds.to_polars(region, columns=cols)
+elif tool == "oxbow":
+    import oxbow as ox
+    t = time.perf_counter()
+    df = ox.from_bam(source, regions=region, **({} if fields is None else {"fields": fields})).pl()
+else:
+    import polars_bio as pb
+    ref, span = region.split(":")
+    beg, end = (int(x.replace(",", "")) for x in span.split("-"))
+    t = time.perf_counter()
+    lf = pb.scan_bam(source).filter((pl.col("chrom") == ref) & (pl.col("start") <= end) & (pl.col("end") >= beg))
+    if fields is not None:
+        lf = lf.select([{"qname": "name", "flag": "flags", "rname": "chrom", "pos": "start", "end": "end",
+                         "mapq": "mapping_quality"}[f] for f in fields])
+    df = lf.collect()
+seconds = time.perf_counter() - t
+pos = df.get_column({"bams3": "pos", "oxbow": "pos", "polars_bio": "start"}[tool]).cast(pl.Int64).to_list()
+print(json.dumps({"seconds": seconds, "rows": df.height, "columns": df.width,
+                  "pos_md5": hashlib.md5(json.dumps(pos).encode()).hexdigest()}))
+"""
+
+    def frames(self):
+        """1 Mbp into a Polars frame: bams3 (from the dataset) against oxbow and polars-bio (from
+        the BAM), all fields and a 5-field projection, timed in-process after the imports; the
+        peers are installed from PyPI when missing. Rows compared by their positions."""
+        missing = [m for m in ("oxbow", "polars_bio", "polars") if importlib.util.find_spec(m) is None]
+        if missing:
+            run([sys.executable, "-m", "pip", "install", "-q", "oxbow", "polars-bio", "polars"])
+        region = regions_for(self.bam)["1 Mbp"]
+        out = {}
+        for label, fields in (("all fields", None), ("5 fields", ["flag", "rname", "pos", "end", "mapq"])):
+            row = {}
+            for tool, source in (("bams3", self.ds), ("oxbow", self.bam), ("polars_bio", self.bam)):
+                runs = []
+                for _ in range(self.repeat):
+                    p = subprocess.run([sys.executable, "-c", self.FRAME_CHILD, tool, source, region, json.dumps(fields)],
+                                       capture_output=True, text=True)
+                    if p.returncode:
+                        runs.append({"error": p.stderr.strip().splitlines()[-1:]})
+                        break
+                    runs.append(json.loads(p.stdout.strip().splitlines()[-1]))
+                ok = [r for r in runs if "seconds" in r]
+                row[tool] = {"seconds": statistics.median(r["seconds"] for r in ok) if ok else None,
+                             "rows": ok[0]["rows"] if ok else None, "pos_md5": ok[0]["pos_md5"] if ok else None,
+                             "error": None if ok else runs[-1]["error"]}
+            out[label] = row
+            peers = [row[t]["seconds"] for t in ("oxbow", "polars_bio") if row[t]["seconds"]]
+            same = len({row[t]["pos_md5"] for t in row if row[t]["pos_md5"]}) == 1
+            ours = row["bams3"]
+            self.row("frames", f"1 Mbp -> Polars, {label}", {"seconds": ours["seconds"]},
+                     {"seconds": min(peers)} if peers else None,
+                     f"oxbow {row['oxbow']['seconds'] or 0:.3f}s, polars-bio {row['polars_bio']['seconds'] or 0:.3f}s;"
+                     f" rows {ours['rows']}; same positions: {same}")
+        self.result["frames"] = out
+
     # ------------------------------------------------------------------ report
     def report(self):
         print(f"\nbams3 vs samtools on {self.dir} (median of {self.repeat}; ratio = bams3 / samtools)\n")
@@ -335,14 +403,15 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", dest="json_out")
     ap.add_argument("--no-s3", action="store_true")
-    ap.add_argument("--only", default="convert,tobam,size,query,regions,s3")
+    ap.add_argument("--only", default="convert,tobam,size,query,regions,s3",
+                    help="sections; 'frames' (oxbow and polars-bio, installed from PyPI) runs only when named")
     ap.add_argument("--tmp", default=None, help="where the datasets are written (default: the system temp dir)")
     args = ap.parse_args()
     b = Bench(args)
     sections = [s.strip() for s in args.only.split(",")]
     if args.no_s3 and "s3" in sections:
         sections.remove("s3")
-    if "convert" not in sections and any(s in sections for s in ("tobam", "size", "query", "regions")):
+    if "convert" not in sections and any(s in sections for s in ("tobam", "size", "query", "regions", "frames")):
         run([b.bams3, "convert", b.bam, b.ds, "--force", "--no-progress"])
     try:
         for s in sections:
