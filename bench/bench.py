@@ -307,6 +307,7 @@ import hashlib, json, sys, time
 tool, source, region, fields = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 import polars as pl
 if tool == "bams3":
+    import pyarrow  # noqa: F401 - imported before the clock starts, as oxbow's import brings it
     import bams3
     ds = bams3.open(source)
     names = {"qname": "name", "flag": "flag", "rname": "rname", "pos": "pos", "end": "end", "mapq": "mapq"}
