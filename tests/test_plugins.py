@@ -172,7 +172,7 @@ def test_plugins_command_lists_what_each_provides():
     assert {"local", "memory", "cloud", "zstd", "qual", "consensus", "formats"} <= set(rows)
     assert rows["cloud"]["schemes"] == ["az", "gs", "http", "https", "s3"]
     assert rows["qual"]["codecs"] == ["qual"] and rows["consensus"]["codecs"] == ["consensus"]
-    assert rows["formats"]["formats"] == ["bam", "cram", "json", "sam"]
+    assert rows["formats"]["formats"] == ["arrow", "bam", "cram", "json", "parquet", "sam"]
     assert all(r["package"] == "bams3" and r["version"] == bams3.__version__ for r in rows.values())
     text = subprocess.run([sys.executable, "-m", "bams3.cli", "plugins"], capture_output=True, text=True,
                           check=True).stdout
