@@ -83,6 +83,18 @@ class DepthOptions:
     require_flags: int = attrs.field(default=0, converter=_flags)
     deletions: bool = False
 
+    @classmethod
+    def of(cls, *, min_mapq: int = 0, min_bq: int = 0, excl=(), incl_default=(), any_of=(), all_of=(),
+           deletions: bool = False) -> DepthOptions:
+        """The options as samtools depth's command line gives them: ``-G`` flags added to the
+        default exclusions, ``-g`` flags taken out of them (each repeatable, names or numbers)."""
+        from .filters import parse_flag_options
+
+        return cls(min_mapq=min_mapq, min_bq=min_bq,
+                   excl_flags=(DEFAULT_EXCL_FLAGS | parse_flag_options(excl)) & ~parse_flag_options(incl_default),
+                   incl_flags=parse_flag_options(any_of), require_flags=parse_flag_options(all_of),
+                   deletions=deletions)
+
     @property
     def fields(self) -> frozenset[str]:
         """The :class:`~bams3.fields.Fields` attributes :meth:`DepthAccumulator.add` reads."""

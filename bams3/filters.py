@@ -49,6 +49,14 @@ def parse_flags(text: str) -> int:
     return flag
 
 
+def parse_flag_options(values) -> int:
+    """Repeated flag options, OR-ed as samtools ORs them (``-F 0x4 -F DUP``)."""
+    out = 0
+    for v in values:
+        out |= parse_flags(v)
+    return out
+
+
 def _leading_int(s: str) -> int | None:
     """``strtol(s, &end, 0)``'s value when it read anything (None when it read nothing)."""
     i, sign = 0, 1
@@ -380,12 +388,7 @@ def from_options(*, require=(), exclude=(), any_of=(), not_all=(), min_mapq=0, m
                  subsample_seed=None, subsample_combined=None, expression=None) -> ReadFilter:
     """A filter from ``samtools view``'s options as the command line gives them (flag options
     repeatable and OR-ed, as samtools ORs them)."""
-    def flags(values):
-        out = 0
-        for v in values:
-            out |= parse_flags(v)
-        return out
-
+    flags = parse_flag_options
     rgs: set[str] | None = None
     if read_group or read_group_file:
         rgs = set(read_group)

@@ -203,9 +203,7 @@ def cigar_text(ops: np.ndarray, off: np.ndarray) -> tuple[np.ndarray, np.ndarray
                    _CIGAR[ops[op] & 0xF]).astype(np.uint8)
     # per record: its ops' characters, or '*'
     n_ops = np.diff(off)
-    rec_len = np.zeros(len(n_ops), dtype=np.int64)
-    cs = op_off
-    rec_len = cs[off[1:]] - cs[off[:-1]]
+    rec_len = op_off[off[1:]] - op_off[off[:-1]]
     empty = n_ops == 0
     rec_len[empty] = 1
     rec_off = np.zeros(len(n_ops) + 1, dtype=np.int64)
@@ -306,8 +304,6 @@ def _b_arrays(tv) -> list:
 def _sam_tags(p, f: Fields):
     """Each record's tags as SAM prints them (TAG:TYPE:VALUE, tab-separated), through htslib's
     own formatting of whole records (exact, one string per record)."""
-    from .records import segment_lengths  # noqa: F401 - keeps the import graph explicit
-
     data, off = f.aux
     out = []
     raw = data.tobytes()
@@ -455,11 +451,7 @@ class FrameWriter:
             self._w = p.ipc.new_file(sink, self.schema)
 
     def write(self, batch) -> None:
-        rb = record_batch(Fields.of_batch(batch), self.references, self.columns, None)
-        if self.kind == "parquet":
-            self._w.write_batch(rb)
-        else:
-            self._w.write_batch(rb)
+        self._w.write_batch(record_batch(Fields.of_batch(batch), self.references, self.columns, None))
 
     def close(self) -> None:
         self._w.close()

@@ -161,13 +161,9 @@ def cohort_coverage(bin_size, plot, region, exact, min_mapq, min_bq, excl, from_
     exact = exact or bool(min_mapq or min_bq or excl)
     bin_bp = int(bin_size) if exact and bin_size.isdigit() and int(bin_size) > 0 else parse_chunk_size(bin_size)
     if exact:
-        from ..depth import DEFAULT_EXCL_FLAGS, DepthOptions
-        from ..filters import parse_flags
+        from ..depth import DepthOptions
 
-        flags = DEFAULT_EXCL_FLAGS
-        for v in excl:
-            flags |= parse_flags(v)
-        options = DepthOptions(min_mapq=min_mapq, min_bq=min_bq, excl_flags=flags)
+        options = DepthOptions.of(min_mapq=min_mapq, min_bq=min_bq, excl=excl)
     if output or not plot:
         c.table_format(output)
     if plot:

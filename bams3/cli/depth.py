@@ -51,20 +51,12 @@ def depth(dest, region, bed, all_positions, min_mapq, min_bq, excl, incl_default
       bams3 depth sample.bams3 -b targets.bed -a -o targets.depth
     """
     from ..dataset import Dataset
-    from ..depth import DEFAULT_EXCL_FLAGS, DepthOptions
-    from ..filters import parse_flags
+    from ..depth import DepthOptions
     from ..output import text_output
 
-    def flags(values) -> int:
-        out = 0
-        for v in values:
-            out |= parse_flags(v)
-        return out
-
     _check_bed(bed)
-    options = DepthOptions(min_mapq=min_mapq, min_bq=min_bq,
-                           excl_flags=(DEFAULT_EXCL_FLAGS | flags(excl)) & ~flags(incl_default),
-                           incl_flags=flags(any_of), require_flags=flags(all_of), deletions=deletions)
+    options = DepthOptions.of(min_mapq=min_mapq, min_bq=min_bq, excl=excl, incl_default=incl_default,
+                              any_of=any_of, all_of=all_of, deletions=deletions)
     ds = Dataset.open(dest, workers=workers)
     with text_output(output) as out:
         if header:

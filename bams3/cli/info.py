@@ -157,13 +157,9 @@ def coverage(dest, region, bin_size, exact, by, min_mapq, min_bq, excl, workers,
 
 
 def _exact_rows(ds, region, by, min_mapq, min_bq, excl) -> list[tuple]:
-    from ..depth import DEFAULT_EXCL_FLAGS, DepthOptions
-    from ..filters import parse_flags
+    from ..depth import DepthOptions
 
-    flags = DEFAULT_EXCL_FLAGS
-    for v in excl:
-        flags |= parse_flags(v)
-    options = DepthOptions(min_mapq=min_mapq, min_bq=min_bq, excl_flags=flags)
+    options = DepthOptions.of(min_mapq=min_mapq, min_bq=min_bq, excl=excl)
     if by is not None and not by.isdigit():
         if region is not None:
             raise UsageError("give -r or --by BED, not both")
