@@ -89,26 +89,6 @@ def _grouped(q: np.ndarray, layout) -> tuple[np.ndarray, np.ndarray]:
     return grouped.ravel(), counts
 
 
-def _ungroup(grouped: np.ndarray, layout) -> np.ndarray:
-    length, rev, r2, ctx = layout
-    if ctx is not None:
-        order = np.argsort(ctx, kind="stable")
-        out = np.empty_like(grouped)
-        out[order] = grouped
-        return out
-    n = len(r2)
-    n1 = int((~r2).sum())
-    stacked = grouped.reshape(length, n).T
-    m = np.empty((n, length), dtype=grouped.dtype)
-    if n1 in (0, n):
-        m[:] = stacked
-    else:
-        m[~r2] = stacked[:n1]
-        m[r2] = stacked[n1:]
-    m[rev] = m[rev, ::-1]
-    return m.ravel()
-
-
 def _normalise(counts: np.ndarray) -> np.ndarray:
     """Counts (K x A) -> frequencies summing to 4096 per row, >= 1 wherever a count is."""
     tot = counts.sum(axis=1, keepdims=True)
@@ -184,8 +164,15 @@ def decode(data: bytes, raw_size: int, *, records) -> bytes:
         raise ValueError("the stored contexts do not match the records")
     bounds = np.zeros(k + 1, dtype="<i8")
     np.cumsum(sizes[used], out=bounds[1:])
-    sym = np.frombuffer(_rans.decode(data[o:], bounds.tobytes(), freqs, a, raw_size), dtype=np.uint8)
-    return _ungroup(vals[sym], layout).tobytes()
+    none = np.zeros(0, dtype="<i8")
+    if layout[3] is None:  # C places cycle c of each record itself
+        length, rev, r2, _ = layout
+        rec = np.arange(len(r2), dtype="<i8") * (2 * length) + rev
+        g0, g1, dst = rec[~r2], rec[r2], none
+    else:
+        length, g0, g1 = 0, none, none
+        dst = np.argsort(layout[3], kind="stable").astype("<i8")
+    return _rans.decode(memoryview(data)[o:], bounds, freqs, vals.tobytes(), used.astype("<u2"), length, g0, g1, dst, raw_size)
 
 
 @hookimpl
