@@ -71,6 +71,10 @@ class TagValues:
     def present(self) -> np.ndarray:
         return self.type != 0
 
+    def take(self, sel: np.ndarray) -> TagValues:
+        """The values of the records ``sel`` (indices)."""
+        return TagValues(self.data, self.type[sel], self.offset[sel])
+
     def is_integer(self) -> np.ndarray:
         return np.isin(self.type, np.frombuffer(INTEGER_TYPES, np.uint8))
 

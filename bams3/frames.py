@@ -107,49 +107,65 @@ def record_batch(f: Fields, references, columns: tuple[str, ...], with_tags: dic
     p = pa()
     sch = schema(columns, references, with_tags)
     names = np.array([n for n, _ in references] + ["*"], dtype=object)
-    arrays = []
-    for c in columns:
-        arrays.append(_column(p, c, f, names, with_tags, sch.field(c).type))
-    batch = p.RecordBatch.from_arrays(arrays, schema=sch)
-    if rows is not None and not rows.all():
-        bits = np.packbits(np.asarray(rows, dtype=bool), bitorder="little")
-        batch = batch.filter(p.Array.from_buffers(p.bool_(), len(rows), [None, p.py_buffer(bits)]))
-    return batch
+    # the kept rows are selected in numpy, column by column (an Arrow filter would import
+    # pyarrow.compute, a tenth of a second, on the first call)
+    sel = None if rows is None or rows.all() else np.flatnonzero(rows)
+    arrays = [_column(p, c, f, names, with_tags, sch.field(c).type, sel) for c in columns]
+    return p.RecordBatch.from_arrays(arrays, schema=sch)
 
 
-def _column(p, c: str, f: Fields, names, with_tags, typ):
+def _column(p, c: str, f: Fields, names, with_tags, typ, sel: np.ndarray | None = None):
+    """Column ``c`` of the records of ``f`` (``sel``: the indices of those to keep)."""
+    def prim(values, dtype):
+        return _prim(p, values if sel is None else values[sel], dtype)
+
+    def strings(data, off):
+        if sel is not None:
+            data, off = take_strings(data, off, sel)
+        return _strings(p, data, off)
+
     if c == "name":
         data, off = f.qname
-        return _strings(p, np.delete(data, off[1:] - 1) if len(data) else data, off - np.arange(len(off)))
+        return strings(np.delete(data, off[1:] - 1) if len(data) else data, off - np.arange(len(off)))
     if c == "flag":
-        return _prim(p, f.flag, np.uint16)
+        return prim(f.flag, np.uint16)
     if c in ("rname", "rnext"):
         tid = f.tid if c == "rname" else f.mtid
         idx = np.where((tid >= 0) & (tid < len(names) - 1), tid, len(names) - 1).astype(np.int32)
-        return p.DictionaryArray.from_arrays(_prim(p, idx, np.int32), _names(p, names))
+        return p.DictionaryArray.from_arrays(prim(idx, np.int32), _names(p, names))
     if c == "pos":
-        return _prim(p, f.pos + 1, np.int64)
+        return prim(f.pos + 1, np.int64)
     if c == "start0":
-        return _prim(p, f.pos, np.int64)
+        return prim(f.pos, np.int64)
     if c == "tid":
-        return _prim(p, f.tid, np.int32)
+        return prim(f.tid, np.int32)
     if c == "end":
-        return _prim(p, np.where(f.pos >= 0, f.end, 0), np.int64)
+        return prim(np.where(f.pos >= 0, f.end, 0), np.int64)
     if c == "mapq":
-        return _prim(p, f.mapq, np.uint8)
+        return prim(f.mapq, np.uint8)
     if c == "pnext":
-        return _prim(p, f.mpos + 1, np.int64)
+        return prim(f.mpos + 1, np.int64)
     if c == "tlen":
-        return _prim(p, f.tlen, np.int32)
+        return prim(f.tlen, np.int32)
     if c == "cigar":
-        return _strings(p, *cigar_text(*f.cigar))
+        return strings(*cigar_text(*f.cigar))
     if c == "seq":
-        return _strings(p, *seq_text(*f.seq, f.qlen))
+        return strings(*seq_text(*f.seq, f.qlen))
     if c == "qual":
-        return _strings(p, *qual_text(*f.qual))
+        return strings(*qual_text(*f.qual))
     if c == "tags":
-        return tags_column(p, f, with_tags, typ)
+        return tags_column(p, f, with_tags, typ, sel)
     raise AssertionError(c)
+
+
+def take_strings(data: np.ndarray, off: np.ndarray, sel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The strings ``sel`` (ascending indices) of concatenated bytes and offsets."""
+    lengths = np.diff(off)
+    keep = np.zeros(len(lengths), dtype=bool)
+    keep[sel] = True
+    new_off = np.zeros(len(sel) + 1, dtype=np.int64)
+    np.cumsum(lengths[sel], out=new_off[1:])
+    return data[np.repeat(keep, lengths)], new_off
 
 
 _ARROW = {np.uint8: "uint8", np.uint16: "uint16", np.int32: "int32", np.int64: "int64"}
@@ -239,6 +255,8 @@ def qual_text(qual: np.ndarray, off: np.ndarray) -> tuple[np.ndarray, np.ndarray
     missing = lengths == 0
     has = np.flatnonzero(~missing)
     missing[has[qual[off[:-1][has]] == 0xFF]] = True
+    if not missing.any():
+        return np.add(qual, 33, dtype=np.uint8), off
     keep = np.repeat(~missing, lengths)
     new_len = np.where(missing, 0, lengths)
     new_off = np.zeros(len(lengths) + 1, dtype=np.int64)
@@ -259,13 +277,15 @@ def _star_empty(data: np.ndarray, off: np.ndarray, star: np.ndarray) -> tuple[np
     return out, new_off
 
 
-def tags_column(p, f: Fields, with_tags: dict[str, str] | None, typ):
-    """Every tag as SAM text, or the named tags as a typed struct."""
+def tags_column(p, f: Fields, with_tags: dict[str, str] | None, typ, sel: np.ndarray | None = None):
+    """Every tag as SAM text, or the named tags as a typed struct (``sel``: the records kept)."""
     if with_tags is None:
-        return _sam_tags(p, f)
+        return _sam_tags(p, f, sel)
     fields = []
     for name, kind in with_tags.items():
         tv = f.tag(name)
+        if sel is not None:
+            tv = tv.take(sel)
         want = typ.field(name).type
         if p.types.is_integer(want) or p.types.is_floating(want) or kind in ("int", "float"):
             is_num = tv.is_integer() | (tv.type == ord("f"))
@@ -301,10 +321,12 @@ def _b_arrays(tv) -> list:
     return out
 
 
-def _sam_tags(p, f: Fields):
-    """Each record's tags as SAM prints them (TAG:TYPE:VALUE, tab-separated), through htslib's
-    own formatting of whole records (exact, one string per record)."""
+def _sam_tags(p, f: Fields, sel: np.ndarray | None = None):
+    """Each record's tags as SAM prints them (TAG:TYPE:VALUE, tab-separated), formatted as
+    htslib formats them (one string per record)."""
     data, off = f.aux
+    if sel is not None:
+        data, off = take_strings(data, off, sel)
     out = []
     raw = data.tobytes()
     for a, b in zip(off[:-1].tolist(), off[1:].tolist()):
