@@ -94,7 +94,106 @@ static PyObject *k_assemble(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* SAM text of many records at once: one pass to size, one to write; '*' for a record without
+ * any. Offsets (N+1 int64) are written into out_off; the text is returned as bytes. */
+static const char SEQ_CHARS[] = "=ACMGRSVTWYHKDBN";
+static const char CIGAR_CHARS[] = "MIDNSHP=XB??????";
+
+/* seq_text(packed, off_i64, qlen_i64, out_off_i64) -> bytes: 4-bit packed bases (record i at
+ * packed[off[i]:off[i+1]], (qlen + 1) / 2 bytes) as letters. */
+static PyObject *k_seq_text(PyObject *self, PyObject *args) {
+    Py_buffer pk, of, ql, oo;
+    if (!PyArg_ParseTuple(args, "y*y*y*w*", &pk, &of, &ql, &oo)) return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t n = ql.len / 8;
+    const int64_t *off = of.buf, *qlen = ql.buf;
+    int64_t *out_off = oo.buf;
+    const uint8_t *p = pk.buf;
+    if (of.len != (n + 1) * 8 || oo.len != (n + 1) * 8) { PyErr_SetString(PyExc_ValueError, "seq_text: bad sizes"); goto done; }
+    int64_t total = 0;
+    out_off[0] = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (qlen[i] < 0 || off[i] < 0 || off[i + 1] > pk.len || off[i + 1] - off[i] != (qlen[i] + 1) / 2) {
+            PyErr_SetString(PyExc_ValueError, "seq_text: sequences disagree with their lengths");
+            goto done;
+        }
+        total += qlen[i] ? qlen[i] : 1;
+        out_off[i + 1] = total;
+    }
+    result = PyBytes_FromStringAndSize(NULL, total);
+    if (!result) goto done;
+    char *o = PyBytes_AS_STRING(result);
+    char SEQ_PAIRS[256][2];  /* a byte's two bases */
+    for (int v = 0; v < 256; v++) { SEQ_PAIRS[v][0] = SEQ_CHARS[v >> 4]; SEQ_PAIRS[v][1] = SEQ_CHARS[v & 15]; }
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        char *t = o + out_off[i];
+        const uint8_t *b = p + off[i];
+        int64_t l = qlen[i];
+        if (!l) { *t = '*'; continue; }
+        int64_t j = 0;
+        for (; j + 1 < l; j += 2) memcpy(t + j, SEQ_PAIRS[b[j >> 1]], 2);
+        if (j < l) t[j] = SEQ_CHARS[b[j >> 1] >> 4];
+    }
+    Py_END_ALLOW_THREADS
+done:
+    PyBuffer_Release(&pk); PyBuffer_Release(&of); PyBuffer_Release(&ql); PyBuffer_Release(&oo);
+    return result;
+}
+
+static int digits(uint32_t v) {
+    int d = 1;
+    while (v >= 10) { v /= 10; d++; }
+    return d;
+}
+
+/* cigar_text(ops_u32, off_i64, out_off_i64) -> bytes: record i's operations ops[off[i]:off[i+1]]
+ * (length << 4 | op) as SAM text. */
+static PyObject *k_cigar_text(PyObject *self, PyObject *args) {
+    Py_buffer op, of, oo;
+    if (!PyArg_ParseTuple(args, "y*y*w*", &op, &of, &oo)) return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t n = of.len / 8 - 1, nops = op.len / 4;
+    const int64_t *off = of.buf;
+    const uint32_t *ops = op.buf;
+    int64_t *out_off = oo.buf;
+    if (n < 0 || oo.len != (n + 1) * 8) { PyErr_SetString(PyExc_ValueError, "cigar_text: bad sizes"); goto done; }
+    int64_t total = 0;
+    out_off[0] = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (off[i] < 0 || off[i + 1] < off[i] || off[i + 1] > nops) {
+            PyErr_SetString(PyExc_ValueError, "cigar_text: offsets exceed the operations");
+            goto done;
+        }
+        int64_t l = off[i + 1] == off[i];
+        for (int64_t j = off[i]; j < off[i + 1]; j++) l += digits(ops[j] >> 4) + 1;
+        total += l;
+        out_off[i + 1] = total;
+    }
+    result = PyBytes_FromStringAndSize(NULL, total);
+    if (!result) goto done;
+    char *o = PyBytes_AS_STRING(result);
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        char *t = o + out_off[i];
+        if (off[i + 1] == off[i]) { *t = '*'; continue; }
+        for (int64_t j = off[i]; j < off[i + 1]; j++) {
+            uint32_t v = ops[j] >> 4;
+            int d = digits(v);
+            for (int k = d - 1; k >= 0; k--) { t[k] = (char)('0' + v % 10); v /= 10; }
+            t[d] = CIGAR_CHARS[ops[j] & 15];
+            t += d + 1;
+        }
+    }
+    Py_END_ALLOW_THREADS
+done:
+    PyBuffer_Release(&op); PyBuffer_Release(&of); PyBuffer_Release(&oo);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"seq_text", k_seq_text, METH_VARARGS, "seq_text(packed, off_i64, qlen_i64, out_off_i64) -> bytes"},
+    {"cigar_text", k_cigar_text, METH_VARARGS, "cigar_text(ops_u32, off_i64, out_off_i64) -> bytes"},
     {"scan", k_scan, METH_VARARGS, "scan(data, offsets_out_i64) -> (n, end)"},
     {"split", k_split, METH_VARARGS, "split(body, offsets_i64, seg_i64, core, name, cigar, seq, qual, aux)"},
     {"assemble", k_assemble, METH_VARARGS, "assemble(out, seg_i64, core, name, cigar, seq, qual, aux)"},

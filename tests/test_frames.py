@@ -10,6 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pysam
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import bams3
 from bams3 import storage
@@ -211,3 +213,36 @@ def test_cohort_frame_on_a_dask_local_cluster(fb, tmp_path):
                          (line.split("\t") for line in pysam.view("-F", "0x904", "-q", "1", path, region).splitlines())]
         rows = got[got["sample"] == sample]
         assert list(zip(rows["name"], rows["pos"], rows["rname"])) == want and want
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.integers(0, (1 << 28) - 1), st.integers(0, 15)), max_size=6), max_size=30),
+       st.lists(st.integers(0, 41), max_size=30))
+def test_text_kernels_match_a_plain_transcription(cigars, lengths):
+    """The C kernels that write CIGAR and sequence text: every operation length (up to 2^28 - 1)
+    and code (above 9: ``?``, as htslib's bam_cigar_opchr), records without any (``*``), odd and
+    even sequence lengths."""
+    from bams3.frames import cigar_text, seq_text
+
+    ops = np.array([(n << 4) | c for cig in cigars for n, c in cig], dtype="<u4")
+    off = np.zeros(len(cigars) + 1, dtype=np.int64)
+    np.cumsum([len(c) for c in cigars], out=off[1:])
+    text, toff = cigar_text(ops, off)
+    got = [text[a:b].tobytes().decode() for a, b in zip(toff[:-1], toff[1:])]
+    assert got == ["".join(f"{n}{'MIDNSHP=XB??????'[c]}" for n, c in cig) or "*" for cig in cigars]
+
+    rng = np.random.default_rng(len(lengths))
+    qlen = np.array(lengths, dtype=np.int64)
+    packed = rng.integers(0, 256, int(((qlen + 1) // 2).sum()), dtype=np.uint8)
+    poff = np.zeros(len(qlen) + 1, dtype=np.int64)
+    np.cumsum((qlen + 1) // 2, out=poff[1:])
+    text, toff = seq_text(packed, poff, qlen)
+    got = [text[a:b].tobytes().decode() for a, b in zip(toff[:-1], toff[1:])]
+    want = []
+    for i, n in enumerate(lengths):
+        nib = [v for b in packed[poff[i]:poff[i + 1]].tolist() for v in (b >> 4, b & 15)][:n]
+        want.append("".join("=ACMGRSVTWYHKDBN"[v] for v in nib) or "*")
+    assert got == want
+    if len(qlen):
+        with pytest.raises(ValueError):
+            seq_text(packed, poff, qlen + 2)  # lengths the packed bytes do not hold
