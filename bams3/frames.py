@@ -30,8 +30,6 @@ FROM_FIELDS: dict[str, tuple[str, ...]] = {
     "mapq": ("mapq",), "cigar": ("cigar",), "rnext": ("mtid",), "pnext": ("mpos",), "tlen": ("tlen",),
     "seq": ("seq",), "qual": ("qual",), "tags": ("aux",), "tid": ("tid",), "start0": ("pos",),
 }
-_SEQ = np.frombuffer(b"=ACMGRSVTWYHKDBN", dtype=np.uint8)
-_CIGAR = np.frombuffer(b"MIDNSHP=XBdddddd", dtype=np.uint8)
 
 
 def pa():
@@ -195,58 +193,25 @@ def _strings(p, data: np.ndarray, offsets: np.ndarray):
     return arr.cast(p.string())
 
 
-def _spread(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For items of the given lengths laid end to end: offsets (N+1), each position's item, and
-    each position's index within its item."""
-    off = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=off[1:])
-    item = np.repeat(np.arange(len(lengths)), lengths)
-    within = np.arange(int(off[-1])) - off[:-1][item]
-    return off, item, within
-
-
 def cigar_text(ops: np.ndarray, off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """SAM CIGAR text of every record (``*`` for none): (bytes, offsets)."""
-    length = (ops >> 4).astype(np.int64)
-    digits = np.ones(len(ops), dtype=np.int64)
-    for k in range(1, 10):
-        digits += length >= 10 ** k
-    per_op = digits + 1
-    op_off, op, within = _spread(per_op)
-    power = digits[op] - 1 - within
-    out = np.where(within < digits[op],
-                   (length[op] // (10 ** np.maximum(power, 0))) % 10 + 48,
-                   _CIGAR[ops[op] & 0xF]).astype(np.uint8)
-    # per record: its ops' characters, or '*'
-    n_ops = np.diff(off)
-    rec_len = op_off[off[1:]] - op_off[off[:-1]]
-    empty = n_ops == 0
-    rec_len[empty] = 1
-    rec_off = np.zeros(len(n_ops) + 1, dtype=np.int64)
-    np.cumsum(rec_len, out=rec_off[1:])
-    text = np.empty(int(rec_off[-1]), dtype=np.uint8)
-    text[rec_off[:-1][empty]] = ord("*")
-    keep = np.repeat(~empty, rec_len)
-    text[keep] = out
-    return text, rec_off
+    """SAM CIGAR text of every record (``*`` for none): (bytes, offsets), in C. An operation code
+    above 9 prints as ``?``, as htslib prints it."""
+    from . import _kernels
 
-
-# a packed byte -> its two bases, as one little-endian uint16 (first base in the low byte)
-_SEQ_PAIRS = (np.repeat(_SEQ, 16).astype(np.uint16) | (np.tile(_SEQ, 16).astype(np.uint16) << 8)).astype("<u2")
+    out_off = np.empty(len(off), dtype=np.int64)
+    text = _kernels.cigar_text(np.ascontiguousarray(ops, dtype="<u4"), np.ascontiguousarray(off, dtype=np.int64),
+                               out_off)
+    return np.frombuffer(text, dtype=np.uint8), out_off
 
 
 def seq_text(packed: np.ndarray, off: np.ndarray, qlen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """SAM sequence text (``*`` for none) from 4-bit packed bases: each byte's two bases by one
-    table lookup, the pad of odd-length sequences dropped."""
-    pairs = _SEQ_PAIRS[packed].view(np.uint8)
-    odd = np.flatnonzero(qlen % 2 == 1)
-    if len(odd):
-        keep = np.ones(len(pairs), dtype=bool)
-        keep[2 * off[odd + 1] - 1] = False
-        pairs = pairs[keep]
-    rec_off = np.zeros(len(qlen) + 1, dtype=np.int64)
-    np.cumsum(qlen, out=rec_off[1:])
-    return _star_empty(pairs, rec_off, qlen == 0)
+    """SAM sequence text (``*`` for none) from 4-bit packed bases, in C."""
+    from . import _kernels
+
+    out_off = np.empty(len(qlen) + 1, dtype=np.int64)
+    text = _kernels.seq_text(np.ascontiguousarray(packed, dtype=np.uint8), np.ascontiguousarray(off, dtype=np.int64),
+                             np.ascontiguousarray(qlen, dtype=np.int64), out_off)
+    return np.frombuffer(text, dtype=np.uint8), out_off
 
 
 def qual_text(qual: np.ndarray, off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -418,8 +383,13 @@ class FramesMixin:
                 return None
             return record_batch(f, self.meta.references, cols, tags, keep)
 
+        # fixed-width columns decode in a millisecond a chunk, holding the GIL: threads would cost
+        # more than they save (the 5-field megabase: 19 ms on the calling thread, 28 ms on four)
+        parallel = bool(need & _HEAVY) and self.workers > 1
+        built = ordered_map(build, plan, self.workers) if parallel else map(build, plan)
+
         def batches():
-            for b in ordered_map(build, plan, self.workers):
+            for b in built:
                 if b is not None and b.num_rows:
                     yield b
 
@@ -443,6 +413,10 @@ class FramesMixin:
             reader = self.arrow(region, columns, filters, with_tags, **kw)
             return pl.from_arrow(reader.read_all()).lazy()
         return pl.from_arrow(self.to_arrow(region, columns, filters, with_tags, **kw))
+
+
+# columns whose decoding is long and releases the GIL (C codecs, zstd of large blocks)
+_HEAVY = frozenset({"qual", "seq", "aux", "read_name", "cigar"})
 
 
 def _filter_columns(flt) -> frozenset[str]:
