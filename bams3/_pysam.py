@@ -24,11 +24,24 @@ def _feed(w: int, header: Header, batches: Iterable[RecordBatch], error: list) -
         error.append(exc)
 
 
+def _pipe() -> tuple[int, int]:
+    """A pipe with a 1 MiB buffer where the system allows it (Linux; 64 KiB otherwise): a
+    megabase of records (~44 MB) crosses it in ~700 wake-ups of the reader instead of ~11,000."""
+    r, w = os.pipe()
+    try:
+        import fcntl
+
+        fcntl.fcntl(w, getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
+    except (ImportError, OSError):
+        pass
+    return r, w
+
+
 def records_via_htslib(header: Header, batches: Iterable[RecordBatch]) -> Iterator:
     """pysam AlignedSegment objects for raw batches (batches are produced on a thread)."""
     import pysam
 
-    r, w = os.pipe()
+    r, w = _pipe()
     error: list = []
     t = threading.Thread(target=_feed, args=(w, header, batches, error), daemon=True, name="bams3-feed")
     t.start()
