@@ -162,6 +162,7 @@ class ChunkReader:
         self.codecs = codecs
         self.pieces = dict(pieces or {})
         self._fields = None
+        self._raw: dict[int, bytes] = {}
         self._verified = False  # every checksum checked already (verify_checksums)
         if len(blob) < CHUNK_HEAD.size or blob[:8] != CHUNK_MAGIC:
             raise CorruptDatasetError(where, "not a bams3 chunk (bad magic); the dataset is corrupt")
@@ -236,8 +237,15 @@ class ChunkReader:
             raise CorruptDatasetError(self.where, f"column {cid} is missing; the dataset is corrupt") from None
 
     def raw(self, column: str | int) -> bytes:
-        """A column's bytes, decoded and unshuffled: checked against its CRC32 and sizes."""
+        """A column's bytes, decoded and unshuffled: checked against its CRC32 and sizes (once:
+        the qualities' codec reads the lengths, flags, positions and CIGARs the records read too)."""
         cid = column if isinstance(column, int) else BY_NAME[column].id
+        out = self._raw.get(cid)
+        if out is None:
+            out = self._raw[cid] = self._decode(cid)
+        return out
+
+    def _decode(self, cid: int) -> bytes:
         o, stored, raw, crc, codec_idx, flags = self._entry(cid)
         data = self.pieces[cid] if cid in self.pieces else self.blob[o : o + stored]
         if len(data) != stored or not (self._verified and cid not in self.pieces) and zlib.crc32(data) != crc:
