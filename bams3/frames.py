@@ -383,9 +383,10 @@ class FramesMixin:
                 return None
             return record_batch(f, self.meta.references, cols, tags, keep)
 
-        # fixed-width columns decode in a millisecond a chunk, holding the GIL: threads would cost
-        # more than they save (the 5-field megabase: 19 ms on the calling thread, 28 ms on four)
-        parallel = bool(need & _HEAVY) and self.workers > 1
+        # from a local dataset, fixed-width columns decode in a millisecond a chunk, holding the
+        # GIL: threads would cost more than they save (the 5-field megabase: 19 ms on the calling
+        # thread, 28 ms on four); from a remote store, the threads overlap the requests
+        parallel = self.workers > 1 and (bool(need & _HEAVY) or self.is_remote)
         built = ordered_map(build, plan, self.workers) if parallel else map(build, plan)
 
         def batches():
