@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -223,7 +224,10 @@ class Bench:
         self.result["regions"] = out
 
     # ------------------------------------------------------------------ S3
-    def s3(self):
+    def _s3_server(self):
+        """A moto server (its own process) holding s3://bench/sample.bam(.bai), a counting proxy
+        in front of it, and the environment that points children (bams3, htslib, boto-based
+        and object_store-based readers) at the proxy."""
         import logging
 
         import boto3
@@ -233,16 +237,24 @@ class Bench:
 
         logging.disable(logging.CRITICAL)
         server = MotoServer()  # its own process
-        upstream = server.endpoint
-        creds = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "us-east-1"}
-        s3 = boto3.client("s3", endpoint_url=upstream, **{
-            "aws_access_key_id": "bench", "aws_secret_access_key": "bench", "region_name": "us-east-1"})
-        s3.create_bucket(Bucket="bench")
-        s3.upload_file(self.bam, "bench", "sample.bam")
-        s3.upload_file(self.bam + ".bai", "bench", "sample.bam.bai")
-        proxy = CountingProxy(upstream)
+        try:
+            upstream = server.endpoint
+            creds = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "us-east-1"}
+            s3 = boto3.client("s3", endpoint_url=upstream, **{
+                "aws_access_key_id": "bench", "aws_secret_access_key": "bench", "region_name": "us-east-1"})
+            s3.create_bucket(Bucket="bench")
+            s3.upload_file(self.bam, "bench", "sample.bam")
+            s3.upload_file(self.bam + ".bai", "bench", "sample.bam.bai")
+            proxy = CountingProxy(upstream)
+        except BaseException:
+            server.stop()
+            raise
         env = {**os.environ, **creds, "AWS_ENDPOINT_URL": proxy.endpoint,
                "HTS_S3_HOST": proxy.endpoint.removeprefix("http://"), "HTS_S3_ADDRESS_STYLE": "path"}
+        return server, proxy, env
+
+    def s3(self):
+        server, proxy, env = self._s3_server()
         ds_url, bam_url = "s3://bench/sample.bams3", "s3+http://bench/sample.bam"
         proxy.reset()
         conv = run([self.bams3, "convert", self.bam, ds_url, "--no-progress", "-@", "2"], env=env)
@@ -309,15 +321,37 @@ import polars as pl
 if tool == "bams3":
     import pyarrow  # noqa: F401 - imported before the clock starts, as oxbow's import brings it
     import bams3
-    ds = bams3.open(source)
+    import bams3.dataset  # noqa: F401 - what bams3.open imports on first use, and the plugins it loads:
+    bams3.get_registry()  # imports, so before the clock (opening, a GET over S3, is timed)
     names = {"qname": "name", "flag": "flag", "rname": "rname", "pos": "pos", "end": "end", "mapq": "mapq"}
     cols = None if fields is None else [names[f] for f in fields]
     t = time.perf_counter()
-    df = ds.to_polars(region, columns=cols)
-elif tool == "oxbow":
+    df = bams3.open(source).to_polars(region, columns=cols)
+elif tool in ("oxbow", "oxbow_1mib"):
     import oxbow as ox
+    kw = {} if fields is None else {"fields": fields}
+    if source.startswith("s3://"):
+        import fsspec
+        import s3fs  # noqa: F401 - what fsspec imports for s3:// on first use
+        if tool == "oxbow":  # the documented way: URLs through fsspec (s3fs, its default 50 MiB blocks);
+            kw["index"] = source + ".bai"  # the .bai is not found by itself for a URL
+        else:  # the same reader, tuned: file objects with 1 MiB blocks
+            fs, url = fsspec.filesystem("s3", default_block_size=1 << 20), source
+            source, kw["index"] = (lambda: fs.open(url, "rb")), (lambda: fs.open(url + ".bai", "rb"))
     t = time.perf_counter()
-    df = ox.from_bam(source, regions=region, **({} if fields is None else {"fields": fields})).pl()
+    df = ox.from_bam(source, regions=region, **kw).pl()
+elif tool == "pysam":  # htslib's BAM+BAI range reader, records into a frame in Python
+    import pysam
+    get = {"name": lambda r: r.query_name, "flag": lambda r: r.flag, "rname": lambda r: r.reference_name,
+           "pos": lambda r: r.reference_start + 1, "end": lambda r: r.reference_end,
+           "mapq": lambda r: r.mapping_quality, "cigar": lambda r: r.cigarstring,
+           "rnext": lambda r: r.next_reference_name, "pnext": lambda r: r.next_reference_start + 1,
+           "tlen": lambda r: r.template_length, "seq": lambda r: r.query_sequence, "qual": lambda r: r.qual}
+    cols = list(get) if fields is None else [{"qname": "name"}.get(f, f) for f in fields]
+    t = time.perf_counter()
+    with pysam.AlignmentFile(source) as f:
+        recs = list(f.fetch(region=region.replace(",", "")))
+    df = pl.DataFrame({c: [get[c](r) for r in recs] for c in cols})
 else:
     import polars_bio as pb
     ref, span = region.split(":")
@@ -329,44 +363,185 @@ else:
                          "mapq": "mapping_quality"}[f] for f in fields])
     df = lf.collect()
 seconds = time.perf_counter() - t
-pos = df.get_column({"bams3": "pos", "oxbow": "pos", "polars_bio": "start"}[tool]).cast(pl.Int64).to_list()
+pos = df.get_column("start" if tool == "polars_bio" else "pos").cast(pl.Int64).to_list()
 print(json.dumps({"seconds": seconds, "rows": df.height, "columns": df.width,
                   "pos_md5": hashlib.md5(json.dumps(pos).encode()).hexdigest()}))
 """
+    FRAME_FIELDS = (("all fields", None), ("5 fields", ["flag", "rname", "pos", "end", "mapq"]))
+    FRAME_NAMES = {"bams3": "bams3", "oxbow": "oxbow", "oxbow_1mib": "oxbow (1 MiB blocks)",
+                   "polars_bio": "polars-bio", "pysam": "pysam"}
+
+    def _frame_tool(self, tool, source, region, fields, *, env=None, proxy=None) -> dict:
+        """self.repeat runs of FRAME_CHILD for one tool: the median of the in-process seconds, rows
+        and positions' md5, and with a proxy, what the server saw for each run (reset before it).
+        A failed run stops the tool; its error is kept (the others go on)."""
+        runs = []
+        for _ in range(self.repeat):
+            if proxy:
+                proxy.reset()
+            # htslib saves a remote .bai in the working directory and reuses it blindly: a fresh one each run
+            with tempfile.TemporaryDirectory(dir=self.tmp) as cwd:
+                try:
+                    p = subprocess.run([sys.executable, "-c", self.FRAME_CHILD, tool, source, region,
+                                        json.dumps(fields)], capture_output=True, text=True, env=env,
+                                       cwd=cwd if proxy else None, timeout=900)
+                except subprocess.TimeoutExpired:
+                    runs.append({"error": "timed out after 900 s"})
+                    break
+            if p.returncode:
+                runs.append({"error": (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1]})
+                break
+            r = json.loads(p.stdout.strip().splitlines()[-1])
+            if proxy:
+                r.update(requests=len(proxy.log), bytes=proxy.bytes_out())
+            runs.append(r)
+        ok = [r for r in runs if "seconds" in r]
+        out = {"seconds": statistics.median(r["seconds"] for r in ok) if ok else None,
+               "rows": ok[0]["rows"] if ok else None, "pos_md5": ok[0]["pos_md5"] if ok else None,
+               "runs": [round(r["seconds"], 3) for r in ok], "error": runs[-1].get("error")}
+        if proxy:
+            out.update(requests=int(statistics.median(r["requests"] for r in ok)) if ok else None,
+                       bytes=int(statistics.median(r["bytes"] for r in ok)) if ok else None)
+        return out
 
     def frames(self):
         """1 Mbp into a Polars frame: bams3 (from the dataset) against oxbow and polars-bio (from
         the BAM), all fields and a 5-field projection, timed in-process after the imports; the
-        peers are installed from PyPI when missing. Rows compared by their positions."""
+        peers are installed from PyPI when missing. Rows compared by their positions. Then the
+        same over S3 (_frames_s3)."""
         missing = [m for m in ("oxbow", "polars_bio", "polars") if importlib.util.find_spec(m) is None]
         if missing:
             run([sys.executable, "-m", "pip", "install", "-q", "oxbow", "polars-bio", "polars"])
         region = regions_for(self.bam)["1 Mbp"]
         out = {}
-        for label, fields in (("all fields", None), ("5 fields", ["flag", "rname", "pos", "end", "mapq"])):
-            row = {}
-            for tool, source in (("bams3", self.ds), ("oxbow", self.bam), ("polars_bio", self.bam)):
-                runs = []
-                for _ in range(self.repeat):
-                    p = subprocess.run([sys.executable, "-c", self.FRAME_CHILD, tool, source, region, json.dumps(fields)],
-                                       capture_output=True, text=True)
-                    if p.returncode:
-                        runs.append({"error": p.stderr.strip().splitlines()[-1:]})
-                        break
-                    runs.append(json.loads(p.stdout.strip().splitlines()[-1]))
-                ok = [r for r in runs if "seconds" in r]
-                row[tool] = {"seconds": statistics.median(r["seconds"] for r in ok) if ok else None,
-                             "rows": ok[0]["rows"] if ok else None, "pos_md5": ok[0]["pos_md5"] if ok else None,
-                             "error": None if ok else runs[-1]["error"]}
+        for label, fields in self.FRAME_FIELDS:
+            row = {tool: self._frame_tool(tool, source, region, fields)
+                   for tool, source in (("bams3", self.ds), ("oxbow", self.bam), ("polars_bio", self.bam))}
             out[label] = row
             peers = [row[t]["seconds"] for t in ("oxbow", "polars_bio") if row[t]["seconds"]]
             same = len({row[t]["pos_md5"] for t in row if row[t]["pos_md5"]}) == 1
             ours = row["bams3"]
-            self.row("frames", f"1 Mbp -> Polars, {label}", {"seconds": ours["seconds"]},
+            self.row("frames", f"1 Mbp -> Polars, {label}", {"seconds": ours["seconds"] or float("nan")},
                      {"seconds": min(peers)} if peers else None,
-                     f"oxbow {row['oxbow']['seconds'] or 0:.3f}s, polars-bio {row['polars_bio']['seconds'] or 0:.3f}s;"
-                     f" rows {ours['rows']}; same positions: {same}")
+                     ", ".join(self._frame_note(t, row[t]) for t in ("oxbow", "polars_bio"))
+                     + f"; rows {ours['rows']}; same positions: {same}"
+                     + ("" if ours["seconds"] else f"; bams3 FAILED ({ours['error']})"))
         self.result["frames"] = out
+        self._iteration(region)
+        self._frames_s3(region, out)
+
+    ITER_CHILD = r"""
+import hashlib, sys, time
+tool, source, contig, start, stop = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+import pysam
+if tool == "bams3":
+    import bams3, bams3.dataset  # noqa: F401 - imports before the clock, as pysam's
+    bams3.get_registry()
+t = time.perf_counter()
+f = bams3.open(source) if tool == "bams3" else pysam.AlignmentFile(source)
+reads = list(f.fetch(contig, start, stop))
+seconds = time.perf_counter() - t
+h = hashlib.md5()
+for r in reads:
+    h.update(r.to_string().encode())
+print(seconds, len(reads), h.hexdigest())
+"""
+
+    def _iteration(self, region):
+        """pysam's AlignmentFile.fetch of the megabase (pysam.AlignedSegment objects, kept in a
+        list) from the BAM, against bams3's Dataset.fetch from the dataset; reads compared by
+        their SAM text after the clock."""
+        contig, span = region.split(":")
+        beg, end = (int(x.replace(",", "")) for x in span.split("-"))
+        row = {}
+        for tool, source in (("bams3", self.ds), ("pysam", self.bam)):
+            runs = []
+            for _ in range(self.repeat):
+                p = subprocess.run([sys.executable, "-c", self.ITER_CHILD, tool, source, contig, str(beg - 1), str(end)],
+                                   capture_output=True, text=True)
+                if p.returncode:
+                    runs = [p.stderr.strip().splitlines()[-1:]]
+                    break
+                sec, n, digest = p.stdout.split()
+                runs.append((float(sec), int(n), digest))
+            ok = [r for r in runs if isinstance(r, tuple)]
+            row[tool] = {"seconds": statistics.median(r[0] for r in ok) if ok else None,
+                         "reads": ok[0][1] if ok else None, "md5": ok[0][2] if ok else None,
+                         "error": None if ok else runs[0]}
+        same = row["bams3"]["md5"] is not None and row["bams3"]["md5"] == row["pysam"]["md5"]
+        self.row("frames", "1 Mbp -> pysam AlignedSegments (fetch)", {"seconds": row["bams3"]["seconds"] or float("nan")},
+                 {"seconds": row["pysam"]["seconds"]} if row["pysam"]["seconds"] else None,
+                 f"anchor: pysam {importlib.metadata.version('pysam')} on the BAM; reads {row['bams3']['reads']}; identical: {same}"
+                 + "".join(f"; {t} FAILED ({row[t]['error']})" for t in row if row[t]["error"]))
+        self.result["frames"]["iteration"] = row
+
+    def _frame_note(self, tool, r, io=False) -> str:
+        name = self.FRAME_NAMES[tool]
+        if r["seconds"] is None:
+            return f"{name} FAILED ({r['error']})"
+        return f"{name} {r['seconds']:.3f}s" + (f" {r['requests']} req {r['bytes']:,} B" if io else "")
+
+    def _frames_s3(self, region, local):
+        """The same two cases with the data on the S3 test server (moto behind the counting proxy,
+        as in the s3 section): bams3 from s3://bench/sample.bams3 (the local dataset, copied up
+        with bams3 cp); oxbow through fsspec/s3fs as documented (s3fs's default 50 MiB blocks) and
+        with 1 MiB blocks; polars-bio (its object store reads AWS_ENDPOINT_URL); pysam (htslib's
+        BAM+BAI range reader, HTS_S3_HOST), each from s3://bench/sample.bam(.bai). Requests and
+        bytes sent to the client are counted at the server for every run."""
+        if importlib.util.find_spec("s3fs") is None:  # oxbow reads s3:// through fsspec's s3fs
+            pin = []  # s3fs's aiobotocore pins botocore: keep the installed one (boto3, awscli pin it too)
+            if importlib.util.find_spec("botocore") is not None:
+                from importlib.metadata import version
+
+                pin = [f"botocore=={version('botocore')}"]
+            run([sys.executable, "-m", "pip", "install", "-q", "s3fs", *pin], check=False)
+        out = {"region": region}
+        try:
+            server, proxy, env = self._s3_server()
+        except Exception as e:  # noqa: BLE001 - reported in the table, not fatal to the section
+            out["error"] = f"S3 test server: {e}"
+            self.row("frames S3", "S3 test server", {"seconds": float("nan")}, None, f"FAILED ({e})")
+            self.result["frames"]["s3"] = out
+            return
+        try:
+            ds_url, bam_url = "s3://bench/sample.bams3", "s3://bench/sample.bam"
+            cp = run([self.bams3, "cp", self.ds, ds_url, "--no-progress"], env=env, check=False)
+            if cp["returncode"]:
+                out["cp_error"] = cp["error"]
+            tools = (("bams3", ds_url), ("oxbow", bam_url), ("oxbow_1mib", bam_url), ("polars_bio", bam_url),
+                     ("pysam", "s3+http://bench/sample.bam"))  # the proxy speaks http
+            peers = [t for t, _ in tools if t != "bams3"]
+            for label, fields in self.FRAME_FIELDS:
+                row = {tool: self._frame_tool(tool, source, region, fields, env=env, proxy=proxy)
+                       for tool, source in tools}
+                if cp["returncode"] and row["bams3"]["error"]:
+                    row["bams3"]["error"] = f"bams3 cp to S3 failed: {cp['error']}; {row['bams3']['error']}"
+                ours = row["bams3"]
+                local_md5 = local.get(label, {}).get("bams3", {}).get("pos_md5")
+                md5s = {row[t]["pos_md5"] for t in row if row[t]["pos_md5"]} | ({local_md5} if local_md5 else set())
+                same = len(md5s) == 1
+                ok = [t for t in peers if row[t]["seconds"] is not None]
+                # the bytes ratio is taken against the peer that moved the fewest bytes (the best-informed
+                # reader of the BAM+BAI) among those that returned the same rows as bams3
+                informed = [t for t in ok if row[t]["pos_md5"] == ours["pos_md5"]] or ok
+                best = min(informed, key=lambda t: row[t]["bytes"]) if informed else None
+                fastest = min(ok, key=lambda t: row[t]["seconds"]) if ok else None
+                ratio = (f"; bytes bams3/{self.FRAME_NAMES[best]} {ours['bytes'] / max(row[best]['bytes'], 1):.4f}x"
+                         if best and ours["bytes"] is not None else "")
+                row["bytes_ratio"] = {"peer": best, "ratio": ours["bytes"] / max(row[best]["bytes"], 1)} \
+                    if best and ours["bytes"] is not None else None
+                row["fastest_peer"] = fastest
+                row["same_positions"] = same
+                out[label] = row
+                self.row("frames S3", f"1 Mbp -> Polars, {label}", {"seconds": ours["seconds"] or float("nan")},
+                         {"seconds": row[fastest]["seconds"]} if fastest else None,
+                         "; ".join(self._frame_note(t, row[t], io=True) for t, _ in tools) + ratio
+                         + f"; fastest peer {self.FRAME_NAMES[fastest] if fastest else '-'}; rows {ours['rows']}"
+                         f"; same positions (and as local): {same}")
+        finally:
+            proxy.close()
+            server.stop()
+        self.result["frames"]["s3"] = out
 
     # ------------------------------------------------------------------ report
     def report(self):
