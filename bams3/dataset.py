@@ -18,6 +18,7 @@ from .fields import Fields, columns_for
 from .frames import FramesMixin
 from .filters import ReadFilter
 from .format import MAX_METADATA_BYTES, METADATA_KEY, ChunkReader, Metadata, Selection
+from .format.columns import ALL as ALL_COLUMNS
 from .plugins import get_registry, plugin_code
 from .pysam_api import AlignmentFileMixin, AlignmentHeader
 from .records import RecordBatch
@@ -363,8 +364,11 @@ class Dataset(AlignmentFileMixin, FramesMixin):
 
     # ------------------------------------------------------------------ records
     def batches(self, regions: str | Region | Iterable[str | Region] | None = None, union: bool | None = None, *,
-                bed=None, multi: bool = False, filters: ReadFilter | None = None) -> Iterator[RecordBatch]:
-        """Raw record batches in samtools' order, selected (and filtered) as :meth:`count` counts them."""
+                bed=None, multi: bool = False, filters: ReadFilter | None = None,
+                skip: frozenset[str] = frozenset(), chunks: Iterable[int] | None = None) -> Iterator[RecordBatch]:
+        """Raw record batches in samtools' order, selected (and filtered) as :meth:`count` counts them.
+        ``skip``: variable columns not read from the store, filled as SAM's defaults (see
+        :meth:`ChunkReader.records`); ``chunks``: only the records of these chunks."""
         sel = regions if isinstance(regions, Selection) else self.selection(regions, bed=bed, multi=multi,
                                                                              union=union)
         t = self.chunks
@@ -373,12 +377,20 @@ class Dataset(AlignmentFileMixin, FramesMixin):
         else:
             plan = self._plan(sel if sel.regions else attrs.evolve(sel, multi=True))
         everything = not sel.regions and sel.bed is None
+        if chunks is not None:
+            wanted = set(chunks)
+            plan = [p for p in plan if p[0] in wanted]
+        skip = frozenset(skip)
         flt = filters if filters is not None and not filters.empty else None
         expr = flt.check()._compiled if flt is not None else None
 
         need = columns_for(flt.fields) | {"pos", "span"} if flt is not None else None
 
         def decode(index):
+            if flt is None and skip:  # the columns kept only, by ranged reads
+                reader = self.source.columns(index, {c.name for c in ALL_COLUMNS} - skip)
+                pos, span = reader.positions()
+                return reader.records(skip), pos, span, None
             if flt is None:
                 reader = self._reader(index)
                 pos, span = reader.positions()
@@ -389,7 +401,8 @@ class Dataset(AlignmentFileMixin, FramesMixin):
             keep = flt.mask(f, self.header, expr)
             if not keep.any():
                 return None, f.pos, f.span, keep
-            return self.source.fill(reader, index, None).records(), f.pos, f.span, keep
+            rest = None if not skip else {c.name for c in ALL_COLUMNS} - skip
+            return self.source.fill(reader, index, rest).records(skip), f.pos, f.span, keep
 
         def select(index, ivs, filt, batch, pos, span, keep):
             if batch is None:

@@ -5,7 +5,7 @@ error, 130 interrupted, 143 terminated. Errors are one line, never a traceback
 (set BAMS3_DEBUG=1 to see one).
 """
 
-from . import cohort, convert, depth, info, query  # noqa: F401 (each registers its commands on the group)
+from . import cohort, convert, depth, info, query, serve  # noqa: F401 (each registers its commands on the group)
 from .app import cli, main
 from .common import redact
 

@@ -313,8 +313,11 @@ class ChunkReader:
         """(pos, span) of every record: all a count or a region filter needs."""
         return self.pos(), self.array("span").astype(np.int64)
 
-    def records(self) -> RecordBatch:
-        """Every record of the chunk, reassembled byte for byte."""
+    def records(self, skip: frozenset[str] = frozenset()) -> RecordBatch:
+        """Every record of the chunk, reassembled byte for byte. ``skip``: variable columns left
+        unread (``read_name``, ``cigar``, ``seq``, ``qual``, ``aux``), filled as SAM's defaults
+        (htsget's ``fields``): the name ``*``, no CIGAR, no sequence (so no qualities), qualities
+        ``*`` (0xFF) under a sequence, no tags."""
         n = self.n_records
         core = np.zeros(n, dtype=CORE)
         pos = np.cumsum(self.array("pos"), dtype=np.int32)
@@ -330,10 +333,34 @@ class ChunkReader:
             core["tlen"] = wrap_i32(core["tlen"].astype(np.int64) + tlen_prediction(
                 pos, core["next_pos"], span, core["refid"], core["next_refid"]))
         l_aux = self.array("l_aux").astype(np.int64)
-        seg = segment_lengths(core, check=False)
+        seg = segment_lengths(core, check=False)  # name, CIGAR, sequence and quality sizes as stored
+        expect = {"read_name": seg[:, 1].sum(), "cigar": seg[:, 2].sum(), "seq": seg[:, 3].sum(),
+                  "qual": seg[:, 4].sum(), "aux": l_aux.sum()}
+        fill: dict[str, np.ndarray] = {}
+        if "read_name" in skip:
+            core["l_read_name"] = 2
+            fill["read_name"] = np.tile(np.frombuffer(b"*\0", dtype=np.uint8), n)
+        if "cigar" in skip:
+            core["n_cigar_op"] = 0
+            fill["cigar"] = np.zeros(0, dtype=np.uint8)
+        if "seq" in skip:
+            core["l_seq"] = 0
+            fill["seq"] = fill["qual"] = np.zeros(0, dtype=np.uint8)
+        elif "qual" in skip:
+            fill["qual"] = np.full(int(expect["qual"]), 0xFF, dtype=np.uint8)
+        if "aux" in skip:
+            l_aux = np.zeros(n, dtype=np.int64)
+            fill["aux"] = np.zeros(0, dtype=np.uint8)
+        cols = []
+        for col in VARIABLE:
+            if col.name in fill:
+                cols.append(fill[col.name])
+                continue
+            c = np.frombuffer(self.raw(col.id), dtype=np.uint8)
+            if len(c) != expect[col.name]:
+                raise CorruptDatasetError(self.where, "columns disagree on record sizes; the dataset is corrupt")
+            cols.append(c)
+        if skip:
+            seg = segment_lengths(core, check=False)
         core["block_size"] = seg[:, :5].sum(axis=1) + l_aux - 4
-        cols = [np.frombuffer(self.raw(col.id), dtype=np.uint8) for col in VARIABLE]
-        expect = [seg[:, 1].sum(), seg[:, 2].sum(), seg[:, 3].sum(), seg[:, 4].sum(), l_aux.sum()]
-        if any(len(c) != e for c, e in zip(cols, expect)):
-            raise CorruptDatasetError(self.where, "columns disagree on record sizes; the dataset is corrupt")
         return assemble(core, cols)

@@ -1,0 +1,491 @@
+"""``bams3 serve``: a GA4GH htsget 1.3 ``reads`` server over datasets on any store, so that
+htslib (samtools, pysam, bcftools), IGV, igv.js and htsget clients read a dataset as a BAM.
+
+A ticket (``GET``/``POST /reads/{id}``) lists data URLs served by the same process: the BAM
+header as BGZF, one URL per chunk of the dataset the request touches (its records, selected as
+``samtools view`` selects them, as BGZF blocks made on the fly) and the BGZF end-of-file block
+as a ``data:`` URL. The concatenation is a valid BAM holding exactly the records ``samtools
+view`` returns for the regions. ``fields`` leaves the name, CIGAR, sequence and quality
+columns unread where they are not asked for (filled as SAM's defaults: ``*``); ``tags=`` (an
+empty list) leaves the tags unread. Any other tag selection returns every tag (the spec allows
+more than asked). CRAM is refused with ``UnsupportedFormat``.
+
+Identifiers name datasets under the served prefix: ``/reads/sample1`` is ``PREFIX/sample1.bams3``
+or ``PREFIX/sample1``; when the server is given one dataset, its name without ``.bams3``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import re
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterable
+
+from . import __version__
+from .bgzf import EOF_BLOCK, MAX_INPUT, _deflate_block
+from .errors import Bams3Error, NotADatasetError, UsageError
+from .region import POS_MAX, Region
+
+FIELDS = ("QNAME", "FLAG", "RNAME", "POS", "MAPQ", "CIGAR", "RNEXT", "PNEXT", "TLEN", "SEQ", "QUAL")
+# the stored column a field needs beyond the fixed ones (which every record is made from)
+FIELD_COLUMN = {"QNAME": "read_name", "CIGAR": "cigar", "SEQ": "seq", "QUAL": "qual"}
+EOF_URL = "data:application/octet-stream;base64," + base64.b64encode(EOF_BLOCK).decode()
+TICKET_TYPE = "application/vnd.ga4gh.htsget.v1.3.0+json; charset=utf-8"
+_ID = re.compile(r"^[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*$")
+MAX_REGIONS = 10_000
+MAX_LIST = 1_000  # fields, tags: more items than this is not a request
+
+
+class HtsgetError(Exception):
+    """An error as the spec answers it: HTTP status, error type and a message."""
+
+    def __init__(self, status: int, kind: str, message: str):
+        super().__init__(message)
+        self.status, self.kind, self.message = status, kind, message
+
+    def json(self) -> dict:
+        return {"htsget": {"error": self.kind, "message": self.message}}
+
+
+def invalid(message: str) -> HtsgetError:
+    return HtsgetError(400, "InvalidInput", message)
+
+
+class Query:
+    """A reads request, checked: ``regions`` [(name, start, end)] (None: every read; name ``*``:
+    unplaced reads; start/end None: the whole reference), ``header_only``, ``fields`` (None: all)
+    and ``tags``/``notags`` (None: not given)."""
+
+    def __init__(self, fmt: str | None, klass: str | None, regions, fields, tags, notags):
+        fmt = fmt or "BAM"
+        if fmt == "CRAM":
+            raise HtsgetError(400, "UnsupportedFormat", "CRAM is not served; ask for format=BAM")
+        if fmt != "BAM":
+            raise HtsgetError(400, "UnsupportedFormat", f"format {fmt!r} is not a reads format this server has")
+        if klass not in (None, "header", "body"):
+            raise invalid(f"class {klass!r}: use header (or leave it out)")
+        self.header_only = klass == "header"
+        self.regions = regions
+        self.fields = None if fields is None else _names(fields, "fields")
+        if self.fields is not None:
+            bad = [f for f in self.fields if f not in FIELDS]
+            if bad:
+                raise invalid(f"unknown field {bad[0]!r}; the fields are {','.join(FIELDS)}")
+        self.tags = None if tags is None else _names(tags, "tags")
+        self.notags = None if notags is None else _names(notags, "notags")
+        for t in (self.tags or []) + (self.notags or []):
+            if len(t) != 2:
+                raise invalid(f"{t!r} is not a tag name (two characters, as NM)")
+        if self.tags is not None and self.notags is not None and set(self.tags) & set(self.notags):
+            raise invalid("a tag is both in tags and notags")
+
+    def skip(self) -> frozenset[str]:
+        """The variable columns the request does not need."""
+        out = set()
+        if self.fields is not None:
+            want = set(self.fields)
+            if "QUAL" in want:
+                want.add("SEQ")  # BAM keeps qualities only under a sequence
+            out |= {col for f, col in FIELD_COLUMN.items() if f not in want}
+        if self.tags == []:
+            out.add("aux")
+        return frozenset(out)
+
+    @classmethod
+    def from_params(cls, params) -> Query:
+        for k in params.keys():
+            if k not in ("format", "class", "referenceName", "start", "end", "fields", "tags", "notags"):
+                raise invalid(f"unknown parameter {k!r}")
+            if len(params.getlist(k)) > 1:
+                raise invalid(f"parameter {k!r} is given twice")
+        name, start, end = params.get("referenceName"), params.get("start"), params.get("end")
+        regions = None
+        if name is not None:
+            regions = [_region(name, _int(start, "start"), _int(end, "end"))]
+        elif start is not None or end is not None:
+            raise invalid("start and end need a referenceName")
+
+        def listed(key):
+            v = params.get(key)
+            return None if v is None else [t for t in v.split(",") if t] if v else []
+
+        return cls(params.get("format"), params.get("class"), regions, listed("fields"), listed("tags"),
+                   listed("notags"))
+
+    @classmethod
+    def from_body(cls, body) -> Query:
+        if not isinstance(body, dict):
+            raise invalid("the request body is not a JSON object")
+        for k in body:
+            if k not in ("format", "class", "regions", "fields", "tags", "notags"):
+                raise invalid(f"unknown field {k!r} in the request body")
+        regions = body.get("regions")
+        if regions is not None:
+            if not isinstance(regions, list) or not regions or len(regions) > MAX_REGIONS:
+                raise invalid(f"regions must be a list of 1 to {MAX_REGIONS:,} objects")
+            out = []
+            for r in regions:
+                if not isinstance(r, dict) or not isinstance(r.get("referenceName"), str) or \
+                        set(r) - {"referenceName", "start", "end"}:
+                    raise invalid("each region is an object with referenceName, and start and end if wanted")
+                out.append(_region(r["referenceName"], _int(r.get("start"), "start"), _int(r.get("end"), "end")))
+            regions = out
+        for k in ("format", "class"):
+            if body.get(k) is not None and not isinstance(body[k], str):
+                raise invalid(f"{k} must be a string")
+        return cls(body.get("format"), body.get("class"), regions, body.get("fields"), body.get("tags"),
+                   body.get("notags"))
+
+
+def _names(value, key) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise invalid(f"{key} must be a list of strings")
+    if len(value) > MAX_LIST:
+        raise invalid(f"{key} lists {len(value):,} items; at most {MAX_LIST:,}")
+    return list(value)
+
+
+def _int(value, key) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise invalid(f"{key} must be an integer")
+    try:
+        v = int(value)
+    except ValueError:
+        raise invalid(f"{key} must be an integer, not {value!r}") from None
+    if v < 0 or v > POS_MAX:
+        raise HtsgetError(400, "InvalidRange", f"{key} {v} is outside 0..{POS_MAX}")
+    return v
+
+
+def _region(name: str, start: int | None, end: int | None) -> tuple[str, int | None, int | None]:
+    if name == "*" and (start is not None or end is not None):
+        raise invalid("referenceName * (unplaced reads) takes no start or end")
+    if start is not None and end is not None and start > end:
+        raise HtsgetError(400, "InvalidRange", f"start {start} is after end {end}")
+    return name, start, end
+
+
+class Catalog:
+    """The datasets under one URL (a prefix, or one dataset), opened once each."""
+
+    def __init__(self, root: str, workers: int = 4):
+        from .dataset import Dataset
+
+        self.root = root.rstrip("/")
+        self.workers = workers
+        self._open: dict[str, object] = {}
+        self._lock = threading.Lock()
+        self.single = None
+        try:
+            ds = Dataset.open(self.root, workers=workers)
+        except NotADatasetError:
+            return
+        name = self.root.rsplit("/", 1)[-1]
+        self.single = name[: -len(".bams3")] if name.endswith(".bams3") else name
+        self._open[self.single] = ds
+
+    def get(self, ident: str):
+        from .dataset import Dataset
+
+        if not _ID.match(ident) or any(p in (".", "..") for p in ident.split("/")):
+            raise HtsgetError(404, "NotFound", f"no dataset {ident!r}")
+        with self._lock:
+            ds = self._open.get(ident)
+        if ds is not None:
+            return ds
+        if self.single is not None:
+            raise HtsgetError(404, "NotFound", f"no dataset {ident!r}; this server has {self.single!r}")
+        for url in (f"{self.root}/{ident}.bams3", f"{self.root}/{ident}"):
+            try:
+                ds = Dataset.open(url, workers=self.workers)
+            except (NotADatasetError, FileNotFoundError):
+                continue
+            with self._lock:
+                return self._open.setdefault(ident, ds)
+        raise HtsgetError(404, "NotFound", f"no dataset {ident!r}")
+
+
+def resolve(ds, regions) -> list[Region] | None:
+    """The Regions of a query's (name, start, end) on a dataset (None: every read)."""
+    if regions is None:
+        return None
+    tids = {name: t for t, (name, _) in enumerate(ds.meta.references)}
+    out = []
+    for name, start, end in regions:
+        if name == "*":
+            out.append(Region(-1, 0, POS_MAX, "*"))
+            continue
+        if name not in tids:
+            raise HtsgetError(404, "NotFound", f"no reference {name!r} in this dataset")
+        beg, stop = start or 0, POS_MAX if end is None else end
+        out.append(Region(tids[name], beg, stop, f"{name}:{beg + 1}-{stop}"))
+    return out
+
+
+def _selection(ds, regions: list[Region] | None):
+    if regions is None:
+        return ds.selection(None)
+    return ds.selection(regions, multi=True)
+
+
+def chunks_of(ds, regions: list[Region] | None) -> list[int]:
+    """The chunks holding the records of the regions, in file order."""
+    if regions is None:
+        return list(range(len(ds.chunks)))
+    return sorted({index for index, _, _ in ds._plan(_selection(ds, regions))})
+
+
+def encode_regions(regions: list[Region] | None) -> list[str]:
+    return [] if regions is None else [f"{r.tid}:{r.beg}:{r.end}" for r in regions]
+
+
+def decode_regions(ds, values: Iterable[str]) -> list[Region] | None:
+    values = list(values)
+    if not values:
+        return None
+    out = []
+    for v in values:
+        try:
+            tid, beg, end = (int(x) for x in v.split(":"))
+        except ValueError:
+            raise invalid(f"bad region {v!r} in a data URL") from None
+        if not -1 <= tid < len(ds.meta.references) or not 0 <= beg <= end <= POS_MAX:
+            raise invalid(f"bad region {v!r} in a data URL")
+        text = "*" if tid < 0 else f"{ds.meta.references[tid][0]}:{beg + 1}-{end}"
+        out.append(Region(tid, beg, end, text))
+    return out
+
+
+def bgzf(data, level: int = 6) -> bytes:
+    """BGZF blocks of ``data`` (no end-of-file block)."""
+    mv = memoryview(data)
+    return b"".join(_deflate_block(bytes(mv[i: i + MAX_INPUT]), level) for i in range(0, len(mv), MAX_INPUT))
+
+
+class Server:
+    """The htsget application (Starlette), over a Catalog."""
+
+    def __init__(self, root: str, *, token: str | None = None, base_url: str | None = None,
+                 access_log=None, workers: int = 4, level: int = 6, concurrency: int = 4):
+        self.catalog = Catalog(root, workers=workers)
+        self.token = token.encode() if token else None
+        self.base_url = base_url.rstrip("/") if base_url else None
+        self.access_log = access_log
+        self.level = level
+        self._building = threading.BoundedSemaphore(concurrency)  # chunks made at once: bounded memory
+        self._log_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ app
+    def app(self):
+        from starlette.applications import Starlette
+        from starlette.middleware import Middleware
+        from starlette.middleware.cors import CORSMiddleware
+        from starlette.routing import Route
+
+        routes = [
+            Route("/reads/service-info", self.service_info, methods=["GET"]),
+            Route("/reads/{ident:path}", self.reads, methods=["GET", "POST"]),
+            Route("/data/{ident:path}/header", self.data_header, methods=["GET"]),
+            Route("/data/{ident:path}/body", self.data_body, methods=["GET"]),
+        ]
+        middleware = [Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "POST", "OPTIONS"],
+                                 allow_headers=["Authorization", "Content-Type", "Range"],
+                                 expose_headers=["Content-Length", "Content-Range", "Accept-Ranges"])]
+        app = Starlette(routes=routes, middleware=middleware, exception_handlers={
+            HtsgetError: self._error, Exception: self._crash, 404: self._not_found, 405: self._not_allowed})
+        return self._logged(app)
+
+    def _logged(self, app):
+        """One line per request in the access log (no header is written: never the token)."""
+        async def wrapped(scope, receive, send):
+            if scope["type"] != "http" or self.access_log is None:
+                return await app(scope, receive, send)
+            t0, state = time.perf_counter(), {"status": 0, "bytes": 0}
+
+            async def counting_send(message):
+                if message["type"] == "http.response.start":
+                    state["status"] = message["status"]
+                elif message["type"] == "http.response.body":
+                    state["bytes"] += len(message.get("body", b""))
+                await send(message)
+
+            try:
+                await app(scope, receive, counting_send)
+            finally:
+                client = (scope.get("client") or ("-",))[0]
+                path = scope.get("path", "")
+                qs = scope.get("query_string", b"").decode("latin-1")
+                line = (f'{client} [{time.strftime("%d/%b/%Y:%H:%M:%S %z")}] "{scope["method"]} {path}'
+                        f'{"?" + qs if qs else ""}" {state["status"]} {state["bytes"]} '
+                        f'{(time.perf_counter() - t0) * 1000:.1f}ms\n')
+                with self._log_lock:
+                    self.access_log.write(line)
+                    self.access_log.flush()
+        return wrapped
+
+    # ------------------------------------------------------------------ helpers
+    def _check(self, request) -> None:
+        if self.token is None:
+            return
+        auth = request.headers.get("authorization", "")
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise HtsgetError(401, "InvalidAuthentication", "a bearer token is required (Authorization: Bearer ...)")
+        if not hmac.compare_digest(value.strip().encode(), self.token):
+            raise HtsgetError(403, "PermissionDenied", "the bearer token is not accepted")
+
+    def _base(self, request) -> str:
+        return self.base_url or str(request.base_url).rstrip("/")
+
+    def _headers(self) -> dict:
+        return {"Authorization": "Bearer " + self.token.decode()} if self.token else {}
+
+    async def _error(self, request, exc: HtsgetError):
+        from starlette.responses import JSONResponse
+
+        return JSONResponse(exc.json(), status_code=exc.status, media_type=TICKET_TYPE)
+
+    async def _not_found(self, request, exc):
+        return await self._error(request, HtsgetError(404, "NotFound", f"no such endpoint {request.url.path}"))
+
+    async def _not_allowed(self, request, exc):
+        return await self._error(request, HtsgetError(405, "InvalidInput",
+                                                      f"{request.method} is not allowed on {request.url.path}"))
+
+    async def _crash(self, request, exc):
+        if isinstance(exc, UsageError):
+            return await self._error(request, invalid(str(exc)))
+        if isinstance(exc, Bams3Error):  # a dataset that cannot be read: one line, no traceback
+            print(f"bams3 serve: {request.url.path}: {exc}", file=sys.stderr)
+            return await self._error(request, HtsgetError(500, "InternalError", str(exc)))
+        print(f"bams3 serve: {request.url.path}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return await self._error(request, HtsgetError(500, "InternalError", "the server failed on this request"))
+
+    # ------------------------------------------------------------------ endpoints
+    async def service_info(self, request):
+        from starlette.responses import JSONResponse
+
+        self._check(request)
+        return JSONResponse({
+            "id": "org.bams3.htsget", "name": "bams3 htsget server", "version": __version__,
+            "type": {"group": "org.ga4gh", "artifact": "htsget", "version": "1.3.0"},
+            "description": "Reads of bams3 datasets as BAM, assembled per request from the stored columns",
+            "organization": {"name": "bams3", "url": "https://github.com/bams3"},
+            "htsget": {"datatype": "reads", "formats": ["BAM"], "fieldsParameterEffective": True,
+                       "tagsParametersEffective": False},
+        })
+
+    async def reads(self, request):
+        from starlette.concurrency import run_in_threadpool
+        from starlette.responses import JSONResponse
+
+        self._check(request)
+        ident = request.path_params["ident"]
+        if request.method == "POST":
+            raw = await request.body()
+            if len(raw) > 4 << 20:
+                raise invalid("the request body is larger than 4 MiB")
+            try:
+                body = json.loads(raw or b"{}")
+            except ValueError:
+                raise invalid("the request body is not JSON") from None
+            query = Query.from_body(body)
+        else:
+            query = Query.from_params(request.query_params)
+        ds = await run_in_threadpool(self.catalog.get, ident)
+        regions = resolve(ds, query.regions)
+        base, quoted = self._base(request), urllib.parse.quote(ident)
+        headers = self._headers()
+
+        def url(u, klass):
+            d = {"url": u, "class": klass}
+            if headers:
+                d["headers"] = headers
+            return d
+
+        urls = [url(f"{base}/data/{quoted}/header", "header")]
+        if not query.header_only:
+            skip = sorted(query.skip())
+            for index in chunks_of(ds, regions):
+                params = [("chunk", str(index))] + [("r", r) for r in encode_regions(regions)]
+                if regions is None:
+                    params.append(("all", "1"))
+                if skip:
+                    params.append(("skip", ",".join(skip)))
+                urls.append(url(f"{base}/data/{quoted}/body?{urllib.parse.urlencode(params)}", "body"))
+        urls.append({"url": EOF_URL, "class": "body"})
+        return JSONResponse({"htsget": {"format": "BAM", "urls": urls}}, media_type=TICKET_TYPE)
+
+    async def data_header(self, request):
+        from starlette.concurrency import run_in_threadpool
+
+        self._check(request)
+        ds = await run_in_threadpool(self.catalog.get, request.path_params["ident"])
+        data = bgzf(ds.header.to_bam_bytes(), self.level)
+        return _ranged(request, data)
+
+    async def data_body(self, request):
+        from starlette.concurrency import run_in_threadpool
+
+        self._check(request)
+        ds = await run_in_threadpool(self.catalog.get, request.path_params["ident"])
+        params = request.query_params
+        try:
+            index = int(params.get("chunk", ""))
+        except ValueError:
+            raise invalid("a data URL needs chunk=N") from None
+        if not 0 <= index < len(ds.chunks):
+            raise HtsgetError(404, "NotFound", f"no chunk {index}")
+        regions = decode_regions(ds, params.getlist("r"))
+        if regions is None and params.get("all") != "1":
+            raise invalid("a data URL needs regions or all=1")
+        skip = frozenset(s for s in (params.get("skip") or "").split(",") if s)
+        if skip - {"read_name", "cigar", "seq", "qual", "aux"}:
+            raise invalid("bad skip in a data URL")
+        data = await run_in_threadpool(self._body, ds, regions, index, skip)
+        return _ranged(request, data)
+
+    def _body(self, ds, regions, index: int, skip: frozenset) -> bytes:
+        with self._building:
+            parts = [bgzf(memoryview(b.data)[b.offsets[0]: b.offsets[-1]], self.level)
+                     for b in ds.batches(_selection(ds, regions), skip=skip, chunks=[index])]
+        return b"".join(parts)
+
+
+def _ranged(request, data: bytes):
+    """The bytes, or one range of them for a ``Range: bytes=a-b`` request (206)."""
+    from starlette.responses import Response
+
+    headers = {"Accept-Ranges": "bytes"}
+    spec = request.headers.get("range")
+    if spec:
+        m = re.fullmatch(r"bytes=(\d*)-(\d*)", spec.strip())
+        if m and (m.group(1) or m.group(2)):
+            n = len(data)
+            if m.group(1):
+                a = int(m.group(1))
+                b = min(int(m.group(2)), n - 1) if m.group(2) else n - 1
+            else:
+                a, b = max(0, n - int(m.group(2))), n - 1
+            if a >= n or a > b:
+                return Response(status_code=416, headers={"Content-Range": f"bytes */{n}"})
+            headers["Content-Range"] = f"bytes {a}-{b}/{n}"
+            return Response(data[a: b + 1], status_code=206, media_type="application/octet-stream", headers=headers)
+    return Response(data, media_type="application/octet-stream", headers=headers)
+
+
+def run(root: str, host: str = "127.0.0.1", port: int = 8080, **kw) -> None:
+    """Serve until interrupted."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise UsageError("bams3 serve needs uvicorn and starlette: pip install 'bams3[serve]'") from None
+    app = Server(root, **kw).app()
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
