@@ -273,13 +273,15 @@ class Server:
     """The htsget application (Starlette), over a Catalog."""
 
     def __init__(self, root: str, *, token: str | None = None, base_url: str | None = None,
-                 access_log=None, workers: int = 4, level: int = 6, concurrency: int = 4):
+                 access_log=None, workers: int = 4, level: int = 6, concurrency: int = 2, ahead: int = 2,
+                 cache_bytes: int = 256 << 20):
         self.catalog = Catalog(root, workers=workers)
         self.token = token.encode() if token else None
         self.base_url = base_url.rstrip("/") if base_url else None
         self.access_log = access_log
         self.level = level
-        self._building = threading.BoundedSemaphore(concurrency)  # chunks made at once: bounded memory
+        self.ahead = ahead
+        self._prepared = Prepared(concurrency, cache_bytes)
         self._log_lock = threading.Lock()
 
     # ------------------------------------------------------------------ app
@@ -449,14 +451,76 @@ class Server:
         skip = frozenset(s for s in (params.get("skip") or "").split(",") if s)
         if skip - {"read_name", "cigar", "seq", "qual", "aux"}:
             raise invalid("bad skip in a data URL")
-        data = await run_in_threadpool(self._body, ds, regions, index, skip)
+        ident = request.path_params["ident"]
+        data = await run_in_threadpool(self._body, ident, ds, regions, index, skip)
         return _ranged(request, data)
 
-    def _body(self, ds, regions, index: int, skip: frozenset) -> bytes:
-        with self._building:
-            parts = [bgzf(memoryview(b.data)[b.offsets[0]: b.offsets[-1]], self.level)
-                     for b in ds.batches(_selection(ds, regions), skip=skip, chunks=[index])]
+    def _body(self, ident: str, ds, regions, index: int, skip: frozenset) -> bytes:
+        """A chunk's BGZF blocks; the next chunks of the same request are made meanwhile (a
+        client such as htslib fetches the data URLs one after another)."""
+        def job(i):
+            key = (ident, i, tuple(encode_regions(regions)), skip)
+            return key, lambda: self._make(ds, regions, i, skip)
+
+        if self.ahead:
+            following = [i for i in chunks_of(ds, regions) if i > index][: self.ahead]
+            self._prepared.prefetch([job(i) for i in following])
+        return self._prepared.get(*job(index))
+
+    def _make(self, ds, regions, index: int, skip: frozenset) -> bytes:
+        parts = [bgzf(memoryview(b.data)[b.offsets[0]: b.offsets[-1]], self.level)
+                 for b in ds.batches(_selection(ds, regions), skip=skip, chunks=[index])]
         return b"".join(parts)
+
+
+class Prepared:
+    """Chunk bodies made on a few threads (bounded memory: at most ``workers`` being made, at
+    most ``limit`` bytes kept for clients that come back for them, oldest dropped first)."""
+
+    def __init__(self, workers: int, limit: int):
+        from collections import OrderedDict
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._ex = ThreadPoolExecutor(max(1, workers), thread_name_prefix="bams3-serve")
+        self._futures: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+        self._limit = limit
+
+    def _submit(self, key, make):
+        fut = self._futures.get(key)
+        if fut is None:
+            fut = self._futures[key] = self._ex.submit(make)
+        self._futures.move_to_end(key)
+        return fut
+
+    def prefetch(self, jobs) -> None:
+        with self._lock:
+            for key, make in jobs:
+                if key not in self._futures:
+                    self._submit(key, make)
+
+    def get(self, key, make) -> bytes:
+        with self._lock:
+            fut = self._submit(key, make)
+        try:
+            return fut.result()
+        except BaseException:
+            with self._lock:
+                if self._futures.get(key) is fut:
+                    del self._futures[key]
+            raise
+        finally:
+            self._trim()
+
+    def _trim(self) -> None:
+        with self._lock:
+            done = [(k, f) for k, f in self._futures.items() if f.done() and not f.exception()]
+            total = sum(len(f.result()) for _, f in done)
+            for k, f in done:
+                if total <= self._limit:
+                    break
+                total -= len(f.result())
+                del self._futures[k]
 
 
 def _ranged(request, data: bytes):

@@ -27,9 +27,11 @@ from .common import CONTEXT, storage_options
                    "proxy); default: the URL each request came to.")
 @click.option("--access-log", default=None, metavar="FILE",
               help="Append one line per request to FILE ('-': stderr). Tokens are never written.")
+@click.option("-l", "--level", default=6, show_default=True, type=click.IntRange(1, 12),
+              help="BGZF compression level of the data sent (libdeflate's 1-12; 1 is fastest).")
 @click.option("-@", "--threads", "workers", default=4, show_default=True, type=click.IntRange(1, 256),
               help="Concurrent chunk fetches per request.")
-def serve(target, host, port, token, token_file, base_url, access_log, workers):
+def serve(target, host, port, token, token_file, base_url, access_log, level, workers):
     """Serve the datasets under PREFIX (or one DATASET) over GA4GH htsget 1.3 (reads, BAM), so
     that samtools, pysam, IGV, igv.js and htsget clients read them as BAM files.
 
@@ -61,4 +63,4 @@ def serve(target, host, port, token, token_file, base_url, access_log, workers):
     elif access_log:
         log = open(access_log, "a", encoding="utf-8")  # noqa: SIM115 - open for the life of the server
     click.echo(f"bams3: serving {target} over htsget at http://{host}:{port}/reads/ (Ctrl-C stops)", err=True)
-    run(target, host=host, port=port, token=token, base_url=base_url, access_log=log, workers=workers)
+    run(target, host=host, port=port, token=token, base_url=base_url, access_log=log, workers=workers, level=level)
