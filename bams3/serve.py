@@ -36,6 +36,8 @@ FIELDS = ("QNAME", "FLAG", "RNAME", "POS", "MAPQ", "CIGAR", "RNEXT", "PNEXT", "T
 FIELD_COLUMN = {"QNAME": "read_name", "CIGAR": "cigar", "SEQ": "seq", "QUAL": "qual"}
 EOF_URL = "data:application/octet-stream;base64," + base64.b64encode(EOF_BLOCK).decode()
 TICKET_TYPE = "application/vnd.ga4gh.htsget.v1.3.0+json; charset=utf-8"
+# the published igv.js build the viewer loads by default (the package ships no JavaScript)
+IGV_JS = "https://cdn.jsdelivr.net/npm/igv@3.8.10/dist/igv.min.js"
 _ID = re.compile(r"^[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*$")
 MAX_REGIONS = 10_000
 MAX_LIST = 1_000  # fields, tags: more items than this is not a request
@@ -191,6 +193,14 @@ class Catalog:
         self.single = name[: -len(".bams3")] if name.endswith(".bams3") else name
         self._open[self.single] = ds
 
+    def names(self) -> list[str]:
+        """The identifiers of the datasets served."""
+        if self.single is not None:
+            return [self.single]
+        from .cohort import find_datasets, sample_name
+
+        return sorted(sample_name(u) for u in find_datasets(self.root + "/"))
+
     def get(self, ident: str):
         from .dataset import Dataset
 
@@ -274,13 +284,15 @@ class Server:
 
     def __init__(self, root: str, *, token: str | None = None, base_url: str | None = None,
                  access_log=None, workers: int = 4, level: int = 6, concurrency: int = 2, ahead: int = 2,
-                 cache_bytes: int = 256 << 20):
+                 cache_bytes: int = 256 << 20, viewer: bool = False, igv_js: str = IGV_JS):
         self.catalog = Catalog(root, workers=workers)
         self.token = token.encode() if token else None
         self.base_url = base_url.rstrip("/") if base_url else None
         self.access_log = access_log
         self.level = level
         self.ahead = ahead
+        self.viewer = viewer
+        self.igv_js = igv_js
         self._prepared = Prepared(concurrency, cache_bytes)
         self._log_lock = threading.Lock()
 
@@ -297,6 +309,10 @@ class Server:
             Route("/data/{ident:path}/header", self.data_header, methods=["GET"]),
             Route("/data/{ident:path}/body", self.data_body, methods=["GET"]),
         ]
+        if self.viewer:
+            routes += [Route("/", self.index, methods=["GET"]), Route("/datasets", self.datasets, methods=["GET"]),
+                       Route("/view/{ident:path}", self.view, methods=["GET"]),
+                       Route("/chromsizes/{ident:path}", self.chromsizes, methods=["GET"])]
         middleware = [Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "POST", "OPTIONS"],
                                  allow_headers=["Authorization", "Content-Type", "Range"],
                                  expose_headers=["Content-Length", "Content-Range", "Accept-Ranges"])]
@@ -455,6 +471,39 @@ class Server:
         data = await run_in_threadpool(self._body, ident, ds, regions, index, skip)
         return _ranged(request, data)
 
+    # ------------------------------------------------------------------ viewer
+    # The pages hold no data: their scripts ask for it with the token the user gives after '#'
+    # (a fragment never reaches a server or a log): /#token=..., /view/ID?locus=chr1:1-1000#token=...
+    async def index(self, request):
+        from starlette.responses import HTMLResponse
+
+        return HTMLResponse(_INDEX.replace("{{base}}", json.dumps(self._base(request))))
+
+    async def datasets(self, request):
+        from starlette.concurrency import run_in_threadpool
+        from starlette.responses import JSONResponse
+
+        self._check(request)
+        return JSONResponse({"datasets": await run_in_threadpool(self.catalog.names)})
+
+    async def view(self, request):
+        from starlette.responses import HTMLResponse
+
+        ident = request.path_params["ident"]
+        if not _ID.match(ident):
+            raise HtsgetError(404, "NotFound", f"no dataset {ident!r}")
+        page = _VIEW.replace("{{igv}}", html_escape(self.igv_js)).replace("{{id}}", json.dumps(ident))
+        return HTMLResponse(page.replace("{{title}}", html_escape(ident)).replace("{{base}}",
+                                                                                   json.dumps(self._base(request))))
+
+    async def chromsizes(self, request):
+        from starlette.concurrency import run_in_threadpool
+        from starlette.responses import PlainTextResponse
+
+        self._check(request)
+        ds = await run_in_threadpool(self.catalog.get, request.path_params["ident"])
+        return PlainTextResponse("".join(f"{name}\t{length}\n" for name, length in ds.meta.references))
+
     def _body(self, ident: str, ds, regions, index: int, skip: frozenset) -> bytes:
         """A chunk's BGZF blocks; the next chunks of the same request are made meanwhile (a
         client such as htslib fetches the data URLs one after another)."""
@@ -521,6 +570,64 @@ class Prepared:
                     break
                 total -= len(f.result())
                 del self._futures[k]
+
+
+def html_escape(text: str) -> str:
+    import html
+
+    return html.escape(text, quote=True)
+
+
+_INDEX = """<!doctype html>
+<html><head><meta charset="utf-8"><title>bams3 datasets</title>
+<style>body{font-family:sans-serif;margin:2em}li{margin:.3em 0}</style></head>
+<body><h1>Datasets</h1><ul id="list"></ul><p id="error"></p>
+<script>
+(async () => {
+  const base = {{base}};
+  const token = new URLSearchParams(location.hash.slice(1)).get("token");
+  const headers = token ? {Authorization: "Bearer " + token} : {};
+  const r = await fetch(base + "/datasets", {headers});
+  if (!r.ok) throw new Error((await r.json()).htsget.message);
+  for (const name of (await r.json()).datasets) {
+    const a = document.createElement("a");
+    a.href = base + "/view/" + name.split("/").map(encodeURIComponent).join("/") + location.hash;
+    a.textContent = name;
+    const li = document.createElement("li");
+    li.append(a);
+    document.getElementById("list").append(li);
+  }
+})().catch(e => { document.getElementById("error").textContent = String(e); });
+</script></body></html>
+"""
+
+_VIEW = """<!doctype html>
+<html><head><meta charset="utf-8"><title>bams3: {{title}}</title>
+<script src="{{igv}}"></script></head>
+<body><div id="igv"></div><p id="error"></p>
+<script>
+window.bams3 = {ready: false};
+(async () => {
+  const base = {{base}}, id = {{id}};
+  const token = new URLSearchParams(location.hash.slice(1)).get("token");
+  const headers = token ? {Authorization: "Bearer " + token} : {};
+  const r = await fetch(base + "/chromsizes/" + id.split("/").map(encodeURIComponent).join("/"), {headers: headers});
+  if (!r.ok) throw new Error((await r.json()).htsget.message);
+  const sizes = await r.text();
+  const first = sizes.split("\\n")[0].split("\\t");
+  const locus = new URLSearchParams(location.search).get("locus") || (first[0] + ":1-" + Math.min(10000, +first[1]));
+  if (token) igv.setOauthToken(token, new URL(base).hostname);  // igv.js sends it to this host only
+  const path = id.split("/").map(encodeURIComponent).join("/");
+  const browser = await igv.createBrowser(document.getElementById("igv"), {
+    reference: {id: id, name: id, format: "chromsizes", fastaURL: base + "/chromsizes/" + path},
+    locus: locus,
+    tracks: [{type: "alignment", format: "bam", sourceType: "htsget", name: id, url: base + "/reads/" + path}]
+  });
+  window.bams3 = {ready: true, browser: browser};
+})().catch(e => { window.bams3 = {ready: false, error: String(e)};
+                  document.getElementById("error").textContent = String(e); });
+</script></body></html>
+"""
 
 
 def _ranged(request, data: bytes):
