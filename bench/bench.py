@@ -543,6 +543,85 @@ print(seconds, len(reads), h.hexdigest())
             server.stop()
         self.result["frames"]["s3"] = out
 
+    # ------------------------------------------------------------------ serve
+    def serve(self):
+        """An htsget ticket for the megabase from bams3 serve (in this process, the store's reads
+        counted by --trace's counters; the data fetched over HTTP as a client would), all fields
+        and fields=QNAME,FLAG,RNAME,POS,MAPQ, against what an htsget server of the BAM sends: the
+        byte ranges of BGZF blocks its BAI's bins and linear index give for the region (as
+        htsget-rs computes them), whole blocks, plus the header's blocks. Then htslib reading the
+        ticket URL (samtools view -c, the server in its own process) against samtools on the BAM."""
+        import socket
+        import urllib.request
+
+        sys.path.insert(0, os.path.join(HERE, ".."))
+        from bams3.serve import Server
+        from bams3.storage import start_trace, trace_totals
+
+        region = regions_for(self.bam)["1 Mbp"]
+        contig, span = region.split(":")
+        beg, end = (int(x.replace(",", "")) for x in span.split("-"))
+        beg -= 1
+        start_trace()
+        server = Server(self.ds)
+        import threading
+
+        import uvicorn
+
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        uv = uvicorn.Server(uvicorn.Config(server.app(), log_level="warning", access_log=False, lifespan="off"))
+        threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True).start()
+        while not uv.started:
+            time.sleep(0.05)
+        ident = os.path.basename(self.ds.rstrip("/")).removesuffix(".bams3")
+        out = {}
+        for label, fields in (("all fields", None), ("QNAME,FLAG,RNAME,POS,MAPQ", "QNAME,FLAG,RNAME,POS,MAPQ")):
+            server._prepared = type(server._prepared)(2, 256 << 20)  # nothing made before this case
+            url = f"http://127.0.0.1:{port}/reads/{ident}?referenceName={contig}&start={beg}&end={end}"
+            if fields:
+                url += f"&fields={fields}"
+            before = trace_totals()
+            t = time.perf_counter()
+            ticket = json.loads(urllib.request.urlopen(url).read())
+            sent = 0
+            for u in ticket["htsget"]["urls"]:
+                if not u["url"].startswith("data:"):
+                    sent += len(urllib.request.urlopen(u["url"]).read())
+            seconds = time.perf_counter() - t
+            after = trace_totals()
+            out[label] = {"seconds": seconds, "store_bytes": after["bytes_in"] - before["bytes_in"],
+                          "store_requests": after["requests"] - before["requests"], "sent_bytes": sent,
+                          "urls": len(ticket["htsget"]["urls"])}
+        uv.should_exit = True
+        bai = bai_ranges(self.bam, contig, beg, end)
+        out["BAM+BAI htsget"] = bai
+        for label in ("all fields", "QNAME,FLAG,RNAME,POS,MAPQ"):
+            r = out[label]
+            self.row("serve", f"1 Mbp ticket, {label}", {"seconds": r["seconds"]}, None,
+                     f"store {r['store_requests']} requests {r['store_bytes']:,} B; sent {r['sent_bytes']:,} B "
+                     f"({r['sent_bytes'] / bai['bytes']:.3f}x BAM+BAI htsget's {bai['bytes']:,} B, "
+                     f"{bai['ranges']} ranges)")
+        # htslib reading the ticket, the server in its own process
+        port2 = _free_port()
+        proc = subprocess.Popen([self.bams3, "serve", self.ds, "--port", str(port2)], stderr=subprocess.DEVNULL)
+        try:
+            _wait_port(port2)
+            url = f"http://127.0.0.1:{port2}/reads/{ident}?referenceName={contig}&start={beg}&end={end}"
+            a, b2 = os.path.join(self.tmp, "a.txt"), os.path.join(self.tmp, "b.txt")
+            ours = median_run([self.samtools, "view", "-c", url], self.repeat, stdout_path=a)
+            st = median_run([self.samtools, "view", "-c", self.bam, region], self.repeat, stdout_path=b2)
+            same = open(a).read() == open(b2).read()
+            self.row("serve", "samtools view -c of the ticket URL", ours, st,
+                     f"samtools on the local BAM; same count: {same} (the first run makes the chunks, "
+                     f"later ones find them made)")
+            out["htslib"] = {"bams3": ours, "samtools": st, "identical": same}
+        finally:
+            proc.terminate()
+            proc.wait(10)
+        self.result["serve"] = out
+
     # ------------------------------------------------------------------ report
     def report(self):
         print(f"\nbams3 vs samtools on {self.dir} (median of {self.repeat}; ratio = bams3 / samtools)\n")
@@ -556,6 +635,94 @@ print(seconds, len(reads), h.hexdigest())
             t2 = theirs["seconds"] if theirs else None
             ratio = f"{t1 / t2:>6.2f}x" if t2 else "      -"
             print(f"{section:<12} {case[:44]:<44} {t1:>8.2f}s {(f'{t2:.2f}s' if t2 else '-'):>9} {ratio}  {extra}")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port: int, timeout: float = 30) -> None:
+    import socket
+
+    deadline = time.time() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _reg2bins(beg: int, end: int) -> list[int]:
+    """The BAI bins overlapping [beg, end) (SAM spec, section 5.3)."""
+    end -= 1
+    out = [0]
+    for shift, offset in ((26, 1), (23, 9), (20, 73), (17, 585), (14, 4681)):
+        out.extend(range(offset + (beg >> shift), offset + (end >> shift) + 1))
+    return out
+
+
+def bai_ranges(bam: str, contig: str, beg: int, end: int) -> dict:
+    """What an htsget server of BAM+BAI sends for a region: the byte ranges of the BGZF blocks
+    the index's overlapping bins hold (chunks ending before the linear index's offset dropped,
+    adjacent ones merged, the last block whole) and the header's blocks."""
+    import struct
+
+    import pysam
+
+    with pysam.AlignmentFile(bam) as f:
+        tid = f.references.index(contig)
+    with open(bam + ".bai", "rb") as f:
+        data = f.read()
+    assert data[:4] == b"BAI\1"
+    (n_ref,) = struct.unpack_from("<i", data, 4)
+    o = 8
+    chunks, linear, first = [], [], None
+    for r in range(n_ref):
+        (n_bin,) = struct.unpack_from("<i", data, o)
+        o += 4
+        bins = {}
+        for _ in range(n_bin):
+            b, n_chunk = struct.unpack_from("<Ii", data, o)
+            o += 8
+            bins[b] = [struct.unpack_from("<QQ", data, o + 16 * k) for k in range(n_chunk)]
+            o += 16 * n_chunk
+        (n_intv,) = struct.unpack_from("<i", data, o)
+        o += 4
+        intv = struct.unpack_from(f"<{n_intv}Q", data, o)
+        o += 8 * n_intv
+        if r == tid:
+            linear = intv
+            want = set(_reg2bins(beg, end))
+            chunks = [c for b, cs in bins.items() if b in want and b != 37450 for c in cs]
+        for b, cs in bins.items():
+            if b != 37450 and cs:
+                lo = min(c[0] for c in cs)
+                first = lo if first is None else min(first, lo)
+    min_off = linear[beg >> 14] if beg >> 14 < len(linear) else 0
+    chunks = sorted(c for c in chunks if c[1] > min_off)
+    merged = []
+    for a, b in chunks:
+        a, b = a >> 16, b >> 16  # whole blocks: from a block's start to the start of the block holding the end
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    with open(bam, "rb") as f:
+        def block_size(at: int) -> int:
+            f.seek(at)
+            head = f.read(18)
+            return struct.unpack_from("<H", head, 16)[0] + 1 if len(head) == 18 else 0
+
+        body = sum(b + block_size(b) - a for a, b in merged)
+    header = (first >> 16) if first is not None else 0
+    return {"bytes": body + header, "body_bytes": body, "header_bytes": header, "ranges": len(merged)}
 
 
 def _records_md5(bam: str) -> str:
@@ -579,7 +746,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", dest="json_out")
     ap.add_argument("--no-s3", action="store_true")
-    ap.add_argument("--only", default="convert,tobam,size,query,regions,s3",
+    ap.add_argument("--only", default="convert,tobam,size,query,regions,s3,serve",
                     help="sections; 'frames' (oxbow and polars-bio, installed from PyPI) runs only when named")
     ap.add_argument("--tmp", default=None, help="where the datasets are written (default: the system temp dir)")
     args = ap.parse_args()
@@ -587,7 +754,8 @@ def main() -> int:
     sections = [s.strip() for s in args.only.split(",")]
     if args.no_s3 and "s3" in sections:
         sections.remove("s3")
-    if "convert" not in sections and any(s in sections for s in ("tobam", "size", "query", "regions", "frames")):
+    if "convert" not in sections and any(s in sections for s in ("tobam", "size", "query", "regions", "frames",
+                                                                   "serve")):
         run([b.bams3, "convert", b.bam, b.ds, "--force", "--no-progress"])
     try:
         for s in sections:
