@@ -72,6 +72,8 @@ class Query:
         if klass not in (None, "header", "body"):
             raise invalid(f"class {klass!r}: use header (or leave it out)")
         self.header_only = klass == "header"
+        if self.header_only and (regions is not None or fields is not None or tags is not None or notags is not None):
+            raise invalid("class=header takes no other parameter but format")
         self.regions = regions
         self.fields = None if fields is None else _names(fields, "fields")
         if self.fields is not None:
@@ -354,10 +356,12 @@ class Server:
             return
         auth = request.headers.get("authorization", "")
         scheme, _, value = auth.partition(" ")
+        # the spec's table: PermissionDenied (403) "authorization is required", InvalidAuthentication
+        # (401) "authorization provided is invalid"
         if scheme.lower() != "bearer" or not value.strip():
-            raise HtsgetError(401, "InvalidAuthentication", "a bearer token is required (Authorization: Bearer ...)")
+            raise HtsgetError(403, "PermissionDenied", "a bearer token is required (Authorization: Bearer ...)")
         if not hmac.compare_digest(value.strip().encode(), self.token):
-            raise HtsgetError(403, "PermissionDenied", "the bearer token is not accepted")
+            raise HtsgetError(401, "InvalidAuthentication", "the bearer token is not accepted")
 
     def _base(self, request) -> str:
         return self.base_url or str(request.base_url).rstrip("/")
@@ -409,7 +413,7 @@ class Server:
         if request.method == "POST":
             raw = await request.body()
             if len(raw) > 4 << 20:
-                raise invalid("the request body is larger than 4 MiB")
+                raise HtsgetError(413, "PayloadTooLarge", "the request body is larger than 4 MiB")
             try:
                 body = json.loads(raw or b"{}")
             except ValueError:
@@ -417,7 +421,13 @@ class Server:
             query = Query.from_body(body)
         else:
             query = Query.from_params(request.query_params)
-        ds = await run_in_threadpool(self.catalog.get, ident)
+        try:
+            ds = await run_in_threadpool(self.catalog.get, ident)
+        except HtsgetError as e:
+            if e.kind == "NotFound" and re.search(r"\.(bai|csi|crai|tbi)$", ident):
+                raise HtsgetError(426, "HtsgetRequired", f"{ident} is an index; this server answers htsget requests "
+                                  f"for {ident.rsplit('.', 1)[0]} instead") from None
+            raise
         regions = resolve(ds, query.regions)
         base, quoted = self._base(request), urllib.parse.quote(ident)
         headers = self._headers()
