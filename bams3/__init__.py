@@ -12,7 +12,23 @@ from .errors import (  # noqa: E402
     StorageError,
     UsageError,
 )
-from .plugins import Codec, OutputFormat, RecordFields, StorageBackend, get_plugin_manager, get_registry, hookimpl  # noqa: E402
+
+# The plugin host's names load on first use (PEP 562): `bams3 --version`, and every command that
+# needs no plugin, start without pluggy, attrs and importlib.metadata.
+_FROM_PLUGINS = ("Codec", "OutputFormat", "RecordFields", "StorageBackend", "get_plugin_manager", "get_registry",
+                 "hookimpl")
+
+
+def __getattr__(name: str):
+    if name in _FROM_PLUGINS:
+        from . import plugins
+
+        return getattr(plugins, name)
+    raise AttributeError(f"module 'bams3' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_FROM_PLUGINS))
 
 
 def open(url: str):  # noqa: A001

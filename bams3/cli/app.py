@@ -10,7 +10,6 @@ import click
 
 from .. import __version__
 from ..errors import Bams3Error
-from ..storage import trace_lines
 from .common import CONTEXT, _err, redact
 
 
@@ -59,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         if main_thread and argv is None:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # the work is done, or has failed: a late Ctrl-C changes nothing
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        from ..storage import trace_lines
+
         for line in trace_lines():
             click.echo(redact(line), err=True)
     if argv is None and code in (130, 143):

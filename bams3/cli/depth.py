@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import click
-import numpy as np
 
 from ..errors import UsageError
-from ..region import POS_MAX, Region
 from .app import cli
 from .common import CONTEXT, _check_bed, storage_options
 
@@ -69,6 +67,7 @@ def _targets(ds, region, bed, all_positions):
     """(reference, intervals or None) in header order: the region's, the BED's (merged, within
     the region), or every reference (with -a -a even those without reads)."""
     from ..format.table import merge_intervals
+    from ..region import POS_MAX
 
     refs = ds.meta.references
     if region is not None:
@@ -92,6 +91,8 @@ def _targets(ds, region, bed, all_positions):
 def _print_reference(out, ds, tid, intervals, options, all_positions) -> None:
     """One reference's lines. Without -a: positions a counted read lies on. With -a: every
     position of the intervals up to the reference's end or, past it, the furthest counted read."""
+    from ..region import POS_MAX, Region
+
     name, length = ds.meta.references[tid]
     held = []  # windows past the reference's end: printed when the furthest read is known
     furthest = 0
@@ -109,7 +110,9 @@ def _print_reference(out, ds, tid, intervals, options, all_positions) -> None:
         _write(out, name, start, d[: max(0, furthest - start)], None)
 
 
-def _write(out, name: str, start: int, depth: np.ndarray, mask) -> None:
+def _write(out, name: str, start: int, depth, mask) -> None:
+    import numpy as np
+
     pos = np.arange(start + 1, start + 1 + len(depth))
     d = depth
     if mask is not None:

@@ -8,7 +8,6 @@ import sys
 import click
 
 from ..errors import Bams3Error, UsageError
-from ..storage import trace_totals
 from .common import CONTEXT, _check_bed, _err, _human_bp, _human_bytes, _progress, storage_options
 from .app import cli
 
@@ -39,7 +38,7 @@ def stats(dest, as_json, flagstat, idxstats):
             "dataset": dest, "format": "bams3", "format_version": m.format_version, "source": m.source,
             "references": [list(r) for r in m.references], "chunk_size": m.chunk_size,
             "codecs": [{"name": c.name, "level": c.level} for c in m.codecs], "stats": s,
-            **({"io": trace_totals()} if trace_totals() is not None else {}),
+            **({"io": _trace_totals()} if _trace_totals() is not None else {}),
         }, indent=1))
         return
     if flagstat:
@@ -286,3 +285,9 @@ def plugins(as_json):
         click.echo(f"{e['plugin']:<10} {e['package']} {e['version']:<8}  {provides}")
     for f in reg.failures:
         click.echo(f"(failed)   {f}")
+
+
+def _trace_totals():
+    from ..storage import trace_totals
+
+    return trace_totals()

@@ -7,7 +7,6 @@ import json
 import click
 
 from ..errors import UsageError
-from ..storage import trace_totals
 from .common import CONTEXT, _check_bed, _command_line, _write_index, filter_options, storage_options
 from .app import cli
 
@@ -90,6 +89,8 @@ def query(dest, regions, count, show, output, fmt, fmt_alias, as_bam, as_cram, u
                 out["regions_file"] = regions_file
             if filters is not None:
                 out["filters"] = filters.describe()
+            from ..storage import trace_totals
+
             io = trace_totals()
             if io is not None:
                 out["io"] = io
