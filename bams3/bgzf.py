@@ -98,6 +98,12 @@ def _deflate_block(data: bytes, level: int) -> bytes:
     )
 
 
+def compress(data, level: int = 6) -> bytes:
+    """``data`` as BGZF blocks of at most MAX_INPUT bytes each (no end-of-file block)."""
+    mv = memoryview(data)
+    return b"".join(_deflate_block(bytes(mv[i : i + MAX_INPUT]), level) for i in range(0, len(mv), MAX_INPUT))
+
+
 class BgzfWriter:
     """Writes BGZF to a binary file object, compressing blocks on threads."""
 
@@ -124,7 +130,7 @@ class BgzfWriter:
             self._out.write(self._futures.pop(0).result())
 
     def _compress_many(self, piece: bytes) -> bytes:
-        return b"".join(_deflate_block(piece[i : i + MAX_INPUT], self._level) for i in range(0, len(piece), MAX_INPUT))
+        return compress(piece, self._level)
 
     def close(self) -> None:
         if self._pending:

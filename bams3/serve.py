@@ -27,7 +27,7 @@ import urllib.parse
 from collections.abc import Iterable
 
 from . import __version__
-from .bgzf import EOF_BLOCK, MAX_INPUT, _deflate_block
+from .bgzf import EOF_BLOCK, compress
 from .errors import Bams3Error, NotADatasetError, UsageError
 from .region import POS_MAX, Region
 
@@ -275,12 +275,6 @@ def decode_regions(ds, values: Iterable[str]) -> list[Region] | None:
     return out
 
 
-def bgzf(data, level: int = 6) -> bytes:
-    """BGZF blocks of ``data`` (no end-of-file block)."""
-    mv = memoryview(data)
-    return b"".join(_deflate_block(bytes(mv[i: i + MAX_INPUT]), level) for i in range(0, len(mv), MAX_INPUT))
-
-
 class Server:
     """The htsget application (Starlette), over a Catalog."""
 
@@ -456,7 +450,7 @@ class Server:
 
         self._check(request)
         ds = await run_in_threadpool(self.catalog.get, request.path_params["ident"])
-        data = bgzf(ds.header.to_bam_bytes(), self.level)
+        data = compress(ds.header.to_bam_bytes(), self.level)
         return _ranged(request, data)
 
     async def data_body(self, request):
@@ -527,7 +521,7 @@ class Server:
         return self._prepared.get(*job(index))
 
     def _make(self, ds, regions, index: int, skip: frozenset) -> bytes:
-        parts = [bgzf(memoryview(b.data)[b.offsets[0]: b.offsets[-1]], self.level)
+        parts = [compress(memoryview(b.data)[b.offsets[0]: b.offsets[-1]], self.level)
                  for b in ds.batches(_selection(ds, regions), skip=skip, chunks=[index])]
         return b"".join(parts)
 

@@ -32,6 +32,17 @@ def _cigar(rng: random.Random, qlen: int) -> list[tuple[int, int]]:
     return [(0, qlen)]
 
 
+def dataset(directory, name: str = "f") -> tuple[str, str]:
+    """(BAM, dataset) of this module's BAM written in ``directory``, converted in small chunks
+    (16 Kbp) so that regions cut chunks."""
+    import bams3
+
+    bam = write(f"{directory}/{name}.bam")
+    dest = f"{directory}/{name}.bams3"
+    bams3.convert(bam, dest, chunk_size=16 << 10)
+    return bam, dest
+
+
 def write(path: str, n_pairs: int = 1500, seed: int = 7) -> str:
     rng = random.Random(seed)
     header = {

@@ -27,11 +27,7 @@ from .conftest import corpus_files, corpus_id, sorted_corpus
 @pytest.fixture(scope="module")
 def fb(tmp_path_factory):
     """(BAM, dataset) of tests/filterbam.py, in small chunks so regions cut chunks."""
-    d = tmp_path_factory.mktemp("filters")
-    bam = filterbam.write(str(d / "f.bam"))
-    dest = str(d / "f.bams3")
-    bams3.convert(bam, dest, chunk_size=16 << 10)
-    return bam, dest
+    return filterbam.dataset(tmp_path_factory.mktemp("filters"))
 
 
 @pytest.fixture(scope="module")

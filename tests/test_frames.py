@@ -24,11 +24,7 @@ from . import filterbam
 
 @pytest.fixture(scope="module")
 def fb(tmp_path_factory):
-    d = tmp_path_factory.mktemp("frames")
-    bam = filterbam.write(str(d / "f.bam"))
-    dest = str(d / "f.bams3")
-    bams3.convert(bam, dest, chunk_size=16 << 10)
-    return bam, dest
+    return filterbam.dataset(tmp_path_factory.mktemp("frames"))
 
 
 def _expected(a: pysam.AlignedSegment) -> dict:

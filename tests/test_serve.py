@@ -23,7 +23,6 @@ import pysam
 import pytest
 import uvicorn
 
-import bams3
 from bams3.serve import Server
 
 from . import filterbam
@@ -52,11 +51,8 @@ class Running:
 
 @pytest.fixture(scope="module")
 def fb(tmp_path_factory):
-    d = tmp_path_factory.mktemp("serve")
-    bam = filterbam.write(str(d / "f.bam"))
-    prefix = d / "prefix"
-    prefix.mkdir()
-    bams3.convert(bam, str(prefix / "f.bams3"), chunk_size=16 << 10)
+    prefix = tmp_path_factory.mktemp("serve")
+    bam, _ = filterbam.dataset(prefix)  # the prefix served holds f.bams3
     return bam, str(prefix)
 
 

@@ -21,7 +21,6 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
-import bams3
 
 from . import filterbam
 from .conftest import CACHE, ROOT
@@ -84,11 +83,10 @@ def browser():
 
 
 def test_the_viewer_lists_the_datasets_and_igv_js_loads_their_reads(igv_site, browser, tmp_path):
-    bam = filterbam.write(str(tmp_path / "f.bam"))
     prefix = tmp_path / "prefix"
     prefix.mkdir()
-    bams3.convert(bam, str(prefix / "f.bams3"), chunk_size=16 << 10)
-    bams3.convert(bam, str(prefix / "g.bams3"), chunk_size=16 << 10)
+    bam, _ = filterbam.dataset(prefix, "f")
+    filterbam.dataset(prefix, "g")
     (tmp_path / "token").write_text("view-token\n")
     run = Spawned(str(prefix), "--viewer", "--igv-js", igv_site, "--token-file", str(tmp_path / "token"))
     try:
