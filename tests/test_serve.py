@@ -23,6 +23,7 @@ import pysam
 import pytest
 import uvicorn
 
+import bams3
 from bams3.serve import Server
 
 from . import filterbam
@@ -376,3 +377,27 @@ def test_sixteen_clients_of_a_megabase_in_bounded_memory(sample_dataset, sample_
         assert peak_kb < 450_000, f"the server peaked at {peak_kb / 1024:.0f} MB"
     finally:
         assert "Traceback" not in run.stop()
+
+
+def test_bams3_serve_over_an_s3_prefix_with_a_token_file(fb, s3_server, tmp_path):
+    """The command itself over a prefix on the S3 test server: a token from a file, the access
+    log in a file, htslib's answers identical to samtools view of the BAM."""
+    bam, _ = fb
+    bams3.convert(bam, f"s3://{s3_server['bucket']}/served/f.bams3", chunk_size=16 << 10)
+    (tmp_path / "token").write_text("from-a-file\n")
+    log = tmp_path / "access.log"
+    run = Spawned(f"s3://{s3_server['bucket']}/served", "--token-file", str(tmp_path / "token"),
+                  "--access-log", str(log))
+    try:
+        ref = _first_ref(bam)
+        path = _download(f"{run.base}/reads/f?referenceName={ref}&start=500&end=9000",
+                         {"Authorization": "Bearer from-a-file"})
+        assert _records(pysam.view(path)) == _records(pysam.view(bam, f"{ref}:501-9000"))
+        assert _get(f"{run.base}/reads/f")[0] == 403  # no token: PermissionDenied
+        assert _get(f"{run.base}/reads/g", {"Authorization": "Bearer from-a-file"})[0] == 404
+    finally:
+        err = run.stop()
+    lines = log.read_text().splitlines()
+    assert any('"GET /reads/f?referenceName=' in x and " 200 " in x for x in lines)
+    assert any(" 403 " in x for x in lines) and "from-a-file" not in log.read_text() + err
+    assert "Traceback" not in err
