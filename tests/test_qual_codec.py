@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 import bams3
 from bams3 import RecordFields
+from bams3.builtins import qual
 
 codec = bams3.get_registry().codec("qual")
 
@@ -33,13 +34,23 @@ def chunks(draw):
 
 
 @settings(max_examples=150, deadline=None)
-@given(chunks())
-def test_round_trip(chunk):
+@given(chunks(), st.sampled_from([1, 2]))
+def test_round_trip(chunk, scheme):
+    """Both payload schemes (2 is written; 1, written before, is read), each decoded with and
+    without the SIMD paths (AVX2 rANS, SSE2 placement) where the CPU has them."""
     data, records = chunk
     if not data:
         return  # the format stores an empty column without calling the codec
-    stored = codec.encode(data, None, records=records)
-    assert codec.decode(stored, len(data), records=records) == data
+    stored = qual.encode(data, None, records=records, scheme=scheme)
+    assert stored[3] == scheme
+    assert qual.decode(stored, len(data), records=records) == data
+    assert qual.decode(stored, len(data), records=records, simd=False) == data
+
+
+def test_writes_scheme_2():
+    q, flags = _illumina_like(n_reads=40)
+    records = RecordFields(l_seq=np.full(40, 150, np.int64), flag=flags)
+    assert codec.encode(q.tobytes(), None, records=records)[2:4] == bytes([1, 2])
 
 
 def _illumina_like(n_reads=4000, length=150, seed=1):
@@ -105,12 +116,22 @@ def test_dataset_records_the_codecs_it_was_written_with(tmp_path):
     assert [x.tobytes() for x in a.batches()] == [x.tobytes() for x in b.batches()]
 
 
+def _outcome(stored, size, records, simd):
+    try:
+        return qual.decode(stored, size, records=records, simd=simd)
+    except ValueError:
+        return ValueError
+
+
+@pytest.mark.parametrize("scheme", [1, 2])
 @pytest.mark.parametrize("same_length", [True, False])
-def test_large_chunks_round_trip_and_refuse_cut_or_damaged_streams(same_length):
-    """Enough qualities for the decoder's unrolled body (four states stepping together, their
-    bytes taken without branches) and its record-order placement, for fixed-length reads and
-    for reads of many lengths; a cut stream, or one whose bytes are replaced, is refused with
-    ValueError or decodes to bytes of the right length, never anything else."""
+def test_large_chunks_round_trip_and_refuse_cut_or_damaged_streams(same_length, scheme):
+    """Enough qualities for the decoders' unrolled bodies (scheme 1: four states stepping
+    together, their bytes taken without branches; scheme 2: 32 states, in AVX2 registers where
+    the CPU has them) and the record-order placement, for fixed-length reads and for reads of
+    many lengths; a cut stream, or one whose bytes are replaced, is refused with ValueError or
+    decodes to bytes of the right length, never anything else, and the SIMD and scalar decoders
+    agree on every one of them."""
     rng = np.random.default_rng(7)
     n = 3000
     lengths = np.full(n, 151, np.int64) if same_length else rng.integers(0, 400, n).astype(np.int64)
@@ -118,20 +139,35 @@ def test_large_chunks_round_trip_and_refuse_cut_or_damaged_streams(same_length):
     q = rng.choice(np.array([2, 12, 23, 37, 41], dtype=np.uint8), p=[0.02, 0.03, 0.1, 0.6, 0.25],
                    size=int(lengths.sum()))
     records = RecordFields(l_seq=lengths, flag=flags)
-    stored = codec.encode(q.tobytes(), None, records=records)
-    assert codec.decode(stored, q.size, records=records) == q.tobytes()
+    stored = qual.encode(q.tobytes(), None, records=records, scheme=scheme)
+    for simd in (True, False):
+        assert qual.decode(stored, q.size, records=records, simd=simd) == q.tobytes()
     body = len(stored) - 200  # well inside the rANS stream
     for cut in (len(stored) - 1, len(stored) - 7, body):
-        with pytest.raises(ValueError):
-            codec.decode(stored[:cut], q.size, records=records)
+        for simd in (True, False):
+            with pytest.raises(ValueError):
+                qual.decode(stored[:cut], q.size, records=records, simd=simd)
     for k in range(40):
         at = int(rng.integers(body // 2, len(stored)))
         damaged = stored[:at] + bytes([stored[at] ^ int(rng.integers(1, 256))]) + stored[at + 1:]
-        try:
-            out = codec.decode(damaged, q.size, records=records)
-        except ValueError:
-            continue
-        assert len(out) == q.size
+        out = _outcome(damaged, q.size, records, True)
+        assert out is ValueError or len(out) == q.size
+        assert _outcome(damaged, q.size, records, False) == out
     zeros = stored[: body // 2] + bytes(len(stored) - body // 2)
-    with pytest.raises(ValueError):
-        codec.decode(zeros, q.size, records=records)
+    for simd in (True, False):
+        with pytest.raises(ValueError):
+            qual.decode(zeros, q.size, records=records, simd=simd)
+
+
+def test_fixed_length_placement_at_every_tile_edge():
+    """The record-order placement moves 16 records x 16 cycles at a time: read lengths and record
+    counts on either side of multiples of 16, both strands, both reads of a pair."""
+    rng = np.random.default_rng(3)
+    for length in (1, 15, 16, 17, 31, 32, 33, 150):
+        for n in (1, 15, 16, 17, 33):
+            flags = rng.choice(np.array([99, 147, 83, 163], dtype=np.uint16), size=n)
+            q = rng.integers(0, 42, size=n * length, dtype=np.uint8)
+            records = RecordFields(l_seq=np.full(n, length, np.int64), flag=flags)
+            stored = qual.encode(q.tobytes(), None, records=records)
+            for simd in (True, False):
+                assert qual.decode(stored, q.size, records=records, simd=simd) == q.tobytes(), (length, n, simd)

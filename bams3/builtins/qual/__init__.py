@@ -6,9 +6,10 @@ as sequenced: reversed for reverse-strand records, whose qualities BAM stores
 reversed) and on whether the record is the first or second read of a pair.
 This codec groups the qualities of a chunk by that context, stores each
 context's symbol frequencies, and codes each group with an asymmetric numeral
-system (static rANS, 4-way interleaved, in ``_rans.c``, which releases the GIL)
-under that context's distribution: within about 1% of the conditional entropy,
-with no per-read overhead, decoding at several hundred MB/s per thread.
+system (static rANS, 32 interleaved states with 16-bit renormalisation, in
+``_rans.c``, AVX2 where the CPU has it, releasing the GIL) under that context's distribution: within
+about 1% of the conditional entropy, with no per-read overhead, decoding at
+several hundred MB/s per thread.
 
 Contexts come from other columns (``l_seq`` and ``flag``), which the reader
 decodes first, so decoding never waits on its own output: it is one loop in C
@@ -17,11 +18,17 @@ per chunk. The codec is record-aware: the host passes
 
 Payload (little-endian)::
 
-    b"BQ", version u8 = 1, scheme u8 = 1 (context = min(cycle, 511) * 2 + read2)
+    b"BQ", version u8 = 1, scheme u8 (context = min(cycle, 511) * 2 + read2)
     A u16, the A distinct quality bytes (ascending)
     K u16, the K context ids used (u16 each, ascending)
     T u32, T bytes of zstd: u16 frequencies, K rows of A, each row summing to 4096
-    the rANS stream, to the end: 4 u32 states, then bytes; symbol i uses state i % 4
+    the rANS stream, to the end; symbol i (of the qualities grouped by context) uses state i % S:
+      scheme 1: S = 4 u32 states in [2^23, 2^31), then bytes (byte-wise renormalisation)
+      scheme 2: S = 32 u32 states in [2^16, 2^32), then u16 words (one at most per symbol)
+
+Scheme 2 is written (its decoder takes a step with no loop or branch, and 32 states are four
+AVX2 registers);
+scheme 1, which bams3 wrote before scheme 2, is still read.
 """
 
 from __future__ import annotations
@@ -37,7 +44,8 @@ from . import _rans
 
 _MAGIC = b"BQ"
 _VERSION = 1
-_SCHEME = 1
+_SCHEME = 2  # written; 1 and 2 are read
+_SCHEMES = (1, 2)
 _MAX_CYCLE = 511
 _N_CTX = (_MAX_CYCLE + 1) * 2
 _M = 4096  # frequencies per context sum to this (12 bits)
@@ -105,7 +113,7 @@ def _normalise(counts: np.ndarray) -> np.ndarray:
     return f.astype("<u2")
 
 
-def encode(data: bytes, level: int | None, *, records) -> bytes:
+def encode(data: bytes, level: int | None, *, records, scheme: int = _SCHEME) -> bytes:
     q = np.frombuffer(data, dtype=np.uint8)
     layout = _contexts(records, len(q))
     grouped, counts256 = _grouped(q, layout)
@@ -119,18 +127,18 @@ def encode(data: bytes, level: int | None, *, records) -> bytes:
     freqs = _normalise(counts)
     bounds = np.zeros(len(used) + 1, dtype="<i8")
     np.cumsum(counts.sum(axis=1), out=bounds[1:])
-    stream = _rans.encode(sym.tobytes(), bounds.tobytes(), freqs.tobytes(), a)
+    stream = _rans.encode(sym.tobytes(), bounds.tobytes(), freqs.tobytes(), a, scheme)
     tz = zstandard.ZstdCompressor(level=19).compress(freqs.tobytes())
-    head = _MAGIC + struct.pack("<BBH", _VERSION, _SCHEME, a) + vals.tobytes()
+    head = _MAGIC + struct.pack("<BBH", _VERSION, scheme, a) + vals.tobytes()
     head += struct.pack("<H", len(used)) + used.astype("<u2").tobytes() + struct.pack("<I", len(tz)) + tz
     return head + stream
 
 
-def decode(data: bytes, raw_size: int, *, records) -> bytes:
+def decode(data: bytes, raw_size: int, *, records, simd: bool = True) -> bytes:
     if data[:2] != _MAGIC or len(data) < 6:
         raise ValueError("not a qual-codec payload")
     version, scheme, a = struct.unpack_from("<BBH", data, 2)
-    if version != _VERSION or scheme != _SCHEME:
+    if version != _VERSION or scheme not in _SCHEMES:
         raise ValueError(f"qual codec payload version {version}/{scheme} is not supported; upgrade bams3")
     if not 1 <= a <= 256:
         raise ValueError("bad alphabet size")
@@ -172,7 +180,8 @@ def decode(data: bytes, raw_size: int, *, records) -> bytes:
     else:
         length, g0, g1 = 0, none, none
         dst = np.argsort(layout[3], kind="stable").astype("<i8")
-    return _rans.decode(memoryview(data)[o:], bounds, freqs, vals.tobytes(), used.astype("<u2"), length, g0, g1, dst, raw_size)
+    return _rans.decode(memoryview(data)[o:], bounds, freqs, vals.tobytes(), used.astype("<u2"), length, g0, g1, dst,
+                        raw_size, scheme, int(simd))
 
 
 @hookimpl

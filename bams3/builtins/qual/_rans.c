@@ -1,9 +1,13 @@
-/* Static rANS for bams3's qual codec: byte-wise renormalisation, 32-bit states,
- * 4-way interleaved (symbol i uses state i % 4), 12-bit frequencies, one model
- * per context. The symbols arrive grouped by context: group k is
- * symbols[bounds[k]:bounds[k+1]] and is coded with frequency row k.
- * Both directions release the GIL. After "rANS coding" by F. Giesen (ryg_rans,
- * public domain), whose byte-wise coder this follows.
+/* Static rANS for bams3's qual codec: 32-bit states, 12-bit frequencies, one model per
+ * context. The symbols arrive grouped by context: group k is symbols[bounds[k]:bounds[k+1]]
+ * and is coded with frequency row k. Two schemes:
+ *   1: byte-wise renormalisation (states in [2^23, 2^31)), 4 states (symbol i uses state i % 4);
+ *   2: 16-bit renormalisation (states in [2^16, 2^32), at most one word per symbol, so a step
+ *      takes its word without a loop or a branch), 32 states (symbol i uses state i % 32):
+ *      enough independent work for four 8-lane AVX2 registers, which decode where the CPU has
+ *      AVX2 (a scalar decoder, 8 states at a time, elsewhere; both give the same bytes).
+ * Both directions release the GIL. After "rANS coding" by F. Giesen (ryg_rans, public
+ * domain), whose byte-wise and word-wise coders these follow.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -15,6 +19,15 @@
 #define M (1u << SCALE_BITS)
 #define RANS_L (1u << 23)
 #define NSTATE 4
+#define WL (1u << 16) /* scheme 2 */
+#define NW 32
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define HAVE_AVX2_PATH 1
+#include <immintrin.h>
+#endif
 
 /* Checks the frequency table: every row sums to M. Fills cum (K x (A+1)). */
 static int build_cum(const uint16_t *freq, Py_ssize_t k, Py_ssize_t a, uint32_t *cum) {
@@ -40,7 +53,8 @@ static int check_bounds(const int64_t *bounds, Py_ssize_t k, Py_ssize_t n) {
 static PyObject *rans_encode(PyObject *self, PyObject *args) {
     Py_buffer sym, bnd, frq;
     Py_ssize_t a;
-    if (!PyArg_ParseTuple(args, "y*y*y*n", &sym, &bnd, &frq, &a)) return NULL;
+    int scheme = 1;
+    if (!PyArg_ParseTuple(args, "y*y*y*n|i", &sym, &bnd, &frq, &a, &scheme)) return NULL;
     PyObject *result = NULL;
     Py_ssize_t n = sym.len, k = bnd.len / 8 - 1;
     const uint8_t *s = sym.buf;
@@ -48,18 +62,43 @@ static PyObject *rans_encode(PyObject *self, PyObject *args) {
     const uint16_t *freq = frq.buf;
     uint32_t *cum = NULL;
     uint8_t *out = NULL;
-    if (a < 1 || a > 256 || k < 0 || frq.len != (Py_ssize_t)(k * a * 2) || check_bounds(bounds, k, n)) {
+    if (a < 1 || a > 256 || k < 0 || frq.len != (Py_ssize_t)(k * a * 2) || check_bounds(bounds, k, n)
+        || (scheme != 1 && scheme != 2)) {
         PyErr_SetString(PyExc_ValueError, "rans: bad arguments");
         goto done;
     }
     cum = malloc(sizeof(uint32_t) * (size_t)(k * (a + 1) + 1));
-    size_t cap = (size_t)n * 2 + 64;
+    size_t cap = (size_t)n * 2 + 4 * NW + 64;  /* at most a word per symbol, and the states */
     out = malloc(cap);
     if (!cum || !out) { PyErr_NoMemory(); goto done; }
     if (build_cum(freq, k, a, cum)) { PyErr_SetString(PyExc_ValueError, "rans: a frequency row does not sum to 4096"); goto done; }
     int bad = 0;
     uint8_t *end = out + cap, *ptr = end;
     Py_BEGIN_ALLOW_THREADS
+    if (scheme == 2) {
+        uint32_t x[NW];
+        for (int j = 0; j < NW; j++) x[j] = WL;
+        Py_ssize_t r = k - 1;
+        for (Py_ssize_t i = n - 1; i >= 0 && !bad; i--) {
+            while (r > 0 && i < bounds[r]) r--;
+            uint32_t sy = s[i];
+            if (sy >= (uint32_t)a) { bad = 1; break; }
+            uint32_t f = freq[r * a + sy], c = cum[r * (a + 1) + sy];
+            if (!f) { bad = 1; break; }
+            uint32_t *xs = &x[i & (NW - 1)], xv = *xs;
+            if ((uint64_t)xv >= ((uint64_t)f << (32 - SCALE_BITS))) {  /* one word: xv < 2^16 after it */
+                ptr -= 2;
+                ptr[0] = (uint8_t)(xv & 0xff); ptr[1] = (uint8_t)((xv >> 8) & 0xff);
+                xv >>= 16;
+            }
+            *xs = ((xv / f) << SCALE_BITS) + (xv % f) + c;
+        }
+        for (int j = NW - 1; j >= 0; j--) {
+            ptr -= 4;
+            ptr[0] = (uint8_t)(x[j] >> 0); ptr[1] = (uint8_t)(x[j] >> 8);
+            ptr[2] = (uint8_t)(x[j] >> 16); ptr[3] = (uint8_t)(x[j] >> 24);
+        }
+    } else {
     uint32_t x[NSTATE];
     for (int j = 0; j < NSTATE; j++) x[j] = RANS_L;
     Py_ssize_t r = k - 1;
@@ -79,6 +118,7 @@ static PyObject *rans_encode(PyObject *self, PyObject *args) {
         ptr[0] = (uint8_t)(x[j] >> 0); ptr[1] = (uint8_t)(x[j] >> 8);
         ptr[2] = (uint8_t)(x[j] >> 16); ptr[3] = (uint8_t)(x[j] >> 24);
     }
+    }
     Py_END_ALLOW_THREADS
     if (bad) { PyErr_SetString(PyExc_ValueError, "rans: a symbol has no frequency in its context"); goto done; }
     result = PyBytes_FromStringAndSize((const char *)ptr, end - ptr);
@@ -91,17 +131,16 @@ done:
 /* Decoding puts each quality in its place in the record order. The symbols are decoded as
  * values, not symbol ids (one table entry per slot holds the value, the frequency and the
  * start of the symbol's range, so a step is one load), context after context, and then moved
- * to their records: for fixed-length reads by blocks of records, so that what is read and
- * what is written stay in the L1 cache.
+ * to their records:
  *   fixed-length reads (L bases each): the context ids `used` are cycle * 2 + read2; group g
  *     lists the records of read2 == g in stored order, each as rec * L * 2 + reversed, and the
- *     cycle c of record rec lands at rec * L + (reversed ? L - 1 - c : c);
+ *     cycle c of record rec lands at rec * L + (reversed ? L - 1 - c : c). The cycles of a group
+ *     are the rows of a matrix (one column per record) that is transposed 16 x 16 bytes at a
+ *     time in SSE2 registers, a reversed record's 16 bytes reversed in the register;
  *   otherwise `dst` gives every grouped symbol's place. */
 #define STEP(X, OUT)                                                               \
     do {                                                                           \
-        uint32_t m_ = (X) & (M - 1), e_ = tab[m_];                                 \
-        (OUT) = (uint8_t)(e_ >> 24);                                               \
-        (X) = ((e_ & 0xFFFu) + 1) * ((X) >> SCALE_BITS) + m_ - ((e_ >> 12) & 0xFFFu); \
+        DEC(X, OUT);                                                               \
         while ((X) < RANS_L) {                                                     \
             if (ptr >= end) { bad = 1; break; }                                    \
             (X) = ((X) << 8) | *ptr++;                                             \
@@ -115,9 +154,9 @@ done:
  * from the encoder. */
 #define DEC(X, OUT)                                                                \
     do {                                                                           \
-        uint32_t m_ = (X) & (M - 1), e_ = tab[m_];                                 \
+        uint32_t e_ = tab[(X) & (M - 1)], q_ = (X) >> SCALE_BITS;                  \
         (OUT) = (uint8_t)(e_ >> 24);                                               \
-        (X) = ((e_ & 0xFFFu) + 1) * ((X) >> SCALE_BITS) + m_ - ((e_ >> 12) & 0xFFFu); \
+        (X) = ((e_ >> SCALE_BITS) & (M - 1)) * q_ + q_ + (e_ & (M - 1));           \
     } while (0)
 #define TAKE(X, N, P)                                                              \
     do {                                                                           \
@@ -125,10 +164,273 @@ done:
         (X) = ((X) << (8 * (N))) | (w_ >> (16 - 8 * (N)));                         \
     } while (0)
 
+/* Scheme 2: a valid state is >= 2^16 before a step and >= 2^4 after it, so one 16-bit word
+ * (little-endian) brings it back: WTAKE takes it without a branch (the body of the stream, at
+ * least 16 bytes left); WSTEP checks the end of the stream. */
+#define WTAKE(X)                                                                   \
+    do {                                                                           \
+        uint32_t c_ = (X) < WL, y_ = ((X) << 16) | load16(ptr);                    \
+        (X) = c_ ? y_ : (X); /* both sides computed: a conditional move */         \
+        ptr += 2 * c_;                                                             \
+    } while (0)
+#define WSTEP(X, OUT)                                                              \
+    do {                                                                           \
+        DEC(X, OUT);                                                               \
+        if ((X) < WL) {                                                            \
+            if (end - ptr < 2) { bad = 1; break; }                                 \
+            (X) = ((X) << 16) | load16(ptr);                                       \
+            ptr += 2;                                                              \
+        }                                                                          \
+    } while (0)
+
+/* The decoding table of one context: for slot m (of M) in the range [c, c + f) of symbol s,
+ * tab[m] = value << 24 | (f - 1) << 12 | (m - c); a step is x = f * (x >> 12) + (m - c). */
+static void fill_table(uint32_t *tab, const uint16_t *f, const uint32_t *c, const uint8_t *vals, Py_ssize_t a) {
+    for (Py_ssize_t sy = 0; sy < a; sy++) {
+        uint32_t *p = tab + c[sy], hi = ((uint32_t)vals[sy] << 24) | ((uint32_t)(f[sy] - 1) << SCALE_BITS);
+        for (uint32_t m = 0; m < f[sy]; m++) p[m] = hi | m;
+    }
+}
+
+static inline uint32_t load16(const uint8_t *p) {  /* little-endian */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint16_t w;
+    memcpy(&w, p, 2);
+    return w;
+#else
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8);
+#endif
+}
+
+/* Scheme 1 (byte-wise, 4 states): the groups, in order, into `t`. */
+static int decode_bytewise(const uint8_t **pp, const uint8_t *end, uint32_t *x, uint8_t *t, const int64_t *bounds,
+                           Py_ssize_t k, const uint16_t *freq, const uint32_t *cum, const uint8_t *vals, Py_ssize_t a,
+                           uint32_t *tab) {
+    const uint8_t *ptr = *pp;
+    int bad = 0;
+    for (Py_ssize_t r = 0; r < k && !bad; r++) {
+        fill_table(tab, freq + r * a, cum + r * (a + 1), vals, a);
+        Py_ssize_t i = bounds[r], e = bounds[r + 1];
+        for (; i < e && (i & (NSTATE - 1)) && !bad; i++) STEP(x[i & (NSTATE - 1)], t[i]);
+        uint32_t x0 = x[0], x1 = x[1], x2 = x[2], x3 = x[3];
+        for (; i + NSTATE <= e && !bad && end - ptr >= 2 * NSTATE; i += NSTATE) {
+            DEC(x0, t[i]);
+            DEC(x1, t[i + 1]);
+            DEC(x2, t[i + 2]);
+            DEC(x3, t[i + 3]);
+            uint32_t n0 = (x0 < RANS_L) + (x0 < (RANS_L >> 8)), n1 = (x1 < RANS_L) + (x1 < (RANS_L >> 8));
+            uint32_t n2 = (x2 < RANS_L) + (x2 < (RANS_L >> 8)), n3 = (x3 < RANS_L) + (x3 < (RANS_L >> 8));
+            const uint8_t *p1 = ptr + n0, *p2 = p1 + n1, *p3 = p2 + n2;
+            TAKE(x0, n0, ptr);
+            TAKE(x1, n1, p1);
+            TAKE(x2, n2, p2);
+            TAKE(x3, n3, p3);
+            ptr = p3 + n3;
+            bad |= ((x0 < RANS_L) | (x1 < RANS_L) | (x2 < RANS_L) | (x3 < RANS_L)) << 1;
+        }
+        for (; i + NSTATE <= e && !bad; i += NSTATE) {
+            STEP(x0, t[i]);
+            STEP(x1, t[i + 1]);
+            STEP(x2, t[i + 2]);
+            STEP(x3, t[i + 3]);
+        }
+        x[0] = x0; x[1] = x1; x[2] = x2; x[3] = x3;
+        for (; i < e && !bad; i++) STEP(x[i & (NSTATE - 1)], t[i]);
+    }
+    *pp = ptr;
+    return bad;
+}
+
+#ifdef HAVE_AVX2_PATH
+/* For an 8-bit mask of the lanes that take a word: lane j takes word number (set bits below j). */
+static uint32_t renorm_perm[256][8];
+
+static void init_renorm_perm(void) {
+    for (int b = 0; b < 256; b++)
+        for (int j = 0, r = 0; j < 8; j++) {
+            renorm_perm[b][j] = (b >> j) & 1 ? (uint32_t)r : 0;
+            r += (b >> j) & 1;
+        }
+}
+
+/* Eight states (one register) take a step: the table entries gathered, the new states, the
+ * eight values stored. */
+#define AVX2_STEP(X, OUT)                                                           \
+    do {                                                                            \
+        __m256i e_ = _mm256_i32gather_epi32((const int *)tab, _mm256_and_si256((X), mmask), 4); \
+        __m256i q_ = _mm256_srli_epi32((X), SCALE_BITS);                            \
+        __m256i f1_ = _mm256_and_si256(_mm256_srli_epi32(e_, SCALE_BITS), mmask);   \
+        (X) = _mm256_add_epi32(_mm256_add_epi32(_mm256_mullo_epi32(f1_, q_), q_), _mm256_and_si256(e_, mmask)); \
+        __m256i v_ = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(e_, topbytes), pick); \
+        _mm_storel_epi64((__m128i *)(OUT), _mm256_castsi256_si128(v_));             \
+    } while (0)
+/* The lanes below 2^16 take the next words, in lane order. */
+#define AVX2_TAKE(X)                                                                \
+    do {                                                                            \
+        __m256i low_ = _mm256_cmpeq_epi32(_mm256_srli_epi32((X), 16), zero);        \
+        int b_ = _mm256_movemask_ps(_mm256_castsi256_ps(low_));                     \
+        __m256i w_ = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)ptr));  \
+        w_ = _mm256_permutevar8x32_epi32(w_, _mm256_loadu_si256((const __m256i *)renorm_perm[b_])); \
+        (X) = _mm256_blendv_epi8((X), _mm256_or_si256(_mm256_slli_epi32((X), 16), w_), low_); \
+        ptr += 2 * __builtin_popcount((unsigned)b_);                                \
+    } while (0)
+
+__attribute__((target("avx2,popcnt")))
+static Py_ssize_t wordwise_body_avx2(const uint8_t **pp, const uint8_t *end, uint32_t *x, uint8_t *t, Py_ssize_t i,
+                                     Py_ssize_t e, const uint32_t *tab, int *bad) {
+    const uint8_t *ptr = *pp;
+    const __m256i mmask = _mm256_set1_epi32(M - 1), zero = _mm256_setzero_si256();
+    const __m256i topbytes = _mm256_setr_epi8(3, 7, 11, 15, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                              3, 7, 11, 15, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+    const __m256i pick = _mm256_setr_epi32(0, 4, 1, 1, 1, 1, 1, 1);
+    __m256i x0 = _mm256_loadu_si256((const __m256i *)x), x1 = _mm256_loadu_si256((const __m256i *)(x + 8));
+    __m256i x2 = _mm256_loadu_si256((const __m256i *)(x + 16)), x3 = _mm256_loadu_si256((const __m256i *)(x + 24));
+    __m256i low = zero;
+    for (; i + NW <= e && end - ptr >= 2 * NW; i += NW) {
+        AVX2_STEP(x0, t + i);
+        AVX2_STEP(x1, t + i + 8);
+        AVX2_STEP(x2, t + i + 16);
+        AVX2_STEP(x3, t + i + 24);
+        AVX2_TAKE(x0);
+        AVX2_TAKE(x1);
+        AVX2_TAKE(x2);
+        AVX2_TAKE(x3);
+        low = _mm256_or_si256(low, _mm256_cmpeq_epi32(_mm256_srli_epi32(_mm256_min_epu32(_mm256_min_epu32(x0, x1),
+                                                                                          _mm256_min_epu32(x2, x3)), 16), zero));
+        if (_mm256_movemask_ps(_mm256_castsi256_ps(low))) { *bad = 2; break; }
+    }
+    _mm256_storeu_si256((__m256i *)x, x0); _mm256_storeu_si256((__m256i *)(x + 8), x1);
+    _mm256_storeu_si256((__m256i *)(x + 16), x2); _mm256_storeu_si256((__m256i *)(x + 24), x3);
+    *pp = ptr;
+    return i;
+}
+static int have_avx2;
+#endif
+
+/* Scheme 2 (16-bit words, 32 states): the groups, in order, into `t`. In the body, blocks of 32
+ * symbols: with AVX2, four registers of eight states; otherwise eight states at a time, which
+ * step together and then take their words in order. */
+static int decode_wordwise(const uint8_t **pp, const uint8_t *end, uint32_t *x, uint8_t *t, const int64_t *bounds,
+                           Py_ssize_t k, const uint16_t *freq, const uint32_t *cum, const uint8_t *vals, Py_ssize_t a,
+                           uint32_t *tab, int simd) {
+    const uint8_t *ptr = *pp;
+    int bad = 0;
+    for (Py_ssize_t r = 0; r < k && !bad; r++) {
+        fill_table(tab, freq + r * a, cum + r * (a + 1), vals, a);
+        Py_ssize_t i = bounds[r], e = bounds[r + 1];
+        for (; i < e && (i & (NW - 1)) && !bad; i++) WSTEP(x[i & (NW - 1)], t[i]);
+#ifdef HAVE_AVX2_PATH
+        if (simd && have_avx2 && !bad) {
+            *pp = ptr;
+            i = wordwise_body_avx2(pp, end, x, t, i, e, tab, &bad);
+            ptr = *pp;
+        }
+#else
+        (void)simd;
+#endif
+        for (; i + NW <= e && !bad && end - ptr >= 2 * NW; i += NW) {
+            for (int s = 0; s < NW; s += 8) {
+                uint32_t *xs = x + s, x0 = xs[0], x1 = xs[1], x2 = xs[2], x3 = xs[3], x4 = xs[4], x5 = xs[5],
+                         x6 = xs[6], x7 = xs[7];
+                uint8_t *o = t + i + s;
+                DEC(x0, o[0]); DEC(x1, o[1]); DEC(x2, o[2]); DEC(x3, o[3]);
+                DEC(x4, o[4]); DEC(x5, o[5]); DEC(x6, o[6]); DEC(x7, o[7]);
+                WTAKE(x0); WTAKE(x1); WTAKE(x2); WTAKE(x3);
+                WTAKE(x4); WTAKE(x5); WTAKE(x6); WTAKE(x7);
+                bad |= ((x0 < WL) | (x1 < WL) | (x2 < WL) | (x3 < WL) | (x4 < WL) | (x5 < WL) | (x6 < WL) | (x7 < WL)) << 1;
+                xs[0] = x0; xs[1] = x1; xs[2] = x2; xs[3] = x3; xs[4] = x4; xs[5] = x5; xs[6] = x6; xs[7] = x7;
+            }
+        }
+        for (; i < e && !bad; i++) WSTEP(x[i & (NW - 1)], t[i]);
+    }
+    *pp = ptr;
+    return bad;
+}
+
+#if defined(__SSE2__)
+/* r[i] (row i, 16 bytes) -> r[j] holding byte j of every row: unpacking bytes, then pairs,
+ * quads and halves of the rows two by two. */
+static inline void transpose16(__m128i *r) {
+    __m128i a[16], b[16], c[16];
+    for (int p = 0; p < 8; p++) {  /* a[2p + h]: columns 8h.., rows 2p and 2p + 1 */
+        a[2 * p] = _mm_unpacklo_epi8(r[2 * p], r[2 * p + 1]);
+        a[2 * p + 1] = _mm_unpackhi_epi8(r[2 * p], r[2 * p + 1]);
+    }
+    for (int q = 0; q < 4; q++)  /* b[4q + 2h + l]: columns 8h + 4l.., rows 4q.. */
+        for (int h = 0; h < 2; h++) {
+            b[4 * q + 2 * h] = _mm_unpacklo_epi16(a[4 * q + h], a[4 * q + 2 + h]);
+            b[4 * q + 2 * h + 1] = _mm_unpackhi_epi16(a[4 * q + h], a[4 * q + 2 + h]);
+        }
+    for (int s = 0; s < 2; s++)  /* c[8s + 4h + 2l + m]: columns 8h + 4l + 2m.., rows 8s.. */
+        for (int h = 0; h < 2; h++)
+            for (int l = 0; l < 2; l++) {
+                c[8 * s + 4 * h + 2 * l] = _mm_unpacklo_epi32(b[8 * s + 2 * h + l], b[8 * s + 4 + 2 * h + l]);
+                c[8 * s + 4 * h + 2 * l + 1] = _mm_unpackhi_epi32(b[8 * s + 2 * h + l], b[8 * s + 4 + 2 * h + l]);
+            }
+    for (int h = 0; h < 2; h++)  /* r[8h + 4l + 2m + o]: column 8h + 4l + 2m + o, every row */
+        for (int l = 0; l < 2; l++)
+            for (int m = 0; m < 2; m++) {
+                int j = 4 * h + 2 * l + m;
+                r[2 * j] = _mm_unpacklo_epi64(c[j], c[8 + j]);
+                r[2 * j + 1] = _mm_unpackhi_epi64(c[j], c[8 + j]);
+            }
+}
+
+static inline __m128i reverse16(__m128i x) {
+    x = _mm_shuffle_epi32(x, _MM_SHUFFLE(0, 1, 2, 3));
+    x = _mm_shufflelo_epi16(x, _MM_SHUFFLE(2, 3, 0, 1));
+    x = _mm_shufflehi_epi16(x, _MM_SHUFFLE(2, 3, 0, 1));
+    return _mm_or_si128(_mm_slli_epi16(x, 8), _mm_srli_epi16(x, 8));
+}
+#endif
+
+/* Group gi's qualities (cycle cy of its record j at grouped[rs[2 * cy] + j]) into their records. */
+static void place_fixed(uint8_t *o, const uint8_t *grouped, const int64_t *rs, const int64_t *g, Py_ssize_t ng,
+                        Py_ssize_t len, int simd) {
+    Py_ssize_t j = 0;
+#if defined(__SSE2__)
+    Py_ssize_t cfull = len & ~(Py_ssize_t)15;
+    for (; simd && j + 16 <= ng; j += 16) {
+        for (Py_ssize_t c0 = 0; c0 < cfull; c0 += 16) {
+            __m128i v[16];
+            for (int t = 0; t < 16; t++) v[t] = _mm_loadu_si128((const __m128i *)(grouped + rs[2 * (c0 + t)] + j));
+            transpose16(v);
+            for (int t = 0; t < 16; t++) {
+                uint8_t *dst = o + (g[j + t] >> 1);
+                if (g[j + t] & 1) _mm_storeu_si128((__m128i *)(dst + len - 16 - c0), reverse16(v[t]));
+                else _mm_storeu_si128((__m128i *)(dst + c0), v[t]);
+            }
+        }
+        for (int t = 0; t < 16; t++) {
+            uint8_t *dst = o + (g[j + t] >> 1);
+            const uint8_t *src = grouped + j + t;
+            if (g[j + t] & 1)
+                for (Py_ssize_t cy = cfull; cy < len; cy++) dst[len - 1 - cy] = src[rs[2 * cy]];
+            else
+                for (Py_ssize_t cy = cfull; cy < len; cy++) dst[cy] = src[rs[2 * cy]];
+        }
+    }
+#else
+    (void)simd;
+#endif
+    /* record by record, its bases in order: the writes are sequential and the reads, one per row
+     * of the group's cycles, stay in the rows' cache lines for 64 records */
+    for (; j < ng; j++) {
+        uint8_t *dst = o + (g[j] >> 1);
+        const uint8_t *src = grouped + j;
+        if (g[j] & 1)
+            for (Py_ssize_t cy = 0; cy < len; cy++) dst[len - 1 - cy] = src[rs[2 * cy]];
+        else
+            for (Py_ssize_t cy = 0; cy < len; cy++) dst[cy] = src[rs[2 * cy]];
+    }
+}
+
 static PyObject *rans_decode(PyObject *self, PyObject *args) {
     Py_buffer dat, bnd, frq, val, usd, g0, g1, dst;
     Py_ssize_t n, len;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*y*ny*y*y*n", &dat, &bnd, &frq, &val, &usd, &len, &g0, &g1, &dst, &n))
+    int scheme = 1, simd = 1;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*ny*y*y*n|ii", &dat, &bnd, &frq, &val, &usd, &len, &g0, &g1, &dst, &n,
+                          &scheme, &simd))
         return NULL;
     PyObject *result = NULL;
     Py_ssize_t k = bnd.len / 8 - 1, a = val.len;
@@ -137,12 +439,12 @@ static PyObject *rans_decode(PyObject *self, PyObject *args) {
     const uint8_t *vals = val.buf;
     const int64_t *grp[2] = {g0.buf, g1.buf}, *dest = dst.buf;
     Py_ssize_t ng[2] = {g0.len / 8, g1.len / 8};
-    int fixed = len > 0;
+    int fixed = len > 0, nstate = scheme == 2 ? NW : NSTATE;
     uint32_t *cum = NULL, *tab = NULL;
     uint8_t *grouped = NULL;
     int64_t *rowstart = NULL;
     if (a < 1 || a > 256 || k < 0 || n < 0 || frq.len != (Py_ssize_t)(k * a * 2) || check_bounds(bounds, k, n)
-        || (fixed ? usd.len != k * 2 : dst.len != n * 8)) {
+        || (fixed ? usd.len != k * 2 : dst.len != n * 8) || (scheme != 1 && scheme != 2)) {
         PyErr_SetString(PyExc_ValueError, "rans: bad arguments");
         goto done;
     }
@@ -174,68 +476,24 @@ static PyObject *rans_decode(PyObject *self, PyObject *args) {
     const uint8_t *ptr = dat.buf, *end = ptr + dat.len;
     int bad = 0;
     Py_BEGIN_ALLOW_THREADS
-    uint32_t x[NSTATE];
-    if (end - ptr < 4 * NSTATE) bad = 1;
-    for (int j = 0; j < NSTATE && !bad; j++) {
+    uint32_t x[NW];
+    uint32_t lower = scheme == 2 ? WL : RANS_L;
+    if (end - ptr < 4 * nstate) bad = 1;
+    for (int j = 0; j < nstate && !bad; j++) {
         x[j] = (uint32_t)ptr[0] | ((uint32_t)ptr[1] << 8) | ((uint32_t)ptr[2] << 16) | ((uint32_t)ptr[3] << 24);
         ptr += 4;
     }
-    for (Py_ssize_t r = 0; r < k && !bad; r++) {
-        const uint16_t *f = freq + r * a;
-        const uint32_t *c = cum + r * (a + 1);
-        for (Py_ssize_t sy = 0; sy < a; sy++) {
-            uint32_t entry = ((uint32_t)vals[sy] << 24) | (c[sy] << 12) | (uint32_t)(f[sy] - 1), *p = tab + c[sy];
-            for (uint32_t m = 0; m < f[sy]; m++) p[m] = entry;
-        }
-        Py_ssize_t i = bounds[r], e = bounds[r + 1];
-        uint8_t *t = grouped;
-        for (; i < e && (i & (NSTATE - 1)) && !bad; i++) STEP(x[i & (NSTATE - 1)], t[i]);
-        uint32_t x0 = x[0], x1 = x[1], x2 = x[2], x3 = x[3];
-        for (; i + NSTATE <= e && !bad && end - ptr >= 2 * NSTATE; i += NSTATE) {
-            DEC(x0, t[i]);
-            DEC(x1, t[i + 1]);
-            DEC(x2, t[i + 2]);
-            DEC(x3, t[i + 3]);
-            uint32_t n0 = (x0 < RANS_L) + (x0 < (RANS_L >> 8)), n1 = (x1 < RANS_L) + (x1 < (RANS_L >> 8));
-            uint32_t n2 = (x2 < RANS_L) + (x2 < (RANS_L >> 8)), n3 = (x3 < RANS_L) + (x3 < (RANS_L >> 8));
-            const uint8_t *p1 = ptr + n0, *p2 = p1 + n1, *p3 = p2 + n2;
-            TAKE(x0, n0, ptr);
-            TAKE(x1, n1, p1);
-            TAKE(x2, n2, p2);
-            TAKE(x3, n3, p3);
-            ptr = p3 + n3;
-            bad |= ((x0 < RANS_L) | (x1 < RANS_L) | (x2 < RANS_L) | (x3 < RANS_L)) << 1;
-        }
-        for (; i + NSTATE <= e && !bad; i += NSTATE) {
-            STEP(x0, t[i]);
-            STEP(x1, t[i + 1]);
-            STEP(x2, t[i + 2]);
-            STEP(x3, t[i + 3]);
-        }
-        x[0] = x0; x[1] = x1; x[2] = x2; x[3] = x3;
-        for (; i < e && !bad; i++) STEP(x[i & (NSTATE - 1)], t[i]);
-    }
+    if (!bad)
+        bad = scheme == 2 ? decode_wordwise(&ptr, end, x, grouped, bounds, k, freq, cum, vals, a, tab, simd)
+                          : decode_bytewise(&ptr, end, x, grouped, bounds, k, freq, cum, vals, a, tab);
     if (!bad && fixed) {
-        for (int gi = 0; gi < 2; gi++) {
-            /* record by record, its bases in order: the writes are sequential and the reads, one
-             * per row of the group's cycles, stay in the rows' cache lines for 64 records */
-            const int64_t *g = grp[gi];
-            for (Py_ssize_t j = 0; j < ng[gi]; j++) {
-                uint8_t *dst = o + (g[j] >> 1);
-                const uint8_t *src = grouped + j;
-                const int64_t *rs = rowstart + gi;
-                if (g[j] & 1)
-                    for (Py_ssize_t cy = 0; cy < len; cy++) dst[len - 1 - cy] = src[rs[2 * cy]];
-                else
-                    for (Py_ssize_t cy = 0; cy < len; cy++) dst[cy] = src[rs[2 * cy]];
-            }
-        }
+        for (int gi = 0; gi < 2; gi++) place_fixed(o, grouped, rowstart + gi, grp[gi], ng[gi], len, simd);
     } else if (!bad) {
         for (Py_ssize_t i = 0; i < n; i++) o[dest[i]] = grouped[i];
     }
-    /* The encoder started every state at RANS_L and consumed the whole stream. */
-    for (int j = 0; j < NSTATE && !bad; j++)
-        if (x[j] != RANS_L) bad = 2;
+    /* The encoder started every state at its lower bound and consumed the whole stream. */
+    for (int j = 0; j < nstate && !bad; j++)
+        if (x[j] != lower) bad = 2;
     if (!bad && ptr != end) bad = 2;
     Py_END_ALLOW_THREADS
     if (bad) {
@@ -251,12 +509,28 @@ done:
 }
 
 static PyMethodDef methods[] = {
-    {"encode", rans_encode, METH_VARARGS, "encode(symbols, bounds_i64, freqs_u16, A) -> bytes"},
+    {"encode", rans_encode, METH_VARARGS, "encode(symbols, bounds_i64, freqs_u16, A, scheme=1) -> bytes"},
     {"decode", rans_decode, METH_VARARGS,
-     "decode(data, bounds_i64, freqs_u16, values_u8, used_u16, L, group0_i64, group1_i64, dst_i64, n) -> qualities in record order"},
+     "decode(data, bounds_i64, freqs_u16, values_u8, used_u16, L, group0_i64, group1_i64, dst_i64, n, scheme=1, simd=1)"
+     " -> qualities in record order (simd=0: the placement without SSE2)"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_rans", "Static interleaved rANS (bams3 qual codec).", -1, methods};
 
-PyMODINIT_FUNC PyInit__rans(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__rans(void) {
+#ifdef HAVE_AVX2_PATH
+    init_renorm_perm();
+    __builtin_cpu_init();
+    have_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+#endif
+    PyObject *m = PyModule_Create(&module);
+    if (m && PyModule_AddIntConstant(m, "AVX2",
+#ifdef HAVE_AVX2_PATH
+                                     have_avx2
+#else
+                                     0
+#endif
+                                     ) < 0) Py_CLEAR(m);
+    return m;
+}
