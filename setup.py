@@ -1,9 +1,10 @@
 """The compiled parts (everything else is in pyproject.toml): bulk kernels over raw
-records, and the qual codec's rANS."""
+records, pysam records made from them, and the qual codec's rANS."""
 
 from setuptools import Extension, setup
 
 setup(ext_modules=[
     Extension("bams3._kernels", ["bams3/_kernels.c"], extra_compile_args=["-O3"]),
+    Extension("bams3._segments", ["bams3/_segments.c"], extra_compile_args=["-O3"]),
     Extension("bams3.builtins.qual._rans", ["bams3/builtins/qual/_rans.c"], extra_compile_args=["-O3"]),
 ])

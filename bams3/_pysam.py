@@ -1,6 +1,7 @@
 """Bridges to htslib through pysam: raw record batches go into a pipe as an
 uncompressed BAM stream; htslib parses them and formats SAM (exactly as
-samtools does) or yields pysam records.
+samtools does) or yields pysam records. pysam records are made without the pipe
+where pysam allows it (:func:`segments`).
 """
 
 from __future__ import annotations
@@ -54,6 +55,77 @@ def records_via_htslib(header: Header, batches: Iterable[RecordBatch]) -> Iterat
         t.join()
     if error:
         raise error[0]
+
+
+_MAKER: object = None  # pysam's makeAlignedSegment capsule once checked; False: not usable
+
+
+def segments(header: Header, batches: Iterable[RecordBatch]) -> Iterator:
+    """pysam AlignedSegment objects for raw batches, exactly as htslib reads the records: made by
+    pysam's own constructor from each batch in one C loop (``bams3/_segments.c``) where the records
+    allow it, otherwise read by htslib through a pipe (:func:`records_via_htslib`). ``header``:
+    the dataset's header, whose ``pysam`` the records carry. The records made in C are not tracked
+    by the cycle collector (they cannot be part of a cycle; see ``_segments.c``)."""
+    maker = _maker()
+    ph = getattr(header, "pysam", None)
+    if maker is None or ph is None:
+        yield from records_via_htslib(header, batches)
+        return
+    from pysam import libcalignedsegment
+
+    from . import _segments
+
+    nref, cache = ph.nreferences, getattr(libcalignedsegment, "_AlignedSegment_Cache", None)
+    for b in batches:
+        made = _segments.make(b.data, b.offsets, maker, ph, nref, cache)
+        yield from (made if made is not None else records_via_htslib(header, [b]))
+
+
+def _maker():
+    global _MAKER
+    if _MAKER is None:
+        _MAKER = _probe() or False
+    return _MAKER or None
+
+
+def _probe():
+    """pysam's makeAlignedSegment, if this pysam exports it and a record made through it (every
+    field a different value) reads back through pysam's accessors as written."""
+    import struct
+
+    import numpy as np
+    import pysam
+
+    try:
+        from pysam import libcalignedsegment
+
+        from . import _segments
+
+        capsule = libcalignedsegment.__pyx_capi__["makeAlignedSegment"]
+    except (ImportError, AttributeError, KeyError):
+        return None
+    header = pysam.AlignmentHeader.from_dict({"SQ": [{"SN": n, "LN": 10_000_000} for n in ("a", "b", "c")]})
+    name, cigar, seq = b"probe:x1\0", [(4, 3), (0, 4), (1, 1), (0, 2)], "ACGTNACGTA"
+    packed = bytes(("=ACMGRSVTWYHKDBN".index(seq[i]) << 4) | "=ACMGRSVTWYHKDBN".index(seq[i + 1])
+                   for i in range(0, len(seq), 2))
+    var = (name + b"".join(struct.pack("<I", n << 4 | op) for op, n in cigar) + packed + bytes(range(10, 20))
+           + b"XYC" + bytes([42]) + b"ZZZhello\0")
+    core = struct.pack("<iiBBHHHiiii", 1, 123_456, len(name), 37, 4681, len(cigar), 99, len(seq), 2, 654_321, -777)
+    rec = struct.pack("<i", len(core) + len(var)) + core + var
+    try:
+        made = _segments.make(np.frombuffer(rec, np.uint8), np.array([0, len(rec)], np.int64), capsule, header, 3,
+                              None)
+    except (TypeError, ValueError):
+        return None
+    if not made:
+        return None
+    s = made[0]
+    ok = (s.query_name == "probe:x1" and s.flag == 99 and s.reference_name == "b" and s.reference_start == 123_456
+          and s.mapping_quality == 37 and s.cigarstring == "3S4M1I2M" and s.next_reference_name == "c"
+          and s.next_reference_start == 654_321 and s.template_length == -777 and s.query_sequence == seq
+          and list(s.query_qualities) == list(range(10, 20)) and s.get_tags() == [("XY", 42), ("ZZ", "hello")]
+          and s.bin == 4681 + (123_456 >> 14) and s.header is header)  # htslib's bin for [123456, 123462)
+    return capsule if ok else None
 
 
 class HtslibWriter:

@@ -441,13 +441,13 @@ class AlignmentFileMixin:
         with ``until_eof=True``). Also bams3's selections (see the module): ``fetch("chr1:1,000-
         2,000")``, ``fetch(["chr1:1-100", "chr2"], multi=True, bed=path, filters=flt)``.
         ``multiple_iterators`` changes nothing (every fetch reads on its own)."""
-        from ._pysam import records_via_htslib
+        from ._pysam import segments
 
         sel = self._selection(contig, start, stop, region, tid, reference, end, until_eof=until_eof,
                               regions=regions, bed=bed, multi=multi, union=union)
         if sel is None:
             return iter(())
-        return records_via_htslib(self.header, self.batches(sel, filters=filters))
+        return segments(self.header, self.batches(sel, filters=filters))
 
     def count(self, contig=None, start=None, stop=None, region=None, until_eof=False, read_callback="nofilter",
               reference=None, end=None, *, regions=None, bed=None, multi=False, union=None,
@@ -467,17 +467,17 @@ class AlignmentFileMixin:
             if read_callback == "all":
                 flt = attrs.evolve(filters or ReadFilter(), exclude=(filters.exclude if filters else 0) | FILTERED)
             return self._count(sel, filters=flt)
-        from ._pysam import records_via_htslib
+        from ._pysam import segments
 
-        return sum(1 for read in records_via_htslib(self.header, self.batches(sel, filters=filters))
+        return sum(1 for read in segments(self.header, self.batches(sel, filters=filters))
                    if read_callback(read))
 
     def head(self, n: int, multiple_iterators: bool = True) -> Iterator:
         """The first ``n`` records of the file (unplaced ones too), as ``AlignedSegment`` objects."""
-        from ._pysam import records_via_htslib
+        from ._pysam import segments
 
         self._check_open()
-        return records_via_htslib(self.header, self._first_records(int(n)))
+        return segments(self.header, self._first_records(int(n)))
 
     def _first_records(self, n: int) -> Iterator:
         """Batches of the file's first ``n`` records, decoding only the chunks that hold them."""
@@ -497,11 +497,11 @@ class AlignmentFileMixin:
         return self
 
     def __next__(self):
-        from ._pysam import records_via_htslib
+        from ._pysam import segments
 
         self._check_open()
         if self._stream is None:
-            self._stream = records_via_htslib(self.header, self.batches())
+            self._stream = segments(self.header, self.batches())
         return next(self._stream)
 
     def mate(self, read):
@@ -565,10 +565,10 @@ class AlignmentFileMixin:
         """(Fields, the records kept) per chunk of the selection: the columns coverage needs, or
         for a callable ``read_callback`` whole records and its verdict on each."""
         if not (isinstance(read_callback, str) and read_callback in ("all", "nofilter")):
-            from ._pysam import records_via_htslib
+            from ._pysam import segments
 
             for batch in self.batches(sel):
-                reads = records_via_htslib(self.header, [batch])
+                reads = segments(self.header, [batch])
                 yield Fields.of_batch(batch), np.fromiter((bool(read_callback(r)) for r in reads), bool, len(batch))
             return
         from ._threads import ordered_map

@@ -339,7 +339,7 @@ def test_named_callbacks_make_no_read_objects(files, monkeypatch):
     def no_reads(*args, **kwargs):
         raise AssertionError("read objects were made")
 
-    monkeypatch.setattr(bams3._pysam, "records_via_htslib", no_reads)
+    monkeypatch.setattr(bams3._pysam, "segments", no_reads)
     assert [ds.count("chr1", 0, 30_000, read_callback=cb) for cb in ("all", "nofilter")] == want
     assert ds.count_coverage("chr1", 100, 20_000, read_callback="all") == cov
     with pytest.raises(AssertionError):
