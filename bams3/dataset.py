@@ -52,6 +52,19 @@ class Dataset(AlignmentFileMixin, FramesMixin):
     def meta(self) -> Metadata:
         return self.source.meta
 
+    @property
+    def _decoders(self) -> int:
+        """Threads that decode chunks for a stream of records: ``workers`` from a remote store (where
+        requests overlap), at most one per CPU from a local one (decoding is all CPU: more threads
+        only delay the first chunk, and the reader of the stream, behind the others)."""
+        if self.is_remote:
+            return self.workers
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cpus = os.cpu_count() or 1
+        return max(1, min(self.workers, cpus))
+
     @classmethod
     def open(cls, url: str, workers: int = DEFAULT_WORKERS) -> Dataset:
         store = open_store(url)
@@ -426,7 +439,7 @@ class Dataset(AlignmentFileMixin, FramesMixin):
                 index, ivs, filt = item
                 return select(index, ivs, filt, *decode(index))
 
-            results = ordered_map(load, plan, self.workers)
+            results = ordered_map(load, plan, self._decoders)
         else:  # many regions share chunks: decode each once per window of the plan
             results = self._grouped(plan, decode, select)
         for batch in results:
