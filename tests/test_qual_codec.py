@@ -171,3 +171,22 @@ def test_fixed_length_placement_at_every_tile_edge():
             stored = qual.encode(q.tobytes(), None, records=records)
             for simd in (True, False):
                 assert qual.decode(stored, q.size, records=records, simd=simd) == q.tobytes(), (length, n, simd)
+
+
+def test_threads_decoding_at_once_each_use_their_own_buffer():
+    """Each thread keeps its own buffer for the grouped symbols (grown as chunks need): chunks of
+    different sizes decoded on several threads at once all come back whole."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    work = []
+    for k, n_reads in enumerate((300, 2000, 50, 900)):
+        q, flags = _illumina_like(n_reads=n_reads, seed=k)
+        records = RecordFields(l_seq=np.full(n_reads, 150, np.int64), flag=flags)
+        work.append((codec.encode(q.tobytes(), None, records=records), q.tobytes(), records))
+
+    def decode(i):
+        stored, data, records = work[i % len(work)]
+        return codec.decode(stored, len(data), records=records) == data
+
+    with ThreadPoolExecutor(4) as ex:
+        assert all(ex.map(decode, range(64)))

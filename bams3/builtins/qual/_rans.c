@@ -24,6 +24,10 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#define HAVE_PTHREAD_SCRATCH 1
+#endif
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define HAVE_AVX2_PATH 1
 #include <immintrin.h>
@@ -425,6 +429,41 @@ static void place_fixed(uint8_t *o, const uint8_t *grouped, const int64_t *rs, c
     }
 }
 
+/* The grouped symbols of a decode go to a buffer each thread keeps (freed when the thread ends):
+ * a chunk's qualities are ~2 MB, and fresh pages for them on every decode cost more than the
+ * decoding where page faults are dear (6 us a page in a small VM). */
+typedef struct {
+    uint8_t *buf;
+    size_t cap;
+} scratch_t;
+
+#ifdef HAVE_PTHREAD_SCRATCH
+static pthread_key_t scratch_key;
+static int scratch_ok;
+
+static void scratch_free(void *p) {
+    scratch_t *s = p;
+    if (s) { free(s->buf); free(s); }
+}
+
+static uint8_t *scratch_get(size_t n) {
+    if (!scratch_ok) return NULL;
+    scratch_t *s = pthread_getspecific(scratch_key);
+    if (!s) {
+        s = calloc(1, sizeof *s);
+        if (!s) return NULL;
+        if (pthread_setspecific(scratch_key, s)) { free(s); return NULL; }
+    }
+    if (s->cap < n) {
+        uint8_t *b = realloc(s->buf, n);
+        if (!b) return NULL;
+        s->buf = b;
+        s->cap = n;
+    }
+    return s->buf;
+}
+#endif
+
 static PyObject *rans_decode(PyObject *self, PyObject *args) {
     Py_buffer dat, bnd, frq, val, usd, g0, g1, dst;
     Py_ssize_t n, len;
@@ -441,7 +480,7 @@ static PyObject *rans_decode(PyObject *self, PyObject *args) {
     Py_ssize_t ng[2] = {g0.len / 8, g1.len / 8};
     int fixed = len > 0, nstate = scheme == 2 ? NW : NSTATE;
     uint32_t *cum = NULL, *tab = NULL;
-    uint8_t *grouped = NULL;
+    uint8_t *grouped = NULL, *owned = NULL;
     int64_t *rowstart = NULL;
     if (a < 1 || a > 256 || k < 0 || n < 0 || frq.len != (Py_ssize_t)(k * a * 2) || check_bounds(bounds, k, n)
         || (fixed ? usd.len != k * 2 : dst.len != n * 8) || (scheme != 1 && scheme != 2)) {
@@ -464,7 +503,10 @@ static PyObject *rans_decode(PyObject *self, PyObject *args) {
     }
     cum = malloc(sizeof(uint32_t) * (size_t)(k * (a + 1) + 1));
     tab = malloc(sizeof(uint32_t) * M);
-    grouped = malloc((size_t)n + 1);
+#ifdef HAVE_PTHREAD_SCRATCH
+    grouped = scratch_get((size_t)n + 1);
+#endif
+    if (!grouped) grouped = owned = malloc((size_t)n + 1);
     result = PyBytes_FromStringAndSize(NULL, n);
     if (!cum || !tab || !grouped || !result) { Py_CLEAR(result); if (!PyErr_Occurred()) PyErr_NoMemory(); goto done; }
     if (build_cum(freq, k, a, cum)) {
@@ -502,7 +544,7 @@ static PyObject *rans_decode(PyObject *self, PyObject *args) {
                                                    : "rans: the coded stream does not decode to its end");
     }
 done:
-    free(cum); free(tab); free(grouped); free(rowstart);
+    free(cum); free(tab); free(owned); free(rowstart);
     PyBuffer_Release(&dat); PyBuffer_Release(&bnd); PyBuffer_Release(&frq); PyBuffer_Release(&val);
     PyBuffer_Release(&usd); PyBuffer_Release(&g0); PyBuffer_Release(&g1); PyBuffer_Release(&dst);
     return result;
@@ -519,6 +561,9 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_rans", "Static interleaved rANS (bams3 qual codec).", -1, methods};
 
 PyMODINIT_FUNC PyInit__rans(void) {
+#ifdef HAVE_PTHREAD_SCRATCH
+    scratch_ok = pthread_key_create(&scratch_key, scratch_free) == 0;
+#endif
 #ifdef HAVE_AVX2_PATH
     init_renorm_perm();
     __builtin_cpu_init();
