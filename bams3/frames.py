@@ -405,15 +405,17 @@ class FramesMixin:
         return self.to_arrow(region, columns, filters, with_tags, **kw).to_pandas()
 
     def to_polars(self, region=None, columns=None, filters=None, with_tags=None, *, lazy: bool = False, **kw):
-        """The reads as a Polars DataFrame (``lazy``: a LazyFrame scanning the stream) (see :meth:`arrow`)."""
+        """The reads as a Polars DataFrame (``lazy``: a LazyFrame scanning the stream) (see :meth:`arrow`).
+        The frame keeps one chunk per record batch, as Arrow gave them (no copy into one; polars
+        works on chunks, and ``df.rechunk()`` makes one where a caller wants it)."""
         try:
             import polars as pl
         except ImportError:
             raise UsageError("to_polars needs polars: pip install polars") from None
         if lazy:
             reader = self.arrow(region, columns, filters, with_tags, **kw)
-            return pl.from_arrow(reader.read_all()).lazy()
-        return pl.from_arrow(self.to_arrow(region, columns, filters, with_tags, **kw))
+            return pl.from_arrow(reader.read_all(), rechunk=False).lazy()
+        return pl.from_arrow(self.to_arrow(region, columns, filters, with_tags, **kw), rechunk=False)
 
 
 # columns whose decoding is long and releases the GIL (C codecs, zstd of large blocks)
