@@ -387,7 +387,7 @@ class FramesMixin:
         # GIL: threads would cost more than they save (the 5-field megabase: 19 ms on the calling
         # thread, 28 ms on four); from a remote store, the threads overlap the requests
         parallel = self.workers > 1 and (bool(need & _HEAVY) or self.is_remote)
-        built = ordered_map(build, plan, self.workers) if parallel else map(build, plan)
+        built = ordered_map(build, plan, self._decoders) if parallel else map(build, plan)
 
         def batches():
             for b in built:
