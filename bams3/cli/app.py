@@ -58,9 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         if main_thread and argv is None:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # the work is done, or has failed: a late Ctrl-C changes nothing
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        from ..storage import trace_lines
-
-        for line in trace_lines():
+        storage = sys.modules.get(f"{__package__.rpartition('.')[0]}.storage")
+        for line in storage.trace_lines() if storage else ():  # no store opened: nothing traced
             click.echo(redact(line), err=True)
     if argv is None and code in (130, 143):
         for stream in (sys.stdout, sys.stderr):
