@@ -7,6 +7,7 @@ import os
 import pathlib
 import shutil
 import subprocess
+import sys
 import tempfile
 
 import pysam
@@ -230,3 +231,18 @@ def test_convert_from_standard_input_and_a_named_pipe(tmp_path):
     for d in "abc":
         assert run("query", tmp_path / d, check=True).stdout.decode() == view(EXAMPLE)
     assert_one_line_error(run("convert", "-", tmp_path / "d", "--sort", input=data), 2, "--sort")
+
+
+@pytest.mark.parametrize("given, want", [(None, "1"), ("4", "4")])
+def test_the_program_starts_no_blas_threads_unless_told(monkeypatch, capsys, given, want):
+    """bams3 calls no BLAS: run as the program, it sets OPENBLAS_NUM_THREADS=1 (numpy's OpenBLAS
+    otherwise starts a thread per CPU that spins ~0.1 s of CPU at import), keeping a user's value."""
+    from bams3.cli import main
+
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", given or "")  # restored afterwards, whatever main sets
+    if given is None:
+        monkeypatch.delenv("OPENBLAS_NUM_THREADS")
+    monkeypatch.setattr(sys, "argv", ["bams3", "--version"])
+    assert main() == 0
+    assert os.environ["OPENBLAS_NUM_THREADS"] == want
+    assert "version" in capsys.readouterr().out

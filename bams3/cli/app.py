@@ -40,8 +40,13 @@ class Terminated(KeyboardInterrupt):
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status. Run as the program (``argv`` None), an interrupted
     run exits at once when its cleanup is done, without waiting for threads still blocked in a
-    request (cohort samples), and a Ctrl-C after the work is done changes nothing."""
+    request (cohort samples), and a Ctrl-C after the work is done changes nothing. The program
+    also sets OPENBLAS_NUM_THREADS=1 unless it is set: numpy's OpenBLAS otherwise starts a thread
+    per CPU at import that spins ~0.1 s of CPU before it sleeps, in every process, and bams3
+    never calls BLAS."""
     debug = bool(os.environ.get("BAMS3_DEBUG"))
+    if argv is None:  # the program: numpy's OpenBLAS starts no thread pool (bams3 calls no BLAS)
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     import signal
     import threading
 
