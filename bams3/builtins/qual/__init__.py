@@ -83,18 +83,11 @@ def _grouped(q: np.ndarray, layout) -> tuple[np.ndarray, np.ndarray]:
         order = np.argsort(ctx, kind="stable")
         counts.ravel()[:] = np.bincount(ctx.astype(np.int64) * 256 + q, minlength=_N_CTX * 256)
         return q[order], counts
-    m = q.reshape(-1, length).copy()
-    m[rev] = m[rev, ::-1]  # sequencing-cycle order
-    n1 = int((~r2).sum())
-    stacked = np.concatenate([m[~r2], m[r2]]) if n1 not in (0, len(m)) else m
-    grouped = np.ascontiguousarray(stacked.T)  # row c: cycle c of every first read, then of every second
-    for c in range(length):
-        row = grouped[c]
-        if n1:
-            counts[2 * c] = np.bincount(row[:n1], minlength=256)
-        if n1 < len(m):
-            counts[2 * c + 1] = np.bincount(row[n1:], minlength=256)
-    return grouped.ravel(), counts
+    # in C: row c holds cycle c (sequencing order) of every first read, then of every second
+    grouped, rows = _rans.group_fixed(q, length, np.ascontiguousarray(rev, dtype=np.uint8),
+                                      np.ascontiguousarray(r2, dtype=np.uint8))
+    counts[: 2 * length] = np.frombuffer(rows, dtype=np.int64).reshape(2 * length, 256)
+    return np.frombuffer(grouped, dtype=np.uint8), counts
 
 
 def _normalise(counts: np.ndarray) -> np.ndarray:
@@ -120,14 +113,13 @@ def encode(data: bytes, level: int | None, *, records, scheme: int = _SCHEME) ->
     vals = np.flatnonzero(counts256.sum(axis=0)).astype(np.uint8)
     a = len(vals)
     lut = np.zeros(256, dtype=np.uint8)
-    lut[vals] = np.arange(a, dtype=np.uint8)
-    sym = lut[grouped]
+    lut[vals] = np.arange(a, dtype=np.uint8)  # the encoder maps each value to its symbol
     used = np.flatnonzero(counts256.sum(axis=1)).astype(np.uint16)
     counts = counts256[used][:, vals]
     freqs = _normalise(counts)
     bounds = np.zeros(len(used) + 1, dtype="<i8")
     np.cumsum(counts.sum(axis=1), out=bounds[1:])
-    stream = _rans.encode(sym.tobytes(), bounds.tobytes(), freqs.tobytes(), a, scheme)
+    stream = _rans.encode(grouped, bounds.tobytes(), freqs.tobytes(), a, scheme, lut.tobytes())
     tz = zstandard.ZstdCompressor(level=19).compress(freqs.tobytes())
     head = _MAGIC + struct.pack("<BBH", _VERSION, scheme, a) + vals.tobytes()
     head += struct.pack("<H", len(used)) + used.astype("<u2").tobytes() + struct.pack("<I", len(tz)) + tz

@@ -55,10 +55,11 @@ static int check_bounds(const int64_t *bounds, Py_ssize_t k, Py_ssize_t n) {
 }
 
 static PyObject *rans_encode(PyObject *self, PyObject *args) {
-    Py_buffer sym, bnd, frq;
+    Py_buffer sym, bnd, frq, lutb = {0};
     Py_ssize_t a;
     int scheme = 1;
-    if (!PyArg_ParseTuple(args, "y*y*y*n|i", &sym, &bnd, &frq, &a, &scheme)) return NULL;
+    if (!PyArg_ParseTuple(args, "y*y*y*n|iy*", &sym, &bnd, &frq, &a, &scheme, &lutb)) return NULL;
+    const uint8_t *lut = lutb.buf && lutb.len == 256 ? lutb.buf : NULL; /* values -> symbols */
     PyObject *result = NULL;
     Py_ssize_t n = sym.len, k = bnd.len / 8 - 1;
     const uint8_t *s = sym.buf;
@@ -67,7 +68,7 @@ static PyObject *rans_encode(PyObject *self, PyObject *args) {
     uint32_t *cum = NULL;
     uint8_t *out = NULL;
     if (a < 1 || a > 256 || k < 0 || frq.len != (Py_ssize_t)(k * a * 2) || check_bounds(bounds, k, n)
-        || (scheme != 1 && scheme != 2)) {
+        || (scheme != 1 && scheme != 2) || (lutb.buf && !lut)) {
         PyErr_SetString(PyExc_ValueError, "rans: bad arguments");
         goto done;
     }
@@ -85,7 +86,7 @@ static PyObject *rans_encode(PyObject *self, PyObject *args) {
         Py_ssize_t r = k - 1;
         for (Py_ssize_t i = n - 1; i >= 0 && !bad; i--) {
             while (r > 0 && i < bounds[r]) r--;
-            uint32_t sy = s[i];
+            uint32_t sy = lut ? lut[s[i]] : s[i];
             if (sy >= (uint32_t)a) { bad = 1; break; }
             uint32_t f = freq[r * a + sy], c = cum[r * (a + 1) + sy];
             if (!f) { bad = 1; break; }
@@ -108,7 +109,7 @@ static PyObject *rans_encode(PyObject *self, PyObject *args) {
     Py_ssize_t r = k - 1;
     for (Py_ssize_t i = n - 1; i >= 0 && !bad; i--) {
         while (r > 0 && i < bounds[r]) r--;
-        uint32_t sy = s[i];
+        uint32_t sy = lut ? lut[s[i]] : s[i];
         if (sy >= (uint32_t)a) { bad = 1; break; }
         uint32_t f = freq[r * a + sy], c = cum[r * (a + 1) + sy];
         if (!f) { bad = 1; break; }
@@ -129,6 +130,7 @@ static PyObject *rans_encode(PyObject *self, PyObject *args) {
 done:
     free(cum); free(out);
     PyBuffer_Release(&sym); PyBuffer_Release(&bnd); PyBuffer_Release(&frq);
+    if (lutb.buf) PyBuffer_Release(&lutb);
     return result;
 }
 
@@ -550,8 +552,95 @@ done:
     return result;
 }
 
+/* The encoder's grouping of fixed-length reads (L qualities each), the inverse of place_fixed:
+ * row (c, g) holds cycle c (sequencing order: a reversed record's qualities read back to front)
+ * of every record of group g (read2 flag), in stored order; rows go c = 0, 1, ... and within c
+ * group 0 then group 1. Also the count of every value in every row (context c * 2 + g). */
+static PyObject *rans_group_fixed(PyObject *self, PyObject *args) {
+    Py_buffer qb, revb, r2b;
+    Py_ssize_t len;
+    int simd = 1;
+    if (!PyArg_ParseTuple(args, "y*ny*y*|i", &qb, &len, &revb, &r2b, &simd)) return NULL;
+    PyObject *grouped = NULL, *counts = NULL, *result = NULL;
+    int64_t *g[2] = {NULL, NULL};
+    Py_ssize_t nrec = revb.len, n = qb.len;
+    if (len < 1 || r2b.len != nrec || nrec * len != n) {
+        PyErr_SetString(PyExc_ValueError, "rans: bad arguments");
+        goto done;
+    }
+    const uint8_t *q = qb.buf, *rev = revb.buf, *r2 = r2b.buf;
+    Py_ssize_t ng[2] = {0, 0};
+    for (Py_ssize_t i = 0; i < nrec; i++) ng[r2[i] != 0]++;
+    g[0] = malloc(sizeof(int64_t) * (size_t)(ng[0] + 1));
+    g[1] = malloc(sizeof(int64_t) * (size_t)(ng[1] + 1));
+    grouped = PyBytes_FromStringAndSize(NULL, n);
+    counts = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(2 * len * 256 * sizeof(int64_t)));
+    if (!g[0] || !g[1] || !grouped || !counts) { if (!PyErr_Occurred()) PyErr_NoMemory(); goto done; }
+    uint8_t *out = (uint8_t *)PyBytes_AS_STRING(grouped);
+    int64_t *cnt = (int64_t *)PyBytes_AS_STRING(counts);
+    Py_BEGIN_ALLOW_THREADS
+    Py_ssize_t k[2] = {0, 0};
+    for (Py_ssize_t i = 0; i < nrec; i++) {  /* each record as rec * L * 2 + reversed, by group */
+        int gi = r2[i] != 0;
+        g[gi][k[gi]++] = (int64_t)i * len * 2 + (rev[i] != 0);
+    }
+    for (int gi = 0; gi < 2; gi++) {
+        Py_ssize_t base = gi ? ng[0] : 0, j = 0;
+        const int64_t *gr = g[gi];
+#if defined(__SSE2__)
+        Py_ssize_t cfull = len & ~(Py_ssize_t)15;
+        for (; simd && j + 16 <= ng[gi]; j += 16) {
+            for (Py_ssize_t c0 = 0; c0 < cfull; c0 += 16) {
+                __m128i v[16];
+                for (int t = 0; t < 16; t++) {
+                    const uint8_t *src = q + (gr[j + t] >> 1);
+                    v[t] = (gr[j + t] & 1) ? reverse16(_mm_loadu_si128((const __m128i *)(src + len - 16 - c0)))
+                                           : _mm_loadu_si128((const __m128i *)(src + c0));
+                }
+                transpose16(v);
+                for (int t = 0; t < 16; t++) _mm_storeu_si128((__m128i *)(out + (c0 + t) * nrec + base + j), v[t]);
+            }
+            for (int t = 0; t < 16; t++) {
+                const uint8_t *src = q + (gr[j + t] >> 1);
+                int r = (int)(gr[j + t] & 1);
+                for (Py_ssize_t c = cfull; c < len; c++) out[c * nrec + base + j + t] = src[r ? len - 1 - c : c];
+            }
+        }
+#endif
+        for (; j < ng[gi]; j++) {
+            const uint8_t *src = q + (gr[j] >> 1);
+            if (gr[j] & 1)
+                for (Py_ssize_t c = 0; c < len; c++) out[c * nrec + base + j] = src[len - 1 - c];
+            else
+                for (Py_ssize_t c = 0; c < len; c++) out[c * nrec + base + j] = src[c];
+        }
+    }
+    /* counts per row, four histograms at a time so that equal neighbours do not wait on each other */
+    memset(cnt, 0, (size_t)(2 * len * 256) * sizeof(int64_t));
+    for (Py_ssize_t c = 0; c < len; c++)
+        for (int gi = 0; gi < 2; gi++) {
+            const uint8_t *row = out + c * nrec + (gi ? ng[0] : 0);
+            Py_ssize_t m = ng[gi], i = 0;
+            uint32_t h[4][256];
+            memset(h, 0, sizeof h);
+            for (; i + 4 <= m; i += 4) { h[0][row[i]]++; h[1][row[i + 1]]++; h[2][row[i + 2]]++; h[3][row[i + 3]]++; }
+            for (; i < m; i++) h[0][row[i]]++;
+            int64_t *dst = cnt + (2 * c + gi) * 256;
+            for (int v = 0; v < 256; v++) dst[v] = (int64_t)h[0][v] + h[1][v] + h[2][v] + h[3][v];
+        }
+    Py_END_ALLOW_THREADS
+    result = PyTuple_Pack(2, grouped, counts);
+done:
+    Py_XDECREF(grouped); Py_XDECREF(counts);
+    free(g[0]); free(g[1]);
+    PyBuffer_Release(&qb); PyBuffer_Release(&revb); PyBuffer_Release(&r2b);
+    return result;
+}
+
 static PyMethodDef methods[] = {
-    {"encode", rans_encode, METH_VARARGS, "encode(symbols, bounds_i64, freqs_u16, A, scheme=1) -> bytes"},
+    {"encode", rans_encode, METH_VARARGS, "encode(symbols, bounds_i64, freqs_u16, A, scheme=1, lut=None) -> bytes (lut: 256 bytes, value -> symbol)"},
+    {"group_fixed", rans_group_fixed, METH_VARARGS,
+     "group_fixed(qualities, L, reversed_u8, read2_u8, simd=1) -> (grouped, counts_i64[2L][256])"},
     {"decode", rans_decode, METH_VARARGS,
      "decode(data, bounds_i64, freqs_u16, values_u8, used_u16, L, group0_i64, group1_i64, dst_i64, n, scheme=1, simd=1)"
      " -> qualities in record order (simd=0: the placement without SSE2)"},
