@@ -80,32 +80,9 @@ static PyObject *rans_encode(PyObject *self, PyObject *args) {
     int bad = 0;
     uint8_t *end = out + cap, *ptr = end;
     Py_BEGIN_ALLOW_THREADS
-    if (scheme == 2) {
-        uint32_t x[NW];
-        for (int j = 0; j < NW; j++) x[j] = WL;
-        Py_ssize_t r = k - 1;
-        for (Py_ssize_t i = n - 1; i >= 0 && !bad; i--) {
-            while (r > 0 && i < bounds[r]) r--;
-            uint32_t sy = lut ? lut[s[i]] : s[i];
-            if (sy >= (uint32_t)a) { bad = 1; break; }
-            uint32_t f = freq[r * a + sy], c = cum[r * (a + 1) + sy];
-            if (!f) { bad = 1; break; }
-            uint32_t *xs = &x[i & (NW - 1)], xv = *xs;
-            if ((uint64_t)xv >= ((uint64_t)f << (32 - SCALE_BITS))) {  /* one word: xv < 2^16 after it */
-                ptr -= 2;
-                ptr[0] = (uint8_t)(xv & 0xff); ptr[1] = (uint8_t)((xv >> 8) & 0xff);
-                xv >>= 16;
-            }
-            *xs = ((xv / f) << SCALE_BITS) + (xv % f) + c;
-        }
-        for (int j = NW - 1; j >= 0; j--) {
-            ptr -= 4;
-            ptr[0] = (uint8_t)(x[j] >> 0); ptr[1] = (uint8_t)(x[j] >> 8);
-            ptr[2] = (uint8_t)(x[j] >> 16); ptr[3] = (uint8_t)(x[j] >> 24);
-        }
-    } else {
-    uint32_t x[NSTATE];
-    for (int j = 0; j < NSTATE; j++) x[j] = RANS_L;
+    int ns = scheme == 2 ? NW : NSTATE;
+    uint32_t x[NW];
+    for (int j = 0; j < ns; j++) x[j] = scheme == 2 ? WL : RANS_L;
     Py_ssize_t r = k - 1;
     for (Py_ssize_t i = n - 1; i >= 0 && !bad; i--) {
         while (r > 0 && i < bounds[r]) r--;
@@ -113,16 +90,23 @@ static PyObject *rans_encode(PyObject *self, PyObject *args) {
         if (sy >= (uint32_t)a) { bad = 1; break; }
         uint32_t f = freq[r * a + sy], c = cum[r * (a + 1) + sy];
         if (!f) { bad = 1; break; }
-        uint32_t *xs = &x[i & (NSTATE - 1)];
-        uint32_t xv = *xs, xmax = ((RANS_L >> SCALE_BITS) << 8) * f;
-        while (xv >= xmax) { *--ptr = (uint8_t)(xv & 0xff); xv >>= 8; }
+        uint32_t *xs = &x[i & (ns - 1)], xv = *xs;
+        if (scheme == 2) {
+            if ((uint64_t)xv >= ((uint64_t)f << (32 - SCALE_BITS))) {  /* one word: xv < 2^16 after it */
+                ptr -= 2;
+                ptr[0] = (uint8_t)(xv & 0xff); ptr[1] = (uint8_t)((xv >> 8) & 0xff);
+                xv >>= 16;
+            }
+        } else {
+            uint32_t xmax = ((RANS_L >> SCALE_BITS) << 8) * f;
+            while (xv >= xmax) { *--ptr = (uint8_t)(xv & 0xff); xv >>= 8; }
+        }
         *xs = ((xv / f) << SCALE_BITS) + (xv % f) + c;
     }
-    for (int j = NSTATE - 1; j >= 0; j--) {
+    for (int j = ns - 1; j >= 0; j--) {
         ptr -= 4;
         ptr[0] = (uint8_t)(x[j] >> 0); ptr[1] = (uint8_t)(x[j] >> 8);
         ptr[2] = (uint8_t)(x[j] >> 16); ptr[3] = (uint8_t)(x[j] >> 24);
-    }
     }
     Py_END_ALLOW_THREADS
     if (bad) { PyErr_SetString(PyExc_ValueError, "rans: a symbol has no frequency in its context"); goto done; }
