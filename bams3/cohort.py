@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from .errors import Bams3Error, DatasetError, NotADatasetError, UnknownReferenceError, UsageError
+from .errors import Bams3Error, DatasetError, NotADatasetError, StorageError, UnknownReferenceError, UsageError
 from .storage import Interrupted, WithStoreOptions, check_interrupted, interrupted, store_options
 
 # note: "missing_reference" when the sample's header lacks the region's reference (count 0)
@@ -54,9 +54,11 @@ def find_datasets(prefix: str) -> list[str]:
     return found
 
 
-def read_sample_list(path: str) -> list[tuple[str, str]]:
+def read_sample_list(path: str, name_of: Callable[[str], str] | None = None) -> list[tuple[str, str]]:
     """``(name, url)`` from a file of ``URL`` or ``NAME<TAB>URL`` lines (# comments allowed).
-    Only a tab separates a name from its URL: a path may hold spaces."""
+    Only a tab separates a name from its URL: a path may hold spaces. ``name_of``: a URL's
+    name when the line gives none (default: :func:`sample_name`)."""
+    name_of = name_of or sample_name
     out = []
     try:
         with open(path) as f:
@@ -66,7 +68,7 @@ def read_sample_list(path: str) -> list[tuple[str, str]]:
                     continue
                 parts = [p.strip() for p in line.split("\t")]
                 if len(parts) == 1:
-                    out.append((sample_name(parts[0]), parts[0]))
+                    out.append((name_of(parts[0]), parts[0]))
                 elif len(parts) == 2 and all(parts):
                     out.append((parts[0], parts[1]))
                 else:
@@ -238,6 +240,105 @@ def coverage_sample(name: str, url: str, bin_bp: int, retries: int = RETRIES, sa
     return name, [] if error else result[1], error
 
 
+# ------------------------------------------------------------------ conversion of many BAMs
+CONVERT_COLUMNS = ("sample", "input", "dataset", "records", "chunks", "size", "seconds", "note", "error")
+INPUT_SUFFIXES = (".bam", ".cram", ".sam.gz", ".sam")
+TRANSIENT = ("timeout", "unreachable", "server", "transport", "failed")  # StorageError kinds worth a retry
+SKIPPED = "exists"  # the note of a sample --skip-existing left alone
+
+
+def input_name(url: str) -> str:
+    """A sample's name from its input's URL: the file name without .bam, .cram, .sam(.gz)."""
+    base = url.rstrip("/").rsplit("/", 1)[-1]
+    for suffix in INPUT_SUFFIXES:
+        if base.lower().endswith(suffix) and len(base) > len(suffix):
+            return base[: -len(suffix)]
+    return base
+
+
+def convert_jobs(samples: Sequence[tuple[str, str]], to: str) -> list[tuple[str, str, str]]:
+    """``(name, input, dataset URL)`` for each sample: the dataset is ``TO/NAME.bams3``. Two
+    samples of one name would write one dataset: UsageError, before anything runs."""
+    seen: dict[str, str] = {}
+    for name, url in samples:
+        if not name or "/" in name or name in (".", ".."):
+            raise UsageError(f"sample name {name!r} ({url}) cannot name a dataset")
+        if name in seen:
+            raise UsageError(f"two samples are named {name!r} ({seen[name]} and {url}); name them in --from "
+                             "as NAME<TAB>URL")
+        seen[name] = url
+    base = to.rstrip("/")
+    return [(name, url, f"{base}/{name}.bams3") for name, url in samples]
+
+
+def _input_size(url: str) -> int | None:
+    from .storage import local_path, open_store
+
+    path = local_path(url)
+    if path is not None:
+        return os.path.getsize(path) if os.path.isfile(path) else None
+    parent, _, key = url.rstrip("/").rpartition("/")
+    return open_store(parent).size(key)
+
+
+def _existing(src: str, dst: str):
+    """The dataset at ``dst`` if it was converted from an input of ``src``'s name and size (a
+    finished earlier run); None when there is no dataset; DatasetExistsError when it came from
+    another input."""
+    from .dataset import Dataset
+    from .errors import DatasetExistsError
+
+    try:
+        ds = Dataset.open(dst)
+    except NotADatasetError:
+        return None
+    source = ds.meta.source
+    name = src.rstrip("/").rsplit("/", 1)[-1]
+    if source.get("name") != name or source.get("size") != _input_size(src):
+        raise DatasetExistsError(f"{dst} holds a dataset of another input ({source.get('name')}, "
+                                 f"{source.get('size')} bytes); pass --force to replace it")
+    return ds
+
+
+def convert_sample(name: str, src: str, dst: str, options: dict | None = None, retries: int = RETRIES,
+                   skip_existing: bool = False) -> tuple:
+    """One sample converted (a row of CONVERT_COLUMNS). Failures of the store that may pass
+    (timeouts, dropped connections, 5xx) are retried; an input that cannot be converted, or a
+    destination that holds a dataset already (without ``force``), is not. ``options``: those
+    of :func:`bams3.converter.convert`. ``skip_existing``: a dataset already converted from an
+    input of this name and size is left as it is (note ``exists``)."""
+    from .converter import convert
+
+    t0 = time.monotonic()
+    options = dict(options or {})
+
+    def row(meta, note=""):
+        s = meta.stats
+        return (name, src, dst, s["n_records"], s["n_chunks"], s["stored_bytes"],
+                round(time.monotonic() - t0, 2), note, "")
+
+    error = ""
+    for attempt in range(retries + 1):
+        check_interrupted()
+        try:
+            if skip_existing and not options.get("force"):
+                ds = _existing(src, dst)
+                if ds is not None:
+                    return row(ds.meta, SKIPPED)
+            return row(convert(src, dst, **options))
+        except Interrupted:
+            raise
+        except Bams3Error as exc:
+            error = str(exc)
+            if not (isinstance(exc, StorageError) and exc.kind in TRANSIENT):
+                break
+        except (OSError, MemoryError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        if attempt < retries:
+            time.sleep(0.5 * (attempt + 1))
+    return (name, src, dst, None, None, None, round(time.monotonic() - t0, 2), "", error)
+
+
 # ------------------------------------------------------------------ engines
 def run(fn: Callable, jobs: list[tuple], *, engine: str = "local", workers: int = 8, scheduler: str | None = None,
         client=None, progress: Callable[[int, int], None] | None = None) -> list:
@@ -329,6 +430,8 @@ def _table(rows: list[tuple], columns: Sequence[str]):
     import pandas as pd
 
     df = pd.DataFrame(rows, columns=list(columns))
+    if "seconds" in df:
+        df["seconds"] = df["seconds"].astype(float)
     for col in ("count", "records", "mapped", "unmapped", "duplicates", "secondary", "supplementary",
                 "chunk_size", "chunks", "size", "format_version", "start", "end"):
         if col in df:
@@ -376,6 +479,43 @@ def coverage(datasets: Iterable, bin_bp: int = 1 << 20, client=None, *, workers:
     jobs = [(name, url, bin_bp, retries, sample_names, region, options) for name, url in _samples(datasets)]
     results = run(coverage_sample, jobs, workers=workers, client=client, progress=progress)
     return _table(coverage_rows(results), COVERAGE_COLUMNS)
+
+
+def convert(inputs: Iterable, to: str, client=None, *, workers: int | None = None, retries: int = RETRIES,
+            progress=None, skip_existing: bool = False, **options):
+    """Convert many BAM/SAM/CRAM files, one task per sample, into ``TO/NAME.bams3`` (pandas: one
+    row per sample, CONVERT_COLUMNS; a failed sample has ``error`` set and the others finish).
+
+    ``inputs``: URLs (named by their file name without .bam/.cram/.sam) or ``(name, url)``
+    pairs. ``client``: a ``distributed.Client`` to run on; else ``workers`` samples at a time
+    in this process (default: one per two CPUs). ``options``: those of
+    :func:`bams3.converter.convert` (``chunk_size``, ``compression``, ``reference``, ``force``,
+    ``workers`` as ``threads``...)."""
+    require_pandas()
+    return _table(run(convert_sample, convert_plan(inputs, to, options, retries, skip_existing),
+                      workers=workers or default_convert_workers(), client=client, progress=progress),
+                  CONVERT_COLUMNS)
+
+
+def convert_plan(inputs: Iterable, to: str, options: dict, retries: int = RETRIES,
+                 skip_existing: bool = False) -> list[tuple]:
+    """The jobs of :func:`convert_sample`, the conversion options checked once, before any runs."""
+    from .converter import ConvertOptions
+
+    options = dict(options)
+    if "threads" in options:
+        options["workers"] = options.pop("threads")
+    ConvertOptions.of(**options)  # an unknown option or a bad value fails here, not in every sample
+    samples = [(input_name(str(d)), str(d)) if not isinstance(d, (tuple, list)) else (str(d[0]), str(d[1]))
+               for d in inputs]
+    if not samples:
+        raise UsageError("no samples to convert")
+    return [(name, src, dst, options, retries, skip_existing) for name, src, dst in convert_jobs(samples, to)]
+
+
+def default_convert_workers(threads: int = 2) -> int:
+    """Conversions at once in this process: one per ``threads`` CPUs (conversion is CPU-bound)."""
+    return max(1, (os.cpu_count() or 1) // max(1, threads))
 
 
 def coverage_rows(results: list) -> list[tuple]:

@@ -129,7 +129,7 @@ def azure_server():
 
 # Test modules whose tests each take seconds of their own (subprocess pools, Dask clusters,
 # hypothesis against samtools, fault injection): left out of the fast subset with the rest.
-SLOW_MODULES = {"test_cohort", "test_cohort_edges", "test_recipes", "test_outside_plugin", "test_load",
+SLOW_MODULES = {"test_cohort", "test_cohort_edges", "test_cohort_convert", "test_recipes", "test_outside_plugin", "test_load",
                 "test_interrupted", "test_hostile", "test_fuzz", "test_scale", "test_mutation"}
 
 

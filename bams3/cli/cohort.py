@@ -185,3 +185,62 @@ def cohort_coverage(bin_size, plot, region, exact, min_mapq, min_bq, excl, from_
         _err(f"wrote {plot}")
     if output or not plot:
         _cohort_write(rows, columns, output)
+
+
+@cohort.command("convert", context_settings=CONTEXT)
+@click.argument("inputs", nargs=-1, metavar="[IN]...")
+@click.option("--from", "from_file", type=click.Path(dir_okay=False), default=None,
+              help="File of inputs: URL or NAME<TAB>URL per line (BAM, SAM or CRAM, on any store).")
+@click.option("--to", "to", required=True, metavar="PREFIX",
+              help="Where the datasets go: PREFIX/NAME.bams3 (a directory, s3://, gs://, az://, ...).")
+@click.option("--chunk-size", default="1M", show_default=True, help="Genomic window per chunk (as for convert).")
+@click.option("--compression", type=click.Choice(["default", "high"]), default="default", show_default=True)
+@click.option("-T", "--reference", default=None, help="Reference FASTA, for CRAM inputs.")
+@click.option("--threads", default=2, show_default=True, type=click.IntRange(1, 256),
+              help="Threads of each conversion.")
+@click.option("--force", is_flag=True, help="Replace existing datasets.")
+@click.option("--skip-existing", is_flag=True,
+              help="Leave a dataset already converted from an input of the same name and size (resume a run).")
+@click.option("--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True)
+@click.option("--scheduler", default=None, help="Dask scheduler address (implies --engine dask).")
+@click.option("-@", "--workers", default=None, type=click.IntRange(1, 1024),
+              help="Samples at once in this process (default: one per --threads CPUs), or Dask worker "
+                   "processes for a LocalCluster (default 2).")
+@click.option("-o", "--output", default=None,
+              help="Write the table as .tsv, .csv or .parquet instead of TSV on stdout (- is stdout).")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
+@storage_options
+def cohort_convert(inputs, from_file, to, chunk_size, compression, reference, threads, force, skip_existing, engine,
+                   scheduler, workers, output, progress):
+    """Convert many BAM, SAM or CRAM files, one task per sample, each into PREFIX/NAME.bams3
+    (NAME: the file name without .bam/.cram/.sam, or the NAME of --from). Runs in this process
+    (--engine local) or on Dask (--engine dask: a LocalCluster of --workers processes, or the
+    cluster at --scheduler). A failure of the store that may pass is retried; a sample that
+    still fails gets its row's error and the others finish. One row per sample on stdout
+    (sample, input, dataset, records, chunks, size, seconds, note, error); the exit status is
+    1 if any sample failed. With --skip-existing a second run converts only what the first did
+    not finish.
+
+    \b
+    Examples:
+      bams3 cohort convert bams/*.bam --to s3://lab/cohort/
+      bams3 cohort convert --from samples.tsv --to s3://lab/cohort/ --engine dask --workers 8
+      bams3 cohort convert --from samples.tsv --to s3://lab/cohort/ --scheduler tcp://10.0.0.5:8786 \\
+          --skip-existing -o runs.tsv
+    """
+    from .. import cohort as c
+
+    if bool(inputs) == bool(from_file):
+        raise UsageError("give the inputs as IN... or with --from FILE (one of them)")
+    samples = (c.read_sample_list(from_file, c.input_name) if from_file
+               else [(c.input_name(u), u) for u in inputs])
+    c.table_format(output)
+    options = {"chunk_size": chunk_size, "compression": compression, "reference": reference, "threads": threads,
+               "force": force}
+    jobs = c.convert_plan(samples, to, options, c.RETRIES, skip_existing)
+    dask = engine == "dask" or bool(scheduler)
+    n = workers or (2 if dask else c.default_convert_workers(threads))
+    rows = _cohort_run(c.convert_sample, jobs, engine, scheduler, n, progress)
+    _cohort_write(rows, c.CONVERT_COLUMNS, output)
+    if any(r[-1] for r in rows):
+        sys.exit(1)
