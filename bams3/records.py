@@ -281,48 +281,50 @@ def split_records(pieces: Iterable[bytes], target: int = 16 << 20) -> tuple[Head
             raise InputError("input is empty (no BAM header)")
         raise TruncatedInputError("input is truncated inside the BAM header")
     header, used = parsed
+    return header, record_batches(it, buf[used:], target)
 
-    def batches() -> Iterator[RecordBatch]:
-        rest = buf[used:]
-        pending = [rest] if rest else []
-        size = len(rest)
-        exhausted = False
-        need = target
-        while not exhausted or pending:
-            while not exhausted and size < need:
-                try:
-                    p = next(it)
-                except StopIteration:
-                    exhausted = True
-                    break
-                pending.append(p)
-                size += len(p)
-            data = b"".join(pending) if len(pending) != 1 else pending[0]
-            pending = []
-            n = len(data)
-            offs = np.empty(n // CORE_SIZE + 1, dtype=np.int64)
-            count, o = _kernels.scan(data, offs)
-            if count < 0:
-                raise InputError("corrupt BAM record (block size too small)")
-            block = -1
-            if o + 4 <= n:
-                (block,) = struct.unpack_from("<i", data, o)
-                if block > MAX_RECORD:
-                    raise InputError(f"corrupt BAM record (it claims {block:,} bytes; the limit is {MAX_RECORD:,})")
-            if o < n:
-                if exhausted:
-                    raise TruncatedInputError("input is truncated (ends inside a BAM record)")
-                pending = [data[o:]]
-            size = n - o
-            if count:
-                offs[count] = o
-                need = target
-                arr = np.frombuffer(data, dtype=np.uint8)
-                yield RecordBatch(arr, offs[: count + 1].copy())
-            elif exhausted:
+
+def record_batches(it: Iterator[bytes], rest: bytes = b"", target: int = 16 << 20) -> Iterator[RecordBatch]:
+    """Batches of whole records from an uncompressed stream of BAM records (no header): ``rest``,
+    then the pieces of ``it``. Raises :class:`InputError` if the stream ends inside a record."""
+    it = iter(it)
+    pending = [rest] if rest else []
+    size = len(rest)
+    exhausted = False
+    need = target
+    while not exhausted or pending:
+        while not exhausted and size < need:
+            try:
+                p = next(it)
+            except StopIteration:
+                exhausted = True
                 break
-            else:
-                # one record larger than the target: read on until all of it is here (joined once)
-                need = max(block + 4, size + 1)
-
-    return header, batches()
+            pending.append(p)
+            size += len(p)
+        data = b"".join(pending) if len(pending) != 1 else pending[0]
+        pending = []
+        n = len(data)
+        offs = np.empty(n // CORE_SIZE + 1, dtype=np.int64)
+        count, o = _kernels.scan(data, offs)
+        if count < 0:
+            raise InputError("corrupt BAM record (block size too small)")
+        block = -1
+        if o + 4 <= n:
+            (block,) = struct.unpack_from("<i", data, o)
+            if block > MAX_RECORD:
+                raise InputError(f"corrupt BAM record (it claims {block:,} bytes; the limit is {MAX_RECORD:,})")
+        if o < n:
+            if exhausted:
+                raise TruncatedInputError("input is truncated (ends inside a BAM record)")
+            pending = [data[o:]]
+        size = n - o
+        if count:
+            offs[count] = o
+            need = target
+            arr = np.frombuffer(data, dtype=np.uint8)
+            yield RecordBatch(arr, offs[: count + 1].copy())
+        elif exhausted:
+            break
+        else:
+            # one record larger than the target: read on until all of it is here (joined once)
+            need = max(block + 4, size + 1)
