@@ -98,9 +98,13 @@ class ChunkSource:
                                                           m.n_slots)
         return layout
 
+    def key(self, index: int) -> str:
+        """Chunk ``index``'s object."""
+        return chunk_key(self.meta.data_prefix, self.table.object_of(index))
+
     def _reader(self, index: int, blob: bytes, pieces=None) -> ChunkReader:
         t = self.table
-        key = chunk_key(self.meta.data_prefix, index)
+        key = self.key(index)
         reader = ChunkReader(blob, self.codecs, f"{self.url}/{key}", max_raw=int(t.raw_nbytes[index]),
                              head_crc=int(t.head_crc[index]), version=self.meta.format_version, pieces=pieces,
                              origins=self.origins)
@@ -112,7 +116,7 @@ class ChunkSource:
     # ------------------------------------------------------------------ reads
     def chunk(self, index: int) -> ChunkReader:
         """A whole chunk, every checksum verified."""
-        key = chunk_key(self.meta.data_prefix, index)
+        key = self.key(index)
         return self.check(self.object(key, int(self.table.nbytes[index]), "chunk"), index, decode_slots=False)
 
     def check(self, blob: bytes, index: int, *, decode_slots: bool = True) -> ChunkReader:
@@ -120,7 +124,7 @@ class ChunkSource:
         column payload and every count slot (decoded too with ``decode_slots``), record count."""
         t = self.table
         if len(blob) != int(t.nbytes[index]):
-            raise CorruptDatasetError(f"{self.url}/{chunk_key(self.meta.data_prefix, index)}",
+            raise CorruptDatasetError(f"{self.url}/{self.key(index)}",
                                       f"{len(blob):,} bytes where the chunk table says {int(t.nbytes[index]):,}")
         reader = self._reader(index, blob)
         reader.verify_checksums(int(t.slot_nbytes[index]) if self.meta.count_slot_bp else 0)
@@ -134,7 +138,7 @@ class ChunkSource:
 
     def prefix(self, index: int) -> ChunkReader:
         """The start of a chunk: its header, directory and the columns a count needs (pos, span)."""
-        key = chunk_key(self.meta.data_prefix, index)
+        key = self.key(index)
         return self._reader(index, self._range(key, 0, int(self.table.count_nbytes[index])))
 
     def columns(self, index: int, names: Iterable[str]) -> ChunkReader:
@@ -145,7 +149,7 @@ class ChunkSource:
     def directory(self, index: int) -> ChunkReader:
         """A chunk's header and column directory alone (one small ranged read), checked."""
         t = self.table
-        key = chunk_key(self.meta.data_prefix, index)
+        key = self.key(index)
         # the header and directory (of as many columns as we write); the columns come next, ranged
         head = self._range(key, 0, min(directory_nbytes(len(ALL)), int(t.nbytes[index])))
         n_columns = int.from_bytes(head[8:12], "little")
@@ -157,7 +161,7 @@ class ChunkSource:
     def fill(self, reader: ChunkReader, index: int, names: Iterable[str]) -> ChunkReader:
         """``reader`` (of chunk ``index``) with the named columns it lacks fetched, in one request
         of coalesced ranges; ``names`` None: every column."""
-        key = chunk_key(self.meta.data_prefix, index)
+        key = self.key(index)
         want = {c.name for c in ALL} if names is None else set(names)
         unknown = want - {c.name for c in ALL}
         if unknown:
@@ -197,7 +201,7 @@ class ChunkSource:
         """Chunk ``index``'s count slots ``a``..``b`` (0 = its first), decoded and checked:
         (n_before, max_end_before, pos, span) each. ``layout``: :meth:`layout`, if known."""
         layout = layout or self.layout(index)
-        key = chunk_key(self.meta.data_prefix, index)
+        key = self.key(index)
         if layout is None or layout.base < 0:
             raise CorruptDatasetError(self.url, f"chunk {key} has no count slots where the table says; "
                                       "the dataset is damaged")

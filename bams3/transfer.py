@@ -60,7 +60,7 @@ def _copy(ds, src, dst, force, workers, progress) -> CopyResult:
         moved = 0
 
         def one(i: int) -> int:
-            key = chunk_key(m.data_prefix, i)
+            key = chunk_key(m.data_prefix, table.object_of(i))
             try:
                 blob = ds.store.get_range(key, 0, int(table.nbytes[i]) + 1)  # the recorded size, capped
             except FileNotFoundError:
@@ -70,7 +70,7 @@ def _copy(ds, src, dst, force, workers, progress) -> CopyResult:
             except CorruptDatasetError as exc:
                 raise CorruptDatasetError(f"{src}/{key}", f"{exc.reason}; nothing was published (`bams3 verify` "
                                           "lists what is damaged)") from None
-            store.put(chunk_key(prefix, i), blob)
+            store.put(chunk_key(prefix, table.object_of(i)), blob)
             return len(blob)
 
         for done, size in enumerate(ordered_map(one, range(n), workers), 1):

@@ -62,7 +62,7 @@ def verify(url: str, deep: bool = False, workers: int = 8,
         rep.corrupt.append((m.chunks_key, str(exc)))
         rep.missing = sorted(k for k in expected if k not in present)
         return rep
-    keys = [chunk_key(m.data_prefix, i) for i in range(len(t))]
+    keys = [chunk_key(m.data_prefix, t.object_of(i)) for i in range(len(t))]
     expected.update(keys)
     rep.missing = sorted(k for k in expected if k not in present)
     rep.extra = sorted(k for k in present if k not in expected)

@@ -15,7 +15,7 @@ import zstandard
 
 from ..errors import CorruptDatasetError, DatasetError
 from .table import ChunkTable
-from .version import FORMAT_NAME, FORMAT_VERSION
+from .version import FORMAT_NAME, FORMAT_VERSION, MAX_VERSION
 
 METADATA_KEY = "_metadata.json"
 # Readers fetch at most this much of _metadata.json and refuse a larger one; writers refuse to
@@ -180,10 +180,10 @@ class Metadata:
         version = obj.get("format_version")
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             raise CorruptDatasetError(where, f"_metadata.json is malformed (format_version {version!r})")
-        if version > FORMAT_VERSION:
+        if version > MAX_VERSION:
             raise DatasetError(
                 f"{where}: dataset format version {version} is newer than this bams3 reads "
-                f"(up to {FORMAT_VERSION}); upgrade bams3"
+                f"(up to {MAX_VERSION}); upgrade bams3"
             )
         if version >= 2 and not checked:
             raise CorruptDatasetError(where, "_metadata.json has lost its checksum; it is corrupt")

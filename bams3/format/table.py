@@ -31,6 +31,10 @@ CHUNK_FIELDS = (
     "head_crc",  # CRC32 of the chunk's header and column directory (v2; -1 in v1 tables)
 )
 OPTIONAL_CHUNK_FIELDS = {"slot_nbytes": 0, "head_crc": -1}  # absent in datasets written before they existed
+# v3, written only where chunks are not numbered in table order (a sharded conversion): the
+# number of each chunk's object under the data prefix. Absent: chunk i is object i.
+OBJECT_FIELD = "object"
+MAX_OBJECT = 1 << 40
 
 
 @attrs.frozen(eq=False)
@@ -50,6 +54,11 @@ class ChunkTable:
             return self.columns[name]
         except KeyError:
             raise AttributeError(name) from None
+
+    def object_of(self, index: int) -> int:
+        """The number of chunk ``index``'s object under the data prefix (:func:`chunk_key`)."""
+        objects = self.columns.get(OBJECT_FIELD)
+        return index if objects is None else int(objects[index])
 
     def row(self, index: int) -> _Row:
         """One chunk's fields (``row["nbytes"]``), as ints, read when asked for."""
@@ -131,6 +140,13 @@ class ChunkTable:
                        | (c["max_end"] < c["max_pos"]) | (c["max_end"] > 1 << 32)),
              "a chunk's positions are out of order or range"),
         ]
+        objects = c.get(OBJECT_FIELD)
+        if objects is not None:
+            if version < 3:
+                raise ValueError("chunk object numbers need format version 3")
+            checks.append(((objects < 0) | (objects >= MAX_OBJECT), "a chunk's object number is out of range"))
+            if len(np.unique(objects)) != len(objects):
+                raise ValueError("two chunks name one object")
         for bad, what in checks:
             if bad.any():
                 raise ValueError(f"{what} (chunk {int(np.flatnonzero(bad)[0])})")
@@ -140,14 +156,21 @@ class ChunkTable:
 
     @classmethod
     def from_rows(cls, rows: list[dict[str, int]]) -> ChunkTable:
-        return cls({f: np.array([r[f] for r in rows], dtype=np.int64) for f in CHUNK_FIELDS})
+        """The table of rows in order; rows that carry an ``object`` number keep it, unless every
+        chunk's number is its place in the table."""
+        fields = CHUNK_FIELDS + ((OBJECT_FIELD,) if rows and OBJECT_FIELD in rows[0] else ())
+        columns = {f: np.array([r[f] for r in rows], dtype=np.int64) for f in fields}
+        if OBJECT_FIELD in columns and np.array_equal(columns[OBJECT_FIELD], np.arange(len(rows))):
+            del columns[OBJECT_FIELD]
+        return cls(columns)
 
     # Written: each field delta-coded as _DELTAS says, its int64 bytes shuffled (all first
     # bytes, then all second, ...), fields one after another, zstd, base64. Read: that or
     # the plain field-major encoding of the first datasets.
     _ENCODING = "i8-field-major-delta-shuffled+zstd+base64"
     _PLAIN = "i8-field-major+zstd+base64"
-    _DELTAS = {"ref_id": None, "window": None, "min_pos": None, "max_pos": "min_pos", "max_end": "max_pos"}
+    _DELTAS = {"ref_id": None, "window": None, "min_pos": None, "max_pos": "min_pos", "max_end": "max_pos",
+               OBJECT_FIELD: None}
 
     def to_json(self) -> dict[str, Any]:
         obj, frame = self.encode()
@@ -157,14 +180,15 @@ class ChunkTable:
         """The table's description and its binary form (a zstd frame)."""
         n = len(self)
         parts = []
-        for f in CHUNK_FIELDS:
+        fields = CHUNK_FIELDS + ((OBJECT_FIELD,) if OBJECT_FIELD in self.columns else ())
+        for f in fields:
             v = self.columns[f].astype(np.int64)
             if f in self._DELTAS:
                 base = self._DELTAS[f]
                 v = np.diff(v, prepend=0) if base is None else v - self.columns[base]
             parts.append(np.ascontiguousarray(v, dtype="<i8").view(np.uint8).reshape(n, 8).T.tobytes())
         frame = zstandard.ZstdCompressor(level=19).compress(b"".join(parts))
-        return {"count": n, "fields": list(CHUNK_FIELDS), "encoding": self._ENCODING}, frame
+        return {"count": n, "fields": list(fields), "encoding": self._ENCODING}, frame
 
     @classmethod
     def from_json(cls, obj: dict[str, Any], frame: bytes | None = None) -> ChunkTable:
@@ -190,13 +214,16 @@ class ChunkTable:
         else:
             b = np.frombuffer(raw, dtype=np.uint8).reshape(len(fields), 8, n)
             mat = np.ascontiguousarray(b.transpose(0, 2, 1)).view("<i8").reshape(len(fields), n).copy()
-            for f in ("ref_id", "window", "min_pos", "max_pos", "max_end"):  # in dependency order
+            for f in ("ref_id", "window", "min_pos", "max_pos", "max_end", OBJECT_FIELD):  # in dependency order
                 if f in fields:
                     i = fields.index(f)
                     base = cls._DELTAS[f]
                     mat[i] = np.cumsum(mat[i]) if base is None else mat[i] + mat[fields.index(base)]
-        return cls({f: mat[fields.index(f)].astype(np.int64) if f in fields
-                    else np.full(n, OPTIONAL_CHUNK_FIELDS[f], dtype=np.int64) for f in CHUNK_FIELDS})
+        columns = {f: mat[fields.index(f)].astype(np.int64) if f in fields
+                   else np.full(n, OPTIONAL_CHUNK_FIELDS[f], dtype=np.int64) for f in CHUNK_FIELDS}
+        if OBJECT_FIELD in fields:
+            columns[OBJECT_FIELD] = mat[fields.index(OBJECT_FIELD)].astype(np.int64)
+        return cls(columns)
 
 
 class _Row:
