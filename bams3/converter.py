@@ -262,7 +262,8 @@ class _Pipeline:
     """Encodes and uploads chunks on worker threads; keeps at most a few in flight."""
 
     def __init__(self, store, prefix: str, codecs, column_codecs, workers: int, chunk_size: int,
-                 count_slots: bool = True, depth: DepthAccumulator | None = None, ref_lengths: list[int] = ()):
+                 count_slots: bool = True, depth: DepthAccumulator | None = None, ref_lengths: list[int] = (),
+                 first_object: int | None = None):
         self.store = store
         self.prefix = prefix
         self.codecs = codecs
@@ -275,7 +276,9 @@ class _Pipeline:
         self.ref_lengths = list(ref_lengths)
         self._depth_frame: bytes | None = None
         self.origins = outside_origins(get_registry(), "codecs", [c.name for c, _ in codecs])
-        self.next_index = 0
+        # chunks are objects 0, 1, ... in table order; a shard's start at first_object (its rows say so)
+        self.numbered = first_object is not None
+        self.next_index = first_object or 0
         self.chunk_size = chunk_size
         self.slot_bp = count_slot_bp(chunk_size) if count_slots else 0
         self.n_slots = -(-chunk_size // self.slot_bp) if count_slots else 0
@@ -302,7 +305,10 @@ class _Pipeline:
                                column_codecs=self.column_codecs, origins=self.origins)
             depth = chunk_depth(batch.core, *_real_cigars(batch, enc.cigar), ref_length=self.ref_lengths[ref_id])
         self.store.put(chunk_key(self.prefix, index), enc.blob)
-        return {"ref_id": ref_id, "window": window, **enc.info}, depth
+        row = {"ref_id": ref_id, "window": window, **enc.info}
+        if self.numbered:
+            row["object"] = index
+        return row, depth
 
     def finish(self) -> list[dict]:
         while self.inflight:

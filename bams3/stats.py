@@ -93,6 +93,14 @@ class StatsAccumulator:
         self.total_bases += int(l_seq.sum())
         self.mapped_bases += int(l_seq[primary & ~unmap].sum())
 
+    def merge(self, other: StatsAccumulator) -> None:
+        """Add another accumulator's counts (of other records of the same references)."""
+        self.flagstat += other.flagstat
+        self.mapped += other.mapped
+        self.unmapped += other.unmapped
+        for name in ("no_coor", "n_records", "total_bases", "mapped_bases", "raw_bytes"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
     def result(self, references, stored_bytes: int, n_chunks: int) -> dict[str, Any]:
         genome = sum(length for _, length in references)
         return {

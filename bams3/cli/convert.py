@@ -9,6 +9,7 @@ import tempfile
 
 import click
 
+from ..errors import UsageError
 from .common import CONTEXT, _err, _human_bytes, _progress, storage_options
 from .app import cli
 from .info import stats
@@ -34,10 +35,18 @@ from .info import stats
               help="Reference FASTA, for CRAM input.")
 @click.option("--sort", "sort_input", is_flag=True, help="Sort the input by coordinate first (uses a temporary file).")
 @click.option("--force", is_flag=True, help="Replace an existing dataset at DEST.")
+@click.option("--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+              help="dask: convert an indexed BAM by region shards on Dask workers (a LocalCluster of "
+                   "--dask-workers processes, or the cluster at --scheduler).")
+@click.option("--scheduler", default=None, help="Dask scheduler address (implies --engine dask).")
+@click.option("--dask-workers", default=2, show_default=True, type=click.IntRange(1, 1024),
+              help="Processes of the LocalCluster --engine dask starts.")
+@click.option("--shard-size", default=None,
+              help="Genomic span of a shard with --engine dask (default 64M; whole chunks).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 def convert(input_path, dest, chunk_size, workers, compression, codec, level, qual_codec, seq_codec, reference,
-            sort_input, force, progress, as_json):
+            sort_input, force, engine, scheduler, dask_workers, shard_size, progress, as_json):
     """Convert a coordinate-sorted BAM, SAM or CRAM file into a dataset at DEST.
 
     \b
@@ -52,13 +61,32 @@ def convert(input_path, dest, chunk_size, workers, compression, codec, level, qu
       bams3 convert sample.cram sample.bams3 -T ref.fa --chunk-size 256K -@ 4
       bams3 convert unsorted.bam out.bams3 --sort
       samtools view -u -q 20 in.bam | bams3 convert - q20.bams3
-    """
-    from ..converter import convert as run
+      bams3 convert s3://lab/NA12878.bam s3://lab/NA12878.bams3 --engine dask --dask-workers 8
+      bams3 convert big.bam s3://lab/big.bams3 --scheduler tcp://10.0.0.5:8786 --shard-size 32M
 
-    with _progress("converting", progress) as report:
-        meta = run(input_path, dest, chunk_size=chunk_size, workers=workers, compression=compression, codec=codec,
-                   level=level, qual_codec=qual_codec, seq_codec=seq_codec,
-                   force=force, reference=reference, sort=sort_input, progress=report)
+    
+    With --engine dask (or --scheduler) an indexed BAM is converted by region
+    shards: each shard reads its records through the BAI and writes its chunks,
+    and the metadata is merged and published last. The dataset holds the same
+    chunks, records and statistics as a conversion in one process.
+    """
+    options = dict(chunk_size=chunk_size, workers=workers, compression=compression, codec=codec, level=level,
+                   qual_codec=qual_codec, seq_codec=seq_codec, force=force)
+    if engine == "dask" or scheduler:
+        from ..shards import DEFAULT_SHARD_BP, convert as run_sharded
+
+        if sort_input or reference:
+            raise UsageError("--engine dask converts an indexed BAM by shards: --sort and --reference do not apply")
+        with _progress("shards", progress) as report:
+            meta = run_sharded(input_path, dest, shard_bp=shard_size or DEFAULT_SHARD_BP, engine="dask",
+                               scheduler=scheduler, n_workers=dask_workers, progress=report, **options)
+    else:
+        from ..converter import convert as run
+
+        if shard_size is not None:
+            raise UsageError("--shard-size applies to a sharded conversion: add --engine dask")
+        with _progress("converting", progress) as report:
+            meta = run(input_path, dest, reference=reference, sort=sort_input, progress=report, **options)
     s = meta.stats
     if as_json:
         click.echo(json.dumps({"dataset": dest, "records": s["n_records"], "chunks": s["n_chunks"],
