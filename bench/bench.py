@@ -46,7 +46,8 @@ def run(cmd: list[str], *, env=None, stdout=None, check=True, cwd=None) -> dict:
     wall = time.perf_counter() - t
     if check and p.returncode:
         sys.exit(f"command failed ({p.returncode}): {' '.join(cmd)}\n{err.decode(errors='replace').strip()}")
-    return {"seconds": wall, "rss_mb": usage.ru_maxrss / 1024, "returncode": p.returncode,
+    return {"seconds": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024,
+            "returncode": p.returncode,
             "error": err.decode(errors="replace").strip().splitlines()[-1] if p.returncode and err.strip() else ""}
 
 
@@ -62,6 +63,7 @@ def median_run(cmd, repeat, *, env=None, prepare=None, stdout_path=None) -> dict
             results.append(run(cmd, env=env))
     return {
         "seconds": statistics.median(r["seconds"] for r in results),
+        "cpu": statistics.median(r["cpu"] for r in results),
         "rss_mb": max(r["rss_mb"] for r in results),
         "runs": [round(r["seconds"], 3) for r in results],
     }
@@ -104,6 +106,7 @@ class Bench:
         self.dir = os.path.abspath(args.sample_dir)
         self.bam = os.path.join(self.dir, "sample.bam")
         self.cram = os.path.join(self.dir, "sample.cram")
+        self.ref = os.path.join(self.dir, "ref.fa")
         self.tmp = tempfile.mkdtemp(prefix="bams3-bench-", dir=args.tmp)
         self.ds = os.path.join(self.tmp, "sample.bams3")
         self.samtools = shutil.which("samtools")
@@ -125,17 +128,40 @@ class Bench:
         self.rows.append((section, case, ours, theirs, extra))
 
     # ------------------------------------------------------------------ local
+    CRAMS = {"cram30": ("CRAM 3.0", []), "cram31_small": ("CRAM 3.1 small", ["-O", "cram,version=3.1,small"]),
+             "cram31_archive": ("CRAM 3.1 archive", ["-O", "cram,version=3.1,archive"])}
+
     def convert(self):
+        """bams3 against the tools a storage-conscious user would pick: CRAM 3.0 (samtools view
+        -C, with the reference), CRAM 3.1 small and archive; and against BAM (view -b)."""
         rw = os.path.join(self.tmp, "rewrite.bam")
         st = median_run([self.samtools, "view", "-@2", "-b", "-o", rw, self.bam], self.repeat)
+        crams = {}
+        for key, (_, opts) in self.CRAMS.items():
+            out = os.path.join(self.tmp, f"{key}.cram")
+            crams[key] = median_run([self.samtools, "view", "-@2", "-C", *opts, "-T", self.ref, "-o", out, self.bam],
+                                    self.repeat)
+            crams[key]["bytes"] = os.path.getsize(out)
+            os.unlink(out)
         ours = median_run([self.bams3, "convert", self.bam, self.ds, "--force", "--no-progress", "-@", "2"],
                           self.repeat)
         high = os.path.join(self.tmp, "sample.high.bams3")
         hi = median_run([self.bams3, "convert", self.bam, high, "--force", "--no-progress", "-@", "2",
                          "--compression", "high"], self.repeat)
-        self.result["convert"] = {"samtools_view_b": st, "bams3_convert": ours, "bams3_convert_high": hi}
-        self.row("convert", "BAM -> bams3 (default)", ours, st, f"peak RSS {ours['rss_mb']:.0f} MB")
-        self.row("convert", "BAM -> bams3 (--compression high)", hi, st, f"peak RSS {hi['rss_mb']:.0f} MB")
+        sharded = os.path.join(self.tmp, "sample.sharded.bams3")
+        sh = median_run([self.bams3, "convert", self.bam, sharded, "--force", "--no-progress", "-@", "2",
+                         "--engine", "dask", "--dask-workers", "2", "--shard-size", "16M"], self.repeat)
+        same = _dataset_chunks(sharded) == _dataset_chunks(self.ds)
+        shutil.rmtree(sharded)
+        self.result["convert"] = {"samtools_view_b": st, "bams3_convert": ours, "bams3_convert_high": hi,
+                                  "bams3_convert_sharded": {**sh, "identical": same}, **crams}
+        self.row("convert", "default vs CRAM 3.0 (-C -T ref.fa)", ours, crams["cram30"],
+                 f"peak RSS {ours['rss_mb']:.0f} MB")
+        self.row("convert", "high vs CRAM 3.1 small", hi, crams["cram31_small"], f"peak RSS {hi['rss_mb']:.0f} MB")
+        self.row("convert", "high vs CRAM 3.1 archive", hi, crams["cram31_archive"], "")
+        self.row("convert", "default vs BAM (view -b)", ours, st, "")
+        self.row("convert", "--engine dask (2 workers) vs CRAM 3.0", sh, crams["cram30"],
+                 f"LocalCluster start included; same chunks as one process: {same}")
         os.unlink(rw)
 
     def tobam(self):
@@ -150,17 +176,23 @@ class Bench:
         os.unlink(back)
 
     def size(self):
+        """Sizes against BAM and the CRAMs convert() wrote (the sample's own CRAM when it did not run)."""
         high = os.path.join(self.tmp, "sample.high.bams3")
         sizes = {"bam": du(self.bam), "cram": du(self.cram), "bams3": du(self.ds)}
         if os.path.exists(high):
             sizes["bams3_high"] = du(high)
+        for key in self.CRAMS:
+            if key in self.result.get("convert", {}):
+                sizes[key] = self.result["convert"][key]["bytes"]
         self.result["size"] = sizes
-        for k in ("bams3", "bams3_high"):
-            if k in sizes:
-                self.rows.append(("size", f"{k} vs BAM / CRAM", sizes[k], sizes["bam"],
-                                  f"{sizes[k] / sizes['bam']:.3f}x BAM, {sizes[k] / sizes['cram']:.3f}x CRAM "
-                                  f"(BAM {sizes['bam'] / 1e6:.1f} MB, CRAM {sizes['cram'] / 1e6:.1f} MB, "
-                                  f"bams3 {sizes[k] / 1e6:.1f} MB)"))
+        cram30 = sizes.get("cram30", sizes["cram"])
+        self.rows.append(("size", "default vs CRAM 3.0", sizes["bams3"], cram30,
+                          f"{sizes['bams3'] / sizes['bam']:.3f}x BAM ({sizes['bam'] / 1e6:.1f} MB)"))
+        if "bams3_high" in sizes:
+            for key in ("cram31_small", "cram31_archive"):
+                if key in sizes:
+                    self.rows.append(("size", f"high vs {self.CRAMS[key][0]}", sizes["bams3_high"], sizes[key],
+                                      f"{sizes['bams3_high'] / sizes['bam']:.3f}x BAM"))
 
     def query(self):
         regions = regions_for(self.bam)
@@ -187,6 +219,46 @@ class Bench:
         out["stats"] = {"samtools": st, "bams3": ours, "identical": same}
         self.row("query", "stats --flagstat vs flagstat", ours, st, f"identical: {same}")
         self.result["query"] = out
+
+    def latency(self):
+        """A whole process for the smallest questions, wall and CPU: --version, a 1 Mbp count, SAM
+        of 1 kb, statistics, and a 1,000-interval BED (records and -c), each against samtools."""
+        import random
+
+        import pysam
+
+        regions = regions_for(self.bam)
+        a, b = os.path.join(self.tmp, "a.txt"), os.path.join(self.tmp, "b.txt")
+        out = {}
+
+        def case(label, ours_cmd, st_cmd, compare=True):
+            st = median_run(st_cmd, self.repeat, stdout_path=a)
+            ours = median_run(ours_cmd, self.repeat, stdout_path=b)
+            same = md5(a) == md5(b) if compare else None
+            out[label] = {"samtools": st, "bams3": ours, **({"identical": same} if compare else {})}
+            self.row("latency", label, ours, st, f"CPU {ours['cpu']:.3f}s vs {st['cpu']:.3f}s "
+                     f"({ours['cpu'] / max(st['cpu'], 1e-3):.1f}x)" + (f"; identical: {same}" if compare else ""))
+
+        case("--version", [self.bams3, "--version"], [self.samtools, "--version"], compare=False)
+        case(f"count {regions['1 Mbp']}", [self.bams3, "query", self.ds, regions["1 Mbp"], "-c"],
+             [self.samtools, "view", "-c", self.bam, regions["1 Mbp"]])
+        case(f"SAM {regions['1 kb']}", [self.bams3, "query", self.ds, regions["1 kb"]],
+             [self.samtools, "view", self.bam, regions["1 kb"]])
+        case("stats --flagstat", [self.bams3, "stats", self.ds, "--flagstat"], [self.samtools, "flagstat", self.bam])
+        with pysam.AlignmentFile(self.bam) as f:
+            refs = [(n, length) for n, length in zip(f.references, f.lengths) if length > 10_000]
+        rng = random.Random(11)
+        bed = os.path.join(self.tmp, "targets.bed")
+        with open(bed, "w") as f:
+            for _ in range(1000):
+                name, length = rng.choice(refs)
+                beg = rng.randrange(0, length - 1000)
+                f.write(f"{name}\t{beg}\t{beg + rng.randint(50, 1000)}\n")
+        case("1,000-interval BED, records", [self.bams3, "query", self.ds, "-L", bed],
+             [self.samtools, "view", "-L", bed, self.bam])
+        case("1,000-interval BED, -c", [self.bams3, "query", self.ds, "-c", "-L", bed],
+             [self.samtools, "view", "-c", "-L", bed, self.bam])
+        self.result["latency"] = out
 
     def regions(self):
         """Many regions on one command line (samtools view REGION...): 2,000 in random order and
@@ -725,6 +797,14 @@ def bai_ranges(bam: str, contig: str, beg: int, end: int) -> dict:
     return {"bytes": body + header, "body_bytes": body, "header_bytes": header, "ranges": len(merged)}
 
 
+def _dataset_chunks(path: str) -> list[str]:
+    """The MD5 of each chunk of a dataset, in table order (objects found through the table)."""
+    from bams3.dataset import Dataset
+
+    ds = Dataset.open(path)
+    return [hashlib.md5(ds.store.get(ds.source.key(i))).hexdigest() for i in range(len(ds.chunks))]
+
+
 def _records_md5(bam: str) -> str:
     """md5 of the raw records of a BAM (not its compression)."""
     sys.path.insert(0, os.path.join(HERE, ".."))
@@ -746,7 +826,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", dest="json_out")
     ap.add_argument("--no-s3", action="store_true")
-    ap.add_argument("--only", default="convert,tobam,size,query,regions,s3,serve",
+    ap.add_argument("--only", default="convert,tobam,size,query,latency,regions,s3,serve",
                     help="sections; 'frames' (oxbow and polars-bio, installed from PyPI) runs only when named")
     ap.add_argument("--tmp", default=None, help="where the datasets are written (default: the system temp dir)")
     args = ap.parse_args()
@@ -754,8 +834,8 @@ def main() -> int:
     sections = [s.strip() for s in args.only.split(",")]
     if args.no_s3 and "s3" in sections:
         sections.remove("s3")
-    if "convert" not in sections and any(s in sections for s in ("tobam", "size", "query", "regions", "frames",
-                                                                   "serve")):
+    if "convert" not in sections and any(s in sections for s in ("tobam", "size", "query", "latency", "regions",
+                                                                   "frames", "serve")):
         run([b.bams3, "convert", b.bam, b.ds, "--force", "--no-progress"])
     try:
         for s in sections:
