@@ -1,5 +1,5 @@
 """The compiled parts (everything else is in pyproject.toml): bulk kernels over raw
-records, pysam records made from them, and the qual codec's rANS."""
+records, pysam records made from them, the qual codec's rANS and the consensus codec's per-base work."""
 
 from setuptools import Extension, setup
 
@@ -7,4 +7,5 @@ setup(ext_modules=[
     Extension("bams3._kernels", ["bams3/_kernels.c"], extra_compile_args=["-O3"]),
     Extension("bams3._segments", ["bams3/_segments.c"], extra_compile_args=["-O3"]),
     Extension("bams3.builtins.qual._rans", ["bams3/builtins/qual/_rans.c"], extra_compile_args=["-O3"]),
+    Extension("bams3.builtins._consensus", ["bams3/builtins/_consensus.c"], extra_compile_args=["-O3"]),
 ])
