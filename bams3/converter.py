@@ -107,6 +107,7 @@ class ConvertOptions:
     sort: bool = False
     progress: Callable[[int, int | None], None] | None = attrs.field(default=None, eq=False)
     max_chunk_raw: int = MAX_CHUNK_RAW
+    slots: bool | None = None  # count slots (docs/format.md §4.5); None: as the compression setting says
 
     @classmethod
     def of(cls, chunk_size: int | str = DEFAULT_CHUNK_SIZE, workers: int = 2, compression: str = "default",
@@ -121,7 +122,7 @@ class ConvertOptions:
 
     @property
     def count_slots(self) -> bool:
-        return PROFILES[self.compression]["count_slots"]
+        return PROFILES[self.compression]["count_slots"] if self.slots is None else bool(self.slots)
 
     def codecs(self):
         """The (codec, level) list of the dataset and which columns use which (see :func:`codec_plan`)."""
@@ -148,7 +149,8 @@ def convert(src: str, dst: str, **options) -> Metadata:
 
     Options (:class:`ConvertOptions`): ``chunk_size`` (``"1M"``), ``workers``, ``compression``
     (``"default"`` or ``"high"``), ``codec``, ``level``, ``qual_codec``, ``seq_codec``, ``force``,
-    ``reference`` (CRAM), ``sort``, ``progress(done, total)``, ``max_chunk_raw``."""
+    ``reference`` (CRAM), ``sort``, ``progress(done, total)``, ``max_chunk_raw``, ``slots`` (count
+    slots: True or False; default: none)."""
     opts = ConvertOptions.of(**options)
     codecs, column_codecs = opts.codecs()
     src_path = local_path(src)
@@ -186,9 +188,10 @@ def removed_on_failure(dst: str):
 
 
 # What --compression chooses; explicit --codec/--level/--qual-codec/--seq-codec override it.
+# No count slots in either: a count reads the short pos/span prefix of its edge chunks (one
+# ranged read each, as a slot would be), and slots took more room than the pos column itself.
 PROFILES = {
-    "default": {"codec": "zstd", "level": None, "qual_codec": "qual", "seq_codec": None, "count_slots": True},
-    # No count slots: a count reads the short pos/span prefix of its edge chunks instead.
+    "default": {"codec": "zstd", "level": None, "qual_codec": "qual", "seq_codec": "consensus", "count_slots": False},
     "high": {"codec": "zstd", "level": 12, "qual_codec": "qual", "seq_codec": "consensus", "count_slots": False},
 }
 

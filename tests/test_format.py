@@ -55,7 +55,7 @@ def test_count_slots_must_be_exactly_those_the_records_need(tmp_path):
     from bams3.format import SlotLayout
 
     dest = tmp_path / "d"
-    bams3.convert(EXAMPLE, str(dest))
+    bams3.convert(EXAMPLE, str(dest), slots=True)
     ds = bams3.open(str(dest))
     row = ds.chunks.row(0)
     layout = ds.source.layout(0)

@@ -25,7 +25,8 @@ def synth(tmp_path_factory):
     datasets = {}
     for cs in CHUNK_SIZES:
         dest = str(d / f"cs{cs}.bams3")
-        bams3.convert(bam, dest, chunk_size=cs)
+        # counts from count slots (--count-slots) and from the chunks' pos/span prefix, both against samtools
+        bams3.convert(bam, dest, chunk_size=cs, slots=cs in (1024, 65536))
         datasets[cs] = bams3.open(dest)
     return bam, datasets
 

@@ -25,14 +25,17 @@ from .info import stats
 @click.option("-@", "--workers", default=2, show_default=True, type=click.IntRange(1, 256),
               help="Threads for compression and upload.")
 @click.option("--compression", type=click.Choice(["default", "high"]), default="default", show_default=True,
-              help="default: zstd-9 columns, qualities by the 'qual' context model. high: also sequences "
-                   "against the chunk's own consensus (no reference needed) and zstd-12; smaller than CRAM.")
+              help="default: qualities by the 'qual' context model, sequences against the chunk's own "
+                   "consensus (no reference needed), other columns zstd-9; smaller than CRAM 3.0. high: zstd-12.")
 @click.option("--codec", default=None, help="Codec for all other columns (default: zstd; see `bams3 plugins`).")
 @click.option("--level", type=int, default=None, help="Level of that codec (zstd: 9, or 12 with --compression high).")
 @click.option("--qual-codec", default=None, help="Codec for base qualities (default: qual; 'none' = the column codec).")
-@click.option("--seq-codec", default=None, help="Codec for sequences (default: none, or consensus with high).")
+@click.option("--seq-codec", default=None, help="Codec for sequences (default: consensus; 'none' = the column codec).")
 @click.option("-T", "--reference", type=click.Path(dir_okay=False), default=None,
               help="Reference FASTA, for CRAM input.")
+@click.option("--count-slots", "slots", is_flag=True, default=None,
+              help="Also store each chunk's positions by 16K sub-window, so that a count reads less of its "
+                   "edge chunks (larger dataset).")
 @click.option("--sort", "sort_input", is_flag=True, help="Sort the input by coordinate first (uses a temporary file).")
 @click.option("--force", is_flag=True, help="Replace an existing dataset at DEST.")
 @click.option("--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True,
@@ -46,7 +49,7 @@ from .info import stats
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 def convert(input_path, dest, chunk_size, workers, compression, codec, level, qual_codec, seq_codec, reference,
-            sort_input, force, engine, scheduler, dask_workers, shard_size, progress, as_json):
+            slots, sort_input, force, engine, scheduler, dask_workers, shard_size, progress, as_json):
     """Convert a coordinate-sorted BAM, SAM or CRAM file into a dataset at DEST.
 
     \b
@@ -71,7 +74,7 @@ def convert(input_path, dest, chunk_size, workers, compression, codec, level, qu
     chunks, records and statistics as a conversion in one process.
     """
     options = dict(chunk_size=chunk_size, workers=workers, compression=compression, codec=codec, level=level,
-                   qual_codec=qual_codec, seq_codec=seq_codec, force=force)
+                   qual_codec=qual_codec, seq_codec=seq_codec, force=force, slots=slots)
     if engine == "dask" or scheduler:
         from ..shards import DEFAULT_SHARD_BP, convert as run_sharded
 
