@@ -56,3 +56,72 @@ def test_corpus_stats(src, tmp_path):
     assert_stats_match(bam, ds)
     pysam.index(bam)
     assert ds.stats["idxstats"] == idxstats(bam)
+
+
+def _flagstat_one_by_one(flags, refids, next_refids, mapqs) -> dict[str, list[int]]:
+    """samtools' bam_stat.c, record by record (the definition the bulk counting must equal)."""
+    from bams3.stats import FLAGSTAT_KEYS
+
+    out = {k: [0, 0] for k in FLAGSTAT_KEYS}
+    for flag, refid, mrefid, mapq in zip(flags, refids, next_refids, mapqs):
+        w = 1 if flag & 0x200 else 0
+        out["total"][w] += 1
+        if flag & 0x100:
+            out["secondary"][w] += 1
+        elif flag & 0x800:
+            out["supplementary"][w] += 1
+        else:
+            out["primary"][w] += 1
+            if flag & 0x1:
+                out["paired"][w] += 1
+                if flag & 0x40:
+                    out["read1"][w] += 1
+                if flag & 0x80:
+                    out["read2"][w] += 1
+                if (flag & 0x2) and not flag & 0x4:
+                    out["properly_paired"][w] += 1
+                if not flag & 0x4 and not flag & 0x8:
+                    out["both_mapped"][w] += 1
+                    if mrefid != refid:
+                        out["mate_diff_chr"][w] += 1
+                        if mapq >= 5:
+                            out["mate_diff_chr_mapq5"][w] += 1
+                if not flag & 0x4 and flag & 0x8:
+                    out["singletons"][w] += 1
+            if not flag & 0x4:
+                out["primary_mapped"][w] += 1
+            if flag & 0x400:
+                out["primary_duplicates"][w] += 1
+        if not flag & 0x4:
+            out["mapped"][w] += 1
+        if flag & 0x400:
+            out["duplicates"][w] += 1
+    return out
+
+
+def test_bulk_flagstat_equals_bam_stat_record_by_record():
+    """Any flag (all 16 bits), references and MAPQ, in batches that are then merged."""
+    import numpy as np
+
+    from bams3.records import CORE
+    from bams3.stats import StatsAccumulator
+
+    rng = np.random.default_rng(7)
+    whole = StatsAccumulator(3)
+    cores = []
+    for n in (1, 17, 5000):
+        core = np.zeros(n, dtype=CORE)
+        core["flag"] = rng.integers(0, 1 << 16, n)
+        core["refid"] = rng.integers(-1, 3, n)
+        core["next_refid"] = rng.integers(-1, 3, n)
+        core["mapq"] = rng.integers(0, 256, n)
+        part = StatsAccumulator(3)
+        part.add(core, 0)
+        whole.merge(part)
+        cores.append(core)
+    core = np.concatenate(cores)
+    refs = [("a", 10), ("b", 10), ("c", 10)]
+    got = whole.result(refs, 0, 0)
+    assert got["flagstat"] == _flagstat_one_by_one(*(core[f].tolist() for f in ("flag", "refid", "next_refid",
+                                                                                "mapq")))
+    assert got["n_records"] == len(core) and got["idxstats"][-1][3] == int((core["refid"] < 0).sum())
