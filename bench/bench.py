@@ -113,9 +113,10 @@ class Bench:
         if not self.samtools:
             sys.exit("bench needs samtools on PATH (Debian: apt-get install samtools)")
         self.bams3 = shutil.which("bams3") or sys.exit("bench needs bams3 on PATH (pip install .)")
+        self.bytecode = _compile_bytecode()
         self.repeat = args.repeat
         self.result: dict = {"sample": self.dir, "repeat": self.repeat, "machine": {"cpus": os.cpu_count()},
-                             "tools": self.versions()}
+                             "tools": self.versions(), "bytecode": self.bytecode}
         self.rows: list[tuple] = []
 
     def versions(self) -> dict:
@@ -696,7 +697,8 @@ print(seconds, len(reads), h.hexdigest())
 
     # ------------------------------------------------------------------ report
     def report(self):
-        print(f"\nbams3 vs samtools on {self.dir} (median of {self.repeat}; ratio = bams3 / samtools)\n")
+        print(f"\nbams3 vs samtools on {self.dir} (median of {self.repeat}; ratio = bams3 / samtools; "
+              f"bams3's bytecode {self.bytecode})\n")
         print(f"{'section':<12} {'case':<44} {'bams3':>9} {'samtools':>9} {'ratio':>7}  notes")
         for section, case, ours, theirs, extra in self.rows:
             if section == "size":
@@ -707,6 +709,19 @@ print(seconds, len(reads), h.hexdigest())
             t2 = theirs["seconds"] if theirs else None
             ratio = f"{t1 / t2:>6.2f}x" if t2 else "      -"
             print(f"{section:<12} {case[:44]:<44} {t1:>8.2f}s {(f'{t2:.2f}s' if t2 else '-'):>9} {ratio}  {extra}")
+
+
+def _compile_bytecode() -> str:
+    """bams3's modules compiled to bytecode, as `pip install` does: a process started from an
+    editable checkout, or with PYTHONDONTWRITEBYTECODE set (as on some CI machines), would
+    otherwise compile ~150 modules (~0.1 s) every time it starts, which no installed bams3 does."""
+    import compileall
+
+    import bams3
+
+    pkg = os.path.dirname(bams3.__file__)
+    ok = compileall.compile_dir(pkg, quiet=2)
+    return f"compiled in {pkg}" if ok else f"could not compile every module in {pkg}"
 
 
 def _free_port() -> int:
