@@ -495,7 +495,7 @@ class Dataset(AlignmentFileMixin, FramesMixin):
         ``pg``: a command line to record in an @PG line added to the header, as samtools does
         (None: the header is written untouched).
         """
-        reg = get_registry()
+        reg = get_registry(formats=format)
         fmt = reg.output_format(format)
         provider = reg.provider("formats", format)
         sel = regions if isinstance(regions, Selection) else self.selection(regions, bed=bed, multi=multi,

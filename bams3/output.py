@@ -108,7 +108,7 @@ def resolve(path: str | None, fmt: str | None = None, *, bam: bool = False, cram
     this verb cannot write, and CRAM without a reference."""
     from .plugins import get_registry
 
-    reg = get_registry()
+    reg = None  # every installed format only when the path's extension must be looked up
     flags = [n for n, on in (("-b", bam), ("-C", cram), ("-u", uncompressed)) if on]
     if bam and cram:
         raise UsageError("-b and -C contradict each other")
@@ -127,6 +127,7 @@ def resolve(path: str | None, fmt: str | None = None, *, bam: bool = False, cram
         if lower.endswith(".sam.gz"):
             name, options = "sam", {"bgzf": True}
         else:
+            reg = get_registry()
             name = reg.format_for_path(path)
             if name is None and writes_in_place(path):  # /dev/stdout, a FIFO: SAM, as samtools writes there
                 name = "sam"
@@ -138,6 +139,7 @@ def resolve(path: str | None, fmt: str | None = None, *, bam: bool = False, cram
         name = "sam"
     if uncompressed:
         options["level"] = 0
+    reg = reg or get_registry(formats=name)
     if name not in reg.formats:
         raise UsageError(f"unknown output format {name!r} (installed: {', '.join(sorted(reg.formats))}, sam.gz)")
     if allowed is not None and name not in allowed:

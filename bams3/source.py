@@ -49,7 +49,7 @@ class ChunkSource:
     def codecs(self) -> list:
         """The codecs the dataset was written with, from the installed plugins."""
         if self._codecs is None:
-            reg = get_registry()
+            reg = get_registry(codecs=[spec.name for spec in self.meta.codecs])
             out = []
             for spec in self.meta.codecs:
                 try:

@@ -438,8 +438,8 @@ def open_store(url: str, *, create: bool = False) -> Store:
     """The store rooted at ``url``, from the plugin serving its scheme. Under ``--trace``, every
     store's requests are recorded: its own counter's, or a TracedStore's around it."""
     refuse_query(url)
-    reg = get_registry()
     scheme = url_scheme(url)
+    reg = get_registry(storage=scheme)
     backend = reg.storage_for(scheme)
     provider = reg.provider("storage", scheme)
     options = {k: v for k, v in _STORE_OPTIONS.items() if k in backend.options}
