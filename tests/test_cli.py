@@ -247,3 +247,22 @@ def test_the_program_starts_no_blas_threads_unless_told(given, want):
     assert p.returncode == 0, p.stderr
     assert p.stdout.splitlines()[-1] == f"0 {want}"
     assert "version" in p.stdout
+
+
+def test_version_is_answered_before_the_command_line_loads():
+    """`bams3 --version` (the installed program's entry point) prints what click's version
+    option prints, without importing click or any command."""
+    from importlib.metadata import entry_points
+
+    (script,) = [ep for ep in entry_points(group="console_scripts") if ep.name == "bams3"]
+    assert script.value == "bams3._main:main"
+    code = ("import sys\nsys.argv = ['bams3', '--version']\nfrom bams3._main import main\ncode = main()\n"
+            "print(code, 'click' in sys.modules, 'numpy' in sys.modules)")
+    fast = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    slow = subprocess.run([sys.executable, "-m", "bams3.cli", "--version"], capture_output=True, text=True,
+                          check=True).stdout
+    assert fast.splitlines() == [slow.strip(), "0 False False"]
+    rest = ("import sys\nsys.argv = ['bams3', 'plugins', '--json']\nfrom bams3._main import main\n"
+            "sys.exit(main())")
+    p = subprocess.run([sys.executable, "-c", rest], capture_output=True, text=True)
+    assert p.returncode == 0 and '"zstd"' in p.stdout
