@@ -603,12 +603,13 @@ class _Publish:
         raise failure
 
 
-def _delete_prefix(store, prefix: str, quiet: bool = True) -> None:
-    """Delete every object under ``prefix`` (a run of ours). ``quiet``: failures are ignored
-    (cleaning up after a failure that is being reported)."""
+def _delete_prefix(store, prefix: str, quiet: bool = True, keep: str | None = None) -> None:
+    """Delete every object under ``prefix`` (a run of ours) but ``keep``. ``quiet``: failures
+    are ignored (cleaning up after a failure that is being reported)."""
     try:
         for key, _ in list(store.list(prefix)):
-            store.delete(key)
+            if key != keep:
+                store.delete(key)
     except Exception:
         if not quiet:
             raise

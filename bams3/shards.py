@@ -335,7 +335,13 @@ def convert(src: str, dst: str, *, client=None, shard_bp: int | str = DEFAULT_SH
             publish(store, dst, meta.to_json(), found.version)
         except BaseException:
             if publish.may_remove_chunks:
-                _delete_prefix(store, prefix)
+                if client is not None or scheduler:
+                    # shards on a cluster this call did not start may still be running (cancelling a
+                    # running task does not stop it): the run keeps its marker, so that whatever
+                    # they write is a marked leftover, which the next conversion here removes
+                    _delete_prefix(store, prefix, keep=destination.run_marker(prefix))
+                else:
+                    _delete_prefix(store, prefix)
             raise
         remove_replaced(store, dst, found, prefix)
     return meta

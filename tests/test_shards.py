@@ -180,6 +180,32 @@ def test_on_a_local_cluster_from_and_to_s3(bam, s3_server, tmp_path):
     assert verify(url, deep=True).ok
 
 
+def test_a_failure_on_a_cluster_it_did_not_start_leaves_only_a_marked_run(bam, tmp_path):
+    """Shards on a client's cluster may outlive a failed conversion: the run keeps its marker, so
+    what they leave is a marked leftover, never a foreign object; the next conversion there
+    publishes and removes it."""
+    from distributed import Client, LocalCluster
+
+    from bams3.destination import RUN_MARKER
+
+    other = write_bam(str(tmp_path / "other.bam"), n=5000, seed=8)
+    stale = tmp_path / "stale.bam"
+    shutil.copy(bam, stale)
+    shutil.copy(other + ".bai", str(stale) + ".bai")
+    dst = tmp_path / "out.bams3"
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as dc:
+        with pytest.raises(InputError, match="stale"):
+            bams3.shards.convert(str(stale), str(dst), client=dc, shard_bp="16K", chunk_size="16K", workers=1)
+    # (the cluster is closed: whatever its tasks were going to write is written)
+    left = sorted(p.relative_to(dst).as_posix() for p in dst.rglob("*") if p.is_file())
+    assert len(left) >= 1 and all(k.startswith("data/") for k in left)
+    assert any(k.endswith("/" + RUN_MARKER) for k in left) and not (dst / "_metadata.json").exists()
+    bams3.shards.convert(bam, str(dst), engine="local", shard_bp="16K", chunk_size="16K")
+    assert verify(str(dst), deep=True).ok  # no extra objects: the leftover run is gone
+    assert _sam(str(dst)) == view(bam)
+
+
 def test_the_benchmark_sample_on_a_local_cluster(sample_dir, sample_dataset, tmp_path):
     """The 1.07 M-read sample by the CLI, --engine dask on a LocalCluster of two processes."""
     dst = str(tmp_path / "sample.bams3")
