@@ -461,8 +461,15 @@ class _Windows:
                              source=source)
         if len(sort_key):
             self.last_key = sort_key[-1]
-        window = np.where(refid < 0, 0, pos.clip(0, None) // self.chunk_size)
-        return (ref_u << 32) | window
+        return window_keys(core, self.chunk_size)
+
+
+def window_keys(core: np.ndarray, chunk_size: int) -> np.ndarray:
+    """Each record's (reference << 32 | window), in file order for sorted records: the unplaced
+    last (reference 2^31 - 1, window 0), a negative position in window 0."""
+    refid = core["refid"].astype(np.int64)
+    window = np.where(refid < 0, 0, core["pos"].astype(np.int64).clip(0, None) // chunk_size)
+    return (np.where(refid < 0, _UNPLACED, refid) << 32) | window
 
 
 def _describe(job: _Job, inp, pipe: _Pipeline, stats: StatsAccumulator, prefix: str) -> Metadata:

@@ -34,6 +34,7 @@ from .converter import (
     new_run,
     remove_replaced,
     removed_on_failure,
+    window_keys,
 )
 from .coverage import DepthAccumulator
 from .errors import InputError, UsageError
@@ -126,7 +127,7 @@ def _find_index(src: str) -> tuple[str, bytes]:
 
 
 # ------------------------------------------------------------------ the plan
-_UNPLACED_KEY = ((1 << 31) - 1) << 32  # the key of every unplaced record
+_UNPLACED_KEY = ((1 << 31) - 1) << 32  # the key of every unplaced record (window_keys)
 _END = (1 << 63) - 1
 
 
@@ -227,14 +228,6 @@ def _after_header(src: str) -> Iterator[RecordBatch]:
         inp.close()
 
 
-def _keys(batch: RecordBatch, chunk_size: int) -> np.ndarray:
-    """Each record's (reference, window) as one sortable key; the unplaced sort last."""
-    core = batch.core
-    refid = core["refid"].astype(np.int64)
-    window = np.where(refid < 0, 0, core["pos"].astype(np.int64).clip(0, None) // chunk_size)
-    return (np.where(refid < 0, (1 << 31) - 1, refid) << 32) | window
-
-
 def convert_shard(src: str, dst: str, prefix: str, shard: Shard, references, opts: ConvertOptions) -> tuple[list[dict], StatsAccumulator, np.ndarray]:
     """One shard's chunks encoded and uploaded: (their table rows, the shard's statistics, its
     binned depth)."""
@@ -253,7 +246,7 @@ def convert_shard(src: str, dst: str, prefix: str, shard: Shard, references, opt
     batches = _records_from(src, shard.start) if shard.start >= 0 else _after_header(src)
     try:
         for batch in batches:
-            keys = _keys(batch, opts.chunk_size)
+            keys = window_keys(batch.core, opts.chunk_size)
             past = keys >= hi
             b = int(np.argmax(past)) if past.any() else len(keys)
             at = keys[:b] >= lo

@@ -1,30 +1,6 @@
-"""The consensus codec as first written, in numpy: the reference that ``bams3/builtins/_consensus.c``
-must match byte for byte (tests/test_consensus.py). Its docstring follows.
-
-bams3 codec plugin ``consensus``: sequences against the chunk's own consensus.
-
-No reference is needed. The reads of a chunk overlap each other many times over,
-so the chunk stores one consensus base per reference position its aligned bases
-cover (2 bits each) and, for each aligned base, only whether it differs from
-the consensus: the positions of the few that do (as gaps) and their codes.
-Bases that are not aligned (soft clips, insertions, unmapped records, records
-whose CIGAR does not match their length) are stored as they are. Everything is
-derived from ``pos``, ``flag``, ``l_seq`` and the CIGARs, which the reader
-decodes first (the codec is record-aware), so decoding is exact for any input:
-the consensus only predicts.
-
-Payload (little-endian)::
-
-    b"BS", version u8 = 1, 0 u8
-    five sections, each u32 length then a zstd frame:
-      consensus   2-bit codes (A C G T = 0..3), 4 per byte, first in the high bits,
-                  one per covered position, ascending
-      gaps        u32 per mismatching aligned base: its index among aligned bases
-                  minus the previous one's (shuffled by byte)
-      mismatches  u8 code (0-15) per mismatching aligned base
-      unaligned   u8 code per unaligned base, in order
-      pads        u8 low nibble of the last byte of each odd-length record
-"""
+"""The consensus codec as first written, in numpy (commit 05994ae replaced it with C): the
+reference that ``bams3/builtins/_consensus.c`` must match byte for byte (tests/test_consensus.py).
+The payload is described in ``bams3/builtins/consensus.py`` and docs/format.md §6.4."""
 
 from __future__ import annotations
 
