@@ -67,6 +67,28 @@ static PyObject *k_split(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* gather(data, offsets_i64, out): out[i*w : (i+1)*w] = data[offsets[i] : offsets[i]+w] for each of
+ * the N offsets, w = len(out) / N (a record's fixed fields, copied out of the records). */
+static PyObject *k_gather(PyObject *self, PyObject *args) {
+    Py_buffer data, offs, out;
+    if (!PyArg_ParseTuple(args, "y*y*w*", &data, &offs, &out)) return NULL;
+    Py_ssize_t n = offs.len / 8;
+    const int64_t *o = offs.buf;
+    const uint8_t *d = data.buf;
+    uint8_t *w = out.buf;
+    Py_ssize_t width = n ? out.len / n : 0;
+    int bad = (n && out.len != width * n);
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n && !bad; i++) {
+        if (o[i] < 0 || o[i] + width > data.len) { bad = 1; break; }
+        memcpy(w + i * width, d + o[i], width);
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&data); PyBuffer_Release(&offs); PyBuffer_Release(&out);
+    if (bad) { PyErr_SetString(PyExc_ValueError, "gather: an offset is outside the data"); return NULL; }
+    Py_RETURN_NONE;
+}
+
 /* assemble(out, seg, core, c1..c5): the inverse of split, records written back to back. */
 static PyObject *k_assemble(PyObject *self, PyObject *args) {
     Py_buffer outb, seg, in[6];
@@ -196,6 +218,7 @@ static PyMethodDef methods[] = {
     {"cigar_text", k_cigar_text, METH_VARARGS, "cigar_text(ops_u32, off_i64, out_off_i64) -> bytes"},
     {"scan", k_scan, METH_VARARGS, "scan(data, offsets_out_i64) -> (n, end)"},
     {"split", k_split, METH_VARARGS, "split(body, offsets_i64, seg_i64, core, name, cigar, seq, qual, aux)"},
+    {"gather", k_gather, METH_VARARGS, "gather(data, offsets_i64, out): fixed-width pieces at offsets"},
     {"assemble", k_assemble, METH_VARARGS, "assemble(out, seg_i64, core, name, cigar, seq, qual, aux)"},
     {NULL, NULL, 0, NULL},
 };

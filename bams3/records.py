@@ -35,7 +35,6 @@ CORE = np.dtype(
     ]
 )
 CORE_SIZE = CORE.itemsize  # 36
-_ARANGE_CORE = np.arange(CORE_SIZE, dtype=np.int64)
 # CIGAR operations that consume the reference: M D N = X
 _REF_CONSUMING = np.zeros(16, dtype=np.int64)
 _REF_CONSUMING[[0, 2, 3, 7, 8]] = 1
@@ -158,8 +157,9 @@ class RecordBatch:
     def core(self) -> np.ndarray:
         """The fixed fields of every record, as a structured array (copied out)."""
         if self._core is None:
-            idx = self.offsets[:-1, None] + _ARANGE_CORE
-            self._core = self.data[idx].view(CORE).reshape(-1)
+            core = np.empty(len(self), dtype=CORE)
+            _kernels.gather(self.data, np.ascontiguousarray(self.offsets[:-1], dtype=np.int64), core.view(np.uint8))
+            self._core = core
         return self._core
 
     def tobytes(self) -> bytes:
