@@ -95,6 +95,13 @@ def _normalise(counts: np.ndarray) -> np.ndarray:
     tot = counts.sum(axis=1, keepdims=True)
     f = (counts * _M) // tot
     f[(counts > 0) & (f == 0)] = 1
+    # each row's largest frequency takes up the difference (in one step, for all rows at once,
+    # where it can: where it cannot give enough, the loop below takes from the next largest too)
+    diff = _M - f.sum(axis=1)
+    j = np.argmax(f, axis=1)
+    rows = np.arange(len(f))
+    one = (diff > 0) | (f[rows, j] - 1 >= -diff)
+    f[rows[one], j[one]] += diff[one]
     for r in np.flatnonzero(f.sum(axis=1) != _M):
         row = f[r]
         diff = _M - int(row.sum())
