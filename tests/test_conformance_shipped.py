@@ -26,6 +26,10 @@ class TestConsensus(CodecTests):
     column = "seq"
 
 
+class TestTags(CodecTests):
+    codec_name = "tags"
+
+
 class TestSam(OutputFormatTests):
     format_name = "sam"
 

@@ -140,7 +140,7 @@ def test_dataset_needing_a_missing_codec_says_what_to_install(tmp_path):
     dest = tmp_path / "d"
     bams3.convert(EXAMPLE, str(dest))
     meta = json.loads((dest / "_metadata.json").read_text())
-    assert meta["codecs"][0] == {"name": "zstd", "level": 9, "package": "bams3"}  # what wrote it, and from where
+    assert meta["codecs"][0] == {"name": "zstd", "level": 6, "package": "bams3"}  # what wrote it, and from where
     meta["codecs"][0].update(name="fancyq", package="bams3-fancyq")
     (dest / "_metadata.json").write_bytes(encode_metadata(meta))
     ds = bams3.open(str(dest))
@@ -171,9 +171,10 @@ def test_plugins_command_lists_what_each_provides():
     p = subprocess.run([sys.executable, "-m", "bams3.cli", "plugins", "--json"], capture_output=True, text=True,
                        check=True)
     rows = {r["plugin"]: r for r in map(json.loads, p.stdout.splitlines())}
-    assert {"local", "memory", "cloud", "zstd", "qual", "consensus", "formats"} <= set(rows)
+    assert {"local", "memory", "cloud", "zstd", "qual", "consensus", "tags", "formats"} <= set(rows)
     assert rows["cloud"]["schemes"] == ["az", "gs", "http", "https", "s3"]
     assert rows["qual"]["codecs"] == ["qual"] and rows["consensus"]["codecs"] == ["consensus"]
+    assert rows["tags"]["codecs"] == ["tags"]
     assert rows["formats"]["formats"] == ["arrow", "bam", "cram", "json", "parquet", "sam"]
     assert all(r["package"] == "bams3" and r["version"] == bams3.__version__ for r in rows.values())
     text = subprocess.run([sys.executable, "-m", "bams3.cli", "plugins"], capture_output=True, text=True,
