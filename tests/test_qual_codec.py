@@ -109,9 +109,9 @@ def test_dataset_records_the_codecs_it_was_written_with(tmp_path):
     src = "tests/golden/v1/qual_ctx.bams3"
     bams3.open(src).to_bam(str(tmp_path / "in.bam"))
     meta = bams3.convert(str(tmp_path / "in.bam"), str(tmp_path / "d"))
-    assert [c.name for c in meta.codecs] == ["zstd", "qual", "consensus"]
+    assert [c.name for c in meta.codecs] == ["zstd", "zstd", "qual", "consensus", "tags"]
     meta = bams3.convert(str(tmp_path / "in.bam"), str(tmp_path / "z"), qual_codec="zstd")
-    assert [c.name for c in meta.codecs] == ["zstd", "consensus"]
+    assert [c.name for c in meta.codecs] == ["zstd", "zstd", "consensus", "tags"]
     a, b = bams3.open(str(tmp_path / "d")), bams3.open(str(tmp_path / "z"))
     assert [x.tobytes() for x in a.batches()] == [x.tobytes() for x in b.batches()]
 
