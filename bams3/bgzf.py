@@ -60,8 +60,10 @@ def decompress_stream(read, piece: int = 4 << 20) -> Iterator[bytes]:
     buf = b""
     last_block = None
     eof = False
+    ask = min(piece, 64 << 10)  # small reads first, so that the first records come early
     while not eof:
-        more = read(piece)
+        more = read(ask)
+        ask = min(piece, 2 * ask)
         if not more:
             eof = True
         buf += more

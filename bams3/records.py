@@ -291,7 +291,9 @@ def record_batches(it: Iterator[bytes], rest: bytes = b"", target: int = 16 << 2
     pending = [rest] if rest else []
     size = len(rest)
     exhausted = False
-    need = target
+    # the first batches are small, so that the work downstream starts early; then target
+    step = min(target, 1 << 20)
+    need = step
     while not exhausted or pending:
         while not exhausted and size < need:
             try:
@@ -320,7 +322,8 @@ def record_batches(it: Iterator[bytes], rest: bytes = b"", target: int = 16 << 2
         size = n - o
         if count:
             offs[count] = o
-            need = target
+            step = min(target, 2 * step)
+            need = step
             arr = np.frombuffer(data, dtype=np.uint8)
             yield RecordBatch(arr, offs[: count + 1].copy())
         elif exhausted:
