@@ -212,7 +212,11 @@ def codec_plan(compression="default", codec=None, level=None, qual_codec=None, s
         profile = PROFILES[compression]
     except KeyError:
         raise UsageError(f"unknown compression setting {compression!r} (use {' or '.join(PROFILES)})") from None
-    reg = get_registry()
+    columns = ((QUAL_COLUMN, "qual", qual_codec or profile["qual_codec"]),
+               (SEQ_COLUMN, "seq", seq_codec or profile["seq_codec"]),
+               (AUX_COLUMN, "aux", aux_codec or profile["aux_codec"]))
+    # bams3's own codecs come without the scan of every installed package (plugins.get_registry)
+    reg = get_registry(codecs=[codec or profile["codec"], *(name for _, _, name in columns if name and name != "none")])
     general = reg.codec(codec or profile["codec"])
     chosen = codec is None and level is None  # the profile's codecs and levels, not the user's
     if general.record_aware or general.column:
@@ -227,9 +231,7 @@ def codec_plan(compression="default", codec=None, level=None, qual_codec=None, s
         codecs.append((general, profile["fixed_level"]))
         for col in (*FIXED, BY_NAME["cigar"]):
             column_codecs[col.id] = len(codecs) - 1
-    for column, label, name in ((QUAL_COLUMN, "qual", qual_codec or profile["qual_codec"]),
-                                (SEQ_COLUMN, "seq", seq_codec or profile["seq_codec"]),
-                                (AUX_COLUMN, "aux", aux_codec or profile["aux_codec"])):
+    for column, label, name in columns:
         if name and name not in ("none", general.name):
             obj = reg.codec(name)
             if obj.column not in (None, label):
@@ -297,7 +299,8 @@ class _Pipeline:
         self.depth = depth  # binned depth, accumulated as chunks are encoded
         self.ref_lengths = list(ref_lengths)
         self._depth_frame: bytes | None = None
-        self.origins = outside_origins(get_registry(), "codecs", [c.name for c, _ in codecs])
+        names = [c.name for c, _ in codecs]
+        self.origins = outside_origins(get_registry(codecs=names), "codecs", names)
         # chunks are objects 0, 1, ... in table order; a shard's start at first_object (its rows say so)
         self.numbered = first_object is not None
         self.next_index = first_object or 0
@@ -490,7 +493,7 @@ def _describe(job: _Job, inp, pipe: _Pipeline, stats: StatsAccumulator, prefix: 
     rows = pipe.finish()
     table = ChunkTable.from_rows(rows)
     header = inp.header
-    reg = get_registry()
+    reg = get_registry(codecs=[c.name for c, _ in job.codecs])
     return Metadata(
         header_text=header.text,
         references=header.references,

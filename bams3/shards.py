@@ -347,7 +347,7 @@ def _merge(src, header, fmt, size, opts, prefix, results) -> Metadata:
         stats.merge(s)
     table = ChunkTable.from_rows(rows)
     codecs, _ = opts.codecs()
-    reg = get_registry()
+    reg = get_registry(codecs=[c.name for c, _ in codecs])
     return Metadata(
         header_text=header.text,
         references=header.references,
