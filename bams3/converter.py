@@ -447,7 +447,8 @@ class _Windows:
             key = int(self.pending_key)
             ref = -1 if key >> 32 == int(_UNPLACED) else key >> 32
             window = -1 if ref < 0 else key & 0xFFFFFFFF
-            chunk = RecordBatch.concat(self.pending)
+            # one batch's records: a view of them (encoding reads them where they are), not a copy
+            chunk = self.pending[0] if len(self.pending) == 1 else RecordBatch.concat(self.pending)
             self.pending, self.pending_bytes = [], 0
             yield chunk, ref, window
 

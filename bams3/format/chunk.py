@@ -74,6 +74,11 @@ def _codec_failed(codec, what: str, exc: Exception, origins: Mapping[str, tuple[
                        f"{' '.join(str(exc).split())})", plugin=plugin, package=package)
 
 
+def _own(codec) -> bool:
+    """One of bams3's own codecs (which read a column's buffer where it is; an outside one gets bytes)."""
+    return getattr(codec.encode, "__module__", "").startswith("bams3.builtins.")
+
+
 def encode_chunk(batch: RecordBatch, codecs, window_start: int | None = None,
                  slot_bp: int = 0, n_slots: int = 0, column_codecs: dict[int, int] | None = None,
                  origins: Mapping[str, tuple[str, str]] | None = None) -> EncodedChunk:
@@ -97,16 +102,19 @@ def encode_chunk(batch: RecordBatch, codecs, window_start: int | None = None,
     entries, blobs = [], []
     fields = None
     for col, arr in columns:
-        raw = arr.tobytes()
-        flags = 0
-        if col.itemsize > 1 and raw:
-            raw, flags = shuffle(raw, col.itemsize), FLAG_SHUFFLED
-        if col.id == TLEN_COLUMN:
-            flags |= FLAG_PREDICTED
         ci = column_codecs.get(col.id, 0)
         c, lv = codecs[ci]
+        flags = 0
+        if col.itemsize > 1 and len(arr):
+            raw, flags = shuffle(arr.tobytes(), col.itemsize), FLAG_SHUFFLED
+        elif _own(c):
+            raw = arr  # no copy
+        else:
+            raw = arr.tobytes()
+        if col.id == TLEN_COLUMN:
+            flags |= FLAG_PREDICTED
         try:
-            if not raw:
+            if not len(raw):
                 stored = b""
             elif c.record_aware:
                 if fields is None:
