@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 import bams3
 from bams3 import RecordFields
 from bams3.builtins import qual
+from bams3.builtins.qual import _rans
 
 codec = bams3.get_registry().codec("qual")
 
@@ -45,6 +46,39 @@ def test_round_trip(chunk, scheme):
     assert stored[3] == scheme
     assert qual.decode(stored, len(data), records=records) == data
     assert qual.decode(stored, len(data), records=records, simd=False) == data
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 256), st.integers(1, 6), st.integers(0, 4000), st.booleans(), st.integers(0, 2**32 - 1))
+def test_the_avx512_encoder_writes_the_scalar_encoders_bytes(a, k, n, with_lut, seed):
+    """Scheme 2's encoder takes 32 symbols at a time with AVX-512 where the CPU has it
+    (_rans.AVX512; elsewhere both calls below are the scalar loop): the same bytes for any
+    symbols, contexts (blocks of 32 straddling their bounds, empty ones) and frequencies."""
+    rng = np.random.default_rng(seed)
+    sym = rng.integers(0, a, n).astype(np.uint8)
+    if rng.random() < 0.3:
+        sym[:] = rng.integers(0, a)  # one symbol: frequency 4096, never a word
+    bounds = np.sort(np.concatenate([[0, n], rng.integers(0, n + 1, k - 1)])).astype("<i8")
+    counts = rng.integers(0, 3, (k, a)) * rng.integers(1, 5000, (k, 1))
+    for r in range(k):
+        np.add.at(counts[r], sym[bounds[r] : bounds[r + 1]], 1)
+    counts[counts.sum(axis=1) == 0, 0] = 1
+    freqs = qual._normalise(counts).tobytes()
+    vals = np.sort(rng.choice(256, a, replace=False)).astype(np.uint8)
+    lut = np.zeros(256, np.uint8)
+    lut[vals] = np.arange(a)
+    data, table = (vals[sym].tobytes(), lut.tobytes()) if with_lut else (sym.tobytes(), None)
+    fast = _rans.encode(data, bounds.tobytes(), freqs, a, 2, table, True)
+    assert fast == _rans.encode(data, bounds.tobytes(), freqs, a, 2, table, False)
+
+
+def test_a_symbol_without_a_frequency_is_refused_in_a_block_of_32_too():
+    freqs = np.array([[4096, 0]], "<u2").tobytes()
+    bounds = np.array([0, 64], "<i8").tobytes()
+    data = bytes(40) + b"\1" + bytes(23)
+    for simd in (True, False):
+        with pytest.raises(ValueError, match="no frequency"):
+            _rans.encode(data, bounds, freqs, 2, 2, None, simd)
 
 
 def test_writes_scheme_2():

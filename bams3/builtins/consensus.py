@@ -33,6 +33,7 @@ import zstandard
 from bams3.plugin_api import Codec, hookimpl
 
 from . import _consensus
+from .zstd import _compressor
 
 _MAGIC = b"BS"
 _VERSION = 1
@@ -46,7 +47,7 @@ def _arrays(records):
 
 
 def _z(data: bytes, level) -> bytes:
-    c = zstandard.ZstdCompressor(level=19 if level is None else int(level)).compress(data)
+    c = _compressor(19 if level is None else int(level)).compress(data)
     return struct.pack("<I", len(c)) + c
 
 

@@ -33,6 +33,7 @@ import zstandard
 from bams3.plugin_api import Codec, hookimpl
 
 from . import _tags
+from .zstd import _compressor
 
 _MAGIC = b"BA"
 _VERSION = 1
@@ -42,7 +43,7 @@ _LEVEL = 3
 def _z(data: bytes, level: int) -> bytes:
     if not data:
         return b"\0\0\0\0"
-    c = zstandard.ZstdCompressor(level=level).compress(data)
+    c = _compressor(level).compress(data)
     return struct.pack("<I", len(c)) + c
 
 
@@ -74,7 +75,7 @@ def encode(data: bytes, level: int | None) -> bytes:
     level = _LEVEL if level is None else int(level)
     parts = _tags.split(data)
     if parts is None or not parts[1]:  # not fields, or none
-        return _MAGIC + bytes([_VERSION, 0]) + zstandard.ZstdCompressor(level=level).compress(data)
+        return _MAGIC + bytes([_VERSION, 0]) + _compressor(level).compress(data)
     tags, preds, ids, streams = parts
     forms = bytearray(len(preds))
     for k in range(len(preds)):

@@ -54,11 +54,60 @@ static int check_bounds(const int64_t *bounds, Py_ssize_t k, Py_ssize_t n) {
     return 0;
 }
 
+#ifdef HAVE_AVX2_PATH
+/* Scheme 2 encoding of 32 symbols at once (AVX-512): s[0..31] with states x[0..31], exactly as
+ * the scalar loop does them (symbol 31 first, each pushing its word below ptr). T[v] is the
+ * current context's freq | cum << 16 for the byte value v (0: no frequency). The words of the
+ * lanes that renormalise are compacted in registers with the valid ones at the top, and stored
+ * ending at ptr (the store's low bytes land in the free space below). The quotient x / f is a
+ * double division: x < 2^32 and f <= 4096, so the correctly rounded quotient truncates to the
+ * exact one. Returns -1 when a symbol has no frequency. */
+static int have_avx512;
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi2")))
+static int encode_block32(uint32_t *x, const uint8_t *s, const uint32_t *T, uint8_t **pptr) {
+    uint8_t *ptr = *pptr;
+    __m512i xv[2], fv[2], cv[2];
+    __mmask16 m[2];
+    for (int h = 0; h < 2; h++) {
+        __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(s + 16 * h)));
+        __m512i t = _mm512_i32gather_epi32(idx, (const void *)T, 4);
+        fv[h] = _mm512_and_si512(t, _mm512_set1_epi32(0xffff));
+        if (_mm512_test_epi32_mask(fv[h], fv[h]) != 0xffff) return -1;
+        cv[h] = _mm512_srli_epi32(t, 16);
+        xv[h] = _mm512_loadu_si512((const void *)(x + 16 * h));
+        m[h] = _mm512_cmpge_epu32_mask(_mm512_srli_epi32(xv[h], 32 - SCALE_BITS), fv[h]);
+    }
+    const __m256i iota = _mm256_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (int h = 1; h >= 0; h--) {
+        int k = __builtin_popcount(m[h]);
+        if (!k) continue;
+        __m256i w = _mm256_maskz_compress_epi16(m[h], _mm512_cvtepi32_epi16(xv[h]));
+        w = _mm256_permutexvar_epi16(_mm256_sub_epi16(iota, _mm256_set1_epi16((short)(16 - k))), w);
+        _mm256_storeu_si256((__m256i *)(ptr - 32), w);
+        ptr -= 2 * k;
+        xv[h] = _mm512_mask_srli_epi32(xv[h], m[h], xv[h], 16);
+    }
+    for (int h = 0; h < 2; h++) {
+        __m256i q0 = _mm512_cvttpd_epu32(_mm512_div_pd(_mm512_cvtepu32_pd(_mm512_castsi512_si256(xv[h])),
+                                                       _mm512_cvtepu32_pd(_mm512_castsi512_si256(fv[h]))));
+        __m256i q1 = _mm512_cvttpd_epu32(_mm512_div_pd(_mm512_cvtepu32_pd(_mm512_extracti64x4_epi64(xv[h], 1)),
+                                                       _mm512_cvtepu32_pd(_mm512_extracti64x4_epi64(fv[h], 1))));
+        __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(q0), q1, 1);
+        __m512i r = _mm512_sub_epi32(xv[h], _mm512_mullo_epi32(q, fv[h]));
+        __m512i nx = _mm512_add_epi32(_mm512_add_epi32(_mm512_slli_epi32(q, SCALE_BITS), r), cv[h]);
+        _mm512_storeu_si512((void *)(x + 16 * h), nx);
+    }
+    *pptr = ptr;
+    return 0;
+}
+#endif
+
 static PyObject *rans_encode(PyObject *self, PyObject *args) {
     Py_buffer sym, bnd, frq, lutb = {0};
     Py_ssize_t a;
-    int scheme = 1;
-    if (!PyArg_ParseTuple(args, "y*y*y*n|iy*", &sym, &bnd, &frq, &a, &scheme, &lutb)) return NULL;
+    int scheme = 1, simd = 1;
+    if (!PyArg_ParseTuple(args, "y*y*y*n|iz*p", &sym, &bnd, &frq, &a, &scheme, &lutb, &simd)) return NULL;
     const uint8_t *lut = lutb.buf && lutb.len == 256 ? lutb.buf : NULL; /* values -> symbols */
     PyObject *result = NULL;
     Py_ssize_t n = sym.len, k = bnd.len / 8 - 1;
@@ -84,8 +133,27 @@ static PyObject *rans_encode(PyObject *self, PyObject *args) {
     uint32_t x[NW];
     for (int j = 0; j < ns; j++) x[j] = scheme == 2 ? WL : RANS_L;
     Py_ssize_t r = k - 1;
+#ifdef HAVE_AVX2_PATH
+    int vec = scheme == 2 && have_avx512 && simd;
+    Py_ssize_t t_row = -1;
+    uint32_t T[256];
+#endif
     for (Py_ssize_t i = n - 1; i >= 0 && !bad; i--) {
         while (r > 0 && i < bounds[r]) r--;
+#ifdef HAVE_AVX2_PATH
+        if (vec && (i & 31) == 31 && i - 31 >= bounds[r]) { /* a whole block of states, in one context */
+            if (r != t_row) {
+                for (int v = 0; v < 256; v++) {
+                    uint32_t sv = lut ? lut[v] : (uint32_t)v, fv = sv < (uint32_t)a ? freq[r * a + sv] : 0;
+                    T[v] = fv ? fv | cum[r * (a + 1) + sv] << 16 : 0;
+                }
+                t_row = r;
+            }
+            if (encode_block32(x, s + i - 31, T, &ptr) < 0) { bad = 1; break; }
+            i -= 31;
+            continue;
+        }
+#endif
         uint32_t sy = lut ? lut[s[i]] : s[i];
         if (sy >= (uint32_t)a) { bad = 1; break; }
         uint32_t f = freq[r * a + sy], c = cum[r * (a + 1) + sy];
@@ -622,7 +690,7 @@ done:
 }
 
 static PyMethodDef methods[] = {
-    {"encode", rans_encode, METH_VARARGS, "encode(symbols, bounds_i64, freqs_u16, A, scheme=1, lut=None) -> bytes (lut: 256 bytes, value -> symbol)"},
+    {"encode", rans_encode, METH_VARARGS, "encode(symbols, bounds_i64, freqs_u16, A, scheme=1, lut=None, simd=True) -> bytes (lut: 256 bytes, value -> symbol; simd: AVX-512 where the CPU has it, the same bytes)"},
     {"group_fixed", rans_group_fixed, METH_VARARGS,
      "group_fixed(qualities, L, reversed_u8, read2_u8, simd=1) -> (grouped, counts_i64[2L][256])"},
     {"decode", rans_decode, METH_VARARGS,
@@ -641,11 +709,21 @@ PyMODINIT_FUNC PyInit__rans(void) {
     init_renorm_perm();
     __builtin_cpu_init();
     have_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+    have_avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                  __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+                  __builtin_cpu_supports("avx512vbmi2") && getenv("BAMS3_NO_AVX512") == NULL;
 #endif
     PyObject *m = PyModule_Create(&module);
     if (m && PyModule_AddIntConstant(m, "AVX2",
 #ifdef HAVE_AVX2_PATH
                                      have_avx2
+#else
+                                     0
+#endif
+                                     ) < 0) Py_CLEAR(m);
+    if (m && PyModule_AddIntConstant(m, "AVX512",
+#ifdef HAVE_AVX2_PATH
+                                     have_avx512
 #else
                                      0
 #endif
