@@ -146,7 +146,7 @@ static PyObject *c_encode(PyObject *self, PyObject *args) {
     Packed pk = {0};
     PyObject *result = NULL;
     uint32_t *counts = NULL, *gaps = NULL;
-    uint8_t *covered = NULL, *cons = NULL, *stored = NULL, *mism = NULL, *unal = NULL, *pads = NULL;
+    uint8_t *covered = NULL, *cons = NULL, *stored = NULL, *mism = NULL, *unal = NULL, *pads = NULL, *codes = NULL;
     int err = 0;
     int64_t n_cov = 0, n_mism = 0, n_unal = 0, n_pads = 0;
     if (get_records(&l_seq, &pos, &flag, &n_ops, &cigar, &r) < 0) { err = 1; goto done; }
@@ -169,16 +169,24 @@ static PyObject *c_encode(PyObject *self, PyObject *args) {
         pads = malloc(r.n + 1);
         if (!counts || !covered || !cons || !stored || !gaps || !mism || !unal || !pads) err = 2;
     }
+    if (!err && !(codes = malloc(n_bases + 8))) err = 2;
     if (!err) {
         const uint8_t *p = pk.p;
-        /* the nibble of base b of record i: 2 * byte_start[i] + (b - base_start[i]) */
+        /* every base's code, one per byte (records start on a byte) */
+        for (Py_ssize_t i = 0; i < r.n; i++) {
+            const uint8_t *src = p + pk.byte_start[i];
+            uint8_t *dst = codes + r.base_start[i];
+            int64_t ls = r.l_seq[i], whole = ls / 2;
+            for (int64_t t = 0; t < whole; t++) { dst[2 * t] = src[t] >> 4; dst[2 * t + 1] = src[t] & 15; }
+            if (ls & 1) dst[ls - 1] = src[whole] >> 4;
+        }
         static const int8_t IDX[16] = {-1, 0, 1, -1, 2, -1, -1, -1, 3, -1, -1, -1, -1, -1, -1, -1};
         FOR_EACH_RUN(&r, if (refpos >= 0) {
-            int64_t nib = 2 * pk.byte_start[i_] + (base - r.base_start[i_]);
+            const uint8_t *cb = codes + base;
             uint32_t *k = counts + (refpos - lo) * 4;
             memset(covered + (refpos - lo), 1, len);
             for (int64_t j = 0; j < len; j++, k += 4) {
-                int8_t x = IDX[nibble(p, nib + j)];
+                int8_t x = IDX[cb[j]];
                 if (x >= 0) k[x]++;
             }
         })
@@ -196,20 +204,31 @@ static PyObject *c_encode(PyObject *self, PyObject *args) {
         /* the aligned bases that differ (as gaps between their ordinals), and the unaligned bases */
         int64_t k_al = 0, prev = 0;
         FOR_EACH_RUN(&r, {
-            int64_t nib = 2 * pk.byte_start[i_] + (base - r.base_start[i_]);
+            const uint8_t *cb = codes + base;
             if (refpos >= 0) {
                 const uint8_t *cc = cons + (refpos - lo);
-                for (int64_t j = 0; j < len; j++) {
-                    uint8_t c = nibble(p, nib + j);
-                    if (c != cc[j]) {
-                        gaps[n_mism] = (uint32_t)(k_al + j - prev);
-                        mism[n_mism++] = c;
-                        prev = k_al + j;
+                int64_t j = 0;
+                while (j < len) {
+                    if (j + 8 <= len) { /* eight bases at once: most equal the consensus */
+                        uint64_t u;
+                        uint64_t v;
+                        memcpy(&u, cb + j, 8);
+                        memcpy(&v, cc + j, 8);
+                        if (u == v) { j += 8; continue; }
+                    }
+                    int64_t e = j + 8 < len ? j + 8 : len;
+                    for (; j < e; j++) {
+                        if (cb[j] != cc[j]) {
+                            gaps[n_mism] = (uint32_t)(k_al + j - prev);
+                            mism[n_mism++] = cb[j];
+                            prev = k_al + j;
+                        }
                     }
                 }
                 k_al += len;
             } else {
-                for (int64_t j = 0; j < len; j++) unal[n_unal++] = nibble(p, nib + j);
+                memcpy(unal + n_unal, cb, len);
+                n_unal += len;
             }
         })
         for (Py_ssize_t i = 0; i < r.n; i++)
@@ -223,7 +242,7 @@ static PyObject *c_encode(PyObject *self, PyObject *args) {
                            (Py_ssize_t)n_unal, (char *)pads, (Py_ssize_t)n_pads);
 done:
     free(counts); free(covered); free(cons); free(stored); free(gaps); free(mism); free(unal); free(pads);
-    free(pk.byte_start);
+    free(codes); free(pk.byte_start);
     records_free(&r);
     PyBuffer_Release(&seq); PyBuffer_Release(&l_seq); PyBuffer_Release(&pos); PyBuffer_Release(&flag);
     PyBuffer_Release(&n_ops); PyBuffer_Release(&cigar);
