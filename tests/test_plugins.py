@@ -140,7 +140,7 @@ def test_dataset_needing_a_missing_codec_says_what_to_install(tmp_path):
     dest = tmp_path / "d"
     bams3.convert(EXAMPLE, str(dest))
     meta = json.loads((dest / "_metadata.json").read_text())
-    assert meta["codecs"][0] == {"name": "zstd", "level": 6, "package": "bams3"}  # what wrote it, and from where
+    assert meta["codecs"][0] == {"name": "zstd", "level": 5, "package": "bams3"}  # what wrote it, and from where
     meta["codecs"][0].update(name="fancyq", package="bams3-fancyq")
     (dest / "_metadata.json").write_bytes(encode_metadata(meta))
     ds = bams3.open(str(dest))

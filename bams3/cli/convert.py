@@ -30,7 +30,7 @@ from .info import stats
                    "smaller than CRAM 3.0. high: zstd-12 and the sequences' sections at 19.")
 @click.option("--codec", default=None, help="Codec for all other columns (default: zstd; see `bams3 plugins`).")
 @click.option("--level", type=int, default=None,
-              help="Level of that codec for every column it codes (default: zstd 6 for the read names and 3 for "
+              help="Level of that codec for every column it codes (default: zstd 5 for the read names and 3 for "
                    "the numbers; 12 with --compression high).")
 @click.option("--qual-codec", default=None, help="Codec for base qualities (default: qual; 'none' = the column codec).")
 @click.option("--seq-codec", default=None, help="Codec for sequences (default: consensus; 'none' = the column codec).")

@@ -129,7 +129,7 @@ def encode(data: bytes, level: int | None, *, records, scheme: int = _SCHEME) ->
     bounds = np.zeros(len(used) + 1, dtype="<i8")
     np.cumsum(counts.sum(axis=1), out=bounds[1:])
     stream = _rans.encode(grouped, bounds.tobytes(), freqs.tobytes(), a, scheme, lut.tobytes())
-    tz = _compressor(19).compress(freqs.tobytes())
+    tz = _compressor(12).compress(freqs.tobytes())  # 19: 0.4% smaller, 2.4x the time (per-call setup)
     head = _MAGIC + struct.pack("<BBH", _VERSION, scheme, a) + vals.tobytes()
     head += struct.pack("<H", len(used)) + used.astype("<u2").tobytes() + struct.pack("<I", len(tz)) + tz
     return head + stream
