@@ -13,7 +13,7 @@
  *            second ...): an integer as zigzag(value - the predictor's latest value) mod 2^32,
  *            the value sign- or zero-extended from its type; a float's bits as they are
  *     bytes  per tag: A, Z, H (with its NUL) and B (subtype, count, values) values as they are
- * join(out, tags, preds, ids, types..., ints..., bytes...) fills out (exactly) or raises.
+ * join(n, tags, preds, ids, [types, ints, bytes] * T) -> the column (exactly n bytes), or raises.
  * Both release the GIL. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -224,88 +224,119 @@ done:
     return res;
 }
 
-/* join(out, tags, preds, ids, streams): the inverse of split. */
+/* join(n, tags, preds, ids, streams) -> bytes: the inverse of split, exactly n bytes. */
+typedef struct {
+    const uint8_t *types, *bytes;
+    const uint32_t *ints; /* unshuffled */
+    Py_ssize_t n_types, n_ints, n_bytes, at_type, at_int, at_byte;
+    uint32_t last;
+    int pred;
+    uint8_t tag0, tag1;
+} Source;
+
 static PyObject *t_join(PyObject *self, PyObject *args) {
-    Py_buffer out, tagsb, predsb, idsb;
+    Py_ssize_t n;
+    Py_buffer tagsb, predsb, idsb;
     PyObject *streams;
-    if (!PyArg_ParseTuple(args, "w*y*y*y*O!", &out, &tagsb, &predsb, &idsb, &PyList_Type, &streams)) return NULL;
+    if (!PyArg_ParseTuple(args, "ny*y*y*O!", &n, &tagsb, &predsb, &idsb, &PyList_Type, &streams)) return NULL;
     Py_ssize_t nt = predsb.len;
     Py_buffer sb[3 * MAX_TAGS];
     int got = 0;
     const char *err = NULL;
-    if (nt < 1 || nt > MAX_TAGS || tagsb.len != 2 * nt || PyList_GET_SIZE(streams) != 3 * nt)
+    PyObject *result = NULL;
+    Source *src = NULL;
+    uint32_t *ints = NULL;
+    if (n < 0 || nt < 1 || nt > MAX_TAGS || tagsb.len != 2 * nt || PyList_GET_SIZE(streams) != 3 * nt)
         err = "the tag table and the streams do not match";
     for (; !err && got < 3 * nt; got++)
-        if (PyObject_GetBuffer(PyList_GET_ITEM(streams, got), &sb[got], PyBUF_SIMPLE) < 0) break;
-    if (!err && got < 3 * nt) {
-        for (int i = 0; i < got; i++) PyBuffer_Release(&sb[i]);
-        PyBuffer_Release(&out); PyBuffer_Release(&tagsb); PyBuffer_Release(&predsb); PyBuffer_Release(&idsb);
-        return NULL;
+        if (PyObject_GetBuffer(PyList_GET_ITEM(streams, got), &sb[got], PyBUF_SIMPLE) < 0) goto done;
+    Py_ssize_t total_ints = 0;
+    for (Py_ssize_t k = 0; !err && k < nt; k++) {
+        if (((const uint8_t *)predsb.buf)[k] > nt || sb[3 * k + 1].len % 4) err = "a tag's predictor or integers are malformed";
+        total_ints += sb[3 * k + 1].len / 4;
     }
-    const uint8_t *tags = tagsb.buf, *preds = predsb.buf, *ids = idsb.buf;
-    uint8_t *o = out.buf;
-    Py_ssize_t n = out.len, w = 0;
-    Py_BEGIN_ALLOW_THREADS
-    Py_ssize_t at_type[MAX_TAGS], at_int[MAX_TAGS], at_byte[MAX_TAGS];
-    uint32_t last[MAX_TAGS];
-    memset(at_type, 0, sizeof at_type); memset(at_int, 0, sizeof at_int);
-    memset(at_byte, 0, sizeof at_byte); memset(last, 0, sizeof last);
-    for (Py_ssize_t k = 0; !err && k < nt; k++)
-        if (preds[k] > nt || sb[3 * k + 1].len % 4) err = "a tag's predictor or integers are malformed";
-    for (Py_ssize_t f = 0; !err && f < idsb.len; f++) {
-        int k = ids[f];
-        if (k >= nt) { err = "a field names a tag the table lacks"; break; }
-        const uint8_t *ty = sb[3 * k].buf, *in = sb[3 * k + 1].buf, *by = sb[3 * k + 2].buf;
-        Py_ssize_t m = sb[3 * k + 1].len / 4, nb = sb[3 * k + 2].len;
-        if (at_type[k] >= sb[3 * k].len || w + 3 > n) { err = "the streams run out"; break; }
-        uint8_t t = ty[at_type[k]++];
-        o[w] = tags[2 * k]; o[w + 1] = tags[2 * k + 1]; o[w + 2] = t;
-        w += 3;
-        int iw = int_width(t);
-        if (iw || t == 'f') {
-            Py_ssize_t j = at_int[k]++;
-            int size = iw ? iw : 4;
-            if (j >= m || w + size > n) { err = "the streams run out"; break; }
-            uint32_t x = (uint32_t)in[j] | (uint32_t)in[m + j] << 8 | (uint32_t)in[2 * m + j] << 16 |
-                         (uint32_t)in[3 * m + j] << 24;
-            if (iw) {
-                x = unzigzag(x) + (preds[k] ? last[preds[k] - 1] : 0);
-                last[k] = x;
-            }
-            for (int b = 0; b < size; b++) o[w + b] = x >> (8 * b) & 0xff;
-            w += size;
-        } else {
-            Py_ssize_t a = at_byte[k], s;
-            if (t == 'A') s = 1;
-            else if (t == 'Z' || t == 'H') {
-                const uint8_t *z = a < nb ? memchr(by + a, 0, nb - a) : NULL;
-                s = z ? (z - (by + a)) + 1 : -1;
-            } else if (t == 'B') {
-                int aw = a + 5 <= nb ? array_width(by[a]) : 0;
-                uint64_t count = aw ? ((uint64_t)by[a + 1] | (uint64_t)by[a + 2] << 8 | (uint64_t)by[a + 3] << 16 |
-                                       (uint64_t)by[a + 4] << 24) : 0;
-                s = aw && 5 + count * aw <= (uint64_t)(nb - a) ? (Py_ssize_t)(5 + count * aw) : -1;
-            } else { err = "a field has an unknown type"; break; }
-            if (s < 0 || a + s > nb || w + s > n) { err = "the streams run out"; break; }
-            memcpy(o + w, by + a, s);
-            at_byte[k] += s;
-            w += s;
+    uint8_t *o = NULL;
+    if (!err) {
+        src = calloc(nt, sizeof(Source));
+        ints = malloc(sizeof(uint32_t) * (total_ints ? total_ints : 1));
+        result = PyBytes_FromStringAndSize(NULL, n);
+        if (!src || !ints || !result) { if (!PyErr_Occurred()) PyErr_NoMemory(); Py_CLEAR(result); goto done; }
+        o = (uint8_t *)PyBytes_AS_STRING(result);
+    }
+    Py_ssize_t w = 0;
+    if (!err) {
+        Py_BEGIN_ALLOW_THREADS
+        const uint8_t *tags = tagsb.buf, *preds = predsb.buf, *ids = idsb.buf;
+        Py_ssize_t at = 0;
+        for (Py_ssize_t k = 0; k < nt; k++) { /* each tag's numbers, unshuffled */
+            Source *t = src + k;
+            const uint8_t *in = sb[3 * k + 1].buf;
+            Py_ssize_t m = sb[3 * k + 1].len / 4;
+            uint32_t *x = ints + at;
+            for (Py_ssize_t j = 0; j < m; j++)
+                x[j] = (uint32_t)in[j] | (uint32_t)in[m + j] << 8 | (uint32_t)in[2 * m + j] << 16 | (uint32_t)in[3 * m + j] << 24;
+            t->ints = x; t->n_ints = m; at += m;
+            t->types = sb[3 * k].buf; t->n_types = sb[3 * k].len;
+            t->bytes = sb[3 * k + 2].buf; t->n_bytes = sb[3 * k + 2].len;
+            t->pred = preds[k] - 1;
+            t->tag0 = tags[2 * k]; t->tag1 = tags[2 * k + 1];
         }
+        for (Py_ssize_t f = 0; f < idsb.len; f++) {
+            int k = ids[f];
+            if (k >= nt) { err = "a field names a tag the table lacks"; break; }
+            Source *t = src + k;
+            if (t->at_type >= t->n_types || w + 3 > n) { err = "the streams run out"; break; }
+            uint8_t ty = t->types[t->at_type++];
+            o[w] = t->tag0; o[w + 1] = t->tag1; o[w + 2] = ty;
+            w += 3;
+            int iw = int_width(ty);
+            if (iw || ty == 'f') {
+                int size = iw ? iw : 4;
+                if (t->at_int >= t->n_ints || w + size > n) { err = "the streams run out"; break; }
+                uint32_t x = t->ints[t->at_int++];
+                if (iw) {
+                    x = unzigzag(x) + (t->pred >= 0 ? src[t->pred].last : 0);
+                    t->last = x;
+                }
+                if (w + 4 <= n) memcpy(o + w, &x, 4); /* little-endian; the bytes past size are overwritten next */
+                else for (int b = 0; b < size; b++) o[w + b] = x >> (8 * b) & 0xff;
+                w += size;
+            } else {
+                Py_ssize_t a = t->at_byte, nb = t->n_bytes, sz;
+                const uint8_t *by = t->bytes;
+                if (ty == 'A') sz = 1;
+                else if (ty == 'Z' || ty == 'H') {
+                    const uint8_t *z = a < nb ? memchr(by + a, 0, nb - a) : NULL;
+                    sz = z ? (z - (by + a)) + 1 : -1;
+                } else if (ty == 'B') {
+                    int aw = a + 5 <= nb ? array_width(by[a]) : 0;
+                    uint64_t count = aw ? ((uint64_t)by[a + 1] | (uint64_t)by[a + 2] << 8 | (uint64_t)by[a + 3] << 16 |
+                                           (uint64_t)by[a + 4] << 24) : 0;
+                    sz = aw && 5 + count * aw <= (uint64_t)(nb - a) ? (Py_ssize_t)(5 + count * aw) : -1;
+                } else { err = "a field has an unknown type"; break; }
+                if (sz < 0 || a + sz > nb || w + sz > n) { err = "the streams run out"; break; }
+                memcpy(o + w, by + a, sz);
+                t->at_byte += sz;
+                w += sz;
+            }
+        }
+        for (Py_ssize_t k = 0; !err && k < nt; k++)
+            if (src[k].at_type != src[k].n_types || src[k].at_int != src[k].n_ints || src[k].at_byte != src[k].n_bytes)
+                err = "a stream holds more than its fields";
+        if (!err && w != n) err = "the fields do not fill the column";
+        Py_END_ALLOW_THREADS
     }
-    for (Py_ssize_t k = 0; !err && k < nt; k++)
-        if (at_type[k] != sb[3 * k].len || 4 * at_int[k] != sb[3 * k + 1].len || at_byte[k] != sb[3 * k + 2].len)
-            err = "a stream holds more than its fields";
-    if (!err && w != n) err = "the fields do not fill the column";
-    Py_END_ALLOW_THREADS
+done:
     for (int i = 0; i < got; i++) PyBuffer_Release(&sb[i]);
-    PyBuffer_Release(&out); PyBuffer_Release(&tagsb); PyBuffer_Release(&predsb); PyBuffer_Release(&idsb);
-    if (err) { PyErr_SetString(PyExc_ValueError, err); return NULL; }
-    Py_RETURN_NONE;
+    PyBuffer_Release(&tagsb); PyBuffer_Release(&predsb); PyBuffer_Release(&idsb);
+    free(src); free(ints);
+    if (err) { Py_CLEAR(result); PyErr_SetString(PyExc_ValueError, err); return NULL; }
+    return result;
 }
 
 static PyMethodDef methods[] = {
     {"split", t_split, METH_VARARGS, "split(aux) -> None or (tags, preds, ids, [types, ints, bytes] * T)"},
-    {"join", t_join, METH_VARARGS, "join(out, tags, preds, ids, streams): the inverse of split"},
+    {"join", t_join, METH_VARARGS, "join(n, tags, preds, ids, streams) -> bytes: the inverse of split"},
     {NULL, NULL, 0, NULL},
 };
 

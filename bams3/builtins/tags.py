@@ -98,7 +98,10 @@ def decode(data: bytes, raw_size: int) -> bytes:
     bound = max(raw_size, 1)  # no stream is larger than the column
     mode = data[3]
     if mode == 0:
-        return d.decompress(data[4:], max_output_size=bound)
+        frame = data[4:]
+        if zstandard.frame_content_size(frame) != raw_size:  # (a frame's declared size is what it gives)
+            raise ValueError("a tags-codec frame of another size than its column")
+        return d.decompress(frame, max_output_size=bound)
     if mode != 1 or len(data) < 5:
         raise ValueError("a tags-codec payload of an unknown mode")
     nt = data[4]
@@ -131,9 +134,7 @@ def decode(data: bytes, raw_size: int) -> bytes:
             streams[3 * k + 1] = _from_table(streams[3 * k + 1], len(types))
         elif form:
             raise ValueError("a tags-codec stream of an unknown form")
-    out = bytearray(raw_size)
-    _tags.join(out, tags, preds, sections[0], streams)
-    return bytes(out)
+    return _tags.join(raw_size, tags, preds, sections[0], streams)
 
 
 @hookimpl
