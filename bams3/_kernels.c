@@ -77,10 +77,10 @@ static PyObject *k_gather(PyObject *self, PyObject *args) {
     const uint8_t *d = data.buf;
     uint8_t *w = out.buf;
     Py_ssize_t width = n ? out.len / n : 0;
-    int bad = (n && out.len != width * n);
+    int bad = offs.len % 8 || (n && out.len != width * n) || (!n && out.len);
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n && !bad; i++) {
-        if (o[i] < 0 || o[i] + width > data.len) { bad = 1; break; }
+        if (o[i] < 0 || width > data.len || o[i] > data.len - width) { bad = 1; break; }
         memcpy(w + i * width, d + o[i], width);
     }
     Py_END_ALLOW_THREADS

@@ -154,7 +154,7 @@ static PyObject *c_encode(PyObject *self, PyObject *args) {
     int rc = records_init(&r);
     if (rc == 0) rc = packed_init(&pk, seq.buf, &r, seq.len);
     if (rc < 0) err = 1;
-    int64_t n_bases = r.n ? r.base_start[r.n] : 0;
+    int64_t n_bases = !err && r.n ? r.base_start[r.n] : 0;
     int64_t lo = 0, hi = -1, n_aligned = 0;
     if (!err) aligned_span(&r, &lo, &hi, &n_aligned);
     int64_t span = hi >= lo ? hi - lo + 1 : 0;

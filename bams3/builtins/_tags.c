@@ -84,6 +84,7 @@ typedef struct {
     uint8_t *types, *bytes;
     uint32_t *ints;
     Py_ssize_t n_types, n_ints, n_bytes; /* sizes (pass 1), then where pass 3 writes */
+    Py_ssize_t cap_types, cap_ints, cap_bytes; /* the sizes pass 1 found */
     uint32_t last;
     int pred; /* -1: none */
 } Stream;
@@ -169,7 +170,8 @@ static PyObject *t_split(PyObject *self, PyObject *args) {
     if (!ints) { PyErr_NoMemory(); goto done; }
     /* the output objects, written in place */
     if (!(streams = PyList_New(3 * nt)) || !(ids_obj = new_bytes(n_fields, &ids))) goto done;
-    for (int k = 0, at = 0; k < nt; k++) {
+    Py_ssize_t at = 0;
+    for (int k = 0; k < nt; k++) {
         uint8_t *ib;
         PyObject *a = new_bytes(st[k].n_types, &st[k].types), *b = new_bytes(4 * st[k].n_ints, &ib),
                  *c = new_bytes(st[k].n_bytes, &st[k].bytes);
@@ -179,34 +181,43 @@ static PyObject *t_split(PyObject *self, PyObject *args) {
         if (!a || !b || !c) goto done;
         st[k].ints = ints + at;
         at += st[k].n_ints;
+        st[k].cap_types = st[k].n_types; st[k].cap_ints = st[k].n_ints; st[k].cap_bytes = st[k].n_bytes;
         st[k].n_types = st[k].n_ints = st[k].n_bytes = 0;
     }
-    Py_BEGIN_ALLOW_THREADS
-    /* pass 3: the streams */
     Py_ssize_t f = 0;
+    Py_BEGIN_ALLOW_THREADS
+    /* pass 3: the streams (bounded by pass 1's sizes, should the buffer change under us) */
     for (Py_ssize_t p = 0; p < n;) {
+        Py_ssize_t s = value_size(d, p, n);
+        int ki = s < 0 ? -1 : index[d[p] | d[p + 1] << 8];
+        if (ki < 0 || f >= n_fields) { ok = 0; break; }
         uint8_t t = d[p + 2];
-        Stream *k = st + index[d[p] | d[p + 1] << 8];
+        Stream *k = st + ki;
         const uint8_t *v = d + p + 3;
-        ids[f++] = (uint8_t)(k - st);
-        k->types[k->n_types++] = t;
         int w = int_width(t);
+        if (k->n_types >= k->cap_types || (is_number(t) ? k->n_ints >= k->cap_ints : k->n_bytes + s > k->cap_bytes)) {
+            ok = 0;
+            break;
+        }
+        ids[f++] = (uint8_t)ki;
+        k->types[k->n_types++] = t;
         if (w) {
             uint32_t value = read_int(v, t);
             k->ints[k->n_ints++] = zigzag(value - (k->pred >= 0 ? st[k->pred].last : 0));
             k->last = value;
-            p += 3 + w;
         } else if (t == 'f') {
             k->ints[k->n_ints++] = read_int(v, 'I');
-            p += 7;
         } else {
-            Py_ssize_t s = value_size(d, p, n);
             memcpy(k->bytes + k->n_bytes, v, s);
             k->n_bytes += s;
-            p += 3 + s;
         }
+        p += 3 + s;
     }
     Py_END_ALLOW_THREADS
+    if (!ok || f != n_fields) {
+        PyErr_SetString(PyExc_ValueError, "the aux column changed while it was split");
+        goto done;
+    }
     for (int k = 0; k < nt; k++) { /* the numbers, shuffled */
         uint8_t *o = (uint8_t *)PyBytes_AS_STRING(PyList_GET_ITEM(streams, 3 * k + 1));
         const uint32_t *x = st[k].ints;
@@ -298,8 +309,7 @@ static PyObject *t_join(PyObject *self, PyObject *args) {
                     x = unzigzag(x) + (t->pred >= 0 ? src[t->pred].last : 0);
                     t->last = x;
                 }
-                if (w + 4 <= n) memcpy(o + w, &x, 4); /* little-endian; the bytes past size are overwritten next */
-                else for (int b = 0; b < size; b++) o[w + b] = x >> (8 * b) & 0xff;
+                for (int b = 0; b < size; b++) o[w + b] = x >> (8 * b) & 0xff; /* little-endian on any host */
                 w += size;
             } else {
                 Py_ssize_t a = t->at_byte, nb = t->n_bytes, sz;

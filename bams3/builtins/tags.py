@@ -99,9 +99,12 @@ def decode(data: bytes, raw_size: int) -> bytes:
     mode = data[3]
     if mode == 0:
         frame = data[4:]
-        if zstandard.frame_content_size(frame) != raw_size:  # (a frame's declared size is what it gives)
-            raise ValueError("a tags-codec frame of another size than its column")
-        return d.decompress(frame, max_output_size=bound)
+        try:
+            if zstandard.frame_content_size(frame) != raw_size:  # (a frame's declared size is what it gives)
+                raise ValueError("a tags-codec frame of another size than its column")
+            return d.decompress(frame, max_output_size=bound)
+        except zstandard.ZstdError as e:
+            raise ValueError(f"a tags-codec frame does not decompress: {e}") from None
     if mode != 1 or len(data) < 5:
         raise ValueError("a tags-codec payload of an unknown mode")
     nt = data[4]
@@ -110,6 +113,9 @@ def decode(data: bytes, raw_size: int) -> bytes:
         raise ValueError("truncated tags-codec payload")
     tags, preds, forms = data[5 : 5 + 2 * nt], data[5 + 2 * nt : 5 + 3 * nt], data[5 + 3 * nt : o]
     sections = []
+    # the streams hold the column less its tags (ids one byte per field of 3+), plus
+    # numbers widened to 4 bytes and a float table's 1 + 1024 bytes per tag
+    budget = 3 * raw_size + 1025 * nt + 1
     for _ in range(1 + 3 * nt):
         if o + 4 > len(data):
             raise ValueError("truncated tags-codec payload")
@@ -119,9 +125,15 @@ def decode(data: bytes, raw_size: int) -> bytes:
             raise ValueError("truncated tags-codec payload")
         if n:
             frame = data[o : o + n]
-            if zstandard.frame_content_size(frame) > bound:
-                raise ValueError("a tags-codec section is larger than its column")
-            sections.append(d.decompress(frame, max_output_size=bound))
+            try:
+                declared = zstandard.frame_content_size(frame)  # -1 when not declared
+                if declared > bound or declared > budget:
+                    raise ValueError("a tags-codec section is larger than its column")
+                section = d.decompress(frame, max_output_size=min(bound, budget))
+            except zstandard.ZstdError as e:
+                raise ValueError(f"a tags-codec section does not decompress: {e}") from None
+            budget -= len(section)
+            sections.append(section)
         else:
             sections.append(b"")
         o += n
