@@ -105,6 +105,7 @@ class ConvertOptions:
     qual_codec: str | None = None
     seq_codec: str | None = None
     aux_codec: str | None = None
+    mate_codec: str | None = None
     force: bool = False
     reference: str | None = None
     sort: bool = False
@@ -129,7 +130,8 @@ class ConvertOptions:
 
     def codecs(self):
         """The (codec, level) list of the dataset and which columns use which (see :func:`codec_plan`)."""
-        return codec_plan(self.compression, self.codec, self.level, self.qual_codec, self.seq_codec, self.aux_codec)
+        return codec_plan(self.compression, self.codec, self.level, self.qual_codec, self.seq_codec, self.aux_codec,
+                          self.mate_codec)
 
 
 @attrs.frozen
@@ -151,7 +153,7 @@ def convert(src: str, dst: str, **options) -> Metadata:
     """Convert a coordinate-sorted BAM, SAM or CRAM file into a bams3 dataset at ``dst``.
 
     Options (:class:`ConvertOptions`): ``chunk_size`` (``"1M"``), ``workers``, ``compression``
-    (``"default"`` or ``"high"``), ``codec``, ``level``, ``qual_codec``, ``seq_codec``, ``aux_codec``, ``force``,
+    (``"default"`` or ``"high"``), ``codec``, ``level``, ``qual_codec``, ``seq_codec``, ``aux_codec``, ``mate_codec``, ``force``,
     ``reference`` (CRAM), ``sort``, ``progress(done, total)``, ``max_chunk_raw``, ``slots`` (count
     slots: True or False; default: none)."""
     opts = ConvertOptions.of(**options)
@@ -190,7 +192,8 @@ def removed_on_failure(dst: str):
         raise
 
 
-# What --compression chooses; explicit --codec/--level/--qual-codec/--seq-codec/--aux-codec override it.
+# What --compression chooses; explicit --codec/--level/--qual-codec/--seq-codec/--aux-codec/--mate-codec
+# override it.
 # No count slots in either: a count reads the short pos/span prefix of its edge chunks (one
 # ranged read each, as a slot would be), and slots took more room than the pos column itself.
 # seq_level: the consensus codec's zstd level for its sections (None: the codec's own, 19); 3
@@ -200,13 +203,18 @@ def removed_on_failure(dst: str):
 # is the read names, which zstd codes nearly as small at 5 as at 9 (1% larger) in 40% of the time.
 PROFILES = {
     "default": {"codec": "zstd", "level": 5, "qual_codec": "qual", "seq_codec": "consensus", "seq_level": 3,
-                "aux_codec": "tags", "fixed_level": 3, "count_slots": False},
+                "aux_codec": "tags", "mate_codec": "mates", "fixed_level": 3, "count_slots": False},
     "high": {"codec": "zstd", "level": 12, "qual_codec": "qual", "seq_codec": "consensus", "seq_level": None,
-             "aux_codec": "tags", "count_slots": False},
+             "aux_codec": "tags", "mate_codec": "mates", "count_slots": False},
 }
 
 
-def codec_plan(compression="default", codec=None, level=None, qual_codec=None, seq_codec=None, aux_codec=None):
+# the option that chooses the codec of each column a codec may model
+CODEC_OPTIONS = {"qual": "--qual-codec", "seq": "--seq-codec", "aux": "--aux-codec", "next_pos": "--mate-codec"}
+
+
+def codec_plan(compression="default", codec=None, level=None, qual_codec=None, seq_codec=None, aux_codec=None,
+               mate_codec=None):
     """The (codec, level) list of a dataset and which columns use which (column id -> index)."""
     try:
         profile = PROFILES[compression]
@@ -214,14 +222,15 @@ def codec_plan(compression="default", codec=None, level=None, qual_codec=None, s
         raise UsageError(f"unknown compression setting {compression!r} (use {' or '.join(PROFILES)})") from None
     columns = ((QUAL_COLUMN, "qual", qual_codec or profile["qual_codec"]),
                (SEQ_COLUMN, "seq", seq_codec or profile["seq_codec"]),
-               (AUX_COLUMN, "aux", aux_codec or profile["aux_codec"]))
+               (AUX_COLUMN, "aux", aux_codec or profile["aux_codec"]),
+               (BY_NAME["next_pos"].id, "next_pos", mate_codec or profile["mate_codec"]))
     # bams3's own codecs come without the scan of every installed package (plugins.get_registry)
     reg = get_registry(codecs=[codec or profile["codec"], *(name for _, _, name in columns if name and name != "none")])
     general = reg.codec(codec or profile["codec"])
     chosen = codec is None and level is None  # the profile's codecs and levels, not the user's
     if general.record_aware or general.column:
         raise UsageError(f"codec {general.name!r} models one column ({general.column or 'per base'}); "
-                         f"give it with --{general.column or 'qual'}-codec, not --codec")
+                         f"give it with {CODEC_OPTIONS.get(general.column or 'qual', '--qual-codec')}, not --codec")
     if level is None:
         level = profile["level"] if codec is None and profile["level"] is not None else general.default_level
     codecs = [(general, level)]
@@ -234,9 +243,11 @@ def codec_plan(compression="default", codec=None, level=None, qual_codec=None, s
     for column, label, name in columns:
         if name and name not in ("none", general.name):
             obj = reg.codec(name)
+            if obj.record_aware and obj.column is None and label not in ("qual", "seq"):
+                raise UsageError(f"codec {name!r} models bases and qualities per read, not the {label} column")
             if obj.column not in (None, label):
                 raise UsageError(f"codec {name!r} models the {obj.column} column, not {label}: "
-                                 f"use it with --{obj.column}-codec")
+                                 f"use it with {CODEC_OPTIONS.get(obj.column, '--qual-codec')}")
             level = profile["seq_level"] if column == SEQ_COLUMN and not seq_codec and profile["seq_level"] else \
                 obj.default_level
             codecs.append((obj, level))

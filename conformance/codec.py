@@ -12,7 +12,7 @@ import bams3
 
 class CodecTests:
     codec_name: str = ""
-    column: str = "qual"  # for a record-aware codec: the per-base column it is for ("qual" or "seq")
+    column: str = "qual"  # for a record-aware codec: the column it is for ("qual", "seq" or "next_pos")
     __test__ = False
 
     def __init_subclass__(cls, **kwargs):
@@ -52,8 +52,15 @@ class CodecTests:
     def _fields(self, data: bytes, codec):
         if not codec.record_aware:
             return {}
-        # one record per 100 bytes (the last shorter), as the column would be laid out
         n = len(data)
+        if self.column == "next_pos":  # a record per 4 bytes (of a column of 4-byte numbers)
+            m = max(n // 4, 1)
+            rng = np.random.default_rng(n)
+            pos = np.sort(rng.integers(0, 1 << 20, m))  # sorted, as a chunk's records are
+            return {"records": bams3.RecordFields(l_seq=np.full(m, 100, np.int64), flag=np.zeros(m, np.uint16),
+                                                  pos=pos, n_cigar_op=np.zeros(m, np.int64),
+                                                  cigar=np.zeros(0, np.uint32))}
+        # one record per 100 bytes (the last shorter), as the column would be laid out
         lens = [100] * (n // 100) + ([n % 100] if n % 100 else [])
         lens = lens or [0]
         if self.column == "seq":  # two bases per byte

@@ -30,6 +30,11 @@ class TestTags(CodecTests):
     codec_name = "tags"
 
 
+class TestMates(CodecTests):
+    codec_name = "mates"
+    column = "next_pos"
+
+
 class TestSam(OutputFormatTests):
     format_name = "sam"
 

@@ -36,6 +36,8 @@ from .info import stats
 @click.option("--seq-codec", default=None, help="Codec for sequences (default: consensus; 'none' = the column codec).")
 @click.option("--aux-codec", default=None,
               help="Codec for the optional fields (default: tags; 'none' = the column codec).")
+@click.option("--mate-codec", default=None,
+              help="Codec for the mates' positions (next_pos; default: mates; 'none' = the column codec).")
 @click.option("-T", "--reference", type=click.Path(dir_okay=False), default=None,
               help="Reference FASTA, for CRAM input.")
 @click.option("--count-slots", "slots", is_flag=True, default=None,
@@ -54,7 +56,7 @@ from .info import stats
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 def convert(input_path, dest, chunk_size, workers, compression, codec, level, qual_codec, seq_codec, aux_codec,
-            reference,
+            mate_codec, reference,
             slots, sort_input, force, engine, scheduler, dask_workers, shard_size, progress, as_json):
     """Convert a coordinate-sorted BAM, SAM or CRAM file into a dataset at DEST.
 
@@ -80,7 +82,7 @@ def convert(input_path, dest, chunk_size, workers, compression, codec, level, qu
     chunks, records and statistics as a conversion in one process.
     """
     options = dict(chunk_size=chunk_size, workers=workers, compression=compression, codec=codec, level=level,
-                   qual_codec=qual_codec, seq_codec=seq_codec, aux_codec=aux_codec, force=force, slots=slots)
+                   qual_codec=qual_codec, seq_codec=seq_codec, aux_codec=aux_codec, mate_codec=mate_codec, force=force, slots=slots)
     if engine == "dask" or scheduler:
         from ..shards import DEFAULT_SHARD_BP, convert as run_sharded
 

@@ -1,0 +1,100 @@
+"""bams3 codec plugin ``mates``: each read's next_pos from the position of its mate in the chunk.
+
+A chunk holds both reads of most pairs, a few records apart. The next_pos column (stored as
+next_pos - pos, 4 bytes a record, shuffled by byte) then repeats what the positions already
+say: the first read's next_pos is the second's position, and the second's the first's. This
+codec (``_mates.c``) stores, for a read that is not yet named, the distance in records to the
+record whose position its next_pos is (one byte, 1-255; 0: none), and for a record named by an
+earlier one, one byte saying that its next_pos is that record's position (1) or not (0). The
+values neither predicts are stored as they are. Decoding needs only the positions (the codec is
+record-aware) and is exact for any input: a column that is not 4 bytes a record of the chunk's
+records is stored as one zstd frame as it is.
+
+Payload (little-endian)::
+
+    b"MT", version u8 = 1, mode u8
+    mode 0: a zstd frame: the column as it is
+    mode 1: three sections, each u32 length then a zstd frame (length 0: empty):
+            codes (u8 per record not named by an earlier one), oks (u8 per record named),
+            values (u32 per value stored as it is, shuffled by byte)
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import zstandard
+
+from bams3.plugin_api import Codec, hookimpl
+
+from . import _mates
+from .zstd import _compressor
+
+_MAGIC = b"MT"
+_VERSION = 1
+_LEVEL = 19  # the codes are a few hundred bytes a thousand records: zstd's best costs little
+
+
+def _pos(records) -> np.ndarray:
+    return np.ascontiguousarray(records.pos, dtype=np.int64)
+
+
+def _z(data: bytes, level: int) -> bytes:
+    if not data:
+        return b"\0\0\0\0"
+    c = _compressor(level).compress(data)
+    return struct.pack("<I", len(c)) + c
+
+
+def encode(data: bytes, level: int | None, *, records) -> bytes:
+    level = _LEVEL if level is None else int(level)
+    parts = _mates.split(data, _pos(records))
+    if parts is None:  # not 4 bytes a record of these records
+        return _MAGIC + bytes([_VERSION, 0]) + _compressor(level).compress(data)
+    return _MAGIC + bytes([_VERSION, 1]) + b"".join(_z(s, level) for s in parts)
+
+
+def decode(data: bytes, raw_size: int, *, records) -> bytes:
+    if data[:2] != _MAGIC or len(data) < 4:
+        raise ValueError("not a mates-codec payload")
+    if data[2] != _VERSION:
+        raise ValueError(f"mates codec payload version {data[2]} is not supported; upgrade bams3")
+    d = zstandard.ZstdDecompressor()
+    mode = data[3]
+    try:
+        if mode == 0:
+            frame = data[4:]
+            if zstandard.frame_content_size(frame) != raw_size:  # (a frame's declared size is what it gives)
+                raise ValueError("a mates-codec frame of another size than its column")
+            return d.decompress(frame, max_output_size=max(raw_size, 1))
+        if mode != 1:
+            raise ValueError("a mates-codec payload of an unknown mode")
+        n = raw_size // 4
+        o, sections = 4, []
+        for bound in (n, n, 4 * n):  # codes, oks: a byte a record at most; values: 4 bytes
+            if o + 4 > len(data):
+                raise ValueError("truncated mates-codec payload")
+            (size,) = struct.unpack_from("<I", data, o)
+            o += 4
+            if o + size > len(data):
+                raise ValueError("truncated mates-codec payload")
+            if size:
+                frame = data[o : o + size]
+                if zstandard.frame_content_size(frame) > bound:
+                    raise ValueError("a mates-codec section is larger than its column")
+                sections.append(d.decompress(frame, max_output_size=max(bound, 1)))
+            else:
+                sections.append(b"")
+            o += size
+    except zstandard.ZstdError as e:
+        raise ValueError(f"a mates-codec section does not decompress: {e}") from None
+    if o != len(data):
+        raise ValueError("a mates-codec payload has bytes after its sections")
+    return _mates.join(raw_size, _pos(records), *sections)
+
+
+@hookimpl
+def bams3_register_codecs(register):
+    register(Codec(name="mates", encode=encode, decode=decode, default_level=_LEVEL, record_aware=True,
+                   column="next_pos", description="mates' positions as the distance in records to the mate"))
