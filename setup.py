@@ -10,4 +10,5 @@ setup(ext_modules=[
     Extension("bams3.builtins._consensus", ["bams3/builtins/_consensus.c"], extra_compile_args=["-O3"]),
     Extension("bams3.builtins._tags", ["bams3/builtins/_tags.c"], extra_compile_args=["-O3"]),
     Extension("bams3.builtins._mates", ["bams3/builtins/_mates.c"], extra_compile_args=["-O3"]),
+    Extension("bams3.builtins._names", ["bams3/builtins/_names.c"], extra_compile_args=["-O3"]),
 ])

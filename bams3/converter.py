@@ -106,6 +106,7 @@ class ConvertOptions:
     seq_codec: str | None = None
     aux_codec: str | None = None
     mate_codec: str | None = None
+    name_codec: str | None = None
     force: bool = False
     reference: str | None = None
     sort: bool = False
@@ -131,7 +132,7 @@ class ConvertOptions:
     def codecs(self):
         """The (codec, level) list of the dataset and which columns use which (see :func:`codec_plan`)."""
         return codec_plan(self.compression, self.codec, self.level, self.qual_codec, self.seq_codec, self.aux_codec,
-                          self.mate_codec)
+                          self.mate_codec, self.name_codec)
 
 
 @attrs.frozen
@@ -153,7 +154,7 @@ def convert(src: str, dst: str, **options) -> Metadata:
     """Convert a coordinate-sorted BAM, SAM or CRAM file into a bams3 dataset at ``dst``.
 
     Options (:class:`ConvertOptions`): ``chunk_size`` (``"1M"``), ``workers``, ``compression``
-    (``"default"`` or ``"high"``), ``codec``, ``level``, ``qual_codec``, ``seq_codec``, ``aux_codec``, ``mate_codec``, ``force``,
+    (``"default"`` or ``"high"``), ``codec``, ``level``, ``qual_codec``, ``seq_codec``, ``aux_codec``, ``mate_codec``, ``name_codec``, ``force``,
     ``reference`` (CRAM), ``sort``, ``progress(done, total)``, ``max_chunk_raw``, ``slots`` (count
     slots: True or False; default: none)."""
     opts = ConvertOptions.of(**options)
@@ -192,29 +193,32 @@ def removed_on_failure(dst: str):
         raise
 
 
-# What --compression chooses; explicit --codec/--level/--qual-codec/--seq-codec/--aux-codec/--mate-codec
-# override it.
+# What --compression chooses; explicit --codec/--level/--qual-codec/--seq-codec/--aux-codec/--mate-codec/
+# --name-codec override it.
 # No count slots in either: a count reads the short pos/span prefix of its edge chunks (one
 # ranged read each, as a slot would be), and slots took more room than the pos column itself.
 # seq_level: the consensus codec's zstd level for its sections (None: the codec's own, 19); 3
 # costs 2% of the sequences' size and saves a third of the codec's time.
 # fixed_level: zstd's level for the fixed-width columns and the CIGARs; 3 instead of 9 costs
-# 0.2% of the dataset and a quarter of the time zstd took. level: what is left for codec 0
-# is the read names, which zstd codes nearly as small at 5 as at 9 (1% larger) in 40% of the time.
+# 0.2% of the dataset and a quarter of the time zstd took. level: codec 0's, for what no other
+# codec takes (the count slots; the read names with --name-codec none, which zstd codes nearly
+# as small at 5 as at 9, 1% larger, in 40% of the time).
 PROFILES = {
     "default": {"codec": "zstd", "level": 5, "qual_codec": "qual", "seq_codec": "consensus", "seq_level": 3,
-                "aux_codec": "tags", "mate_codec": "mates", "fixed_level": 3, "count_slots": False},
+                "aux_codec": "tags", "mate_codec": "mates", "name_codec": "names", "fixed_level": 3,
+                "count_slots": False},
     "high": {"codec": "zstd", "level": 12, "qual_codec": "qual", "seq_codec": "consensus", "seq_level": None,
-             "aux_codec": "tags", "mate_codec": "mates", "count_slots": False},
+             "aux_codec": "tags", "mate_codec": "mates", "name_codec": "names", "count_slots": False},
 }
 
 
 # the option that chooses the codec of each column a codec may model
-CODEC_OPTIONS = {"qual": "--qual-codec", "seq": "--seq-codec", "aux": "--aux-codec", "next_pos": "--mate-codec"}
+CODEC_OPTIONS = {"qual": "--qual-codec", "seq": "--seq-codec", "aux": "--aux-codec", "next_pos": "--mate-codec",
+                 "read_name": "--name-codec"}
 
 
 def codec_plan(compression="default", codec=None, level=None, qual_codec=None, seq_codec=None, aux_codec=None,
-               mate_codec=None):
+               mate_codec=None, name_codec=None):
     """The (codec, level) list of a dataset and which columns use which (column id -> index)."""
     try:
         profile = PROFILES[compression]
@@ -223,7 +227,8 @@ def codec_plan(compression="default", codec=None, level=None, qual_codec=None, s
     columns = ((QUAL_COLUMN, "qual", qual_codec or profile["qual_codec"]),
                (SEQ_COLUMN, "seq", seq_codec or profile["seq_codec"]),
                (AUX_COLUMN, "aux", aux_codec or profile["aux_codec"]),
-               (BY_NAME["next_pos"].id, "next_pos", mate_codec or profile["mate_codec"]))
+               (BY_NAME["next_pos"].id, "next_pos", mate_codec or profile["mate_codec"]),
+               (BY_NAME["read_name"].id, "read_name", name_codec or profile["name_codec"]))
     # bams3's own codecs come without the scan of every installed package (plugins.get_registry)
     reg = get_registry(codecs=[codec or profile["codec"], *(name for _, _, name in columns if name and name != "none")])
     general = reg.codec(codec or profile["codec"])

@@ -221,7 +221,7 @@ class Registry:
         return best
 
 
-BUILTIN_PLUGINS = ("local", "memory", "cloud", "zstd", "qual", "consensus", "tags", "mates", "formats")
+BUILTIN_PLUGINS = ("local", "memory", "cloud", "zstd", "qual", "consensus", "tags", "mates", "names", "formats")
 
 
 def _load_builtins(pm: pluggy.PluginManager, providers: dict[int, Provider]) -> None:
@@ -277,7 +277,8 @@ def get_plugin_manager() -> pluggy.PluginManager:
 BUILTIN_PROVIDES = {
     "storage": {"file": "local", "memory": "memory", "s3": "cloud", "gs": "cloud", "az": "cloud", "http": "cloud",
                 "https": "cloud"},
-    "codecs": {"zstd": "zstd", "qual": "qual", "consensus": "consensus", "tags": "tags", "mates": "mates"},
+    "codecs": {"zstd": "zstd", "qual": "qual", "consensus": "consensus", "tags": "tags", "mates": "mates",
+               "names": "names"},
     "formats": {"sam": "formats", "bam": "formats", "cram": "formats", "json": "formats", "parquet": "formats",
                 "arrow": "formats"},
 }

@@ -92,3 +92,37 @@ def random_regions(rng: random.Random, k: int) -> list[str]:
             end = beg + rng.randint(0, span)
             out.append(f"{name}:{beg:,}-{end:,}" if rng.random() < 0.3 else f"{name}:{beg}-{end}")
     return out
+
+
+def write_named_pairs(path: str, n_pairs: int = 1000, seed: int = 7) -> str:
+    """A coordinate-sorted BAM of pairs with Illumina read names, each pair's reads 150-600 bp
+    apart on one reference (some mates unmapped, placed at their mate): what the mates and
+    names codecs model."""
+    rng = random.Random(seed)
+    header = {"HD": {"VN": "1.6", "SO": "coordinate"}, "SQ": [{"SN": "chrP", "LN": 400_000}]}
+    recs = []
+    for k in range(n_pairs):
+        name = (f"A00123:45:HXXXXDSXX:{rng.randint(1, 4)}:{rng.randint(1101, 2678)}:{rng.randint(1000, 32000)}:"
+                f"{rng.randint(1000, 37000)}")
+        p1 = rng.randint(0, 399_000)
+        p2 = min(p1 + rng.randint(150, 600), 399_950)
+        unmapped = k % 41 == 0
+        if unmapped:
+            p2 = p1
+        recs.append((p1, name, 0x1 | 0x2 * (not unmapped) | 0x40 | 0x20 | 0x8 * unmapped, p2))
+        recs.append((p2, name, 0x1 | 0x2 * (not unmapped) | 0x80 | 0x10 | 0x4 * unmapped, p1))
+    recs.sort(key=lambda r: r[0])
+    with pysam.AlignmentFile(path, "wb", header=header) as out:
+        for p, name, flag, mate in recs:
+            r = pysam.AlignedSegment(out.header)
+            r.query_name, r.flag, r.reference_id, r.reference_start = name, flag, 0, p
+            r.next_reference_id, r.next_reference_start = 0, mate
+            r.mapping_quality = 0 if flag & 0x4 else 60
+            r.cigarstring = None if flag & 0x4 else "20M"
+            if not flag & 0xC:
+                r.template_length = mate - p + (20 if mate >= p else -20)
+            r.query_sequence = "".join(rng.choice("ACGT") for _ in range(20))
+            r.query_qualities = pysam.qualitystring_to_array("".join(rng.choice("?5+I") for _ in range(20)))
+            out.write(r)
+    pysam.index(path)
+    return path

@@ -35,6 +35,10 @@ class TestMates(CodecTests):
     column = "next_pos"
 
 
+class TestNames(CodecTests):
+    codec_name = "names"
+
+
 class TestSam(OutputFormatTests):
     format_name = "sam"
 

@@ -26,18 +26,21 @@ from .info import stats
               help="Threads for compression and upload.")
 @click.option("--compression", type=click.Choice(["default", "high"]), default="default", show_default=True,
               help="default: qualities by the 'qual' context model, sequences against the chunk's own "
-                   "consensus (no reference needed), optional fields split by tag, other columns zstd; "
-                   "smaller than CRAM 3.0. high: zstd-12 and the sequences' sections at 19.")
+                   "consensus (no reference needed), optional fields split by tag, mates' positions from "
+                   "their mates' records, read names tokenised, other columns zstd; smaller than CRAM 3.0. "
+                   "high: zstd-12 and the sequences' sections at 19.")
 @click.option("--codec", default=None, help="Codec for all other columns (default: zstd; see `bams3 plugins`).")
 @click.option("--level", type=int, default=None,
-              help="Level of that codec for every column it codes (default: zstd 5 for the read names and 3 for "
-                   "the numbers; 12 with --compression high).")
+              help="Level of that codec for every column it codes (default: zstd 3 for the fixed-width columns "
+                   "and the CIGARs; 12 with --compression high).")
 @click.option("--qual-codec", default=None, help="Codec for base qualities (default: qual; 'none' = the column codec).")
 @click.option("--seq-codec", default=None, help="Codec for sequences (default: consensus; 'none' = the column codec).")
 @click.option("--aux-codec", default=None,
               help="Codec for the optional fields (default: tags; 'none' = the column codec).")
 @click.option("--mate-codec", default=None,
               help="Codec for the mates' positions (next_pos; default: mates; 'none' = the column codec).")
+@click.option("--name-codec", default=None,
+              help="Codec for the read names (default: names; 'none' = the column codec).")
 @click.option("-T", "--reference", type=click.Path(dir_okay=False), default=None,
               help="Reference FASTA, for CRAM input.")
 @click.option("--count-slots", "slots", is_flag=True, default=None,
@@ -56,7 +59,7 @@ from .info import stats
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 def convert(input_path, dest, chunk_size, workers, compression, codec, level, qual_codec, seq_codec, aux_codec,
-            mate_codec, reference,
+            mate_codec, name_codec, reference,
             slots, sort_input, force, engine, scheduler, dask_workers, shard_size, progress, as_json):
     """Convert a coordinate-sorted BAM, SAM or CRAM file into a dataset at DEST.
 
@@ -82,7 +85,7 @@ def convert(input_path, dest, chunk_size, workers, compression, codec, level, qu
     chunks, records and statistics as a conversion in one process.
     """
     options = dict(chunk_size=chunk_size, workers=workers, compression=compression, codec=codec, level=level,
-                   qual_codec=qual_codec, seq_codec=seq_codec, aux_codec=aux_codec, mate_codec=mate_codec, force=force, slots=slots)
+                   qual_codec=qual_codec, seq_codec=seq_codec, aux_codec=aux_codec, mate_codec=mate_codec, name_codec=name_codec, force=force, slots=slots)
     if engine == "dask" or scheduler:
         from ..shards import DEFAULT_SHARD_BP, convert as run_sharded
 

@@ -1,0 +1,111 @@
+"""bams3 codec plugin ``names``: read names with pairs' repeats named and numbers as numbers.
+
+Both reads of a pair carry one name, usually a few records apart in a chunk; and a name is
+mostly the same text around a few numbers (an instrument, a run, a tile and coordinates; an
+ART read's chromosome and number). This codec (``_names.c``) stores, per record, whether its
+name is the name of a record up to 255 back (one byte: how far; 0: no), and each other name as
+its text with its numbers taken out (a byte 0x01 each) plus the numbers, as u32 in one stream
+per place in the name (first number, second, ..., the 16th and later together). A number is a
+run of at most 9 digits that does not start with 0 (or is "0"), so it prints back as it was.
+Decoding is exact for any input: a column that is not names each ending in a NUL, or holds a
+byte 0x01, is stored as one zstd frame as it is, as is a column under 64 KiB that comes out
+smaller so.
+
+Payload (little-endian)::
+
+    b"RN", version u8 = 1, mode u8
+    mode 0: a zstd frame: the column as it is
+    mode 1: 18 sections, each u32 length then a zstd frame (length 0: empty):
+            codes (u8 per record), shapes (each literal name's text, numbers as 0x01, then a
+            NUL), then 16 streams of numbers (u32 each, shuffled by byte)
+"""
+
+from __future__ import annotations
+
+import struct
+
+import zstandard
+
+from bams3.plugin_api import Codec, hookimpl
+
+from . import _names
+from .zstd import _compressor
+
+_MAGIC = b"RN"
+_VERSION = 1
+_PLACES = 16
+# zstd levels: the codes are a byte a record of a few dozen values, which zstd codes near
+# their entropy from 12 on; the numbers gain another 3% at 15; each costs ~0.1 s of the sample
+_LEVEL, _NUMBERS_LEVEL = 12, 15
+_SMALL = 1 << 16  # a column of fewer bytes is stored as it is when that is smaller
+
+
+def _z(data: bytes, level: int) -> bytes:
+    if not data:
+        return b"\0\0\0\0"
+    c = _compressor(level).compress(data)
+    return struct.pack("<I", len(c)) + c
+
+
+def encode(data: bytes, level: int | None) -> bytes:
+    parts = _names.split(data)
+    if parts is None:  # not names, each ending in a NUL (or a name holds 0x01)
+        return _MAGIC + bytes([_VERSION, 0]) + _compressor(_LEVEL if level is None else int(level)).compress(data)
+    codes, shapes, numbers = parts
+    text, nums = (_LEVEL, _NUMBERS_LEVEL) if level is None else (int(level), int(level))
+    out = (_MAGIC + bytes([_VERSION, 1]) + _z(codes, text) + _z(shapes, text)
+           + b"".join(_z(x, nums) for x in numbers))
+    if len(data) < _SMALL:  # a few names: the sections' framing may cost more than they save
+        plain = _MAGIC + bytes([_VERSION, 0]) + _compressor(text).compress(data)
+        if len(plain) <= len(out):
+            return plain
+    return out
+
+
+def decode(data: bytes, raw_size: int) -> bytes:
+    if data[:2] != _MAGIC or len(data) < 4:
+        raise ValueError("not a names-codec payload")
+    if data[2] != _VERSION:
+        raise ValueError(f"names codec payload version {data[2]} is not supported; upgrade bams3")
+    d = zstandard.ZstdDecompressor()
+    bound = max(raw_size, 1)  # no section is larger than the column (a number takes a byte of it)
+    budget = 4 * raw_size + 1  # nor are they all together more than 4 bytes a byte of it
+    mode = data[3]
+    try:
+        if mode == 0:
+            frame = data[4:]
+            if zstandard.frame_content_size(frame) != raw_size:  # (a frame's declared size is what it gives)
+                raise ValueError("a names-codec frame of another size than its column")
+            return d.decompress(frame, max_output_size=bound)
+        if mode != 1:
+            raise ValueError("a names-codec payload of an unknown mode")
+        o, sections = 4, []
+        for k in range(2 + _PLACES):
+            if o + 4 > len(data):
+                raise ValueError("truncated names-codec payload")
+            (size,) = struct.unpack_from("<I", data, o)
+            o += 4
+            if o + size > len(data):
+                raise ValueError("truncated names-codec payload")
+            if size:
+                limit = min(bound if k < 2 else 4 * bound, budget)
+                frame = data[o : o + size]
+                if zstandard.frame_content_size(frame) > limit:
+                    raise ValueError("a names-codec section is larger than its column")
+                section = d.decompress(frame, max_output_size=limit)
+                budget -= len(section)
+                sections.append(section)
+            else:
+                sections.append(b"")
+            o += size
+    except zstandard.ZstdError as e:
+        raise ValueError(f"a names-codec section does not decompress: {e}") from None
+    if o != len(data):
+        raise ValueError("a names-codec payload has bytes after its sections")
+    return _names.join(raw_size, sections[0], sections[1], sections[2:])
+
+
+@hookimpl
+def bams3_register_codecs(register):
+    register(Codec(name="names", encode=encode, decode=decode, default_level=None, column="read_name",
+                   description="read names: a pair's repeat as a distance, numbers as numbers, then zstd"))
