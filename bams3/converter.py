@@ -198,7 +198,9 @@ def removed_on_failure(dst: str):
 # No count slots in either: a count reads the short pos/span prefix of its edge chunks (one
 # ranged read each, as a slot would be), and slots took more room than the pos column itself.
 # seq_level: the consensus codec's zstd level for its sections (None: the codec's own, 19); 3
-# costs 2% of the sequences' size and saves a third of the codec's time.
+# costs 2% of the sequences' size and saves a third of the codec's time. aux_level: the tags
+# codec's zstd level for its sections (None: its own, 3); 15 saves 10% of the optional fields
+# for ~1 s of CPU on the benchmark sample.
 # fixed_level: zstd's level for the fixed-width columns and the CIGARs; 3 instead of 9 costs
 # 0.2% of the dataset and a quarter of the time zstd took. level: codec 0's, for what no other
 # codec takes (the count slots; the read names with --name-codec none, which zstd codes nearly
@@ -208,7 +210,7 @@ PROFILES = {
                 "aux_codec": "tags", "mate_codec": "mates", "name_codec": "names", "fixed_level": 3,
                 "count_slots": False},
     "high": {"codec": "zstd", "level": 12, "qual_codec": "qual", "seq_codec": "consensus", "seq_level": None,
-             "aux_codec": "tags", "mate_codec": "mates", "name_codec": "names", "count_slots": False},
+             "aux_codec": "tags", "aux_level": 15, "mate_codec": "mates", "name_codec": "names", "count_slots": False},
 }
 
 
@@ -253,8 +255,10 @@ def codec_plan(compression="default", codec=None, level=None, qual_codec=None, s
             if obj.column not in (None, label):
                 raise UsageError(f"codec {name!r} models the {obj.column} column, not {label}: "
                                  f"use it with {CODEC_OPTIONS.get(obj.column, '--qual-codec')}")
-            level = profile["seq_level"] if column == SEQ_COLUMN and not seq_codec and profile["seq_level"] else \
-                obj.default_level
+            given = {"qual": qual_codec, "seq": seq_codec, "aux": aux_codec, "next_pos": mate_codec,
+                     "read_name": name_codec}[label]
+            level = profile.get(f"{label}_level") if not given else None
+            level = obj.default_level if level is None else level
             codecs.append((obj, level))
             column_codecs[column] = len(codecs) - 1
     return codecs, column_codecs

@@ -28,7 +28,7 @@ from .info import stats
               help="default: qualities by the 'qual' context model, sequences against the chunk's own "
                    "consensus (no reference needed), optional fields split by tag, mates' positions from "
                    "their mates' records, read names tokenised, other columns zstd; smaller than CRAM 3.0. "
-                   "high: zstd-12 and the sequences' sections at 19.")
+                   "high: zstd-12, the sequences' sections at 19 and the optional fields' at 15.")
 @click.option("--codec", default=None, help="Codec for all other columns (default: zstd; see `bams3 plugins`).")
 @click.option("--level", type=int, default=None,
               help="Level of that codec for every column it codes (default: zstd 3 for the fixed-width columns "
