@@ -81,10 +81,18 @@ def test_a_symbol_without_a_frequency_is_refused_in_a_block_of_32_too():
             _rans.encode(data, bounds, freqs, 2, 2, None, simd)
 
 
-def test_writes_scheme_2():
-    q, flags = _illumina_like(n_reads=40)
-    records = RecordFields(l_seq=np.full(40, 150, np.int64), flag=flags)
-    assert codec.encode(q.tobytes(), None, records=records)[2:4] == bytes([1, 2])
+def test_writes_scheme_2_or_the_smaller_scheme_3():
+    """Scheme 1 is never written; of 2 and 3, the one that codes the chunk smaller, scheme 2 unless
+    3 saves 3% (it decodes slower), as judged on the first 2^17 qualities (here, 40 reads:
+    scheme 2's 300 cycle contexts cost more table than their qualities save)."""
+    for n in (40, 2000):
+        q, flags = _illumina_like(n_reads=n)
+        records = RecordFields(l_seq=np.full(n, 150, np.int64), flag=flags)
+        stored = codec.encode(q.tobytes(), None, records=records)
+        assert stored[2] == 1 and stored[3] in (2, 3)
+        other = qual.encode(q.tobytes(), None, records=records, scheme=5 - stored[3])
+        slack = 1 / qual._MARGIN if stored[3] == 2 else 1.0
+        assert len(stored) <= len(other) * slack * 1.01, (n, stored[3], len(stored), len(other))
 
 
 def _illumina_like(n_reads=4000, length=150, seed=1):
@@ -143,9 +151,9 @@ def test_dataset_records_the_codecs_it_was_written_with(tmp_path):
     src = "tests/golden/v1/qual_ctx.bams3"
     bams3.open(src).to_bam(str(tmp_path / "in.bam"))
     meta = bams3.convert(str(tmp_path / "in.bam"), str(tmp_path / "d"))
-    assert [c.name for c in meta.codecs] == ["zstd", "zstd", "qual", "consensus", "tags"]
+    assert [c.name for c in meta.codecs] == ["zstd", "zstd", "qual", "consensus", "tags", "mates", "names"]
     meta = bams3.convert(str(tmp_path / "in.bam"), str(tmp_path / "z"), qual_codec="zstd")
-    assert [c.name for c in meta.codecs] == ["zstd", "zstd", "consensus", "tags"]
+    assert [c.name for c in meta.codecs] == ["zstd", "zstd", "consensus", "tags", "mates", "names"]
     a, b = bams3.open(str(tmp_path / "d")), bams3.open(str(tmp_path / "z"))
     assert [x.tobytes() for x in a.batches()] == [x.tobytes() for x in b.batches()]
 
@@ -157,7 +165,7 @@ def _outcome(stored, size, records, simd):
         return ValueError
 
 
-@pytest.mark.parametrize("scheme", [1, 2])
+@pytest.mark.parametrize("scheme", [1, 2, 3])
 @pytest.mark.parametrize("same_length", [True, False])
 def test_large_chunks_round_trip_and_refuse_cut_or_damaged_streams(same_length, scheme):
     """Enough qualities for the decoders' unrolled bodies (scheme 1: four states stepping
@@ -174,6 +182,7 @@ def test_large_chunks_round_trip_and_refuse_cut_or_damaged_streams(same_length, 
                    size=int(lengths.sum()))
     records = RecordFields(l_seq=lengths, flag=flags)
     stored = qual.encode(q.tobytes(), None, records=records, scheme=scheme)
+    assert stored[3] == scheme
     for simd in (True, False):
         assert qual.decode(stored, q.size, records=records, simd=simd) == q.tobytes()
     body = len(stored) - 200  # well inside the rANS stream
@@ -234,7 +243,8 @@ def test_the_writers_bytes_are_pinned():
 
     q, flags = _illumina_like(n_reads=600, seed=5)
     records = RecordFields(l_seq=np.full(600, 150, np.int64), flag=flags)
-    assert hashlib.md5(qual.encode(q.tobytes(), None, records=records)).hexdigest() == "9314d05c09e8c755f8a78a8dc7ecdfae"
+    assert hashlib.md5(qual.encode(q.tobytes(), None, records=records, scheme=2)).hexdigest() == \
+        "9314d05c09e8c755f8a78a8dc7ecdfae"
     assert (hashlib.md5(qual.encode(q.tobytes(), None, records=records, scheme=1)).hexdigest()
             == "2ae79ad7c2a3540378ff3ac1950f0b1f")
 
@@ -262,3 +272,88 @@ def test_grouping_of_fixed_length_reads_in_c(length, n, seed):
                                           r2.astype(np.uint8).tobytes(), simd)
         assert grouped == want.tobytes()
         assert np.array_equal(np.frombuffer(rows, np.int64).reshape(2 * length, 256), counts)
+
+
+def _markov(n_reads=3000, seed=2, lengths=None):
+    """Qualities as instruments write them: each follows the one before it in the read (runs of
+    good qualities, a dip, then recovery), whatever the cycle."""
+    rng = np.random.default_rng(seed)
+    values = np.array([2, 11, 25, 30, 37, 40], dtype=np.uint8)
+    step = np.array([[0.7, 0.2, 0.05, 0.03, 0.01, 0.01], [0.1, 0.5, 0.2, 0.1, 0.05, 0.05],
+                     [0.02, 0.1, 0.5, 0.25, 0.08, 0.05], [0.01, 0.03, 0.1, 0.6, 0.2, 0.06],
+                     [0.005, 0.01, 0.03, 0.1, 0.7, 0.155], [0.005, 0.005, 0.01, 0.03, 0.15, 0.8]])
+    lengths = np.full(n_reads, 100, np.int64) if lengths is None else lengths
+    flags = rng.choice(np.array([99, 147, 83, 163], dtype=np.uint16), size=len(lengths))
+    out = []
+    for L in lengths:
+        s, read = 5, np.empty(L, np.uint8)
+        for c in range(L):
+            s = rng.choice(6, p=step[s])
+            read[c] = values[s]
+        out.append(read)
+    return np.concatenate(out) if out else np.zeros(0, np.uint8), flags, lengths
+
+
+@st.composite
+def markov_chunks(draw):
+    n = draw(st.integers(1, 30))
+    lengths = np.array(draw(st.lists(st.sampled_from([0, 1, 15, 16, 17, 100, 520, 700]), min_size=n, max_size=n)),
+                       np.int64)
+    q, flags, _ = _markov(seed=draw(st.integers(0, 2**32 - 1)), lengths=lengths)
+    flags = np.array(draw(st.lists(st.sampled_from([0, 16, 128, 144, 83, 163, 4]), min_size=n, max_size=n)), np.uint16)
+    return q.tobytes(), RecordFields(l_seq=lengths, flag=flags)
+
+
+@settings(max_examples=150, deadline=None)
+@given(markov_chunks())
+def test_scheme_3_round_trips_any_layout(chunk):
+    """Groups of four records with reads of many lengths (ended ones skipped), both strands,
+    both reads of a pair, cycles past the last bin (16 x 31)."""
+    data, records = chunk
+    if not data:
+        return
+    stored = qual.encode(data, None, records=records, scheme=3)
+    assert stored[3] == 3
+    assert qual.decode(stored, len(data), records=records) == data
+
+
+def test_the_writer_chooses_scheme_3_for_qualities_that_follow_the_one_before():
+    q, flags, lengths = _markov()
+    records = RecordFields(l_seq=lengths, flag=flags)
+    stored = codec.encode(q.tobytes(), None, records=records)
+    assert stored[3] == 3
+    assert len(stored) < 0.97 * len(qual.encode(q.tobytes(), None, records=records, scheme=2))
+    assert codec.decode(stored, q.size, records=records) == q.tobytes()
+    iid, flags = _illumina_like(n_reads=2000)  # the cycle, not the quality before: scheme 2
+    records = RecordFields(l_seq=np.full(2000, 150, np.int64), flag=flags)
+    assert codec.encode(iid.tobytes(), None, records=records)[3] == 2
+
+
+def test_scheme_3_refuses_tables_it_does_not_write():
+    import struct
+
+    q, flags, lengths = _markov(n_reads=200)
+    records = RecordFields(l_seq=lengths, flag=flags)
+    stored = qual.encode(q.tobytes(), None, records=records, scheme=3)
+    a = struct.unpack_from("<H", stored, 4)[0]
+    o = 6 + a
+    k = struct.unpack_from("<H", stored, o)[0]
+    ids = np.frombuffer(stored, "<u2", count=k, offset=o + 2).copy()
+    for bad in (ids[::-1].copy(), np.concatenate([ids[:-1], [(a + 1) * 64]]).astype("<u2")):
+        damaged = stored[: o + 2] + bad.astype("<u2").tobytes() + stored[o + 2 + 2 * k :]
+        with pytest.raises(ValueError):
+            qual.decode(damaged, q.size, records=records)
+    other = RecordFields(l_seq=lengths[::-1].copy(), flag=flags)  # the same total, other reads
+    if not np.array_equal(other.l_seq, lengths):
+        out = _outcome(stored, q.size, other, True)
+        assert out is ValueError or out != q.tobytes()
+    with pytest.raises(ValueError):
+        qual.decode(stored, q.size + 1, records=records)
+
+
+def test_the_scheme_3_writers_bytes_are_pinned():
+    import hashlib
+
+    q, flags, lengths = _markov(n_reads=600, seed=5)
+    records = RecordFields(l_seq=lengths, flag=flags)
+    assert hashlib.md5(qual.encode(q.tobytes(), None, records=records)).hexdigest() == "7c69bf4877d7cb8884bc76f9d2ddbc30"

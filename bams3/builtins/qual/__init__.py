@@ -1,4 +1,4 @@
-"""bams3 codec plugin ``qual``: base qualities with a per-cycle context model.
+"""bams3 codec plugin ``qual``: base qualities with a per-cycle or previous-quality context model.
 
 Base qualities are the column that dominates a dataset, and most of what is
 predictable in them depends on the sequencing cycle (the position in the read
@@ -28,8 +28,14 @@ Payload (little-endian)::
       scheme 2: S = 32 u32 states in [2^16, 2^32), then u16 words (one at most per symbol)
 
 Scheme 2 is written (its decoder takes a step with no loop or branch, and 32 states are four
-AVX2 registers);
-scheme 1, which bams3 wrote before scheme 2, is still read.
+AVX2 registers), or scheme 3 where it codes the chunk at least 3% smaller (judged on its first
+records); scheme 1, which bams3 wrote before scheme 2, is still read.
+
+Scheme 3 (``_qctx.c``) has the same header, but its contexts are
+``(p * 32 + min(cycle // 16, 31)) * 2 + read2``, p the symbol of the quality before in the read
+(A at its first cycle): real instruments' qualities follow the one before them more than the
+cycle. Its symbols are in read order, four records at a time cycle by cycle (see ``_qctx.c``),
+32 states as scheme 2, and it is decoded by one scalar loop (A <= 64; at most 1,024 contexts).
 """
 
 from __future__ import annotations
@@ -41,13 +47,18 @@ import zstandard
 
 from bams3.plugin_api import Codec, hookimpl
 
-from . import _rans
+from . import _qctx, _rans
 from ..zstd import _compressor
 
 _MAGIC = b"BQ"
 _VERSION = 1
-_SCHEME = 2  # written; 1 and 2 are read
-_SCHEMES = (1, 2)
+_SCHEME = 2  # written, or 3 where it codes a chunk smaller; 1, 2 and 3 are read
+_SCHEMES = (1, 2, 3)
+_N_CTX3 = 64  # scheme 3: contexts per previous quality (32 cycle bins x read2)
+_MAX_ROWS3 = 1024  # scheme 3: contexts a payload may use
+_MAX_A3 = 64  # scheme 3: distinct qualities a payload may have
+_SAMPLE = 1 << 17  # qualities the choice of scheme looks at
+_MARGIN = 0.97  # scheme 3 decodes in one scalar loop: it must save 3% to be chosen
 _MAX_CYCLE = 511
 _N_CTX = (_MAX_CYCLE + 1) * 2
 _M = 4096  # frequencies per context sum to this (12 bits)
@@ -115,8 +126,72 @@ def _normalise(counts: np.ndarray) -> np.ndarray:
     return f.astype("<u2")
 
 
-def encode(data: bytes, level: int | None, *, records, scheme: int = _SCHEME) -> bytes:
+def _bits(counts: np.ndarray) -> float:
+    """Bytes the counts (contexts x symbols) take coded by their own frequencies (the entropy)."""
+    n = counts.sum(axis=1, keepdims=True)
+    nz = counts > 0
+    return float((counts[nz] * np.log2((np.broadcast_to(n, counts.shape))[nz] / counts[nz])).sum()) / 8
+
+
+def _table(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, bytes]:
+    """The contexts used (ids), their frequencies and the table as stored (zstd)."""
+    used = np.flatnonzero(counts.sum(axis=1))
+    freqs = _normalise(counts[used])
+    return used, freqs, _compressor(12).compress(freqs.tobytes())  # 19: 0.4% smaller, 2.4x the time
+
+
+def _fields(records):
+    return (np.ascontiguousarray(records.l_seq, dtype=np.int64), np.ascontiguousarray(records.flag, dtype=np.uint16))
+
+
+def _choose(q: np.ndarray, records, lut: np.ndarray, a: int) -> bool:
+    """Whether scheme 3 codes these qualities smaller than scheme 2 (by _MARGIN), judged on the
+    first records (at most _SAMPLE qualities): each scheme's entropy there, scaled to the chunk,
+    plus its table as stored."""
+    if a > _MAX_A3 or not len(q):  # (not qualities an instrument writes: the tables would be large)
+        return False
+    l_seq, flag = _fields(records)
+    c3, c2, m = _qctx.counts(q, l_seq, flag, lut.tobytes(), a, _SAMPLE)
+    c3 = np.frombuffer(c3, np.int64).reshape(-1, a)
+    c2 = np.frombuffer(c2, np.int64).reshape(-1, a)
+    if np.count_nonzero(c3.sum(axis=1)) > _MAX_ROWS3 // 2 or not m:
+        return False
+    scale = len(q) / m
+    cost3 = _bits(c3) * scale + len(_table(c3)[2])
+    cost2 = _bits(c2) * scale + len(_table(c2)[2])
+    return cost3 < _MARGIN * cost2
+
+
+def _encode3(q: np.ndarray, records, vals: np.ndarray, lut: np.ndarray) -> bytes | None:
+    """Scheme 3's payload (None: it would use more contexts than a reader takes)."""
+    a = len(vals)
+    if a > _MAX_A3:
+        return None
+    l_seq, flag = _fields(records)
+    c3, _, _ = _qctx.counts(q, l_seq, flag, lut.tobytes(), a, len(q))
+    used, freqs, tz = _table(np.frombuffer(c3, np.int64).reshape(-1, a))
+    if len(used) > _MAX_ROWS3:
+        return None
+    rows = np.full((a + 1) * _N_CTX3, -1, dtype=np.int32)
+    rows[used] = np.arange(len(used), dtype=np.int32)
+    stream = _qctx.encode(q, l_seq, flag, lut.tobytes(), freqs.tobytes(), rows.tobytes(), a)
+    head = _MAGIC + struct.pack("<BBH", _VERSION, 3, a) + vals.tobytes()
+    head += struct.pack("<H", len(used)) + used.astype("<u2").tobytes() + struct.pack("<I", len(tz)) + tz
+    return head + stream
+
+
+def encode(data: bytes, level: int | None, *, records, scheme: int | None = None) -> bytes:
+    """Scheme 2, or 3 where it is smaller (``scheme`` forces one: 1, 2 or 3)."""
     q = np.frombuffer(data, dtype=np.uint8)
+    if scheme in (None, 3):
+        vals = np.flatnonzero(np.frombuffer(_qctx.histogram(q), np.int64)).astype(np.uint8)
+        lut = np.zeros(256, dtype=np.uint8)
+        lut[vals] = np.arange(len(vals), dtype=np.uint8)
+        if scheme == 3 or _choose(q, records, lut, len(vals)):
+            out = _encode3(q, records, vals, lut)
+            if out is not None:
+                return out
+        scheme = _SCHEME
     layout = _contexts(records, len(q))
     grouped, counts256 = _grouped(q, layout)
     vals = np.flatnonzero(counts256.sum(axis=0)).astype(np.uint8)
@@ -129,7 +204,7 @@ def encode(data: bytes, level: int | None, *, records, scheme: int = _SCHEME) ->
     bounds = np.zeros(len(used) + 1, dtype="<i8")
     np.cumsum(counts.sum(axis=1), out=bounds[1:])
     stream = _rans.encode(grouped, bounds.tobytes(), freqs.tobytes(), a, scheme, lut.tobytes())
-    tz = _compressor(12).compress(freqs.tobytes())  # 19: 0.4% smaller, 2.4x the time (per-call setup)
+    tz = _compressor(12).compress(freqs.tobytes())
     head = _MAGIC + struct.pack("<BBH", _VERSION, scheme, a) + vals.tobytes()
     head += struct.pack("<H", len(used)) + used.astype("<u2").tobytes() + struct.pack("<I", len(tz)) + tz
     return head + stream
@@ -159,6 +234,15 @@ def decode(data: bytes, raw_size: int, *, records, simd: bool = True) -> bytes:
     if len(freqs) != want:
         raise ValueError("context table has the wrong size")
     o += tlen
+    if scheme == 3:
+        if k > _MAX_ROWS3 or a > _MAX_A3 or (k and (used[-1] >= (a + 1) * _N_CTX3 or np.any(np.diff(used) <= 0))):
+            raise ValueError("the stored contexts are not scheme 3's")
+        rows = np.full((a + 1) * _N_CTX3, -1, dtype=np.int32)
+        rows[used] = np.arange(k, dtype=np.int32)
+        l_seq, flag = _fields(records)
+        if len(l_seq) != len(flag) or (len(l_seq) and l_seq.min() < 0) or int(l_seq.sum()) != raw_size:
+            raise ValueError("record lengths do not match the quality column")
+        return _qctx.decode(memoryview(data)[o:], l_seq, flag, freqs, vals.tobytes(), rows, a, raw_size)
     # The contexts the records imply, and how many qualities each holds.
     layout = _contexts(records, raw_size)
     if layout[3] is None:
