@@ -33,7 +33,7 @@ from .zstd import _compressor
 
 _MAGIC = b"MT"
 _VERSION = 1
-_LEVEL = 19  # the codes are a few hundred bytes a thousand records: zstd's best costs little
+_LEVEL = 6  # the codes are a byte a pair: zstd codes them within 1% of 19's size from 6 on, in a third of the time
 
 
 def _pos(records) -> np.ndarray:

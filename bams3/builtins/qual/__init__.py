@@ -144,26 +144,42 @@ def _fields(records):
     return (np.ascontiguousarray(records.l_seq, dtype=np.int64), np.ascontiguousarray(records.flag, dtype=np.uint16))
 
 
-def _choose(q: np.ndarray, records, lut: np.ndarray, a: int) -> bool:
+def _lut(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values of ``q`` (ascending) and the table from a value to its symbol."""
+    vals = np.flatnonzero(np.frombuffer(_qctx.histogram(q), np.int64)).astype(np.uint8)
+    lut = np.zeros(256, dtype=np.uint8)
+    lut[vals] = np.arange(len(vals), dtype=np.uint8)
+    return vals, lut
+
+
+def _choose(q: np.ndarray, records) -> bool:
     """Whether scheme 3 codes these qualities smaller than scheme 2 (by _MARGIN), judged on the
-    first records (at most _SAMPLE qualities): each scheme's entropy there, scaled to the chunk,
-    plus its table as stored."""
-    if a > _MAX_A3 or not len(q):  # (not qualities an instrument writes: the tables would be large)
-        return False
+    first records (at most _SAMPLE qualities, at least one record): each scheme's entropy there,
+    scaled to the chunk, plus an estimate of its table."""
     l_seq, flag = _fields(records)
-    c3, c2, m = _qctx.counts(q, l_seq, flag, lut.tobytes(), a, _SAMPLE)
+    if not len(q) or not len(l_seq):
+        return False
+    ends = np.cumsum(l_seq)
+    m = int(ends[max(int(np.searchsorted(ends, _SAMPLE, side="right")) - 1, 0)])
+    vals, lut = _lut(q[:m])
+    a = len(vals)
+    if a > _MAX_A3 or not m:  # (not qualities an instrument writes: the tables would be large)
+        return False
+    c3, c2, counted = _qctx.counts(q, l_seq, flag, lut.tobytes(), a, _SAMPLE)
     c3 = np.frombuffer(c3, np.int64).reshape(-1, a)
     c2 = np.frombuffer(c2, np.int64).reshape(-1, a)
-    if np.count_nonzero(c3.sum(axis=1)) > _MAX_ROWS3 // 2 or not m:
+    if counted != m or np.count_nonzero(c3.sum(axis=1)) > _MAX_ROWS3 // 2:
         return False
     scale = len(q) / m
-    cost3 = _bits(c3) * scale + len(_table(c3)[2])
-    cost2 = _bits(c2) * scale + len(_table(c2)[2])
+    # a table as stored takes 1.1-1.7 bytes a frequency that is not 0 (zstd of u16 rows)
+    cost3 = _bits(c3) * scale + 1.5 * np.count_nonzero(c3)
+    cost2 = _bits(c2) * scale + 1.5 * np.count_nonzero(c2)
     return cost3 < _MARGIN * cost2
 
 
-def _encode3(q: np.ndarray, records, vals: np.ndarray, lut: np.ndarray) -> bytes | None:
-    """Scheme 3's payload (None: it would use more contexts than a reader takes)."""
+def _encode3(q: np.ndarray, records) -> bytes | None:
+    """Scheme 3's payload (None: it would use more contexts, or values, than a reader takes)."""
+    vals, lut = _lut(q)
     a = len(vals)
     if a > _MAX_A3:
         return None
@@ -183,14 +199,11 @@ def _encode3(q: np.ndarray, records, vals: np.ndarray, lut: np.ndarray) -> bytes
 def encode(data: bytes, level: int | None, *, records, scheme: int | None = None) -> bytes:
     """Scheme 2, or 3 where it is smaller (``scheme`` forces one: 1, 2 or 3)."""
     q = np.frombuffer(data, dtype=np.uint8)
+    if scheme == 3 or scheme is None and _choose(q, records):
+        out = _encode3(q, records)
+        if out is not None:
+            return out
     if scheme in (None, 3):
-        vals = np.flatnonzero(np.frombuffer(_qctx.histogram(q), np.int64)).astype(np.uint8)
-        lut = np.zeros(256, dtype=np.uint8)
-        lut[vals] = np.arange(len(vals), dtype=np.uint8)
-        if scheme == 3 or _choose(q, records, lut, len(vals)):
-            out = _encode3(q, records, vals, lut)
-            if out is not None:
-                return out
         scheme = _SCHEME
     layout = _contexts(records, len(q))
     grouped, counts256 = _grouped(q, layout)

@@ -316,9 +316,19 @@ static PyObject *q_histogram(PyObject *self, PyObject *args) {
     Py_buffer qb;
     if (!PyArg_ParseTuple(args, "y*", &qb)) return NULL;
     int64_t h[256] = {0};
+    uint32_t bank[4][256]; /* four counts per value: runs of one value do not wait on one counter */
     const uint8_t *q = qb.buf;
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < qb.len; i++) h[q[i]]++;
+    memset(bank, 0, sizeof bank);
+    for (Py_ssize_t i = 0; i < qb.len;) {
+        Py_ssize_t stop = qb.len - i > (1 << 30) ? i + (1 << 30) : qb.len; /* (no bank overflows) */
+        for (; i + 4 <= stop; i += 4) { bank[0][q[i]]++; bank[1][q[i + 1]]++; bank[2][q[i + 2]]++; bank[3][q[i + 3]]++; }
+        for (; i < stop; i++) bank[0][q[i]]++;
+        for (int v = 0; v < 256; v++) {
+            h[v] += (int64_t)bank[0][v] + bank[1][v] + bank[2][v] + bank[3][v];
+            bank[0][v] = bank[1][v] = bank[2][v] = bank[3][v] = 0;
+        }
+    }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&qb);
     return PyBytes_FromStringAndSize((const char *)h, sizeof h);
