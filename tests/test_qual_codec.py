@@ -357,3 +357,23 @@ def test_the_scheme_3_writers_bytes_are_pinned():
     q, flags, lengths = _markov(n_reads=600, seed=5)
     records = RecordFields(l_seq=lengths, flag=flags)
     assert hashlib.md5(qual.encode(q.tobytes(), None, records=records)).hexdigest() == "7c69bf4877d7cb8884bc76f9d2ddbc30"
+
+
+def test_a_truncated_or_oversized_header_is_a_value_error():
+    """Any cut of a payload's header is ValueError (not struct's or zstd's error), and a header
+    naming more contexts than the column has qualities is refused before its table is read."""
+    import struct
+
+    q, flags, lengths = _markov(n_reads=50)
+    records = RecordFields(l_seq=lengths, flag=flags)
+    for scheme in (2, 3):
+        stored = qual.encode(q.tobytes(), None, records=records, scheme=scheme)
+        a = struct.unpack_from("<H", stored, 4)[0]
+        k = struct.unpack_from("<H", stored, 6 + a)[0]
+        for cut in range(6, 6 + a + 2 + 2 * k + 4 + 8):
+            with pytest.raises(ValueError):
+                qual.decode(stored[:cut], q.size, records=records)
+    one = RecordFields(l_seq=np.array([1], np.int64), flag=np.zeros(1, np.uint16))
+    many = b"BQ\x01\x03\x01\x00\x05" + struct.pack("<H", 1000) + bytes(2000) + struct.pack("<I", 0)
+    with pytest.raises(ValueError, match="more contexts"):
+        qual.decode(many, 1, records=one)

@@ -41,7 +41,7 @@ static PyObject *m_split(PyObject *self, PyObject *args) {
     Py_buffer col, posb;
     if (!PyArg_ParseTuple(args, "y*y*", &col, &posb)) return NULL;
     Py_ssize_t n = col.len / 4;
-    if (col.len % 4 || posb.len != 8 * n || n == 0) {
+    if (col.len % 4 || n > PY_SSIZE_T_MAX / 8 || posb.len != 8 * n || n == 0 || n > INT32_MAX) {
         PyBuffer_Release(&col); PyBuffer_Release(&posb);
         Py_RETURN_NONE;
     }
@@ -96,7 +96,8 @@ static PyObject *m_join(PyObject *self, PyObject *args) {
     PyObject *result = NULL;
     uint32_t *v = NULL, *expl = NULL;
     int32_t *ptr = NULL;
-    if (size < 4 || size % 4 || posb.len != 8 * n || valsb.len % 4 || codesb.len > n || oksb.len > n || ne > n)
+    if (size < 4 || size % 4 || n > PY_SSIZE_T_MAX / 8 || n > INT32_MAX || posb.len != 8 * n || valsb.len % 4 ||
+        codesb.len > n || oksb.len > n || ne > n)
         err = "the mates streams do not match the column";
     if (!err) {
         v = malloc(sizeof(uint32_t) * n);

@@ -73,12 +73,13 @@ static PyObject *n_split(PyObject *self, PyObject *args) {
         Py_ssize_t m = start[i + 1] - start[i] - 1; /* without its NUL */
         uint64_t h = hash(s, m);
         Py_ssize_t slot = (Py_ssize_t)(h & (uint64_t)(size - 1)), found = -1;
-        while (table[slot] >= 0) {
+        int probes = 0;
+        while (table[slot] >= 0 && probes++ < 64) { /* (names made to collide: stored as text) */
             Py_ssize_t j = table[slot];
             if (start[j + 1] - start[j] - 1 == m && !memcmp(d + start[j], s, m)) { found = j; break; }
             slot = (slot + 1) & (size - 1);
         }
-        table[slot] = i; /* the latest record of this name */
+        if (found >= 0 || table[slot] < 0) table[slot] = i; /* the latest record of this name */
         if (found >= 0 && i - found <= REACH) { codes[i] = (uint8_t)(i - found); continue; }
         codes[i] = 0;
         int place = 0;

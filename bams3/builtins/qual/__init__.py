@@ -19,17 +19,18 @@ per chunk. The codec is record-aware: the host passes
 
 Payload (little-endian)::
 
-    b"BQ", version u8 = 1, scheme u8 (context = min(cycle, 511) * 2 + read2)
+    b"BQ", version u8 = 1, scheme u8 (1, 2: context = min(cycle, 511) * 2 + read2; 3: below)
     A u16, the A distinct quality bytes (ascending)
     K u16, the K context ids used (u16 each, ascending)
     T u32, T bytes of zstd: u16 frequencies, K rows of A, each row summing to 4096
-    the rANS stream, to the end; symbol i (of the qualities grouped by context) uses state i % S:
+    the rANS stream, to the end; symbol i (schemes 1, 2: of the qualities grouped by context;
+    scheme 3: in read order, below) uses state i % S:
       scheme 1: S = 4 u32 states in [2^23, 2^31), then bytes (byte-wise renormalisation)
-      scheme 2: S = 32 u32 states in [2^16, 2^32), then u16 words (one at most per symbol)
+      schemes 2, 3: S = 32 u32 states in [2^16, 2^32), then u16 words (one at most per symbol)
 
 Scheme 2 is written (its decoder takes a step with no loop or branch, and 32 states are four
 AVX2 registers), or scheme 3 where it codes the chunk at least 3% smaller (judged on its first
-records); scheme 1, which bams3 wrote before scheme 2, is still read.
+records, up to 2^17 qualities but at least one record); scheme 1, which bams3 wrote before scheme 2, is still read.
 
 Scheme 3 (``_qctx.c``) has the same header, but its contexts are
 ``(p * 32 + min(cycle // 16, 31)) * 2 + read2``, p the symbol of the quality before in the read
@@ -181,7 +182,7 @@ def _encode3(q: np.ndarray, records) -> bytes | None:
     """Scheme 3's payload (None: it would use more contexts, or values, than a reader takes)."""
     vals, lut = _lut(q)
     a = len(vals)
-    if a > _MAX_A3:
+    if not a or a > _MAX_A3:
         return None
     l_seq, flag = _fields(records)
     c3, _, _ = _qctx.counts(q, l_seq, flag, lut.tobytes(), a, len(q))
@@ -232,23 +233,30 @@ def decode(data: bytes, raw_size: int, *, records, simd: bool = True) -> bytes:
     if not 1 <= a <= 256:
         raise ValueError("bad alphabet size")
     o = 6
-    vals = np.frombuffer(data, dtype=np.uint8, count=a, offset=o)
-    o += a
-    (k,) = struct.unpack_from("<H", data, o)
-    o += 2
-    used = np.frombuffer(data, dtype="<u2", count=k, offset=o).astype(np.int64)
-    o += 2 * k
-    (tlen,) = struct.unpack_from("<I", data, o)
-    o += 4
-    if o + tlen > len(data):
-        raise ValueError("truncated context table")
-    want = k * a * 2
-    freqs = zstandard.ZstdDecompressor().decompress(data[o : o + tlen], max_output_size=max(want, 1))
+    try:
+        vals = np.frombuffer(data, dtype=np.uint8, count=a, offset=o)
+        o += a
+        (k,) = struct.unpack_from("<H", data, o)
+        o += 2
+        # every context holds a quality (and scheme 3 has its limits): checked before the table
+        # is decompressed, so that its size follows from raw_size
+        if k > raw_size or scheme == 3 and (k > _MAX_ROWS3 or a > _MAX_A3):
+            raise ValueError("more contexts than the qualities can use")
+        used = np.frombuffer(data, dtype="<u2", count=k, offset=o).astype(np.int64)
+        o += 2 * k
+        (tlen,) = struct.unpack_from("<I", data, o)
+        o += 4
+        if o + tlen > len(data):
+            raise ValueError("truncated context table")
+        want = k * a * 2
+        freqs = zstandard.ZstdDecompressor().decompress(data[o : o + tlen], max_output_size=max(want, 1))
+    except (struct.error, zstandard.ZstdError) as e:  # (np.frombuffer past the end: ValueError)
+        raise ValueError(f"a truncated or damaged qual-codec header ({e})") from None
     if len(freqs) != want:
         raise ValueError("context table has the wrong size")
     o += tlen
     if scheme == 3:
-        if k > _MAX_ROWS3 or a > _MAX_A3 or (k and (used[-1] >= (a + 1) * _N_CTX3 or np.any(np.diff(used) <= 0))):
+        if k and (used[-1] >= (a + 1) * _N_CTX3 or np.any(np.diff(used) <= 0)):
             raise ValueError("the stored contexts are not scheme 3's")
         rows = np.full((a + 1) * _N_CTX3, -1, dtype=np.int32)
         rows[used] = np.arange(k, dtype=np.int32)

@@ -51,6 +51,13 @@ static int check_records(const int64_t *l_seq, Py_ssize_t nr, Py_ssize_t n) {
     return s == n ? 0 : -1;
 }
 
+/* Every byte value maps to a symbol below A (the values absent map anywhere below it). */
+static int lut_fits(const uint8_t *lut, Py_ssize_t a) {
+    for (int v = 0; v < 256; v++)
+        if (lut[v] >= a) return 0;
+    return 1;
+}
+
 #define STORED(s, L, rev, c) ((rev) ? (s) + (L) - 1 - (c) : (s) + (c))
 
 static PyObject *q_counts(PyObject *self, PyObject *args) {
@@ -59,7 +66,8 @@ static PyObject *q_counts(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*y*y*y*nn", &qb, &lb, &fb, &lutb, &a, &max_n)) return NULL;
     Py_ssize_t nr = lb.len / 8;
     PyObject *c3 = NULL, *c2 = NULL, *res = NULL;
-    if (a < 1 || a > 256 || lutb.len != 256 || fb.len != 2 * nr || check_records(lb.buf, nr, qb.len)) {
+    if (a < 1 || a > 256 || lutb.len != 256 || fb.len != 2 * nr || check_records(lb.buf, nr, qb.len) ||
+        !lut_fits(lutb.buf, a)) {
         PyErr_SetString(PyExc_ValueError, "qualities and records do not match");
         goto done;
     }
@@ -114,7 +122,7 @@ static PyObject *q_encode(PyObject *self, PyObject *args) {
     uint32_t *cum = NULL;
     uint8_t *buf = NULL;
     if (a < 1 || a > 256 || lutb.len != 256 || fb.len != 2 * nr || rowb.len != 4 * nctx || frb.len != 2 * k * a ||
-        check_records(lb.buf, nr, n))
+        check_records(lb.buf, nr, n) || !lut_fits(lutb.buf, a))
         err = "qualities, records and tables do not match";
     else if (!(cum = malloc(sizeof(uint32_t) * (k * (a + 1) + 1))) || !(buf = malloc(2 * n + 4 * NW))) {
         PyErr_NoMemory();
@@ -141,7 +149,8 @@ static PyObject *q_encode(PyObject *self, PyObject *args) {
             if (l_seq[g0 + i] > maxl) maxl = l_seq[g0 + i];
         }
         gs -= total;
-        for (int i = 0, off = 0; i < m; i++) { offs[i] = gs + off; off += (int)l_seq[g0 + i]; }
+        Py_ssize_t off = 0;
+        for (int i = 0; i < m; i++) { offs[i] = gs + off; off += l_seq[g0 + i]; }
         for (Py_ssize_t c = maxl - 1; c >= 0 && !err; c--) {
             for (int i = m - 1; i >= 0; i--) {
                 Py_ssize_t L = l_seq[g0 + i], st = offs[i];
