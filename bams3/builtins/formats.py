@@ -87,7 +87,11 @@ class SamtoolsWriter:
                 *(["-T", reference] if reference else []), "-"]
         self._proc = Child(["-c", _SAMTOOLS_CHILD, *args], stdin=subprocess.PIPE, stdout=fd,
                            stderr=subprocess.PIPE, bufsize=1 << 20)
-        self._raw(header.to_bam_bytes())
+        try:
+            self._raw(header.to_bam_bytes())
+        except BaseException:  # (a Ctrl-C here: no caller holds this writer to abort it)
+            self.abort()
+            raise
 
     def _raw(self, data) -> None:
         try:
@@ -112,7 +116,11 @@ class SamtoolsWriter:
             raise Bams3Error(f"writing {self._label} failed: {err.splitlines()[-1] if err else 'samtools view died'}")
 
     def close(self) -> None:
-        self._finish()
+        try:
+            self._finish()
+        except KeyboardInterrupt:  # Ctrl-C while the child finishes: stop it, and its directory goes
+            self.abort()
+            raise
 
     def abort(self) -> None:
         self._proc.kill()
