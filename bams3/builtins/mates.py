@@ -21,15 +21,13 @@ Payload (little-endian)::
 
 from __future__ import annotations
 
-import struct
 
 import numpy as np
-import zstandard
 
 from bams3.plugin_api import Codec, hookimpl
 
 from . import _mates
-from .zstd import _compressor
+from .zstd import _compressor, read_sections, read_whole, section
 
 _MAGIC = b"MT"
 _VERSION = 1
@@ -40,19 +38,12 @@ def _pos(records) -> np.ndarray:
     return np.ascontiguousarray(records.pos, dtype=np.int64)
 
 
-def _z(data: bytes, level: int) -> bytes:
-    if not data:
-        return b"\0\0\0\0"
-    c = _compressor(level).compress(data)
-    return struct.pack("<I", len(c)) + c
-
-
 def encode(data: bytes, level: int | None, *, records) -> bytes:
     level = _LEVEL if level is None else int(level)
     parts = _mates.split(data, _pos(records))
     if parts is None:  # not 4 bytes a record of these records
         return _MAGIC + bytes([_VERSION, 0]) + _compressor(level).compress(data)
-    return _MAGIC + bytes([_VERSION, 1]) + b"".join(_z(s, level) for s in parts)
+    return _MAGIC + bytes([_VERSION, 1]) + b"".join(section(s, level) for s in parts)
 
 
 def decode(data: bytes, raw_size: int, *, records) -> bytes:
@@ -60,37 +51,13 @@ def decode(data: bytes, raw_size: int, *, records) -> bytes:
         raise ValueError("not a mates-codec payload")
     if data[2] != _VERSION:
         raise ValueError(f"mates codec payload version {data[2]} is not supported; upgrade bams3")
-    d = zstandard.ZstdDecompressor()
     mode = data[3]
-    try:
-        if mode == 0:
-            frame = data[4:]
-            if zstandard.frame_content_size(frame) != raw_size:  # (a frame's declared size is what it gives)
-                raise ValueError("a mates-codec frame of another size than its column")
-            return d.decompress(frame, max_output_size=max(raw_size, 1))
-        if mode != 1:
-            raise ValueError("a mates-codec payload of an unknown mode")
-        n = raw_size // 4
-        o, sections = 4, []
-        for bound in (n, n, 4 * n):  # codes, oks: a byte a record at most; values: 4 bytes
-            if o + 4 > len(data):
-                raise ValueError("truncated mates-codec payload")
-            (size,) = struct.unpack_from("<I", data, o)
-            o += 4
-            if o + size > len(data):
-                raise ValueError("truncated mates-codec payload")
-            if size:
-                frame = data[o : o + size]
-                if zstandard.frame_content_size(frame) > bound:
-                    raise ValueError("a mates-codec section is larger than its column")
-                sections.append(d.decompress(frame, max_output_size=max(bound, 1)))
-            else:
-                sections.append(b"")
-            o += size
-    except zstandard.ZstdError as e:
-        raise ValueError(f"a mates-codec section does not decompress: {e}") from None
-    if o != len(data):
-        raise ValueError("a mates-codec payload has bytes after its sections")
+    if mode == 0:
+        return read_whole(data[4:], raw_size, "mates")
+    if mode != 1:
+        raise ValueError("a mates-codec payload of an unknown mode")
+    n = raw_size // 4  # codes, oks: a byte a record at most; values: 4 bytes
+    sections = read_sections(data, 4, (n, n, 4 * n), "mates")
     return _mates.join(raw_size, _pos(records), *sections)
 
 

@@ -22,14 +22,12 @@ Payload (little-endian)::
 
 from __future__ import annotations
 
-import struct
 
-import zstandard
 
 from bams3.plugin_api import Codec, hookimpl
 
 from . import _names
-from .zstd import _compressor
+from .zstd import _compressor, read_sections, read_whole, section
 
 _MAGIC = b"RN"
 _VERSION = 1
@@ -40,21 +38,14 @@ _LEVEL, _NUMBERS_LEVEL = 12, 15
 _SMALL = 1 << 16  # a column of fewer bytes is stored as it is when that is smaller
 
 
-def _z(data: bytes, level: int) -> bytes:
-    if not data:
-        return b"\0\0\0\0"
-    c = _compressor(level).compress(data)
-    return struct.pack("<I", len(c)) + c
-
-
 def encode(data: bytes, level: int | None) -> bytes:
     parts = _names.split(data)
     if parts is None:  # not names, each ending in a NUL (or a name holds 0x01)
         return _MAGIC + bytes([_VERSION, 0]) + _compressor(_LEVEL if level is None else int(level)).compress(data)
     codes, shapes, numbers = parts
     text, nums = (_LEVEL, _NUMBERS_LEVEL) if level is None else (int(level), int(level))
-    out = (_MAGIC + bytes([_VERSION, 1]) + _z(codes, text) + _z(shapes, text)
-           + b"".join(_z(x, nums) for x in numbers))
+    out = (_MAGIC + bytes([_VERSION, 1]) + section(codes, text) + section(shapes, text)
+           + b"".join(section(x, nums) for x in numbers))
     if len(data) < _SMALL:  # a few names: the sections' framing may cost more than they save
         plain = _MAGIC + bytes([_VERSION, 0]) + _compressor(text).compress(data)
         if len(plain) <= len(out):
@@ -67,41 +58,15 @@ def decode(data: bytes, raw_size: int) -> bytes:
         raise ValueError("not a names-codec payload")
     if data[2] != _VERSION:
         raise ValueError(f"names codec payload version {data[2]} is not supported; upgrade bams3")
-    d = zstandard.ZstdDecompressor()
-    bound = max(raw_size, 1)  # no section is larger than the column (a number takes a byte of it)
-    budget = 4 * raw_size + 1  # nor are they all together more than 4 bytes a byte of it
     mode = data[3]
-    try:
-        if mode == 0:
-            frame = data[4:]
-            if zstandard.frame_content_size(frame) != raw_size:  # (a frame's declared size is what it gives)
-                raise ValueError("a names-codec frame of another size than its column")
-            return d.decompress(frame, max_output_size=bound)
-        if mode != 1:
-            raise ValueError("a names-codec payload of an unknown mode")
-        o, sections = 4, []
-        for k in range(2 + _PLACES):
-            if o + 4 > len(data):
-                raise ValueError("truncated names-codec payload")
-            (size,) = struct.unpack_from("<I", data, o)
-            o += 4
-            if o + size > len(data):
-                raise ValueError("truncated names-codec payload")
-            if size:
-                limit = min(bound if k < 2 else 4 * bound, budget)
-                frame = data[o : o + size]
-                if zstandard.frame_content_size(frame) > limit:
-                    raise ValueError("a names-codec section is larger than its column")
-                section = d.decompress(frame, max_output_size=limit)
-                budget -= len(section)
-                sections.append(section)
-            else:
-                sections.append(b"")
-            o += size
-    except zstandard.ZstdError as e:
-        raise ValueError(f"a names-codec section does not decompress: {e}") from None
-    if o != len(data):
-        raise ValueError("a names-codec payload has bytes after its sections")
+    if mode == 0:
+        return read_whole(data[4:], raw_size, "names")
+    if mode != 1:
+        raise ValueError("a names-codec payload of an unknown mode")
+    # no section is larger than the column (a number takes a byte of it, and 4 bytes stored), nor
+    # are they all together more than 4 bytes a byte of it
+    limits = [raw_size, raw_size] + [4 * raw_size] * _PLACES
+    sections = read_sections(data, 4, limits, "names", total=4 * raw_size + 1)
     return _names.join(raw_size, sections[0], sections[1], sections[2:])
 
 

@@ -25,26 +25,17 @@ Payload (little-endian)::
 
 from __future__ import annotations
 
-import struct
 
 import numpy as np
-import zstandard
 
 from bams3.plugin_api import Codec, hookimpl
 
 from . import _tags
-from .zstd import _compressor
+from .zstd import _compressor, read_sections, read_whole, section
 
 _MAGIC = b"BA"
 _VERSION = 1
 _LEVEL = 3
-
-
-def _z(data: bytes, level: int) -> bytes:
-    if not data:
-        return b"\0\0\0\0"
-    c = _compressor(level).compress(data)
-    return struct.pack("<I", len(c)) + c
 
 
 def _as_table(numbers: bytes) -> bytes | None:
@@ -86,7 +77,7 @@ def encode(data: bytes, level: int | None) -> bytes:
             if table is not None:
                 streams[3 * k + 1], forms[k] = table, 1
     head = _MAGIC + bytes([_VERSION, 1, len(preds)]) + tags + preds + bytes(forms)
-    return head + b"".join(_z(s, level) for s in (ids, *streams))
+    return head + b"".join(section(s, level) for s in (ids, *streams))
 
 
 def decode(data: bytes, raw_size: int) -> bytes:
@@ -94,17 +85,9 @@ def decode(data: bytes, raw_size: int) -> bytes:
         raise ValueError("not a tags-codec payload")
     if data[2] != _VERSION:
         raise ValueError(f"tags codec payload version {data[2]} is not supported; upgrade bams3")
-    d = zstandard.ZstdDecompressor()
-    bound = max(raw_size, 1)  # no stream is larger than the column
     mode = data[3]
     if mode == 0:
-        frame = data[4:]
-        try:
-            if zstandard.frame_content_size(frame) != raw_size:  # (a frame's declared size is what it gives)
-                raise ValueError("a tags-codec frame of another size than its column")
-            return d.decompress(frame, max_output_size=bound)
-        except zstandard.ZstdError as e:
-            raise ValueError(f"a tags-codec frame does not decompress: {e}") from None
+        return read_whole(data[4:], raw_size, "tags")
     if mode != 1 or len(data) < 5:
         raise ValueError("a tags-codec payload of an unknown mode")
     nt = data[4]
@@ -112,33 +95,10 @@ def decode(data: bytes, raw_size: int) -> bytes:
     if not nt or o > len(data):
         raise ValueError("truncated tags-codec payload")
     tags, preds, forms = data[5 : 5 + 2 * nt], data[5 + 2 * nt : 5 + 3 * nt], data[5 + 3 * nt : o]
-    sections = []
-    # the streams hold the column less its tags (ids one byte per field of 3+), plus
-    # numbers widened to 4 bytes and a float table's 1 + 1024 bytes per tag
-    budget = 3 * raw_size + 1025 * nt + 1
-    for _ in range(1 + 3 * nt):
-        if o + 4 > len(data):
-            raise ValueError("truncated tags-codec payload")
-        (n,) = struct.unpack_from("<I", data, o)
-        o += 4
-        if o + n > len(data):
-            raise ValueError("truncated tags-codec payload")
-        if n:
-            frame = data[o : o + n]
-            try:
-                declared = zstandard.frame_content_size(frame)  # -1 when not declared
-                if declared > bound or declared > budget:
-                    raise ValueError("a tags-codec section is larger than its column")
-                section = d.decompress(frame, max_output_size=min(bound, budget))
-            except zstandard.ZstdError as e:
-                raise ValueError(f"a tags-codec section does not decompress: {e}") from None
-            budget -= len(section)
-            sections.append(section)
-        else:
-            sections.append(b"")
-        o += n
-    if o != len(data):
-        raise ValueError("a tags-codec payload has bytes after its sections")
+    # no stream is larger than the column, and together they hold the column less its tags (ids
+    # one byte per field of 3+), plus numbers widened to 4 bytes and a float table's 1 + 1024
+    # bytes per tag
+    sections = read_sections(data, o, [raw_size] * (1 + 3 * nt), "tags", total=3 * raw_size + 1025 * nt + 1)
     streams = sections[1:]
     for k, form in enumerate(forms):
         if form == 1:

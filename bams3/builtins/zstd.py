@@ -1,5 +1,6 @@
 """bams3 codec plugin: Zstandard, one compressor per thread (GIL released while compressing)."""
 
+import struct
 import threading
 
 import zstandard
@@ -17,6 +18,56 @@ def _compressor(level: int) -> zstandard.ZstdCompressor:
     if c is None:
         c = cache[level] = zstandard.ZstdCompressor(level=level, write_content_size=True)
     return c
+
+
+def section(data: bytes, level: int) -> bytes:
+    """A section of a codec's payload: u32 length, then a zstd frame of ``data`` (length 0: empty)."""
+    if not data:
+        return b"\0\0\0\0"
+    c = _compressor(level).compress(data)
+    return struct.pack("<I", len(c)) + c
+
+
+def read_sections(data: bytes, o: int, limits, what: str, total: int | None = None) -> list[bytes]:
+    """The sections of a ``what``-codec payload from offset ``o`` to its end (see :func:`section`):
+    section k decompresses to at most ``limits[k]`` bytes, and all of them together to at most
+    ``total``. ValueError for a truncated, oversized or damaged section, or bytes after the last."""
+    d = zstandard.ZstdDecompressor()
+    out = []
+    try:
+        for limit in limits:
+            limit = limit if total is None else min(limit, total)
+            if o + 4 > len(data):
+                raise ValueError(f"truncated {what}-codec payload")
+            (n,) = struct.unpack_from("<I", data, o)
+            o += 4
+            if o + n > len(data):
+                raise ValueError(f"truncated {what}-codec payload")
+            part = b""
+            if n:
+                frame = data[o : o + n]
+                if zstandard.frame_content_size(frame) > limit:  # (-1: not declared)
+                    raise ValueError(f"a {what}-codec section is larger than its column")
+                part = d.decompress(frame, max_output_size=max(limit, 1))
+                if total is not None:
+                    total -= len(part)
+            out.append(part)
+            o += n
+    except zstandard.ZstdError as e:
+        raise ValueError(f"a {what}-codec section does not decompress: {e}") from None
+    if o != len(data):
+        raise ValueError(f"a {what}-codec payload has bytes after its sections")
+    return out
+
+
+def read_whole(frame: bytes, raw_size: int, what: str) -> bytes:
+    """A ``what``-codec payload's column stored as it is: one zstd frame that declares its size."""
+    try:
+        if zstandard.frame_content_size(frame) != raw_size:  # (a frame's declared size is what it gives)
+            raise ValueError(f"a {what}-codec frame of another size than its column")
+        return zstandard.ZstdDecompressor().decompress(frame, max_output_size=max(raw_size, 1))
+    except zstandard.ZstdError as e:
+        raise ValueError(f"a {what}-codec frame does not decompress: {e}") from None
 
 
 def encode(data: bytes, level: int | None) -> bytes:
