@@ -60,12 +60,15 @@ class Codec:
     must be thread-safe; ``decode`` must never return more than ``raw_size``
     bytes.
 
-    A ``record_aware`` codec is for a per-base column (qualities): both
-    functions also receive ``records=`` a :class:`RecordFields` describing the
-    chunk's records, so the codec can model per read and per cycle.
-    ``column`` names the one column such a codec models (``"qual"`` or ``"seq"``):
-    bams3 refuses it for any other (``--qual-codec``/``--seq-codec``), and a
-    record-aware codec is never the general one (``--codec``).
+    A ``record_aware`` codec also receives, in both functions, ``records=`` a
+    :class:`RecordFields` describing the chunk's records, so it can model per
+    read and per cycle (qualities, sequences) or from the records' positions
+    (mates). ``column`` names the one column a codec models (``"qual"``,
+    ``"seq"``, ``"aux"``, ``"next_pos"`` or ``"read_name"``): bams3 refuses it
+    for any other (``--qual-codec``, ``--seq-codec``, ``--aux-codec``,
+    ``--mate-codec``, ``--name-codec``). A record-aware codec without a
+    ``column`` is for bases or qualities; neither kind is ever the general
+    codec (``--codec``).
     """
 
     name: str
