@@ -181,11 +181,21 @@ def test_count_coverage_of_padded_clipped_and_sequenceless_reads(files, name):
     for threshold in (0, 15, -1):
         for cb in ("all", "nofilter", _mapq30):
             for ref in refs:
+                if (threshold, cb, name) == (0, "nofilter", "c1#pad1.sam"):
+                    # pysam reads past these padded reads' sequences here (undefined: it counts
+                    # nothing there, and once in a few hundred runs whatever memory held: 71 where
+                    # 70, in a CI run): ours is pinned to its answer when it counts nothing
+                    ours = bams3.open(files[name][1]).count_coverage(ref, quality_threshold=0,
+                                                                      read_callback="nofilter")
+                    assert [list(a) for a in ours] == PAD1_NOFILTER
+                    continue
                 theirs = _both(files, name, lambda f: f.count_coverage(ref, quality_threshold=threshold, read_callback=cb),
                                (name, ref, threshold, cb))
                 assert theirs[0] == "ok"
-                if (threshold, cb, name) == (0, "nofilter", "c1#pad1.sam"):
-                    assert sum(map(sum, theirs[1])) == 70  # pysam counts none of the pairs past a sequence
+
+
+PAD1_NOFILTER = [[9, 9, 0, 0, 0, 0, 0, 0, 0, 0], [0, 0, 8, 8, 0, 4, 0, 0, 0, 0], [0, 0, 0, 0, 7, 1, 4, 4, 0, 0],
+                 [0, 0, 0, 0, 0, 2, 3, 1, 5, 5]]  # A, C, G, T: 70 in all
 
 
 def _pileup_summary(columns) -> list:
