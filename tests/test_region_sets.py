@@ -179,3 +179,21 @@ def test_bed_files_gzipped_from_a_pipe_or_in_any_encoding():
     broken = _DIR / "broken.bed.gz"
     broken.write_bytes(gzip.compress(b"chrA\t0\t100\n" * 1000)[:60])
     assert_one_line_error(run("query", ds.url, "-L", broken, "-c"), 2, "broken.bed.gz")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 80), st.integers(0, 9)), max_size=40),
+       st.lists(st.tuples(st.integers(0, 80), st.integers(0, 12)), max_size=12))
+def test_the_overlap_mask_is_the_plain_definition(records, ivs):
+    """The mask that cuts a chunk by many intervals (one binary search per record) keeps
+    exactly the records [pos, pos + span) overlapping some [b, e): intervals in any order,
+    overlapping, empty; reads of span 0."""
+    import numpy as np
+
+    from bams3.dataset import _overlap_mask
+
+    pos = np.array([p for p, _ in records], dtype=np.int64)
+    span = np.array([s for _, s in records], dtype=np.int64)
+    ivs = [(b, b + n) for b, n in ivs]
+    want = [any(p < e and p + s > b for b, e in ivs) for p, s in records]
+    assert _overlap_mask(pos, span, ivs).tolist() == want
