@@ -182,3 +182,143 @@ class HtslibWriter:
         except OSError:
             pass
         self._thread.join(timeout=10)
+
+
+_HTSLIB: object = None  # pysam's htslib through ctypes once checked; False: not usable
+
+
+class SamFormatter:
+    """SAM lines for raw records, formatted in this process by htslib's own ``sam_format1`` (the
+    one samtools view calls), in one C loop per batch with the GIL released (``sam`` in
+    ``bams3/_segments.c``). Records htslib's reader would change or refuse are left to the caller
+    (:meth:`format` stops before the first). :func:`sam_formatter` makes one, or says None."""
+
+    def __init__(self, lib, header_ptr: int, nref: int):
+        self._lib, self._hdr, self._nref = lib, header_ptr, nref
+
+    def format(self, batch: RecordBatch, start: int = 0) -> tuple[bytes, int]:
+        """The lines of records ``start``.. (each ending in a newline) and the index of the first
+        record not formatted (``len(batch)`` when all were)."""
+        from . import _segments
+
+        return _segments.sam(batch.data, batch.offsets, start, self._lib.format_address, self._hdr, self._nref)
+
+    def close(self) -> None:
+        if self._hdr:
+            self._lib.sam_hdr_destroy(self._hdr)
+            self._hdr = 0
+
+
+def sam_formatter(header: Header) -> SamFormatter | None:
+    """A :class:`SamFormatter` for records under ``header``, or None where this process cannot
+    format them as samtools does: no pysam htslib to call, an htslib older than 1.10 (another
+    record layout), a probe record that does not come out as samtools writes it, or reference
+    names htslib's header parser does not give back unchanged."""
+    lib = _htslib()
+    if lib is None:
+        return None
+    hdr = _references_header(lib, header.references)
+    return None if hdr is None else SamFormatter(lib, hdr, len(header.references))
+
+
+def _references_header(lib, references) -> int | None:
+    """An htslib header holding exactly these references (an @SQ line each), or None."""
+    text = "".join(f"@SQ\tSN:{n}\tLN:{ln}\n" for n, ln in references).encode()
+    level = lib.hts_get_log_level()
+    lib.hts_set_log_level(0)  # a name htslib would warn about is refused below, silently
+    try:
+        hdr = lib.sam_hdr_parse(len(text), text) if references else lib.sam_hdr_init()
+    finally:
+        lib.hts_set_log_level(level)
+    if not hdr:
+        return None
+    ok = lib.sam_hdr_nref(hdr) == len(references) and all(
+        lib.sam_hdr_tid2name(hdr, i) == n.encode() for i, (n, _) in enumerate(references))
+    if not ok:
+        lib.sam_hdr_destroy(hdr)
+        return None
+    return hdr
+
+
+def _htslib():
+    global _HTSLIB
+    if _HTSLIB is None:
+        try:
+            _HTSLIB = _load_htslib() or False
+        except (OSError, AttributeError, ValueError, ImportError):
+            _HTSLIB = False
+    return _HTSLIB or None
+
+
+# The probe: every field a different value, a CIGAR with a clip and an insertion, a tag of each
+# kind samtools prints differently (integer, float, text, array); and the line samtools writes.
+_PROBE_LINE = (b"probe:x1\t99\tb\t123457\t37\t3S4M1I2M\tc\t654322\t-777\tACGTNACGTA\t+,-./01234"
+               b"\tXY:i:42\tXF:f:0.1\tZZ:Z:hello\tXB:B:s,-1,300")
+
+
+def _probe_record() -> bytes:
+    import struct
+
+    name, cigar, seq = b"probe:x1\0", [(4, 3), (0, 4), (1, 1), (0, 2)], "ACGTNACGTA"
+    code = "=ACMGRSVTWYHKDBN"
+    packed = bytes((code.index(seq[i]) << 4) | code.index(seq[i + 1]) for i in range(0, len(seq), 2))
+    aux = (b"XYC" + bytes([42]) + b"XFf" + struct.pack("<f", 0.1) + b"ZZZhello\0"
+           + b"XBBs" + struct.pack("<ihh", 2, -1, 300))
+    var = name + b"".join(struct.pack("<I", n << 4 | op) for op, n in cigar) + packed + bytes(range(10, 20)) + aux
+    core = struct.pack("<iiBBHHHiiii", 1, 123_456, len(name), 37, 4681, len(cigar), 99, len(seq), 2, 654_321, -777)
+    return struct.pack("<i", len(core) + len(var)) + core + var
+
+
+def _load_htslib():
+    """pysam's bundled htslib (its libchtslib, loaded as a plain library: pysam itself is not
+    imported) with the functions a SamFormatter calls, if it formats the probe record as
+    samtools does."""
+    import ctypes
+    import importlib.machinery
+    import importlib.util
+
+    import numpy as np
+
+    from . import _segments
+
+    spec = importlib.util.find_spec("pysam")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for where in spec.submodule_search_locations:
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            path = os.path.join(where, "libchtslib" + suffix)
+            if os.path.isfile(path):
+                break
+        else:
+            continue
+        break
+    else:
+        return None
+    lib = ctypes.CDLL(path)
+    lib.hts_version.restype = ctypes.c_char_p
+    major, minor = (int(x) for x in lib.hts_version().decode().split("-")[0].split(".")[:2])
+    if (major, minor) < (1, 10):  # bam1_t as _segments.c lays it out: 64-bit positions
+        return None
+    lib.sam_hdr_parse.restype = ctypes.c_void_p
+    lib.sam_hdr_parse.argtypes = [ctypes.c_size_t, ctypes.c_char_p]
+    lib.sam_hdr_init.restype = ctypes.c_void_p
+    lib.sam_hdr_init.argtypes = []
+    lib.sam_hdr_nref.argtypes = [ctypes.c_void_p]
+    lib.sam_hdr_tid2name.restype = ctypes.c_char_p
+    lib.sam_hdr_tid2name.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    lib.sam_hdr_destroy.argtypes = [ctypes.c_void_p]
+    lib.sam_hdr_destroy.restype = None
+    lib.hts_get_log_level.restype = ctypes.c_int
+    lib.hts_set_log_level.argtypes = [ctypes.c_int]
+    lib.hts_set_log_level.restype = None
+    lib.format_address = ctypes.cast(lib.sam_format1, ctypes.c_void_p).value
+    hdr = _references_header(lib, [("a", 10_000_000), ("b", 10_000_000), ("c", 10_000_000)])
+    if hdr is None:
+        return None
+    try:
+        rec = _probe_record()
+        text, end = _segments.sam(np.frombuffer(rec, np.uint8), np.array([0, len(rec)], np.int64), 0,
+                                  lib.format_address, hdr, 3)
+    finally:
+        lib.sam_hdr_destroy(hdr)
+    return lib if (text, end) == (_PROBE_LINE + b"\n", 1) else None

@@ -14,6 +14,10 @@
  * bam1_t is htslib's (>= 1.10, 64-bit positions) layout; bams3/_pysam.py checks it against pysam
  * once per process on a record whose every field differs, and uses htslib when it does not hold.
  *
+ * sam() fills the same bam1_t and has htslib's own sam_format1 (its address from pysam's
+ * libchtslib, through ctypes: bams3/_pysam.py) write the SAM line samtools view would write,
+ * stopping before the first record parse() leaves to htslib's reader.
+ *
  * The records are not tracked by the cycle collector: an AlignedSegment (no instance dict) refers
  * only to its header and to its cache of strings and arrays (an _AlignedSegment_Cache, untracked
  * too), none of which can refer back to it, so it can never be part of a reference cycle. CPython
@@ -193,10 +197,100 @@ done:
     return result;
 }
 
+typedef struct {
+    size_t l, m;
+    char *s;
+} kstring_t;
+
+typedef int (*format_fn)(const void *, const bam1_t *, kstring_t *);
+
+/* sam(data_u8, offsets_i64, start, sam_format1_address, sam_hdr_address, nref) -> (text, end)
+ *
+ * SAM lines for records start.. of a batch, each formatted by htslib's own sam_format1 (the
+ * caller passes its address and a header whose references are the dataset's) from a bam1_t filled
+ * as bam_read1 fills it: the lines samtools view writes for the same records. Stops before the
+ * first record that parse() leaves to htslib's reader or that sam_format1 refuses: end is that
+ * record (the caller has samtools view write it and the rest). The GIL is released throughout. */
+static PyObject *s_sam(PyObject *self, PyObject *args) {
+    Py_buffer data, offs;
+    Py_ssize_t start, nref;
+    unsigned long long fn_addr, hdr_addr;
+    if (!PyArg_ParseTuple(args, "y*y*nKKn", &data, &offs, &start, &fn_addr, &hdr_addr, &nref)) return NULL;
+    PyObject *result = NULL;
+    const uint8_t *d = data.buf;
+    const int64_t *off = offs.buf;
+    Py_ssize_t n = offs.len / 8 - 1, i = start;
+    format_fn fmt = (format_fn)(uintptr_t)fn_addr;
+    const void *hdr = (const void *)(uintptr_t)hdr_addr;
+    if (n < 0 || start < 0 || start > n || !fn_addr || !hdr_addr) {
+        PyErr_SetString(PyExc_ValueError, "sam: bad arguments");
+        goto done;
+    }
+    char *out = NULL;
+    size_t used = 0, cap = 0;
+    uint8_t *scratch = NULL;
+    size_t scratch_cap = 0;
+    kstring_t line = {0, 0, NULL};
+    int failed = 0;
+    bam1_t b;
+    memset(&b, 0, sizeof b);
+    Py_BEGIN_ALLOW_THREADS
+    for (; i < n; i++) {
+        int64_t rlen;
+        if (off[i] < 0 || off[i + 1] < off[i] || off[i + 1] > data.len
+            || parse(d + off[i], off[i + 1] - off[i], nref, &b, &rlen) < 0)
+            break;
+        if ((size_t)b.l_data + 8 > scratch_cap) {
+            size_t want = (size_t)b.l_data * 2 + 64;
+            uint8_t *grown = realloc(scratch, want);
+            if (!grown) { failed = 1; break; }
+            scratch = grown;
+            scratch_cap = want;
+        }
+        const uint8_t *var = d + off[i] + 36;
+        uint32_t l_qname = b.core.l_qname - b.core.l_extranul;
+        memcpy(scratch, var, l_qname);
+        memset(scratch + l_qname, 0, b.core.l_extranul);
+        memcpy(scratch + b.core.l_qname, var + l_qname, (size_t)(b.l_data - b.core.l_qname));
+        b.data = scratch;
+        b.m_data = (uint32_t)scratch_cap;
+        if (fmt(hdr, &b, &line) < 0) break; /* samtools view says what is wrong with it */
+        if (used + line.l + 1 > cap) {
+            size_t want = (used + line.l + 1) * 2;
+            char *grown = realloc(out, want);
+            if (!grown) { failed = 1; break; }
+            out = grown;
+            cap = want;
+        }
+        memcpy(out + used, line.s, line.l);
+        out[used + line.l] = '\n';
+        used += line.l + 1;
+    }
+    Py_END_ALLOW_THREADS
+    free(line.s); /* htslib grew it with the C library's realloc */
+    free(scratch);
+    if (failed) {
+        PyErr_NoMemory();
+    } else {
+        PyObject *text = PyBytes_FromStringAndSize(out ? out : "", (Py_ssize_t)used);
+        if (text) {
+            result = Py_BuildValue("(Nn)", text, i);
+        }
+    }
+    free(out);
+done:
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&offs);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"make", s_make, METH_VARARGS,
      "make(data_u8, offsets_i64, maker_capsule, header, nref, cache_type) -> [AlignedSegment] (None: htslib must"
      " read the batch)"},
+    {"sam", s_sam, METH_VARARGS,
+     "sam(data_u8, offsets_i64, start, sam_format1_address, sam_hdr_address, nref) -> (text, end): SAM lines"
+     " by htslib's sam_format1 for records start..end-1"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -18,7 +18,8 @@ as a third party's should; the rest of the package may change between releases.
   :class:`Bams3Error`;
 - records for output formats: :class:`RecordBatch` (raw BAM records back to back),
   :func:`segment_lengths` and :func:`split_columns` (the variable-length fields as columns),
-  :class:`HtslibWriter` (records formatted by htslib), :class:`BgzfWriter`, :class:`Child`
+  :class:`HtslibWriter` (records formatted by htslib), :func:`sam_formatter` (SAM lines by
+  htslib's sam_format1 in this process), :class:`BgzfWriter`, :class:`Child`
   (a Python child process with a private temporary directory), :func:`samtools_message`
   (what samtools said when pysam raised).
 """
@@ -26,7 +27,7 @@ as a third party's should; the rest of the package may change between releases.
 from __future__ import annotations
 
 from ._child import Child
-from ._pysam import HtslibWriter
+from ._pysam import HtslibWriter, SamFormatter, sam_formatter
 from .bgzf import BgzfWriter
 from .errors import (
     STORAGE_KINDS,
@@ -46,6 +47,6 @@ from .storage import IOCounter, ObstoreStore, Store, TransportError, check_inter
 __all__ = [
     "STORAGE_KINDS", "Bams3Error", "BgzfWriter", "Child", "Codec", "ConflictError", "DatasetError", "Header",
     "HtslibWriter", "IOCounter", "NotADatasetError", "ObstoreStore", "OutputFormat", "RecordBatch", "RecordFields",
-    "Store", "StorageBackend", "StorageError", "TransportError", "UsageError", "check_interrupted", "hookimpl", "interrupted",
-    "redact", "redact_userinfo", "samtools_message", "segment_lengths", "split_columns",
+    "SamFormatter", "Store", "StorageBackend", "StorageError", "TransportError", "UsageError", "check_interrupted", "hookimpl", "interrupted",
+    "redact", "redact_userinfo", "sam_formatter", "samtools_message", "segment_lengths", "split_columns",
 ]

@@ -5,7 +5,16 @@ import os
 import select
 import subprocess
 
-from bams3.plugin_api import Bams3Error, BgzfWriter, Child, HtslibWriter, OutputFormat, UsageError, hookimpl
+from bams3.plugin_api import (
+    Bams3Error,
+    BgzfWriter,
+    Child,
+    HtslibWriter,
+    OutputFormat,
+    UsageError,
+    hookimpl,
+    sam_formatter,
+)
 
 
 class _Fd:
@@ -132,6 +141,42 @@ class SamtoolsWriter:
                 pass
 
 
+class SamWriter:
+    """SAM records (no header) formatted in this process by htslib's own sam_format1, straight
+    onto ``fd``: no child process, no pipe. From the first record htslib's reader would change
+    or refuse (a CIGAR in a CG tag, a name without its NUL, ...) samtools view in a child
+    (:class:`SamtoolsWriter`) writes the rest, so every line is the one samtools writes."""
+
+    def __init__(self, fd: int, header, formatter):
+        self._fd, self._header, self._fmt = fd, header, formatter
+        self._child: SamtoolsWriter | None = None
+
+    def _put(self, text: bytes) -> None:
+        view = memoryview(text)
+        while view:
+            view = view[os.write(self._fd, view):]
+
+    def write(self, batch) -> None:
+        if self._child is not None:
+            self._child.write(batch)
+            return
+        text, end = self._fmt.format(batch)
+        self._put(text)
+        if end < len(batch):
+            self._child = SamtoolsWriter(self._fd, self._header, False, "sam")
+            self._child._raw(memoryview(batch.data)[batch.offsets[end] : batch.offsets[-1]])
+
+    def close(self) -> None:
+        self._fmt.close()
+        if self._child is not None:
+            self._child.close()
+
+    def abort(self) -> None:
+        self._fmt.close()
+        if self._child is not None:
+            self._child.abort()
+
+
 def _fd(out) -> int | None:
     try:
         return out.fileno()
@@ -145,6 +190,10 @@ def open_sam(out, header, options):
     fd = _fd(out)
     if fd is not None:
         out.flush()
+        if not with_header and not options.get("bgzf") and not _htslib_options(options):
+            formatter = sam_formatter(header)
+            if formatter is not None:
+                return SamWriter(fd, header, formatter)
         return SamtoolsWriter(fd, header, with_header, "sam.gz" if options.get("bgzf") else "sam",
                               htslib_options=_htslib_options(options))
     if options.get("bgzf"):

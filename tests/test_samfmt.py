@@ -1,0 +1,106 @@
+"""SAM written in this process by htslib's own sam_format1 (``sam`` in ``bams3/_segments.c``, the
+writer in ``bams3/builtins/formats.py``): the lines samtools view writes for the same records,
+no child process for them; from the first record htslib's reader would change, samtools view in
+a child writes the rest; without a usable htslib in this process, samtools view writes it all."""
+
+from __future__ import annotations
+
+import array
+
+import pysam
+import pytest
+
+import bams3
+import bams3._pysam
+from bams3.builtins import formats
+
+from . import filterbam
+
+
+@pytest.fixture(scope="module")
+def filtered(tmp_path_factory):
+    return filterbam.dataset(tmp_path_factory.mktemp("samfmt"))
+
+
+@pytest.fixture
+def children(monkeypatch):
+    """How many samtools view children were started, and for which records."""
+    started = []
+    real = formats.SamtoolsWriter
+
+    class Spy(real):
+        def __init__(self, *args, **kwargs):
+            started.append(args)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(formats, "SamtoolsWriter", Spy)
+    return started
+
+
+def samtools_view(bam: str, *regions: str) -> bytes:
+    return pysam.samtools.view(bam, *regions).encode()
+
+
+def written(ds, path, *regions) -> bytes:
+    with open(path, "wb") as out:
+        ds.write(out, list(regions) or None)
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def test_this_process_formats_sam_with_htslib():
+    """Here the in-process path is on (pysam's htslib loads and formats the probe record as
+    samtools does), so the tests below exercise it."""
+    assert bams3._pysam._htslib() is not None
+
+
+def test_sam_lines_are_samtools_lines_without_a_child(filtered, tmp_path, children):
+    bam, url = filtered
+    ds = bams3.open(url)
+    assert written(ds, tmp_path / "all.sam") == samtools_view(bam)
+    for region in ("chr1:10001-40000", "chr2", "*"):
+        assert written(ds, tmp_path / "r.sam", region) == samtools_view(bam, region)
+    assert children == []
+
+
+def test_records_htslib_would_change_are_written_by_samtools(tmp_path, children):
+    """A CIGAR kept in a CG tag: htslib moves it into place as it reads the record. The lines
+    before it are formatted here; from it on, samtools view writes them; the file is samtools'."""
+    header = pysam.AlignmentHeader.from_dict({"HD": {"VN": "1.6", "SO": "coordinate"},
+                                              "SQ": [{"SN": "chr1", "LN": 10_000}]})
+    bam = str(tmp_path / "cg.bam")
+    with pysam.AlignmentFile(bam, "wb", header=header) as out:
+        for i in range(40):
+            r = pysam.AlignedSegment(header)
+            r.query_name, r.reference_id, r.reference_start, r.mapping_quality = f"r{i}", 0, 100 + 10 * i, 60
+            r.query_sequence, r.query_qualities = "ACGTACGTAC", pysam.qualitystring_to_array("IIIIIIIIII")
+            if i == 17:
+                r.cigarstring = "10S"
+                r.set_tag("CG", array.array("I", [4 << 4 | 0, 2 << 4 | 1, 4 << 4 | 0]))
+            else:
+                r.cigarstring = "10M"
+            out.write(r)
+    pysam.index(bam)
+    want = samtools_view(bam)
+    assert b"\t4M2I4M\t" in want.splitlines()[17] and b"CG:" not in want  # htslib moved it
+    dest = str(tmp_path / "cg.bams3")
+    bams3.convert(bam, dest)
+    assert written(bams3.open(dest), tmp_path / "cg.sam") == want
+    assert len(children) == 1  # one child, from record 17 on
+
+
+def test_without_htslib_here_samtools_writes_everything(filtered, tmp_path, monkeypatch, children):
+    bam, url = filtered
+    monkeypatch.setattr(bams3._pysam, "_HTSLIB", False)
+    assert written(bams3.open(url), tmp_path / "r.sam", "chr1:10001-40000") == samtools_view(bam, "chr1:10001-40000")
+    assert len(children) == 1
+
+
+def test_a_header_is_still_written_by_samtools(filtered, tmp_path, children):
+    """-h: samtools view writes the header as htslib rebuilds it, and the records after it."""
+    bam, url = filtered
+    with open(tmp_path / "h.sam", "wb") as out:
+        bams3.open(url).write(out, ["chr2"], options={"header": True})
+    assert (tmp_path / "h.sam").read_bytes() == pysam.samtools.view("-h", "--no-PG", bam, "chr2").encode()
+    assert len(children) == 1
+
