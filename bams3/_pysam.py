@@ -189,19 +189,21 @@ _HTSLIB: object = None  # pysam's htslib through ctypes once checked; False: not
 
 class SamFormatter:
     """SAM lines for raw records, formatted in this process by htslib's own ``sam_format1`` (the
-    one samtools view calls), in one C loop per batch with the GIL released (``sam`` in
-    ``bams3/_segments.c``). Records htslib's reader would change or refuse are left to the caller
-    (:meth:`format` stops before the first). :func:`sam_formatter` makes one, or says None."""
+    one samtools view calls) and written to a file descriptor, in one C loop per batch with the
+    GIL released (``sam`` in ``bams3/_segments.c``). Records htslib's reader would change or
+    refuse are left to the caller (:meth:`write` stops before the first). :func:`sam_formatter`
+    makes one, or says None."""
 
     def __init__(self, lib, header_ptr: int, nref: int):
         self._lib, self._hdr, self._nref = lib, header_ptr, nref
 
-    def format(self, batch: RecordBatch, start: int = 0) -> tuple[bytes, int]:
-        """The lines of records ``start``.. (each ending in a newline) and the index of the first
-        record not formatted (``len(batch)`` when all were)."""
+    def write(self, batch: RecordBatch, fd: int, start: int = 0) -> int:
+        """Writes to ``fd`` the lines of records ``start``.. and returns the index of the first
+        record not written (``len(batch)`` when all were). OSError when a write fails
+        (BrokenPipeError: the reader has gone)."""
         from . import _segments
 
-        return _segments.sam(batch.data, batch.offsets, start, self._lib.format_address, self._hdr, self._nref)
+        return _segments.sam(batch.data, batch.offsets, start, self._lib.format_address, self._hdr, self._nref, fd)
 
     def close(self) -> None:
         if self._hdr:
@@ -315,10 +317,17 @@ def _load_htslib():
     hdr = _references_header(lib, [("a", 10_000_000), ("b", 10_000_000), ("c", 10_000_000)])
     if hdr is None:
         return None
+    r, w = os.pipe()
     try:
         rec = _probe_record()
-        text, end = _segments.sam(np.frombuffer(rec, np.uint8), np.array([0, len(rec)], np.int64), 0,
-                                  lib.format_address, hdr, 3)
+        end = _segments.sam(np.frombuffer(rec, np.uint8), np.array([0, len(rec)], np.int64), 0,
+                            lib.format_address, hdr, 3, w)
+        os.close(w)
+        w = -1
+        text = b"".join(iter(lambda: os.read(r, 1 << 16), b""))
     finally:
         lib.sam_hdr_destroy(hdr)
+        os.close(r)
+        if w >= 0:
+            os.close(w)
     return lib if (text, end) == (_PROBE_LINE + b"\n", 1) else None

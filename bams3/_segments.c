@@ -30,6 +30,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <unistd.h>
 
 typedef struct {
     int64_t pos;
@@ -204,37 +206,63 @@ typedef struct {
 
 typedef int (*format_fn)(const void *, const bam1_t *, kstring_t *);
 
-/* sam(data_u8, offsets_i64, start, sam_format1_address, sam_hdr_address, nref) -> (text, end)
+/* Writes all of buf to fd with the GIL released (the caller released it); on EINTR takes the GIL
+ * back to run Python's signal handlers (Ctrl-C), so a reader that never reads cannot hang us.
+ * Returns 0, or -1 with errno set (or with a Python exception set: *raised = 1). */
+static int write_all(int fd, const char *buf, size_t n, int *raised, PyThreadState **save) {
+    while (n > 0) {
+        ssize_t w = write(fd, buf, n > ((size_t)1 << 30) ? ((size_t)1 << 30) : n);
+        if (w < 0) {
+            if (errno != EINTR) return -1;
+            PyEval_RestoreThread(*save);
+            int bad = PyErr_CheckSignals();
+            *save = PyEval_SaveThread();
+            if (bad < 0) { *raised = 1; return -1; }
+            continue;
+        }
+        buf += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+#define SAM_BUFFER (1 << 20)
+
+/* sam(data_u8, offsets_i64, start, sam_format1_address, sam_hdr_address, nref, fd) -> end
  *
- * SAM lines for records start.. of a batch, each formatted by htslib's own sam_format1 (the
- * caller passes its address and a header whose references are the dataset's) from a bam1_t filled
- * as bam_read1 fills it: the lines samtools view writes for the same records. Stops before the
- * first record that parse() leaves to htslib's reader or that sam_format1 refuses: end is that
- * record (the caller has samtools view write it and the rest). The GIL is released throughout. */
+ * Writes to fd the SAM lines of records start.. of a batch, each formatted by htslib's own
+ * sam_format1 (the caller passes its address and a header whose references are the dataset's)
+ * from a bam1_t filled as bam_read1 fills it: the lines samtools view writes for the same
+ * records. Stops before the first record that parse() leaves to htslib's reader or that
+ * sam_format1 refuses, and returns it (the caller has samtools view write it and the rest);
+ * every line before it is written. The GIL is released throughout; lines go out through a 1 MiB
+ * buffer. A failed write raises OSError (BrokenPipeError when the reader has gone). */
 static PyObject *s_sam(PyObject *self, PyObject *args) {
     Py_buffer data, offs;
     Py_ssize_t start, nref;
     unsigned long long fn_addr, hdr_addr;
-    if (!PyArg_ParseTuple(args, "y*y*nKKn", &data, &offs, &start, &fn_addr, &hdr_addr, &nref)) return NULL;
+    int fd;
+    if (!PyArg_ParseTuple(args, "y*y*nKKni", &data, &offs, &start, &fn_addr, &hdr_addr, &nref, &fd)) return NULL;
     PyObject *result = NULL;
     const uint8_t *d = data.buf;
     const int64_t *off = offs.buf;
     Py_ssize_t n = offs.len / 8 - 1, i = start;
     format_fn fmt = (format_fn)(uintptr_t)fn_addr;
     const void *hdr = (const void *)(uintptr_t)hdr_addr;
-    if (n < 0 || start < 0 || start > n || !fn_addr || !hdr_addr) {
+    if (n < 0 || start < 0 || start > n || !fn_addr || !hdr_addr || fd < 0) {
         PyErr_SetString(PyExc_ValueError, "sam: bad arguments");
         goto done;
     }
-    char *out = NULL;
-    size_t used = 0, cap = 0;
+    char *out = malloc(SAM_BUFFER);
+    if (!out) { PyErr_NoMemory(); goto done; }
+    size_t used = 0;
     uint8_t *scratch = NULL;
     size_t scratch_cap = 0;
     kstring_t line = {0, 0, NULL};
-    int failed = 0;
+    int nomem = 0, failed = 0, raised = 0, err = 0;
     bam1_t b;
     memset(&b, 0, sizeof b);
-    Py_BEGIN_ALLOW_THREADS
+    PyThreadState *save = PyEval_SaveThread();
     for (; i < n; i++) {
         int64_t rlen;
         if (off[i] < 0 || off[i + 1] < off[i] || off[i + 1] > data.len
@@ -243,7 +271,7 @@ static PyObject *s_sam(PyObject *self, PyObject *args) {
         if ((size_t)b.l_data + 8 > scratch_cap) {
             size_t want = (size_t)b.l_data * 2 + 64;
             uint8_t *grown = realloc(scratch, want);
-            if (!grown) { failed = 1; break; }
+            if (!grown) { nomem = 1; break; }
             scratch = grown;
             scratch_cap = want;
         }
@@ -255,29 +283,28 @@ static PyObject *s_sam(PyObject *self, PyObject *args) {
         b.data = scratch;
         b.m_data = (uint32_t)scratch_cap;
         if (fmt(hdr, &b, &line) < 0) break; /* samtools view says what is wrong with it */
-        if (used + line.l + 1 > cap) {
-            size_t want = (used + line.l + 1) * 2;
-            char *grown = realloc(out, want);
-            if (!grown) { failed = 1; break; }
-            out = grown;
-            cap = want;
+        if (used + line.l + 1 > SAM_BUFFER) {
+            if (write_all(fd, out, used, &raised, &save) < 0) { failed = 1; err = errno; break; }
+            used = 0;
+        }
+        if (line.l + 1 > SAM_BUFFER) { /* a line longer than the buffer goes out as it is */
+            line.s[line.l] = '\n'; /* sam_format1 keeps room for its NUL there */
+            if (write_all(fd, line.s, line.l + 1, &raised, &save) < 0) { failed = 1; err = errno; break; }
+            continue;
         }
         memcpy(out + used, line.s, line.l);
         out[used + line.l] = '\n';
         used += line.l + 1;
     }
-    Py_END_ALLOW_THREADS
+    if (!failed && !nomem && used && write_all(fd, out, used, &raised, &save) < 0) { failed = 1; err = errno; }
+    PyEval_RestoreThread(save);
     free(line.s); /* htslib grew it with the C library's realloc */
     free(scratch);
-    if (failed) {
-        PyErr_NoMemory();
-    } else {
-        PyObject *text = PyBytes_FromStringAndSize(out ? out : "", (Py_ssize_t)used);
-        if (text) {
-            result = Py_BuildValue("(Nn)", text, i);
-        }
-    }
     free(out);
+    if (raised) goto done;
+    if (nomem) { PyErr_NoMemory(); goto done; }
+    if (failed) { errno = err; PyErr_SetFromErrno(PyExc_OSError); goto done; }
+    result = PyLong_FromSsize_t(i);
 done:
     PyBuffer_Release(&data);
     PyBuffer_Release(&offs);
@@ -289,8 +316,8 @@ static PyMethodDef methods[] = {
      "make(data_u8, offsets_i64, maker_capsule, header, nref, cache_type) -> [AlignedSegment] (None: htslib must"
      " read the batch)"},
     {"sam", s_sam, METH_VARARGS,
-     "sam(data_u8, offsets_i64, start, sam_format1_address, sam_hdr_address, nref) -> (text, end): SAM lines"
-     " by htslib's sam_format1 for records start..end-1"},
+     "sam(data_u8, offsets_i64, start, sam_format1_address, sam_hdr_address, nref, fd) -> end: writes to fd the"
+     " SAM lines htslib's sam_format1 gives records start..end-1"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -104,3 +104,30 @@ def test_a_header_is_still_written_by_samtools(filtered, tmp_path, children):
     assert (tmp_path / "h.sam").read_bytes() == pysam.samtools.view("-h", "--no-PG", bam, "chr2").encode()
     assert len(children) == 1
 
+
+
+def test_ctrl_c_stops_a_write_to_a_reader_that_never_reads(filtered):
+    """SAM goes out with the GIL released; a write blocked on a full pipe still answers Ctrl-C
+    at once (EINTR runs Python's handler), leaving one line on stderr."""
+    import signal
+    import subprocess
+    import time
+
+    _, url = filtered
+    p = subprocess.Popen(["bams3", "query", url], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        begin = time.monotonic()
+        while time.monotonic() < begin + 60:  # blocked: the pipe (64 KiB) is full and nobody reads it
+            with open(f"/proc/{p.pid}/wchan") as f:
+                wchan = f.read().strip()  # (anon_)pipe_write; "0" where the kernel hides it
+            if "pipe_write" in wchan or (wchan == "0" and time.monotonic() > begin + 5):
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("bams3 never blocked writing")
+        p.send_signal(signal.SIGINT)
+        err = p.communicate(timeout=20)[1].decode()
+    finally:
+        p.kill()
+    assert p.returncode == 130, err
+    assert len(err.strip().splitlines()) == 1, err

@@ -151,17 +151,11 @@ class SamWriter:
         self._fd, self._header, self._fmt = fd, header, formatter
         self._child: SamtoolsWriter | None = None
 
-    def _put(self, text: bytes) -> None:
-        view = memoryview(text)
-        while view:
-            view = view[os.write(self._fd, view):]
-
     def write(self, batch) -> None:
         if self._child is not None:
             self._child.write(batch)
             return
-        text, end = self._fmt.format(batch)
-        self._put(text)
+        end = self._fmt.write(batch, self._fd)
         if end < len(batch):
             self._child = SamtoolsWriter(self._fd, self._header, False, "sam")
             self._child._raw(memoryview(batch.data)[batch.offsets[end] : batch.offsets[-1]])
