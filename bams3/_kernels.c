@@ -89,6 +89,30 @@ static PyObject *k_gather(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* pieces(data, starts_i64, lens_i64, out): data[starts[i] : starts[i] + lens[i]] for every i,
+ * back to back into out (exactly their total size): the records a mask keeps, in one pass. */
+static PyObject *k_pieces(PyObject *self, PyObject *args) {
+    Py_buffer data, st, ln, out;
+    if (!PyArg_ParseTuple(args, "y*y*y*w*", &data, &st, &ln, &out)) return NULL;
+    Py_ssize_t n = st.len / 8;
+    const int64_t *a = st.buf, *l = ln.buf;
+    const uint8_t *d = data.buf;
+    uint8_t *w = out.buf;
+    int bad = st.len % 8 || ln.len != st.len;
+    Py_ssize_t p = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n && !bad; i++) {
+        if (a[i] < 0 || l[i] < 0 || a[i] > data.len || l[i] > data.len - a[i] || l[i] > out.len - p) { bad = 1; break; }
+        memcpy(w + p, d + a[i], (size_t)l[i]);
+        p += l[i];
+    }
+    Py_END_ALLOW_THREADS
+    bad = bad || p != out.len;
+    PyBuffer_Release(&data); PyBuffer_Release(&st); PyBuffer_Release(&ln); PyBuffer_Release(&out);
+    if (bad) { PyErr_SetString(PyExc_ValueError, "pieces: a piece is outside the data or the sizes disagree"); return NULL; }
+    Py_RETURN_NONE;
+}
+
 /* assemble(out, seg, core, c1..c5): the inverse of split, records written back to back. */
 static PyObject *k_assemble(PyObject *self, PyObject *args) {
     Py_buffer outb, seg, in[6];
@@ -219,6 +243,7 @@ static PyMethodDef methods[] = {
     {"scan", k_scan, METH_VARARGS, "scan(data, offsets_out_i64) -> (n, end)"},
     {"split", k_split, METH_VARARGS, "split(body, offsets_i64, seg_i64, core, name, cigar, seq, qual, aux)"},
     {"gather", k_gather, METH_VARARGS, "gather(data, offsets_i64, out): fixed-width pieces at offsets"},
+    {"pieces", k_pieces, METH_VARARGS, "pieces(data, starts_i64, lens_i64, out): variable-width pieces back to back"},
     {"assemble", k_assemble, METH_VARARGS, "assemble(out, seg_i64, core, name, cigar, seq, qual, aux)"},
     {NULL, NULL, 0, NULL},
 };

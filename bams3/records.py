@@ -169,11 +169,13 @@ class RecordBatch:
         """The records where ``mask`` is true, in order."""
         if mask.all():
             return self
-        lens = np.diff(self.offsets)
-        keep = np.repeat(mask, lens)
-        data = self.data[self.offsets[0] : self.offsets[-1]][keep]
-        offsets = np.zeros(int(mask.sum()) + 1, dtype=np.int64)
-        np.cumsum(lens[mask], out=offsets[1:])
+        idx = np.flatnonzero(mask)
+        starts = np.ascontiguousarray(self.offsets[idx], dtype=np.int64)
+        lens = np.ascontiguousarray(self.offsets[idx + 1], dtype=np.int64) - starts
+        offsets = np.zeros(len(idx) + 1, dtype=np.int64)
+        np.cumsum(lens, out=offsets[1:])
+        data = np.empty(int(offsets[-1]), dtype=np.uint8)
+        _kernels.pieces(self.data, starts, lens, data)
         return RecordBatch(data, offsets, None if self._core is None else self._core[mask])
 
     def slice(self, start: int, stop: int) -> RecordBatch:
