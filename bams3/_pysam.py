@@ -188,14 +188,20 @@ _HTSLIB: object = None  # pysam's htslib through ctypes once checked; False: not
 
 
 class SamFormatter:
-    """SAM lines for raw records, formatted in this process by htslib's own ``sam_format1`` (the
-    one samtools view calls) and written to a file descriptor, in one C loop per batch with the
-    GIL released (``sam`` in ``bams3/_segments.c``). Records htslib's reader would change or
-    refuse are left to the caller (:meth:`write` stops before the first). :func:`sam_formatter`
-    makes one, or says None."""
+    """SAM written in this process by htslib itself, as ``samtools view`` writes it: the header
+    read by ``sam_hdr_read`` from the dataset's BAM header bytes and written by
+    ``sam_hdr_write`` (:meth:`write_header`), and each record's line by ``sam_format1``, in one
+    C loop per batch with the GIL released (``sam`` in ``bams3/_segments.c``) straight to a file
+    descriptor. Records htslib's reader would change or refuse are left to the caller
+    (:meth:`write` stops before the first). :func:`sam_formatter` makes one, or says None."""
 
     def __init__(self, lib, header_ptr: int, nref: int):
         self._lib, self._hdr, self._nref = lib, header_ptr, nref
+
+    def write_header(self, fd: int) -> bool:
+        """Writes the header to ``fd`` (through a duplicate that htslib closes); False when that
+        failed."""
+        return _write_header(self._lib, self._hdr, fd)
 
     def write(self, batch: RecordBatch, fd: int, start: int = 0) -> int:
         """Writes to ``fd`` the lines of records ``start``.. and returns the index of the first
@@ -213,33 +219,52 @@ class SamFormatter:
 
 def sam_formatter(header: Header) -> SamFormatter | None:
     """A :class:`SamFormatter` for records under ``header``, or None where this process cannot
-    format them as samtools does: no pysam htslib to call, an htslib older than 1.10 (another
-    record layout), a probe record that does not come out as samtools writes it, or reference
-    names htslib's header parser does not give back unchanged."""
+    write SAM as samtools does: no pysam htslib to call, an htslib older than 1.10 (another
+    record layout), a probe that does not come out as samtools writes it, or a header htslib
+    does not read back with the same references."""
     lib = _htslib()
     if lib is None:
         return None
-    hdr = _references_header(lib, header.references)
-    return None if hdr is None else SamFormatter(lib, hdr, len(header.references))
-
-
-def _references_header(lib, references) -> int | None:
-    """An htslib header holding exactly these references (an @SQ line each), or None."""
-    text = "".join(f"@SQ\tSN:{n}\tLN:{ln}\n" for n, ln in references).encode()
-    level = lib.hts_get_log_level()
-    lib.hts_set_log_level(0)  # a name htslib would warn about is refused below, silently
-    try:
-        hdr = lib.sam_hdr_parse(len(text), text) if references else lib.sam_hdr_init()
-    finally:
-        lib.hts_set_log_level(level)
-    if not hdr:
+    hdr = _read_header(lib, header.to_bam_bytes())
+    if hdr is None:
         return None
-    ok = lib.sam_hdr_nref(hdr) == len(references) and all(
-        lib.sam_hdr_tid2name(hdr, i) == n.encode() for i, (n, _) in enumerate(references))
-    if not ok:
+    if lib.sam_hdr_nref(hdr) != len(header.references):
         lib.sam_hdr_destroy(hdr)
         return None
-    return hdr
+    return SamFormatter(lib, hdr, len(header.references))
+
+
+def _read_header(lib, bam_header: bytes) -> int | None:
+    """The header samtools view reads from these BAM header bytes (uncompressed BAM, as the
+    stream our records made for a samtools child): htslib's sam_hdr_read over a ``data:`` URL."""
+    import base64
+
+    level = lib.hts_get_log_level()
+    lib.hts_set_log_level(0)  # no BGZF EOF block here, and any header warning is samtools' to give
+    try:
+        fp = lib.hts_open(b"data:;base64," + base64.b64encode(bam_header), b"r")
+        if not fp:
+            return None
+        try:
+            return lib.sam_hdr_read(fp) or None
+        finally:
+            lib.hts_close(fp)
+    finally:
+        lib.hts_set_log_level(level)
+
+
+def _write_header(lib, hdr: int, fd: int) -> bool:
+    dup = os.dup(fd)
+    hf = lib.hdopen(dup, b"w")
+    if not hf:
+        os.close(dup)
+        return False
+    out = lib.hts_hopen(hf, b"-", b"w")
+    if not out:
+        lib.hclose_abruptly(hf)  # closes dup
+        return False
+    ok = lib.sam_hdr_write(out, hdr) == 0
+    return lib.hts_close(out) == 0 and ok  # (closes dup)
 
 
 def _htslib():
@@ -253,9 +278,12 @@ def _htslib():
 
 
 # The probe: every field a different value, a CIGAR with a clip and an insertion, a tag of each
-# kind samtools prints differently (integer, float, text, array); and the line samtools writes.
-_PROBE_LINE = (b"probe:x1\t99\tb\t123457\t37\t3S4M1I2M\tc\t654322\t-777\tACGTNACGTA\t+,-./01234"
-               b"\tXY:i:42\tXF:f:0.1\tZZ:Z:hello\tXB:B:s,-1,300")
+# kind samtools prints differently (integer, float, text, array); a header whose text has no
+# @SQ lines (htslib writes them from the references); and what samtools view -h writes.
+_PROBE_HEADER = Header("@HD\tVN:1.6\n", (("a", 10_000_000), ("b", 10_000_000), ("c", 10_000_000)))
+_PROBE_SAM = (b"@HD\tVN:1.6\n@SQ\tSN:a\tLN:10000000\n@SQ\tSN:b\tLN:10000000\n@SQ\tSN:c\tLN:10000000\n"
+              b"probe:x1\t99\tb\t123457\t37\t3S4M1I2M\tc\t654322\t-777\tACGTNACGTA\t+,-./01234"
+              b"\tXY:i:42\tXF:f:0.1\tZZ:Z:hello\tXB:B:s,-1,300\n")
 
 
 def _probe_record() -> bytes:
@@ -273,15 +301,13 @@ def _probe_record() -> bytes:
 
 def _load_htslib():
     """pysam's bundled htslib (its libchtslib, loaded as a plain library: pysam itself is not
-    imported) with the functions a SamFormatter calls, if it formats the probe record as
-    samtools does."""
+    imported) with the functions a SamFormatter calls, if it writes the probe as samtools
+    does."""
     import ctypes
     import importlib.machinery
     import importlib.util
 
     import numpy as np
-
-    from . import _segments
 
     spec = importlib.util.find_spec("pysam")
     if spec is None or not spec.submodule_search_locations:
@@ -301,27 +327,24 @@ def _load_htslib():
     major, minor = (int(x) for x in lib.hts_version().decode().split("-")[0].split(".")[:2])
     if (major, minor) < (1, 10):  # bam1_t as _segments.c lays it out: 64-bit positions
         return None
-    lib.sam_hdr_parse.restype = ctypes.c_void_p
-    lib.sam_hdr_parse.argtypes = [ctypes.c_size_t, ctypes.c_char_p]
-    lib.sam_hdr_init.restype = ctypes.c_void_p
-    lib.sam_hdr_init.argtypes = []
-    lib.sam_hdr_nref.argtypes = [ctypes.c_void_p]
-    lib.sam_hdr_tid2name.restype = ctypes.c_char_p
-    lib.sam_hdr_tid2name.argtypes = [ctypes.c_void_p, ctypes.c_int]
-    lib.sam_hdr_destroy.argtypes = [ctypes.c_void_p]
-    lib.sam_hdr_destroy.restype = None
-    lib.hts_get_log_level.restype = ctypes.c_int
-    lib.hts_set_log_level.argtypes = [ctypes.c_int]
-    lib.hts_set_log_level.restype = None
+    ptr, cstr, cint = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int
+    for name, restype, argtypes in (
+            ("hts_open", ptr, [cstr, cstr]), ("hts_hopen", ptr, [ptr, cstr, cstr]), ("hts_close", cint, [ptr]),
+            ("hdopen", ptr, [cint, cstr]), ("hclose_abruptly", None, [ptr]),
+            ("sam_hdr_read", ptr, [ptr]), ("sam_hdr_write", cint, [ptr, ptr]), ("sam_hdr_nref", cint, [ptr]),
+            ("sam_hdr_destroy", None, [ptr]), ("hts_get_log_level", cint, []), ("hts_set_log_level", None, [cint])):
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = restype, argtypes
     lib.format_address = ctypes.cast(lib.sam_format1, ctypes.c_void_p).value
-    hdr = _references_header(lib, [("a", 10_000_000), ("b", 10_000_000), ("c", 10_000_000)])
+    hdr = _read_header(lib, _PROBE_HEADER.to_bam_bytes())
     if hdr is None:
         return None
+    rec = _probe_record()
     r, w = os.pipe()
     try:
-        rec = _probe_record()
-        end = _segments.sam(np.frombuffer(rec, np.uint8), np.array([0, len(rec)], np.int64), 0,
-                            lib.format_address, hdr, 3, w)
+        fmt = SamFormatter(lib, hdr, 3)
+        ok = fmt.write_header(w)
+        end = fmt.write(RecordBatch(np.frombuffer(rec, np.uint8), np.array([0, len(rec)], np.int64)), w)
         os.close(w)
         w = -1
         text = b"".join(iter(lambda: os.read(r, 1 << 16), b""))
@@ -330,4 +353,4 @@ def _load_htslib():
         os.close(r)
         if w >= 0:
             os.close(w)
-    return lib if (text, end) == (_PROBE_LINE + b"\n", 1) else None
+    return lib if (ok, end, text) == (True, 1, _PROBE_SAM) else None

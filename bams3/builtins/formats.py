@@ -142,14 +142,20 @@ class SamtoolsWriter:
 
 
 class SamWriter:
-    """SAM records (no header) formatted in this process by htslib's own sam_format1, straight
-    onto ``fd``: no child process, no pipe. From the first record htslib's reader would change
-    or refuse (a CIGAR in a CG tag, a name without its NUL, ...) samtools view in a child
-    (:class:`SamtoolsWriter`) writes the rest, so every line is the one samtools writes."""
+    """SAM written in this process by htslib itself (its sam_hdr_write for the header, with
+    ``-h``; its sam_format1 for each record), straight onto ``fd``: no child process, no pipe.
+    From the first record htslib's reader would change or refuse (a CIGAR in a CG tag, a name
+    without its NUL, ...) samtools view in a child (:class:`SamtoolsWriter`) writes the rest, so
+    every line is the one samtools writes."""
 
-    def __init__(self, fd: int, header, formatter):
+    def __init__(self, fd: int, header, formatter, with_header: bool):
         self._fd, self._header, self._fmt = fd, header, formatter
         self._child: SamtoolsWriter | None = None
+        if with_header and not formatter.write_header(fd):
+            formatter.close()
+            if _reader_gone(fd):  # bams3 query -h ... | head
+                raise BrokenPipeError()
+            raise Bams3Error("writing SAM failed: htslib could not write the header")
 
     def write(self, batch) -> None:
         if self._child is not None:
@@ -184,10 +190,10 @@ def open_sam(out, header, options):
     fd = _fd(out)
     if fd is not None:
         out.flush()
-        if not with_header and not options.get("bgzf") and not _htslib_options(options):
+        if not options.get("bgzf") and not _htslib_options(options):
             formatter = sam_formatter(header)
             if formatter is not None:
-                return SamWriter(fd, header, formatter)
+                return SamWriter(fd, header, formatter, with_header)
         return SamtoolsWriter(fd, header, with_header, "sam.gz" if options.get("bgzf") else "sam",
                               htslib_options=_htslib_options(options))
     if options.get("bgzf"):
