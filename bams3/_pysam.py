@@ -239,18 +239,22 @@ def _read_header(lib, bam_header: bytes) -> int | None:
     stream our records made for a samtools child): htslib's sam_hdr_read over a ``data:`` URL."""
     import base64
 
-    level = lib.hts_get_log_level()
-    lib.hts_set_log_level(0)  # no BGZF EOF block here, and any header warning is samtools' to give
-    try:
-        fp = lib.hts_open(b"data:;base64," + base64.b64encode(bam_header), b"r")
-        if not fp:
-            return None
+    with _LOG_LEVEL:  # (htslib's log level is one per process)
+        level = lib.hts_get_log_level()
+        lib.hts_set_log_level(0)  # no BGZF EOF block here, and any header warning is samtools' to give
         try:
-            return lib.sam_hdr_read(fp) or None
+            fp = lib.hts_open(b"data:;base64," + base64.b64encode(bam_header), b"r")
+            if not fp:
+                return None
+            try:
+                return lib.sam_hdr_read(fp) or None
+            finally:
+                lib.hts_close(fp)
         finally:
-            lib.hts_close(fp)
-    finally:
-        lib.hts_set_log_level(level)
+            lib.hts_set_log_level(level)
+
+
+_LOG_LEVEL = threading.Lock()
 
 
 def _write_header(lib, hdr: int, fd: int) -> bool:
@@ -325,7 +329,7 @@ def _load_htslib():
     lib = ctypes.CDLL(path)
     lib.hts_version.restype = ctypes.c_char_p
     major, minor = (int(x) for x in lib.hts_version().decode().split("-")[0].split(".")[:2])
-    if (major, minor) < (1, 10):  # bam1_t as _segments.c lays it out: 64-bit positions
+    if major != 1 or minor < 10:  # bam1_t as _segments.c lays it out: 64-bit positions, htslib 1.x
         return None
     ptr, cstr, cint = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int
     for name, restype, argtypes in (

@@ -206,24 +206,64 @@ typedef struct {
 
 typedef int (*format_fn)(const void *, const bam1_t *, kstring_t *);
 
-/* Writes all of buf to fd with the GIL released (the caller released it); on EINTR takes the GIL
- * back to run Python's signal handlers (Ctrl-C), so a reader that never reads cannot hang us.
- * Returns 0, or -1 with errno set (or with a Python exception set: *raised = 1). */
+/* Writes all of buf to fd with the GIL released (the caller released it). A write a signal cut
+ * short (EINTR, or fewer bytes than asked: Linux returns what a blocked pipe write had copied)
+ * takes the GIL back to run Python's signal handlers, so one Ctrl-C stops a write to a reader
+ * that never reads. Returns 0, or -1 with errno set (or with a Python exception set: *raised = 1). */
 static int write_all(int fd, const char *buf, size_t n, int *raised, PyThreadState **save) {
     while (n > 0) {
-        ssize_t w = write(fd, buf, n > ((size_t)1 << 30) ? ((size_t)1 << 30) : n);
-        if (w < 0) {
-            if (errno != EINTR) return -1;
+        size_t want = n > ((size_t)1 << 30) ? ((size_t)1 << 30) : n;
+        ssize_t w = write(fd, buf, want);
+        if (w < 0 && errno != EINTR) return -1;
+        if (w < 0 || (size_t)w < want) {
             PyEval_RestoreThread(*save);
             int bad = PyErr_CheckSignals();
             *save = PyEval_SaveThread();
             if (bad < 0) { *raised = 1; return -1; }
-            continue;
         }
-        buf += w;
-        n -= (size_t)w;
+        if (w > 0) {
+            buf += w;
+            n -= (size_t)w;
+        }
     }
     return 0;
+}
+
+/* The aux fields of a record walk cleanly to the record's end with types sam_format1 prints:
+ * else the record goes to samtools view, which says what is wrong (one message, not two). */
+static int aux_ok(const uint8_t *p, const uint8_t *end) {
+    while (p < end) {
+        if (end - p < 3) return 0;
+        uint8_t type = p[2];
+        p += 3;
+        size_t size;
+        switch (type) {
+        case 'A': case 'c': case 'C': size = 1; break;
+        case 's': case 'S': size = 2; break;
+        case 'i': case 'I': case 'f': size = 4; break;
+        case 'Z': case 'H': {
+            const uint8_t *nul = memchr(p, 0, (size_t)(end - p));
+            if (!nul) return 0;
+            p = nul + 1;
+            continue;
+        }
+        case 'B': {
+            if (end - p < 5) return 0;
+            uint8_t sub = p[0];
+            uint32_t count = rd32(p + 1);
+            p += 5;
+            size = sub == 'c' || sub == 'C' ? 1 : sub == 's' || sub == 'S' ? 2
+                 : sub == 'i' || sub == 'I' || sub == 'f' ? 4 : 0;
+            if (!size || (uint64_t)count * size > (uint64_t)(end - p)) return 0;
+            p += (size_t)count * size;
+            continue;
+        }
+        default: return 0;
+        }
+        if ((size_t)(end - p) < size) return 0;
+        p += size;
+    }
+    return 1;
 }
 
 #define SAM_BUFFER (1 << 20)
@@ -282,14 +322,20 @@ static PyObject *s_sam(PyObject *self, PyObject *args) {
         memcpy(scratch + b.core.l_qname, var + l_qname, (size_t)(b.l_data - b.core.l_qname));
         b.data = scratch;
         b.m_data = (uint32_t)scratch_cap;
+        const uint8_t *aux = scratch + b.core.l_qname + 4 * (size_t)b.core.n_cigar + (((size_t)b.core.l_qseq + 1) >> 1)
+                             + (size_t)b.core.l_qseq;
+        if (!aux_ok(aux, scratch + b.l_data)) break;
         if (fmt(hdr, &b, &line) < 0) break; /* samtools view says what is wrong with it */
         if (used + line.l + 1 > SAM_BUFFER) {
             if (write_all(fd, out, used, &raised, &save) < 0) { failed = 1; err = errno; break; }
             used = 0;
         }
         if (line.l + 1 > SAM_BUFFER) { /* a line longer than the buffer goes out as it is */
-            line.s[line.l] = '\n'; /* sam_format1 keeps room for its NUL there */
-            if (write_all(fd, line.s, line.l + 1, &raised, &save) < 0) { failed = 1; err = errno; break; }
+            if (write_all(fd, line.s, line.l, &raised, &save) < 0 || write_all(fd, "\n", 1, &raised, &save) < 0) {
+                failed = 1;
+                err = errno;
+                break;
+            }
             continue;
         }
         memcpy(out + used, line.s, line.l);
