@@ -12,7 +12,7 @@ import pathlib
 
 import pysam
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import bams3
@@ -168,6 +168,7 @@ def test_count_coverage_as_pysam(files, data):
     kw = {"quality_threshold": data.draw(st.sampled_from([15, 0, 30, -1, None, 20.7])),
           "read_callback": data.draw(st.sampled_from(["all", "nofilter", _mapq30]))}
     contig = _mostly(data.draw, st.just(refs[i]), st.just("nosuch"))
+    assume(not _pysam_reads_past_the_sequence(name, kw["quality_threshold"], kw["read_callback"]))  # pinned below
     theirs = _both(files, name, lambda f: f.count_coverage(contig, start, stop, **kw), (name, contig, start, stop, kw))
     if theirs[0] == "ok":
         assert all(a.typecode == "L" for a in theirs[1])
@@ -181,21 +182,26 @@ def test_count_coverage_of_padded_clipped_and_sequenceless_reads(files, name):
     for threshold in (0, 15, -1):
         for cb in ("all", "nofilter", _mapq30):
             for ref in refs:
-                if (threshold, cb, name) == (0, "nofilter", "c1#pad1.sam"):
-                    # pysam reads past these padded reads' sequences here (undefined: it counts
-                    # nothing there, and once in a few hundred runs whatever memory held: 71 where
-                    # 70, in a CI run): ours is pinned to its answer when it counts nothing
-                    ours = bams3.open(files[name][1]).count_coverage(ref, quality_threshold=0,
-                                                                      read_callback="nofilter")
-                    assert [list(a) for a in ours] == PAD1_NOFILTER
+                if _pysam_reads_past_the_sequence(name, threshold, cb):
+                    ours = bams3.open(files[name][1]).count_coverage(ref, quality_threshold=0, read_callback=cb)
+                    assert [list(a) for a in ours] == PAD1_THRESHOLD_0
                     continue
                 theirs = _both(files, name, lambda f: f.count_coverage(ref, quality_threshold=threshold, read_callback=cb),
                                (name, ref, threshold, cb))
                 assert theirs[0] == "ok"
 
 
-PAD1_NOFILTER = [[9, 9, 0, 0, 0, 0, 0, 0, 0, 0], [0, 0, 8, 8, 0, 4, 0, 0, 0, 0], [0, 0, 0, 0, 7, 1, 4, 4, 0, 0],
-                 [0, 0, 0, 0, 0, 2, 3, 1, 5, 5]]  # A, C, G, T: 70 in all
+PAD1_THRESHOLD_0 = [[9, 9, 0, 0, 0, 0, 0, 0, 0, 0], [0, 0, 8, 8, 0, 4, 0, 0, 0, 0], [0, 0, 0, 0, 7, 1, 4, 4, 0, 0],
+                    [0, 0, 0, 0, 0, 2, 3, 1, 5, 5]]  # A, C, G, T: 70 in all
+
+
+def _pysam_reads_past_the_sequence(name, threshold, callback) -> bool:
+    """count_coverage of c1#pad1's padded reads with every quality counted (threshold 0) and
+    their reads kept ("all", "nofilter"): pysam's query position runs past these reads'
+    sequences, so its answer depends on what memory holds there (undefined). It counts nothing
+    there in 300 of 300 runs here, but two CI runs saw one base more (71 where 70, once with
+    each callback). Ours is pinned to that usual answer; every other case is compared with pysam."""
+    return name == "c1#pad1.sam" and threshold == 0 and callback in ("all", "nofilter")
 
 
 def _pileup_summary(columns) -> list:
