@@ -91,8 +91,6 @@ def _maker():
 def _probe():
     """pysam's makeAlignedSegment, if this pysam exports it and a record made through it (every
     field a different value) reads back through pysam's accessors as written."""
-    import struct
-
     import numpy as np
     import pysam
 
@@ -105,13 +103,7 @@ def _probe():
     except (ImportError, AttributeError, KeyError):
         return None
     header = pysam.AlignmentHeader.from_dict({"SQ": [{"SN": n, "LN": 10_000_000} for n in ("a", "b", "c")]})
-    name, cigar, seq = b"probe:x1\0", [(4, 3), (0, 4), (1, 1), (0, 2)], "ACGTNACGTA"
-    packed = bytes(("=ACMGRSVTWYHKDBN".index(seq[i]) << 4) | "=ACMGRSVTWYHKDBN".index(seq[i + 1])
-                   for i in range(0, len(seq), 2))
-    var = (name + b"".join(struct.pack("<I", n << 4 | op) for op, n in cigar) + packed + bytes(range(10, 20))
-           + b"XYC" + bytes([42]) + b"ZZZhello\0")
-    core = struct.pack("<iiBBHHHiiii", 1, 123_456, len(name), 37, 4681, len(cigar), 99, len(seq), 2, 654_321, -777)
-    rec = struct.pack("<i", len(core) + len(var)) + core + var
+    rec = _probe_record(b"XYC" + bytes([42]) + b"ZZZhello\0")
     try:
         made = _segments.make(np.frombuffer(rec, np.uint8), np.array([0, len(rec)], np.int64), capsule, header, 3,
                               None)
@@ -122,7 +114,7 @@ def _probe():
     s = made[0]
     ok = (s.query_name == "probe:x1" and s.flag == 99 and s.reference_name == "b" and s.reference_start == 123_456
           and s.mapping_quality == 37 and s.cigarstring == "3S4M1I2M" and s.next_reference_name == "c"
-          and s.next_reference_start == 654_321 and s.template_length == -777 and s.query_sequence == seq
+          and s.next_reference_start == 654_321 and s.template_length == -777 and s.query_sequence == "ACGTNACGTA"
           and list(s.query_qualities) == list(range(10, 20)) and s.get_tags() == [("XY", 42), ("ZZ", "hello")]
           and s.bin == 4681 + (123_456 >> 14) and s.header is header)  # htslib's bin for [123456, 123462)
     return capsule if ok else None
@@ -290,14 +282,18 @@ _PROBE_SAM = (b"@HD\tVN:1.6\n@SQ\tSN:a\tLN:10000000\n@SQ\tSN:b\tLN:10000000\n@SQ
               b"\tXY:i:42\tXF:f:0.1\tZZ:Z:hello\tXB:B:s,-1,300\n")
 
 
-def _probe_record() -> bytes:
+def _probe_record(aux: bytes | None = None) -> bytes:
+    """The probe record of both checks (a pysam record made in C, SAM written here): every field
+    a different value, a CIGAR with a clip and an insertion; ``aux`` its tags (default: a tag of
+    each kind samtools prints differently)."""
     import struct
 
     name, cigar, seq = b"probe:x1\0", [(4, 3), (0, 4), (1, 1), (0, 2)], "ACGTNACGTA"
     code = "=ACMGRSVTWYHKDBN"
     packed = bytes((code.index(seq[i]) << 4) | code.index(seq[i + 1]) for i in range(0, len(seq), 2))
-    aux = (b"XYC" + bytes([42]) + b"XFf" + struct.pack("<f", 0.1) + b"ZZZhello\0"
-           + b"XBBs" + struct.pack("<ihh", 2, -1, 300))
+    if aux is None:
+        aux = (b"XYC" + bytes([42]) + b"XFf" + struct.pack("<f", 0.1) + b"ZZZhello\0"
+               + b"XBBs" + struct.pack("<ihh", 2, -1, 300))
     var = name + b"".join(struct.pack("<I", n << 4 | op) for op, n in cigar) + packed + bytes(range(10, 20)) + aux
     core = struct.pack("<iiBBHHHiiii", 1, 123_456, len(name), 37, 4681, len(cigar), 99, len(seq), 2, 654_321, -777)
     return struct.pack("<i", len(core) + len(var)) + core + var

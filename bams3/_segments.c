@@ -146,6 +146,16 @@ static int parse(const uint8_t *p, Py_ssize_t avail, Py_ssize_t nref, bam1_t *b,
     return 0;
 }
 
+/* The data of record bytes p that parse() accepted into b, laid out as bam_read1 lays it out in
+ * b->data: the name padded with NULs to b->core.l_qname, then the rest (b->l_data bytes in all). */
+static void fill(uint8_t *dst, const uint8_t *p, const bam1_t *b) {
+    uint32_t l_qname = b->core.l_qname - b->core.l_extranul;
+    const uint8_t *var = p + 36;
+    memcpy(dst, var, l_qname);
+    memset(dst + l_qname, 0, b->core.l_extranul);
+    memcpy(dst + b->core.l_qname, var + l_qname, (size_t)(b->l_data - b->core.l_qname));
+}
+
 /* make(data_u8, offsets_i64, maker_capsule, header, nref, cache_type) -> list of AlignedSegment, or
  * None; cache_type None: the records stay tracked */
 static PyObject *s_make(PyObject *self, PyObject *args) {
@@ -181,11 +191,7 @@ static PyObject *s_make(PyObject *self, PyObject *args) {
     for (Py_ssize_t i = 0; i < n; i++) {
         const uint8_t *p = d + off[i];
         parse(p, off[i + 1] - off[i], nref, &b, &rlen);
-        uint32_t l_qname = b.core.l_qname - b.core.l_extranul;
-        const uint8_t *var = p + 36;
-        memcpy(scratch, var, l_qname);
-        memset(scratch + l_qname, 0, b.core.l_extranul);
-        memcpy(scratch + b.core.l_qname, var + l_qname, (size_t)(b.l_data - b.core.l_qname));
+        fill(scratch, p, &b);
         b.m_data = (uint32_t)b.l_data;
         PyObject *seg = make(&b, header);
         if (!seg) { Py_CLEAR(result); goto done; }
@@ -315,11 +321,7 @@ static PyObject *s_sam(PyObject *self, PyObject *args) {
             scratch = grown;
             scratch_cap = want;
         }
-        const uint8_t *var = d + off[i] + 36;
-        uint32_t l_qname = b.core.l_qname - b.core.l_extranul;
-        memcpy(scratch, var, l_qname);
-        memset(scratch + l_qname, 0, b.core.l_extranul);
-        memcpy(scratch + b.core.l_qname, var + l_qname, (size_t)(b.l_data - b.core.l_qname));
+        fill(scratch, d + off[i], &b);
         b.data = scratch;
         b.m_data = (uint32_t)scratch_cap;
         const uint8_t *aux = scratch + b.core.l_qname + 4 * (size_t)b.core.n_cigar + (((size_t)b.core.l_qseq + 1) >> 1)

@@ -126,3 +126,25 @@ def write_named_pairs(path: str, n_pairs: int = 1000, seed: int = 7) -> str:
             out.write(r)
     pysam.index(path)
     return path
+
+
+def write_cg_bam(path: str, n: int = 40, at: int = 17) -> str:
+    """An indexed BAM of ``n`` 10-base reads whose read ``at`` keeps its CIGAR (4M2I4M) in a CG
+    tag behind a placeholder soft clip of the whole read: htslib moves it into place on reading."""
+    import array
+
+    header = pysam.AlignmentHeader.from_dict({"HD": {"VN": "1.6", "SO": "coordinate"},
+                                              "SQ": [{"SN": "chr1", "LN": 10_000}]})
+    with pysam.AlignmentFile(path, "wb", header=header) as out:
+        for i in range(n):
+            r = pysam.AlignedSegment(header)
+            r.query_name, r.reference_id, r.reference_start, r.mapping_quality = f"r{i}", 0, 100 + 10 * i, 60
+            r.query_sequence, r.query_qualities = "ACGTACGTAC", pysam.qualitystring_to_array("IIIIIIIIII")
+            if i == at:
+                r.cigarstring = "10S"
+                r.set_tag("CG", array.array("I", [4 << 4 | 0, 2 << 4 | 1, 4 << 4 | 0]))
+            else:
+                r.cigarstring = "10M"
+            out.write(r)
+    pysam.index(path)
+    return path

@@ -4,7 +4,6 @@ and the records freed by reference counting without the cycle collector."""
 
 from __future__ import annotations
 
-import array
 import gc
 import sys
 
@@ -15,6 +14,7 @@ import bams3
 import bams3._pysam
 
 from . import filterbam
+from .synth import write_cg_bam
 
 
 @pytest.fixture(scope="module")
@@ -46,21 +46,7 @@ def test_records_are_made_in_c_and_equal_htslibs(filtered, monkeypatch):
 def test_records_htslib_would_change_are_read_by_htslib(tmp_path, monkeypatch):
     """A CIGAR kept in a CG tag (the record stores a placeholder soft clip of the whole read):
     htslib moves it into place when it reads the record, so its batch goes through htslib."""
-    header = pysam.AlignmentHeader.from_dict({"HD": {"VN": "1.6", "SO": "coordinate"},
-                                              "SQ": [{"SN": "chr1", "LN": 10_000}]})
-    bam = str(tmp_path / "cg.bam")
-    with pysam.AlignmentFile(bam, "wb", header=header) as out:
-        for i in range(40):
-            r = pysam.AlignedSegment(header)
-            r.query_name, r.reference_id, r.reference_start, r.mapping_quality = f"r{i}", 0, 100 + 10 * i, 60
-            r.query_sequence, r.query_qualities = "ACGTACGTAC", pysam.qualitystring_to_array("IIIIIIIIII")
-            if i == 17:
-                r.cigarstring = "10S"
-                r.set_tag("CG", array.array("I", [4 << 4 | 0, 2 << 4 | 1, 4 << 4 | 0]))
-            else:
-                r.cigarstring = "10M"
-            out.write(r)
-    pysam.index(bam)
+    bam = write_cg_bam(str(tmp_path / "cg.bam"))
     with pysam.AlignmentFile(bam) as f:
         want = [r.to_string() for r in f.fetch(until_eof=True)]
     assert "\t4M2I4M\t" in want[17] and "CG:" not in want[17]  # htslib moved it
