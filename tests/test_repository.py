@@ -7,6 +7,7 @@ from __future__ import annotations
 import pathlib
 import re
 import subprocess
+import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 OUTSIDE = re.compile(re.escape("..") + r"[/\\]" + "shared" + r"|BAMS3_" + "SHARED")
@@ -51,3 +52,25 @@ def test_a_clone_is_light():
     assert not [p for p in files if ".cache" in p.relative_to(ROOT).parts]
     total = sum(p.stat().st_size for p in files if p.exists())
     assert total < 10_000_000, f"{total:,} bytes tracked"
+
+
+def test_a_hung_test_ends_the_run_with_every_threads_stack(tmp_path):
+    """The suite's own settings (pyproject.toml): a test stuck past faulthandler_timeout stops the
+    run, non-zero, with the stack of each thread (here the worker waiting on a lock and the test
+    waiting on the worker), instead of holding CI until its limit."""
+    (tmp_path / "test_stuck.py").write_text(
+        "import threading\n"
+        "def test_stuck():\n"
+        "    lock = threading.Lock(); lock.acquire()\n"
+        "    t = threading.Thread(target=lock.acquire, name='worker'); t.start(); t.join()\n")
+    ini = (ROOT / "pyproject.toml").read_text()
+    timeout = re.search(r"^faulthandler_timeout = (\d+)$", ini, re.M)
+    assert timeout and int(timeout[1]) >= 300 and re.search(r"^faulthandler_exit_on_timeout = true$", ini, re.M)
+    (tmp_path / "pyproject.toml").write_text(ini.replace(f"faulthandler_timeout = {timeout[1]}",
+                                                         "faulthandler_timeout = 2"))
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_stuck.py"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0
+    assert "Timeout (0:00:02)!" in p.stderr
+    assert "test_stuck.py\", line 4 in test_stuck" in p.stderr  # the test, waiting on the thread
+    assert p.stderr.count("Thread 0x") == 2  # the test's and the worker's
