@@ -113,30 +113,136 @@ static PyObject *k_pieces(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* assemble(out, seg, core, c1..c5): the inverse of split, records written back to back. */
-static PyObject *k_assemble(PyObject *self, PyObject *args) {
-    Py_buffer outb, seg, in[6];
-    if (!PyArg_ParseTuple(args, "w*y*y*y*y*y*y*y*", &outb, &seg, &in[0], &in[1], &in[2], &in[3], &in[4], &in[5]))
+/* shuffle(raw, w) -> bytes: every value's byte 0, then every byte 1, ... (w-byte values);
+ * unshuffle(raw, w) -> bytes: the inverse. len(raw) must be a multiple of w. */
+static PyObject *shuffle_impl(PyObject *args, int inverse) {
+    Py_buffer in;
+    Py_ssize_t w;
+    if (!PyArg_ParseTuple(args, "y*n", &in, &w)) return NULL;
+    if (w < 1 || in.len % w) {
+        PyBuffer_Release(&in);
+        PyErr_SetString(PyExc_ValueError, "shuffle: the data is not a whole number of values");
         return NULL;
-    Py_ssize_t n = seg.len / 48;
-    const int64_t *s = seg.buf;
-    uint8_t *out = outb.buf;
-    int bad = 0;
+    }
+    PyObject *res = PyBytes_FromStringAndSize(NULL, in.len);
+    if (!res) { PyBuffer_Release(&in); return NULL; }
+    const uint8_t *a = in.buf;
+    uint8_t *b = (uint8_t *)PyBytes_AS_STRING(res);
+    Py_ssize_t n = in.len / w;
     Py_BEGIN_ALLOW_THREADS
-    Py_ssize_t pos[6] = {0, 0, 0, 0, 0, 0}, p = 0;
+    if (w == 1) memcpy(b, a, (size_t)n);
+    else if (inverse && w == 4) {
+        const uint8_t *p0 = a, *p1 = a + n, *p2 = a + 2 * n, *p3 = a + 3 * n;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            b[4 * i] = p0[i]; b[4 * i + 1] = p1[i]; b[4 * i + 2] = p2[i]; b[4 * i + 3] = p3[i];
+        }
+    } else if (inverse && w == 2) {
+        const uint8_t *p0 = a, *p1 = a + n;
+        for (Py_ssize_t i = 0; i < n; i++) { b[2 * i] = p0[i]; b[2 * i + 1] = p1[i]; }
+    } else if (!inverse && w == 4) {
+        uint8_t *p0 = b, *p1 = b + n, *p2 = b + 2 * n, *p3 = b + 3 * n;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            p0[i] = a[4 * i]; p1[i] = a[4 * i + 1]; p2[i] = a[4 * i + 2]; p3[i] = a[4 * i + 3];
+        }
+    } else if (!inverse && w == 2) {
+        uint8_t *p0 = b, *p1 = b + n;
+        for (Py_ssize_t i = 0; i < n; i++) { p0[i] = a[2 * i]; p1[i] = a[2 * i + 1]; }
+    } else {
+        for (Py_ssize_t k = 0; k < w; k++)
+            for (Py_ssize_t i = 0; i < n; i++) {
+                if (inverse) b[i * w + k] = a[k * n + i];
+                else b[k * n + i] = a[i * w + k];
+            }
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&in);
+    return res;
+}
+
+static PyObject *k_shuffle(PyObject *self, PyObject *args) { return shuffle_impl(args, 0); }
+static PyObject *k_unshuffle(PyObject *self, PyObject *args) { return shuffle_impl(args, 1); }
+
+/* layout(core, l_aux_i64, offsets_out_i64) -> (name, cigar, seq, qual, aux) totals, or None when
+ * a record's sizes are negative: each record's size from its core fields (36-byte BAM cores,
+ * as records.CORE) and its aux length, written as block_size (mod 2^32, as numpy's assignment
+ * wraps) into the cores and as running offsets (N+1) into offsets_out; the totals are what each
+ * variable column must hold. One pass instead of numpy's segment_lengths and sums. */
+static PyObject *k_layout(PyObject *self, PyObject *args) {
+    Py_buffer core, aux, offs;
+    if (!PyArg_ParseTuple(args, "w*y*w*", &core, &aux, &offs)) return NULL;
+    Py_ssize_t n = core.len / CORE;
+    int bad = core.len % CORE || aux.len != n * 8 || offs.len != (n + 1) * 8;
+    if (bad) {
+        PyBuffer_Release(&core); PyBuffer_Release(&aux); PyBuffer_Release(&offs);
+        PyErr_SetString(PyExc_ValueError, "layout: the cores, aux lengths and offsets disagree in number");
+        return NULL;
+    }
+    uint8_t *c = core.buf;
+    const int64_t *la = aux.buf;
+    int64_t *o = offs.buf, t[5] = {0, 0, 0, 0, 0};
+    int negative = 0;
+    Py_BEGIN_ALLOW_THREADS
+    o[0] = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint8_t *r = c + i * CORE;
+        int64_t name = r[12];
+        int64_t cig = 4 * (int64_t)((uint32_t)r[16] | ((uint32_t)r[17] << 8));
+        int32_t l_seq;
+        memcpy(&l_seq, r + 20, 4);
+        int64_t seqb = ((int64_t)l_seq + 1) / 2, qual = l_seq, lx = la[i];
+        if (l_seq < 0 || lx < 0) { negative = 1; break; }
+        int64_t size = CORE + name + cig + seqb + qual + lx;
+        uint32_t bs = (uint32_t)(size - 4);
+        memcpy(r, &bs, 4);
+        o[i + 1] = o[i] + size;
+        t[0] += name; t[1] += cig; t[2] += seqb; t[3] += qual; t[4] += lx;
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&core); PyBuffer_Release(&aux); PyBuffer_Release(&offs);
+    if (negative) Py_RETURN_NONE;
+    return Py_BuildValue("LLLLL", (long long)t[0], (long long)t[1], (long long)t[2], (long long)t[3],
+                         (long long)t[4]);
+}
+
+/* join(out, offsets, core, name, cigar, seq, qual, aux[, keep]): the inverse of split, the records
+ * laid out by layout(), each its core then its five variable fields, back to back into out; with
+ * keep (one byte a record), only the records whose byte is not 0, in order (out holds exactly
+ * their size; the columns are still walked past the others). */
+static PyObject *k_join(PyObject *self, PyObject *args) {
+    Py_buffer outb, offs, in[6], keep = {0};
+    if (!PyArg_ParseTuple(args, "w*y*y*y*y*y*y*y*|y*", &outb, &offs, &in[0], &in[1], &in[2], &in[3], &in[4], &in[5],
+                          &keep))
+        return NULL;
+    Py_ssize_t n = offs.len / 8 - 1;
+    const int64_t *o = offs.buf;
+    const uint8_t *c = in[0].buf, *k = keep.buf;
+    uint8_t *out = outb.buf;
+    int bad = n < 0 || offs.len % 8 || in[0].len != n * CORE || (k && keep.len != n) || (!k && outb.len != o[n]);
+    Py_ssize_t pos[5] = {0, 0, 0, 0, 0}, p = 0;
+    Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n && !bad; i++) {
-        for (int k = 0; k < 6; k++) {
-            Py_ssize_t l = s[i * 6 + k];
-            if (l < 0 || p + l > outb.len || pos[k] + l > in[k].len) { bad = 1; break; }
-            memcpy(out + p, (const uint8_t *)in[k].buf + pos[k], l);
-            pos[k] += l;
-            p += l;
+        const uint8_t *r = c + i * CORE;
+        int32_t l_seq;
+        memcpy(&l_seq, r + 20, 4);
+        Py_ssize_t len[5] = {r[12], 4 * (Py_ssize_t)((uint32_t)r[16] | ((uint32_t)r[17] << 8)),
+                             ((Py_ssize_t)l_seq + 1) / 2, l_seq, 0};
+        Py_ssize_t size = o[i + 1] - o[i];
+        len[4] = size - CORE - len[0] - len[1] - len[2] - len[3];
+        int take = !k || k[i];
+        if (l_seq < 0 || len[4] < 0 || (take && p + size > outb.len)) { bad = 1; break; }
+        if (take) { memcpy(out + p, r, CORE); p += CORE; }
+        for (int j = 0; j < 5; j++) {
+            if (pos[j] + len[j] > in[j + 1].len) { bad = 1; break; }
+            if (take) { memcpy(out + p, (const uint8_t *)in[j + 1].buf + pos[j], (size_t)len[j]); p += len[j]; }
+            pos[j] += len[j];
         }
     }
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&outb); PyBuffer_Release(&seg);
-    for (int k = 0; k < 6; k++) PyBuffer_Release(&in[k]);
-    if (bad) { PyErr_SetString(PyExc_ValueError, "assemble: record sizes exceed the columns"); return NULL; }
+    bad = bad || p != outb.len;
+    PyBuffer_Release(&outb); PyBuffer_Release(&offs);
+    for (int j = 0; j < 6; j++) PyBuffer_Release(&in[j]);
+    if (k) PyBuffer_Release(&keep);
+    if (bad) { PyErr_SetString(PyExc_ValueError, "join: record sizes exceed the columns"); return NULL; }
     Py_RETURN_NONE;
 }
 
@@ -244,7 +350,10 @@ static PyMethodDef methods[] = {
     {"split", k_split, METH_VARARGS, "split(body, offsets_i64, seg_i64, core, name, cigar, seq, qual, aux)"},
     {"gather", k_gather, METH_VARARGS, "gather(data, offsets_i64, out): fixed-width pieces at offsets"},
     {"pieces", k_pieces, METH_VARARGS, "pieces(data, starts_i64, lens_i64, out): variable-width pieces back to back"},
-    {"assemble", k_assemble, METH_VARARGS, "assemble(out, seg_i64, core, name, cigar, seq, qual, aux)"},
+    {"shuffle", k_shuffle, METH_VARARGS, "shuffle(raw, w) -> bytes: byte k of every w-byte value, k = 0 .. w-1"},
+    {"unshuffle", k_unshuffle, METH_VARARGS, "unshuffle(raw, w) -> bytes: the inverse of shuffle"},
+    {"layout", k_layout, METH_VARARGS, "layout(core, l_aux_i64, offsets_out_i64) -> column totals or None"},
+    {"join", k_join, METH_VARARGS, "join(out, offsets_i64, core, name, cigar, seq, qual, aux[, keep_u8])"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -417,34 +417,52 @@ class Dataset(AlignmentFileMixin, FramesMixin):
             rest = None if not skip else {c.name for c in ALL_COLUMNS} - skip
             return self.source.fill(reader, index, rest).records(skip), f.pos, f.span, keep
 
+        def wanted(index, ivs, filt, pos, span, keep):
+            """The records of the chunk to give out: a mask, or None for all of them."""
+            if everything or t.whole(index, ivs, filt):
+                return keep
+            mask = _overlap_mask(pos, span, ivs)
+            if filt is not None:
+                mask &= _overlap_mask(pos, span, filt)
+            if keep is not None:
+                mask &= keep
+            return mask
+
         def select(index, ivs, filt, batch, pos, span, keep):
             if batch is None:
                 return None
-            if everything or t.whole(index, ivs, filt):
-                mask = keep
-            else:
-                mask = _overlap_mask(pos, span, ivs)
-                if filt is not None:
-                    mask &= _overlap_mask(pos, span, filt)
-                if keep is not None:
-                    mask &= keep
+            mask = wanted(index, ivs, filt, pos, span, keep)
             if mask is None:
                 return batch
             if not mask.any():
                 return None
             return batch if mask.all() else batch.select(mask)
 
-        if len({p[0] for p in plan}) == len(plan):  # each chunk once: stream them
-            def load(item):
-                index, ivs, filt = item
-                return select(index, ivs, filt, *decode(index))
+        def given(batch):
+            """A selection as it is given out: None when empty."""
+            return None if batch is None or not len(batch) else batch
 
-            results = ordered_map(load, plan, self._decoders)
+        def load_one(item):
+            """One chunk for one plan item: without a filter or skipped columns, the records to
+            give out are known from the positions alone, and only those are assembled (none,
+            when no record overlaps)."""
+            index, ivs, filt = item
+            if flt is not None or skip:
+                return given(select(index, ivs, filt, *decode(index)))
+            reader = self._reader(index)
+            pos, span = reader.positions()
+            mask = wanted(index, ivs, filt, pos, span, None)
+            if mask is not None and not mask.any():
+                return None
+            return given(reader.records(keep=None if mask is None or mask.all() else mask))
+
+        if len({p[0] for p in plan}) == len(plan):  # each chunk once: stream them
+            results = ordered_map(load_one, plan, self._decoders)
         else:  # many regions share chunks: decode each once per window of the plan
-            results = self._grouped(plan, decode, select)
-        for batch in results:
-            if batch is not None and len(batch):
-                yield batch
+            results = self._grouped(plan, decode, lambda *a: given(select(*a)))
+        for item in results:
+            if item is not None:
+                yield item
 
     GROUP_BYTES = 256 << 20  # estimated output a window of the plan may hold at once
 

@@ -225,16 +225,31 @@ def split_columns(batch: RecordBatch, seg: np.ndarray) -> list[np.ndarray]:
     return outs[1:]
 
 
-def assemble(core: np.ndarray, columns: list[np.ndarray]) -> RecordBatch:
-    """Rebuild raw records from the core fields and the five variable columns."""
-    seg = segment_lengths(core, check=False)
-    lens = seg.sum(axis=1)
-    offsets = np.zeros(len(core) + 1, dtype=np.int64)
-    np.cumsum(lens, out=offsets[1:])
-    out = np.empty(int(offsets[-1]), dtype=np.uint8)
-    _kernels.assemble(out, np.ascontiguousarray(seg, dtype=np.int64),
-                      np.ascontiguousarray(core).view(np.uint8), *columns)
-    return RecordBatch(out, offsets, core)
+def layout(core: np.ndarray, l_aux: np.ndarray) -> tuple[np.ndarray, tuple[int, ...] | None]:
+    """Each record's place when its core fields and ``l_aux`` aux bytes are joined with its
+    variable fields: ``block_size`` is set in ``core`` (in place, modulo 2**32) and the records'
+    offsets (N + 1) returned, with the bytes each variable column (name, CIGAR, sequence,
+    qualities, aux) must hold; None for those when a record's sizes are negative (corrupt).
+    One C pass (what segment_lengths and its sums computed in numpy)."""
+    offsets = np.empty(len(core) + 1, dtype=np.int64)
+    totals = _kernels.layout(core.view(np.uint8), np.ascontiguousarray(l_aux, dtype=np.int64), offsets)
+    return offsets, totals
+
+
+def join(core: np.ndarray, offsets: np.ndarray, columns: list[np.ndarray], keep: np.ndarray | None = None
+         ) -> RecordBatch:
+    """The records :func:`layout` placed, built from their cores and the five variable columns;
+    with ``keep`` (a boolean mask), only those it keeps, in order (the others are never copied)."""
+    if keep is None:
+        out = np.empty(int(offsets[-1]), dtype=np.uint8)
+        _kernels.join(out, offsets, core.view(np.uint8), *columns)
+        return RecordBatch(out, offsets, core)
+    keep = np.ascontiguousarray(keep, dtype=np.bool_)
+    kept = np.zeros(int(np.count_nonzero(keep)) + 1, dtype=np.int64)
+    np.cumsum(np.diff(offsets)[keep], out=kept[1:])
+    out = np.empty(int(kept[-1]), dtype=np.uint8)
+    _kernels.join(out, offsets, core.view(np.uint8), *columns, keep.view(np.uint8))
+    return RecordBatch(out, kept, core[keep])
 
 
 def reference_span(core: np.ndarray, cigar: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ import attrs
 import numpy as np
 
 from ..errors import Bams3Error, CorruptDatasetError, DatasetError, InputError, PluginError
-from ..records import CORE, RecordBatch, assemble, reference_span, segment_lengths, split_columns
+from ..records import CORE, RecordBatch, join, layout, reference_span, segment_lengths, split_columns
 from .columns import (
     BY_NAME,
     COUNT_COLUMNS,
@@ -321,11 +321,12 @@ class ChunkReader:
         """(pos, span) of every record: all a count or a region filter needs."""
         return self.pos(), self.array("span").astype(np.int64)
 
-    def records(self, skip: frozenset[str] = frozenset()) -> RecordBatch:
+    def records(self, skip: frozenset[str] = frozenset(), keep: np.ndarray | None = None) -> RecordBatch:
         """Every record of the chunk, reassembled byte for byte. ``skip``: variable columns left
         unread (``read_name``, ``cigar``, ``seq``, ``qual``, ``aux``), filled as SAM's defaults
         (htsget's ``fields``): the name ``*``, no CIGAR, no sequence (so no qualities), qualities
-        ``*`` (0xFF) under a sequence, no tags."""
+        ``*`` (0xFF) under a sequence, no tags. ``keep`` (a boolean mask): only those records
+        are assembled (the columns are decoded whole)."""
         n = self.n_records
         core = np.zeros(n, dtype=CORE)
         pos = np.cumsum(self.array("pos"), dtype=np.int32)
@@ -341,9 +342,10 @@ class ChunkReader:
             core["tlen"] = wrap_i32(core["tlen"].astype(np.int64) + tlen_prediction(
                 pos, core["next_pos"], span, core["refid"], core["next_refid"]))
         l_aux = self.array("l_aux").astype(np.int64)
-        seg = segment_lengths(core, check=False)  # name, CIGAR, sequence and quality sizes as stored
-        expect = {"read_name": seg[:, 1].sum(), "cigar": seg[:, 2].sum(), "seq": seg[:, 3].sum(),
-                  "qual": seg[:, 4].sum(), "aux": l_aux.sum()}
+        offsets, totals = layout(core, l_aux)  # name, CIGAR, sequence, quality and aux sizes as stored
+        if totals is None:
+            raise CorruptDatasetError(self.where, "columns disagree on record sizes; the dataset is corrupt")
+        expect = dict(zip(("read_name", "cigar", "seq", "qual", "aux"), totals))
         fill: dict[str, np.ndarray] = {}
         if "read_name" in skip:
             core["l_read_name"] = 2
@@ -369,6 +371,5 @@ class ChunkReader:
                 raise CorruptDatasetError(self.where, "columns disagree on record sizes; the dataset is corrupt")
             cols.append(c)
         if skip:
-            seg = segment_lengths(core, check=False)
-        core["block_size"] = seg[:, :5].sum(axis=1) + l_aux - 4
-        return assemble(core, cols)
+            offsets, _ = layout(core, l_aux)
+        return join(core, offsets, cols, keep)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import attrs
 import numpy as np
 
+from .. import _kernels
+
 
 @attrs.frozen
 class Column:
@@ -75,12 +77,13 @@ def wrap_i32(x: np.ndarray) -> np.ndarray:
 
 
 def shuffle(raw: bytes, itemsize: int) -> bytes:
-    """Bytes grouped by significance: every value's first byte, then every second byte, ..."""
-    return np.frombuffer(raw, np.uint8).reshape(-1, itemsize).T.tobytes()
+    """Bytes grouped by significance: every value's first byte, then every second byte, ...
+    (in C: numpy's transposed copy took ~0.13 ms a column of a chunk, 11 columns a chunk)."""
+    return _kernels.shuffle(raw, itemsize)
 
 
 def unshuffle(raw: bytes, itemsize: int) -> bytes:
-    return np.frombuffer(raw, np.uint8).reshape(itemsize, -1).T.tobytes()
+    return _kernels.unshuffle(raw, itemsize)
 
 
 def stored_fixed(core: np.ndarray, span: np.ndarray, l_aux: np.ndarray) -> list[tuple[Column, np.ndarray]]:
