@@ -1,7 +1,9 @@
-/* Bulk kernels over raw BAM record bytes: find record boundaries, split records
- * into columns and assemble them back. One pass of memcpy per field, no Python
- * object per record, the GIL released throughout. records.py holds the numpy
- * definitions of what each computes (and checks the sizes before calling).
+/* Bulk kernels over raw BAM record bytes: find record boundaries, split records into
+ * columns, lay them out and join them back, shuffle fixed-width columns. One pass of memcpy
+ * per field, no Python object per record, the GIL released throughout. Every kernel checks
+ * the sizes it is given against its buffers: hostile sizes or offsets are a ValueError (or,
+ * for layout, None), never a read or write outside them. tests/test_kernels.py holds the
+ * numpy definitions layout, join and shuffle replaced.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -130,7 +132,8 @@ static PyObject *shuffle_impl(PyObject *args, int inverse) {
     uint8_t *b = (uint8_t *)PyBytes_AS_STRING(res);
     Py_ssize_t n = in.len / w;
     Py_BEGIN_ALLOW_THREADS
-    if (w == 1) memcpy(b, a, (size_t)n);
+    if (n == 0) {
+    } else if (w == 1) memcpy(b, a, (size_t)n);
     else if (inverse && w == 4) {
         const uint8_t *p0 = a, *p1 = a + n, *p2 = a + 2 * n, *p3 = a + 3 * n;
         for (Py_ssize_t i = 0; i < n; i++) {
@@ -190,8 +193,9 @@ static PyObject *k_layout(PyObject *self, PyObject *args) {
         int32_t l_seq;
         memcpy(&l_seq, r + 20, 4);
         int64_t seqb = ((int64_t)l_seq + 1) / 2, qual = l_seq, lx = la[i];
-        if (l_seq < 0 || lx < 0) { negative = 1; break; }
+        if (l_seq < 0 || lx < 0 || lx > (INT64_MAX >> 2)) { negative = 1; break; }
         int64_t size = CORE + name + cig + seqb + qual + lx;
+        if (size > INT64_MAX - o[i]) { negative = 1; break; } /* the totals are each at most o[n] */
         uint32_t bs = (uint32_t)(size - 4);
         memcpy(r, &bs, 4);
         o[i + 1] = o[i] + size;
@@ -217,22 +221,26 @@ static PyObject *k_join(PyObject *self, PyObject *args) {
     const int64_t *o = offs.buf;
     const uint8_t *c = in[0].buf, *k = keep.buf;
     uint8_t *out = outb.buf;
-    int bad = n < 0 || offs.len % 8 || in[0].len != n * CORE || (k && keep.len != n) || (!k && outb.len != o[n]);
+    int bad = n < 0 || offs.len % 8 || in[0].len != n * CORE || (k && keep.len != n) || o[0] != 0 ||
+              (!k && outb.len != o[n]);
     Py_ssize_t pos[5] = {0, 0, 0, 0, 0}, p = 0;
     Py_BEGIN_ALLOW_THREADS
+    /* every comparison as a subtraction that cannot overflow: 0 <= p <= outb.len and
+     * 0 <= pos[j] <= in[j + 1].len throughout, and offsets rise from 0 */
     for (Py_ssize_t i = 0; i < n && !bad; i++) {
         const uint8_t *r = c + i * CORE;
         int32_t l_seq;
         memcpy(&l_seq, r + 20, 4);
+        if (o[i + 1] < o[i] || o[i + 1] - o[i] < CORE || l_seq < 0) { bad = 1; break; }
         Py_ssize_t len[5] = {r[12], 4 * (Py_ssize_t)((uint32_t)r[16] | ((uint32_t)r[17] << 8)),
                              ((Py_ssize_t)l_seq + 1) / 2, l_seq, 0};
         Py_ssize_t size = o[i + 1] - o[i];
         len[4] = size - CORE - len[0] - len[1] - len[2] - len[3];
         int take = !k || k[i];
-        if (l_seq < 0 || len[4] < 0 || (take && p + size > outb.len)) { bad = 1; break; }
+        if (len[4] < 0 || (take && size > outb.len - p)) { bad = 1; break; }
         if (take) { memcpy(out + p, r, CORE); p += CORE; }
         for (int j = 0; j < 5; j++) {
-            if (pos[j] + len[j] > in[j + 1].len) { bad = 1; break; }
+            if (len[j] > in[j + 1].len - pos[j]) { bad = 1; break; }
             if (take) { memcpy(out + p, (const uint8_t *)in[j + 1].buf + pos[j], (size_t)len[j]); p += len[j]; }
             pos[j] += len[j];
         }

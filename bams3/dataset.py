@@ -391,8 +391,8 @@ class Dataset(AlignmentFileMixin, FramesMixin):
             plan = self._plan(sel if sel.regions else attrs.evolve(sel, multi=True))
         everything = not sel.regions and sel.bed is None
         if chunks is not None:
-            wanted = set(chunks)
-            plan = [p for p in plan if p[0] in wanted]
+            only = set(chunks)
+            plan = [p for p in plan if p[0] in only]
         skip = frozenset(skip)
         flt = filters if filters is not None and not filters.empty else None
         expr = flt.check()._compiled if flt is not None else None

@@ -98,3 +98,41 @@ def test_join_is_the_records_byte_for_byte(records, rng):
             join(core, offsets, short)
         with pytest.raises(ValueError, match="exceed the columns"):
             join(core, offsets, short, np.zeros(len(records), dtype=bool))  # walked past, even unkept
+
+
+def test_hostile_offsets_and_masks_are_refused_not_followed():
+    """join's offsets come from layout, but join is public: offsets that do not start at 0,
+    wrap, go back or leave a record less than its core, and masks of the wrong length, are a
+    ValueError, never a copy outside the buffers (the first two crashed an earlier draft)."""
+    core = np.zeros(3, dtype=CORE)
+    empty = np.zeros(0, dtype=np.uint8)
+    cols = [empty, empty, empty, empty, np.zeros(64, dtype=np.uint8)]
+    low = np.iinfo(np.int64).min
+    cases = [
+        (200, [0, 100, low + 99, 200], None),
+        (100, [0, 100, low + 99, 100], np.ones(3, np.uint8)),
+        (200, [8, 100, 150, 200], None),  # not from 0
+        (200, [0, 100, 90, 200], None),  # back
+        (200, [0, 10, 110, 200], None),  # a record smaller than its core
+        (100, [0, 36, 72, 108], np.ones(2, np.uint8)),  # mask of the wrong length
+        (0, [0], None),  # offsets for no record, three cores
+    ]
+    for size, offsets, keep in cases:
+        args = [np.empty(size, np.uint8), np.array(offsets, np.int64), core.view(np.uint8), *cols]
+        with pytest.raises(ValueError):
+            _kernels.join(*args, *([] if keep is None else [keep]))
+
+
+def test_sizes_past_2_to_the_63_are_corrupt_not_wrapped():
+    core = np.zeros(2, dtype=CORE)
+    offsets, totals = layout(core, np.array([2**62, 2**62], dtype=np.int64))
+    assert totals is None
+    offsets, totals = layout(core, np.array([1, 2], dtype=np.int64))
+    assert totals == (0, 0, 0, 0, 3) and offsets.tolist() == [0, 37, 75]
+
+
+def test_an_empty_column_shuffles_at_once_whatever_the_width():
+    assert _kernels.shuffle(b"", 1 << 40) == b"" == _kernels.unshuffle(b"", 1 << 40)
+    for w in (0, -1):
+        with pytest.raises(ValueError):
+            _kernels.shuffle(b"ab", w)
