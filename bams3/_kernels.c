@@ -132,8 +132,7 @@ static PyObject *shuffle_impl(PyObject *args, int inverse) {
     uint8_t *b = (uint8_t *)PyBytes_AS_STRING(res);
     Py_ssize_t n = in.len / w;
     Py_BEGIN_ALLOW_THREADS
-    if (n == 0) {
-    } else if (w == 1) memcpy(b, a, (size_t)n);
+    if (w == 1 || n == 0) memcpy(b, a, (size_t)in.len);
     else if (inverse && w == 4) {
         const uint8_t *p0 = a, *p1 = a + n, *p2 = a + 2 * n, *p3 = a + 3 * n;
         for (Py_ssize_t i = 0; i < n; i++) {
@@ -166,7 +165,7 @@ static PyObject *k_shuffle(PyObject *self, PyObject *args) { return shuffle_impl
 static PyObject *k_unshuffle(PyObject *self, PyObject *args) { return shuffle_impl(args, 1); }
 
 /* layout(core, l_aux_i64, offsets_out_i64) -> (name, cigar, seq, qual, aux) totals, or None when
- * a record's sizes are negative: each record's size from its core fields (36-byte BAM cores,
+ * a record's sizes are negative or add up past 2^63 (corrupt): each record's size from its core fields (36-byte BAM cores,
  * as records.CORE) and its aux length, written as block_size (mod 2^32, as numpy's assignment
  * wraps) into the cores and as running offsets (N+1) into offsets_out; the totals are what each
  * variable column must hold. One pass instead of numpy's segment_lengths and sums. */

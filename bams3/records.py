@@ -229,7 +229,8 @@ def layout(core: np.ndarray, l_aux: np.ndarray) -> tuple[np.ndarray, tuple[int, 
     """Each record's place when its core fields and ``l_aux`` aux bytes are joined with its
     variable fields: ``block_size`` is set in ``core`` (in place, modulo 2**32) and the records'
     offsets (N + 1) returned, with the bytes each variable column (name, CIGAR, sequence,
-    qualities, aux) must hold; None for those when a record's sizes are negative (corrupt).
+    qualities, aux) must hold; None for those when a record's sizes are negative or add up past
+    2**63 (corrupt).
     One C pass (what segment_lengths and its sums computed in numpy)."""
     offsets = np.empty(len(core) + 1, dtype=np.int64)
     totals = _kernels.layout(core.view(np.uint8), np.ascontiguousarray(l_aux, dtype=np.int64), offsets)

@@ -49,8 +49,9 @@ def main() -> int:
     from bams3.conformance.proxy import CountingProxy
 
     samtools = shutil.which("samtools") or sys.exit("needs samtools on PATH")
-    beside = os.path.join(os.path.dirname(sys.executable), "bams3")  # not a version manager's shim (bench.py)
-    bams3_cmd = beside if os.access(beside, os.X_OK) else shutil.which("bams3") or sys.exit("needs bams3 installed")
+    from bench import bams3_program  # bench/bench.py, beside this script
+
+    bams3_cmd = bams3_program() or sys.exit("needs bams3 installed (pip install .)")
     logging.disable(logging.CRITICAL)
     tmp = tempfile.mkdtemp(prefix="bams3-cohort-bench-")
     bam = os.path.join(tmp, "slice.bam")
