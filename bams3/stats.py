@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from .statstext import flagstat_text, idxstats_text  # noqa: F401 (where they were)
+
 FPAIRED, FPROPER, FUNMAP, FMUNMAP = 0x1, 0x2, 0x4, 0x8
 FREAD1, FREAD2, FSECONDARY, FQCFAIL, FDUP, FSUPP = 0x40, 0x80, 0x100, 0x200, 0x400, 0x800
 
@@ -154,41 +156,3 @@ class StatsAccumulator:
             ]
             + [["*", 0, 0, self.no_coor]],
         }
-
-
-def _pct(a: int, b: int) -> str:
-    return f"{100.0 * a / b:.2f}%" if b else "N/A"
-
-
-def flagstat_text(fs: dict[str, list[int]]) -> str:
-    """The text ``samtools flagstat`` prints, from stored counts."""
-    g = lambda k: fs[k]  # noqa: E731
-    lines = [
-        ("total", "in total (QC-passed reads + QC-failed reads)"),
-        ("primary", "primary"),
-        ("secondary", "secondary"),
-        ("supplementary", "supplementary"),
-        ("duplicates", "duplicates"),
-        ("primary_duplicates", "primary duplicates"),
-    ]
-    out = [f"{g(k)[0]} + {g(k)[1]} {label}" for k, label in lines]
-    t, pt = g("total"), g("primary")
-    m, pm = g("mapped"), g("primary_mapped")
-    out.append(f"{m[0]} + {m[1]} mapped ({_pct(m[0], t[0])} : {_pct(m[1], t[1])})")
-    out.append(f"{pm[0]} + {pm[1]} primary mapped ({_pct(pm[0], pt[0])} : {_pct(pm[1], pt[1])})")
-    p = g("paired")
-    for k, label in (("paired", "paired in sequencing"), ("read1", "read1"), ("read2", "read2")):
-        out.append(f"{g(k)[0]} + {g(k)[1]} {label}")
-    pp = g("properly_paired")
-    out.append(f"{pp[0]} + {pp[1]} properly paired ({_pct(pp[0], p[0])} : {_pct(pp[1], p[1])})")
-    out.append(f"{g('both_mapped')[0]} + {g('both_mapped')[1]} with itself and mate mapped")
-    s = g("singletons")
-    out.append(f"{s[0]} + {s[1]} singletons ({_pct(s[0], p[0])} : {_pct(s[1], p[1])})")
-    d, d5 = g("mate_diff_chr"), g("mate_diff_chr_mapq5")
-    out.append(f"{d[0]} + {d[1]} with mate mapped to a different chr")
-    out.append(f"{d5[0]} + {d5[1]} with mate mapped to a different chr (mapQ>=5)")
-    return "\n".join(out) + "\n"
-
-
-def idxstats_text(rows) -> str:
-    return "".join(f"{n}\t{l}\t{m}\t{u}\n" for n, l, m, u in rows)

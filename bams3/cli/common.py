@@ -9,6 +9,7 @@ import sys
 import click
 
 from ..redact import redact
+from ..statstext import human_bytes as _human_bytes  # noqa: F401 (the commands' name for it)
 
 from ..errors import Bams3Error, UsageError, samtools_message
 
@@ -64,14 +65,6 @@ def _progress(label: str, progress: bool | None):
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
-
-
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
 
 
 def _human_bp(n: int) -> str:

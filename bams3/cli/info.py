@@ -29,7 +29,7 @@ def stats(dest, as_json, flagstat, idxstats):
       bams3 stats sample.bams3 --idxstats
     """
     from ..dataset import Dataset
-    from ..stats import flagstat_text, idxstats_text
+    from ..statstext import flagstat_text, idxstats_text, stats_block
 
     ds = Dataset.open(dest)
     m, s = ds.meta, ds.stats
@@ -48,46 +48,6 @@ def stats(dest, as_json, flagstat, idxstats):
         click.echo(idxstats_text(s["idxstats"]), nl=False)
         return
     click.echo(stats_block(dest, m, s), nl=False)
-
-
-def stats_block(dest: str, m, s: dict) -> str:
-    """The statistics as the original BAMS3 printed them (scripts grep these labels): a banner,
-    Format and Source, then Statistics, Structure and Storage, every value exact."""
-    total = s["n_records"]
-    mapped = sum(s["flagstat"]["mapped"])
-    src = m.source
-    src_size = src.get("size")
-    codecs = ", ".join(f"{c.name}" + (f" level {c.level}" if c.level is not None else "") for c in m.codecs)
-    pct = (lambda n: f" ({100 * n / total:.2f}%)") if total else (lambda n: "")
-    stored, raw = s["stored_bytes"], s["raw_bytes"]
-    rule = "=" * 43
-    lines = [
-        rule, "BAMS3 Dataset Statistics", rule, "",
-        f"Format: bams3 v{m.format_version}",
-        f"Source: {src.get('name', '?')} ({src.get('format', '?')}"
-        + (f", {src_size:,} bytes)" if src_size else ")"),
-        f"Dataset: {dest}",
-        "",
-        "Statistics:",
-        f"  Total reads: {total:,}",
-        f"  Mapped reads: {mapped:,}{pct(mapped)}",
-        f"  Unmapped reads: {total - mapped:,}{pct(total - mapped)}",
-        f"  Total bases: {s['total_bases']:,}",
-        f"  Mean coverage: {s['mean_coverage']:.2f}x",
-        "",
-        "Structure:",
-        f"  References: {len(m.references):,} ({s['genome_length']:,} bp)",
-        f"  Chunk size: {m.chunk_size} bp",
-        f"  Total chunks: {s['n_chunks']:,}",
-        f"  Compression: {codecs}",
-        "",
-        "Storage:",
-        f"  Total size: {_human_bytes(stored)} ({stored:,} bytes)",
-        f"  Compression ratio: {raw / stored:.2f}x" if stored else "  Compression ratio: n/a",
-    ]
-    if stored and src_size:
-        lines.append(f"  Size vs source: {stored / src_size:.2f}x")
-    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------- coverage

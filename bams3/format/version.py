@@ -1,9 +1,9 @@
 """The format's name and version (docs/format.md, "Versions")."""
 
-FORMAT_NAME = "bams3"
+from ..metacheck import FORMAT_NAME, MAX_VERSION  # noqa: F401 (read there, before numpy is imported)
+
 FORMAT_VERSION = 2  # what a conversion writes
 SHARDED_VERSION = 3  # what a sharded conversion writes
-MAX_VERSION = 3  # the newest this bams3 reads
 # v2: _metadata.json carries a SHA-256 of its content; the chunk table records a CRC32 of each
 # chunk's header and column directory (head_crc); a count slot's CRC32 covers its header too.
 # v1 datasets (none of these) are still read.
