@@ -350,6 +350,52 @@ done:
     return result;
 }
 
+/* count_overlaps(pos_deltas_i32, span_i32, intervals) -> int: records [pos, pos + span) that
+ * overlap [beg, end), summed over the (beg, end) pairs of intervals (a record in two counts
+ * twice), with pos the running sum (mod 2^32, as int32) of the stored deltas: a count's edge
+ * chunk straight from its pos and span columns (unshuffled, little-endian). The quick count
+ * (bams3/_quick.py) uses it without numpy; tests/test_kernels.py holds the numpy definition. */
+static PyObject *k_count_overlaps(PyObject *self, PyObject *args) {
+    Py_buffer pd, sp;
+    PyObject *ivs;
+    if (!PyArg_ParseTuple(args, "y*y*O", &pd, &sp, &ivs)) return NULL;
+    PyObject *seq = PySequence_Fast(ivs, "count_overlaps: intervals must be a sequence");
+    long long total = 0;
+    Py_ssize_t n = pd.len / 4, k = seq ? PySequence_Fast_GET_SIZE(seq) : 0;
+    if (!seq) goto fail;
+    if (pd.len % 4 || sp.len != pd.len) {
+        PyErr_SetString(PyExc_ValueError, "count_overlaps: pos and span are not as many int32 values");
+        goto fail;
+    }
+    for (Py_ssize_t j = 0; j < k; j++) {
+        long long beg, end;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, j), "LL", &beg, &end)) goto fail;
+        const uint8_t *a = pd.buf, *b = sp.buf;
+        long long c = 0;
+        Py_BEGIN_ALLOW_THREADS
+        uint32_t p = 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            uint32_t d, s;
+            memcpy(&d, a + 4 * i, 4);
+            memcpy(&s, b + 4 * i, 4);
+            p += d;
+            long long x = (int32_t)p;
+            c += (x < end) & (x + (long long)(int32_t)s > beg);
+        }
+        Py_END_ALLOW_THREADS
+        total += c;
+    }
+    Py_DECREF(seq);
+    PyBuffer_Release(&pd);
+    PyBuffer_Release(&sp);
+    return PyLong_FromLongLong(total);
+fail:
+    Py_XDECREF(seq);
+    PyBuffer_Release(&pd);
+    PyBuffer_Release(&sp);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"seq_text", k_seq_text, METH_VARARGS, "seq_text(packed, off_i64, qlen_i64, out_off_i64) -> bytes"},
     {"cigar_text", k_cigar_text, METH_VARARGS, "cigar_text(ops_u32, off_i64, out_off_i64) -> bytes"},
@@ -361,6 +407,8 @@ static PyMethodDef methods[] = {
     {"unshuffle", k_unshuffle, METH_VARARGS, "unshuffle(raw, w) -> bytes: the inverse of shuffle"},
     {"layout", k_layout, METH_VARARGS, "layout(core, l_aux_i64, offsets_out_i64) -> column totals or None"},
     {"join", k_join, METH_VARARGS, "join(out, offsets_i64, core, name, cigar, seq, qual, aux[, keep_u8])"},
+    {"count_overlaps", k_count_overlaps, METH_VARARGS,
+     "count_overlaps(pos_deltas_i32, span_i32, intervals) -> records overlapping each (beg, end), summed"},
     {NULL, NULL, 0, NULL},
 };
 

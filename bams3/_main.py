@@ -1,6 +1,8 @@
 """The ``bams3`` program's entry point. ``bams3 --version`` is answered here, before the
 command line (click and every command's module) is loaded: scripts run it to check an
-install, and it should cost no more than starting Python."""
+install, and it should cost no more than starting Python. A count or the statistics of a
+local dataset are tried first by the quick path (:mod:`bams3._quick`, no numpy or click),
+which answers exactly as the full command would or leaves it to the full command."""
 
 from __future__ import annotations
 
@@ -16,6 +18,12 @@ def main() -> int:
 
         print(f"bams3, version {__version__}")  # as click's version option prints it
         return 0
+    if sys.argv[1:2] == ["stats"] or sys.argv[1:2] == ["query"] and ("-c" in sys.argv or "--count" in sys.argv):
+        from ._quick import run as quick  # a count or the statistics of a local dataset, without numpy or click
+
+        code = quick(sys.argv[1:])
+        if code is not None:
+            return code
     _keep_freed_memory()
     from .cli import main as run
 

@@ -1,0 +1,355 @@
+"""The quick count (bams3/_quick.py): ``bams3 query DATASET REGION... -c`` answered before numpy,
+click or the plugin host is imported. It must print what samtools prints, and what the full
+command prints, or step aside: for every dataset, region and damage it answers either the full
+command's number or nothing (and the full command then answers, or reports the damage)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import random
+import subprocess
+import sys
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import bams3
+import bams3.shards
+from bams3 import _quick
+from bams3.dataset import Dataset
+from bams3.format import ChunkTable
+from bams3.format.metadata import encode_metadata
+from bams3.statstext import flagstat_text
+
+from .oracle import view_count
+from .synth import REFS, random_regions, write_bam
+
+BAMS3 = pathlib.Path(sys.executable).with_name("bams3")
+
+
+@pytest.fixture(scope="module")
+def bam(tmp_path_factory):
+    return write_bam(str(tmp_path_factory.mktemp("quick") / "in.bam"), n=5000, seed=23)
+
+
+@pytest.fixture(scope="module")
+def datasets(bam, tmp_path_factory, request):
+    """The layouts the quick count reads: an inline table (many small chunks, so regions cut
+    many), an external table (an object of its own), a sharded (v3) conversion whose chunks are
+    numbered apart from the table; and one it leaves to the full command (count slots)."""
+    from bams3.format import metadata
+
+    d = tmp_path_factory.mktemp("quick-ds")
+    out = {"inline": str(d / "inline.bams3"), "external": str(d / "external.bams3"),
+           "sharded": str(d / "sharded.bams3"), "slots": str(d / "slots.bams3")}
+    bams3.convert(bam, out["inline"], chunk_size="4K")
+    mp = pytest.MonkeyPatch()
+    mp.setattr(metadata, "INLINE_TABLE_MAX", 256)
+    try:
+        bams3.convert(bam, out["external"], chunk_size="2K")
+    finally:
+        mp.undo()
+    bams3.shards.convert(bam, out["sharded"], engine="local", shard_bp="12K", chunk_size="4K", max_chunk_raw=20_000)
+    bams3.convert(bam, out["slots"], chunk_size="64K", slots=True)
+    assert "object" in json.loads(pathlib.Path(out["external"], "_metadata.json").read_bytes())["chunks"]
+    assert json.loads(pathlib.Path(out["sharded"], "_metadata.json").read_bytes())["format_version"] == 3
+    return out
+
+
+def _cli(*args: str, quick: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "BAMS3_QUICK": "1" if quick else "0"}
+    return subprocess.run([str(BAMS3), *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32 - 1), k=st.integers(0, 4))
+def test_counts_equal_samtools_and_the_full_reader(bam, datasets, seed, k):
+    regions = random_regions(random.Random(seed), k)
+    want = view_count(bam, *regions)
+    for name in ("inline", "external", "sharded"):
+        assert _quick.count(datasets[name], regions) == want, (name, regions)
+        assert Dataset.open(datasets[name])._count(regions) == want
+
+
+def test_every_chunk_edge(bam, datasets):
+    """A region ending or starting at each chunk's first and last record, and one base either side."""
+    ds = Dataset.open(datasets["inline"])
+    t = ds.chunks
+    regions = []
+    for i in range(len(t)):
+        if t.ref_id[i] < 0:
+            continue
+        name = REFS[int(t.ref_id[i])][0]
+        for x in (int(t.min_pos[i]), int(t.max_pos[i]), int(t.max_end[i])):
+            for d in (-1, 0, 1):
+                p = max(1, x + d)
+                regions += [f"{name}:1-{p}", f"{name}:{p}-{p + 2000}", f"{name}:{p}"]
+    for i in range(0, len(regions), 40):
+        part = regions[i : i + 40]
+        assert _quick.count(datasets["inline"], part) == view_count(bam, *part)
+
+
+def test_the_cli_takes_the_quick_path_and_prints_what_the_full_command_prints(bam, datasets):
+    """The same stdout, stderr and status, quick or not; and the quick one imports none of
+    numpy, click, attrs or pluggy."""
+    ds = datasets["inline"]
+    for args in ([ds, "chrA:1,000-50,000", "-c"], [ds, "--count"], [ds, "*", "chrC", "chrB:10-20", "-c"],
+                 ["-c", ds, "chrA:100k-200k"]):
+        q, f = _cli("query", *args), _cli("query", *args, quick=False)
+        assert (q.returncode, q.stdout, q.stderr) == (f.returncode, f.stdout, f.stderr) and q.returncode == 0
+        assert int(q.stdout) == view_count(bam, *[a for a in args[1:] if not a.startswith("-") and a != ds])
+    probe = ("import sys; sys.argv = ['bams3', 'query', sys.argv[1], 'chrA:1-90000', '-c']; "
+             "from bams3._main import main; code = main(); "
+             "print(sorted(m for m in ('numpy', 'click', 'attrs', 'pluggy', 'zstandard') if m in sys.modules), "
+             "code, file=sys.stderr)")
+    r = subprocess.run([sys.executable, "-c", probe, ds], capture_output=True, text=True, timeout=60)
+    assert r.stdout == f"{view_count(bam, 'chrA:1-90000')}\n"
+    assert r.stderr.strip() == "[] 0", r.stderr
+    r = subprocess.run([sys.executable, "-c", probe, datasets["slots"]], capture_output=True, text=True,
+                       timeout=60)  # count slots: the full command answers
+    assert r.stdout == f"{view_count(bam, 'chrA:1-90000')}\n" and "'numpy'" in r.stderr
+
+
+def test_stats_print_what_the_full_command_prints(datasets):
+    """`stats`, `--flagstat` and `--idxstats` from the metadata alone, byte for byte as the full
+    command prints them, without numpy or click; any other option is the full command's."""
+    for name in ("inline", "external", "sharded", "slots"):
+        for extra in ([], ["--flagstat"], ["--idxstats"], ["--json"], ["--flagstat", "--idxstats"]):
+            args = ["stats", datasets[name], *extra]
+            q, f = _cli(*args), _cli(*args, quick=False)
+            assert (q.returncode, q.stdout, q.stderr) == (f.returncode, f.stdout, f.stderr) and q.returncode == 0
+            assert q.stdout.count("\n") > 2
+    probe = ("import sys; sys.argv = ['bams3', 'stats', sys.argv[1]]; from bams3._main import main; code = main(); "
+             "print(sorted(m for m in ('numpy', 'click', 'attrs', 'pluggy', 'zstandard') if m in sys.modules), "
+             "code, file=sys.stderr)")
+    r = subprocess.run([sys.executable, "-c", probe, datasets["inline"]], capture_output=True, text=True, timeout=60)
+    assert "Total reads: 5,050" in r.stdout and r.stderr.strip() == "[] 0", r.stderr
+    for args in (["stats"], ["stats", "a", "b"], ["stats", "--nope", datasets["inline"]]):
+        q, f = _cli(*args), _cli(*args, quick=False)
+        assert (q.returncode, q.stdout, q.stderr) == (f.returncode, f.stdout, f.stderr) and q.returncode == 2
+
+
+@pytest.mark.parametrize("args", [
+    ["chrZ:1-10", "-c"],  # unknown reference
+    ["chrA:20-10", "-c"],  # end before start
+    ["chrA:1-10", "-c", "-q", "20"],  # an option the quick count leaves to the full command
+    ["chrA:1-10", "-c", "--json"],
+    ["chrA:1-10", "-c", "-@", "2"],
+    ["chrA:1-10", "-c", "-o", "-"],
+])
+def test_errors_and_other_options_are_the_full_commands(datasets, args):
+    ds = datasets["inline"]
+    q, f = _cli("query", ds, *args), _cli("query", ds, *args, quick=False)
+    assert (q.returncode, q.stdout, q.stderr) == (f.returncode, f.stdout, f.stderr)
+
+
+def test_damage_and_links_are_reported_as_the_full_command_reports_them(bam, datasets, tmp_path):
+    import shutil
+
+    src = pathlib.Path(datasets["inline"])
+    region = ["chrA:1,000-2,000", "-c"]
+    cases = {}
+    ds = tmp_path / "gone"
+    cases["no dataset"] = ds
+    ds = tmp_path / "chunk"
+    shutil.copytree(src, ds)
+    chunk = sorted((ds / "data").rglob("0000*"))[0]
+    blob = bytearray(chunk.read_bytes())
+    blob[200] ^= 1
+    chunk.write_bytes(bytes(blob))
+    cases["flipped chunk byte"] = ds
+    ds = tmp_path / "link"
+    shutil.copytree(src, ds)
+    meta = ds / "_metadata.json"
+    (tmp_path / "elsewhere.json").write_bytes(meta.read_bytes())
+    meta.unlink()
+    meta.symlink_to(tmp_path / "elsewhere.json")
+    cases["metadata is a link"] = ds
+    ds = tmp_path / "chunklink"
+    shutil.copytree(src, ds)
+    chunk = sorted((ds / "data").rglob("0000*"))[0]
+    (tmp_path / "elsewhere").write_bytes(chunk.read_bytes())
+    chunk.unlink()
+    chunk.symlink_to(tmp_path / "elsewhere")
+    cases["chunk is a link"] = ds
+    for what, ds in cases.items():
+        q, f = _cli("query", str(ds), *region), _cli("query", str(ds), *region, quick=False)
+        assert (q.returncode, q.stdout, q.stderr) == (f.returncode, f.stdout, f.stderr), what
+        assert q.returncode != 0 and q.stderr.count("\n") == 1 and not q.stdout, (what, q.stderr)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    path = write_bam(str(tmp_path_factory.mktemp("quick-small") / "s.bam"), n=600, seed=5)
+    ds = str(tmp_path_factory.mktemp("quick-small") / "s.bams3")
+    bams3.convert(path, ds, chunk_size="8K")
+    return ds
+
+
+def _flip(ds: pathlib.Path, i: int, at: int, xor: int) -> None:
+    chunk = sorted((ds / "data").rglob("0*"))[i]
+    blob = bytearray(chunk.read_bytes())
+    blob[at] ^= xor
+    chunk.write_bytes(bytes(blob))
+
+
+def _cutting(table, i: int) -> str:
+    """A region that cuts chunk ``i`` (so a count reads its positions)."""
+    name = REFS[int(table.ref_id[i])][0] if table.ref_id[i] >= 0 else "chrA"
+    return f"{name}:{int(table.min_pos[i]) + 2}-{(int(table.min_pos[i]) + int(table.max_pos[i])) // 2 + 1}"
+
+
+def test_every_byte_of_a_count_prefix_flipped(small, tmp_path):
+    """Each byte of an edge chunk's count prefix flipped in turn: the quick count answers the
+    full reader's number or steps aside; the full reader refuses every one of them."""
+    import shutil
+
+    ds = tmp_path / "d.bams3"
+    shutil.copytree(small, ds)
+    table = Dataset.open(str(ds)).chunks
+    i = 1
+    region = [_cutting(table, i)]
+    chunk = sorted((ds / "data").rglob("0*"))[i]
+    good = chunk.read_bytes()
+    answered = 0
+    for at in range(int(table.count_nbytes[i])):
+        _flip(ds, i, at, 0x41)
+        quick = _outcome(lambda: _quick.count(str(ds), region))
+        full = _outcome(lambda: Dataset.open(str(ds))._count(region))
+        chunk.write_bytes(good)
+        assert not isinstance(full, int), at  # every byte of it is checked
+        assert not isinstance(quick, int), (at, quick)
+        answered += isinstance(quick, int)
+    assert answered == 0 and _quick.count(str(ds), region) == Dataset.open(str(ds))._count(region) > 0
+
+
+def test_every_table_field_of_an_edge_chunk_changed(small, tmp_path):
+    """Each field of an edge chunk's table row set to values no writer writes (the metadata
+    signed again): the quick count answers the full reader's number or steps aside."""
+    import shutil
+
+    ds = tmp_path / "d.bams3"
+    shutil.copytree(small, ds)
+    good = (ds / "_metadata.json").read_bytes()
+    table = Dataset.open(str(ds)).chunks
+    i = 1
+    region = [_cutting(table, i), "chrA:1-100000"]
+    refused = 0
+    for field in sorted(table.columns):
+        v, n = int(table.columns[field][i]), int(table.n_records[i])
+        for value in sorted({v - 2**40, v - 1, v + 1, v + 2**31, v // 2, v * 2, 0, -1, 36 * n + 1, 4 * n - 1}):
+            obj = json.loads(good)
+            del obj["checksum"]
+            t = ChunkTable.from_json(obj["chunks"])
+            t.columns[field][i] = value
+            obj["chunks"] = t.to_json()
+            (ds / "_metadata.json").write_bytes(encode_metadata(obj))
+            quick = _outcome(lambda: _quick.count(str(ds), region))
+            full = _outcome(lambda: Dataset.open(str(ds))._count(region))
+            assert not isinstance(quick, int) or quick == full, (field, value, quick, full)
+            refused += not isinstance(full, int)
+    assert refused > 50
+
+
+def _outcome(fn):
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001 - any failure is an outcome here
+        return type(exc)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_damage_never_gets_a_number_the_full_reader_would_not_give(small, tmp_path_factory, data):
+    """Bytes flipped in a chunk's count prefix, or fields of _metadata.json (the chunk table
+    included) changed and the checksum made again: the quick count answers the full reader's
+    number or steps aside (it raises, and `run` returns None)."""
+    import shutil
+
+    ds = tmp_path_factory.mktemp("dmg") / "d.bams3"
+    shutil.copytree(small, ds)
+    meta = (ds / "_metadata.json").read_bytes()
+    regions = random_regions(random.Random(data.draw(st.integers(0, 1000), label="regions")), 3)
+    if data.draw(st.booleans(), label="damage a chunk"):
+        table = Dataset.open(str(ds)).chunks
+        i = data.draw(st.integers(0, len(table) - 1), label="chunk")
+        _flip(ds, i, data.draw(st.integers(0, int(table.count_nbytes[i]) - 1), label="byte"),
+              data.draw(st.integers(1, 255), label="xor"))
+        regions.append(_cutting(table, i))
+    else:
+        obj = json.loads(meta)
+        del obj["checksum"]
+        table = obj["chunks"]
+        if data.draw(st.booleans(), label="a table value"):
+            t = ChunkTable.from_json(table)
+            field = data.draw(st.sampled_from(sorted(t.columns)), label="field")
+            row = data.draw(st.integers(0, len(t) - 1), label="row")
+            v = int(t.columns[field][row])
+            t.columns[field][row] = data.draw(st.sampled_from(
+                [v - 2**40, v - 3, v - 1, v + 1, v + 7, v + 2**31, v + 2**40, v // 2, v * 2, 0, -1,
+                 36 * int(t.n_records[row]) + 1]), label="value")
+            obj["chunks"] = t.to_json()
+        else:
+            key = data.draw(st.sampled_from(["chunk_size", "count_slot_bp", "data_prefix", "format_version", "stats",
+                                             "source", "codecs", "coverage", "header"]))
+            obj[key] = data.draw(st.sampled_from([0, 1, 3, -1, 4096, 2**41, "data/x/", "../x/", None, True]))
+        (ds / "_metadata.json").write_bytes(encode_metadata(obj))  # signed again, as a hostile writer would
+    quick = _outcome(lambda: _quick.count(str(ds), regions))
+    full = _outcome(lambda: Dataset.open(str(ds))._count(regions))
+    if isinstance(quick, int):
+        assert quick == full, (quick, full)
+    quick = _outcome(lambda: _quick.stats(str(ds), "--flagstat"))
+    full = _outcome(lambda: flagstat_text(Dataset.open(str(ds)).stats["flagstat"]))
+    if isinstance(quick, str):
+        assert quick == full, (quick, full)
+
+
+def test_the_kernel_against_its_definition():
+    import numpy as np
+
+    from bams3._kernels import count_overlaps
+
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        n = int(rng.integers(0, 300))
+        pos = np.sort(rng.integers(-5, 2**31 - 1, n) if rng.random() < 0.2 else rng.integers(0, 5000, n))
+        span = rng.integers(0, 400, n).astype(np.int32)
+        deltas = np.diff(pos.astype(np.int64), prepend=0).astype(np.int64).astype(np.uint32).view(np.int32)
+        ivs = [(int(b), int(b + rng.integers(1, 3000))) for b in rng.integers(-10, 6000, int(rng.integers(0, 4)))]
+        p = np.cumsum(deltas, dtype=np.int32).astype(np.int64)
+        want = sum(int(np.count_nonzero((p < e) & (p + span > b))) for b, e in ivs)
+        assert count_overlaps(deltas.tobytes(), span.tobytes(), ivs) == want
+    with pytest.raises(ValueError):
+        count_overlaps(b"\0" * 8, b"\0" * 4, [(0, 1)])
+    with pytest.raises(TypeError):
+        count_overlaps(b"\0" * 4, b"\0" * 4, [(0,)])
+
+
+def test_table_decoding_and_validation_agree_with_the_full_reader(datasets):
+    from bams3.format.metadata import Metadata
+
+    for name in ("inline", "external", "sharded"):
+        ds = Dataset.open(datasets[name])
+        t = ds.chunks
+        obj = json.loads(pathlib.Path(datasets[name], "_metadata.json").read_bytes())["chunks"]
+        frame = pathlib.Path(datasets[name], obj["object"]).read_bytes() if "object" in obj else None
+        mine = _quick.decode_table(obj, frame)
+        assert {k: list(map(int, v)) for k, v in t.columns.items()} == mine
+        m: Metadata = ds.meta
+        _quick.validate_table(mine, len(m.references), m.chunk_size, m.n_slots, m.stats["n_records"],
+                              m.format_version)
+    rng = random.Random(9)
+    ds = Dataset.open(datasets["inline"])
+    m = ds.meta
+    for _ in range(400):
+        cols = {k: v.copy() for k, v in ds.chunks.columns.items()}
+        field = rng.choice(sorted(cols))
+        cols[field][rng.randrange(len(cols[field]))] += rng.choice([-2**33, -40, -1, 1, 36, 2**31, 2**33])
+        t = ChunkTable(cols)
+        args = (len(m.references), m.chunk_size, m.n_slots, m.stats["n_records"], m.format_version)
+        full = _outcome(lambda: t.validate(*args))
+        mine = _outcome(lambda: _quick.validate_table({k: list(map(int, v)) for k, v in cols.items()}, *args))
+        assert (full is None) == (mine is None), (field, full, mine)
