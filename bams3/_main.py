@@ -19,15 +19,39 @@ def main() -> int:
         print(f"bams3, version {__version__}")  # as click's version option prints it
         return 0
     if sys.argv[1:2] == ["stats"] or sys.argv[1:2] == ["query"] and ("-c" in sys.argv or "--count" in sys.argv):
-        from ._quick import run as quick  # a count or the statistics of a local dataset, without numpy or click
-
-        code = quick(sys.argv[1:])
+        code = _quick(sys.argv[1:])
         if code is not None:
             return code
     _keep_freed_memory()
     from .cli import main as run
 
     return run()
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM during the quick path: ended as the CLI ends it (bams3/cli/app.py)."""
+
+
+def _quick(args: list[str]) -> int | None:
+    """A count or the statistics of a local dataset, without numpy or click (bams3/_quick.py);
+    None: the full command runs. Ctrl-C and SIGTERM end it as they end the full command: one
+    line, status 130 or 143."""
+    import signal
+
+    from ._quick import run
+
+    def terminated(signum, frame):
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        return run(args)
+    except KeyboardInterrupt as exc:
+        term = isinstance(exc, _Terminated)
+        sys.stderr.write(f"bams3: {'terminated' if term else 'interrupted'}\n")
+        return 143 if term else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _keep_freed_memory() -> None:

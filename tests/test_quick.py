@@ -175,10 +175,95 @@ def test_damage_and_links_are_reported_as_the_full_command_reports_them(bam, dat
     chunk.unlink()
     chunk.symlink_to(tmp_path / "elsewhere")
     cases["chunk is a link"] = ds
+    ext = pathlib.Path(datasets["external"])
+    for what in ("missing", "flipped", "a link"):  # the external chunk table: read by every count
+        ds = tmp_path / f"ext-{what}"
+        shutil.copytree(ext, ds)
+        (table,) = (ds / "data").rglob("_chunks")
+        if what == "missing":
+            table.unlink()
+        elif what == "flipped":
+            table.write_bytes(bytes([table.read_bytes()[0] ^ 1]) + table.read_bytes()[1:])
+        else:
+            (tmp_path / f"table-{what}").write_bytes(table.read_bytes())
+            table.unlink()
+            table.symlink_to(tmp_path / f"table-{what}")
+        cases[f"external table {what}"] = ds
     for what, ds in cases.items():
-        q, f = _cli("query", str(ds), *region), _cli("query", str(ds), *region, quick=False)
-        assert (q.returncode, q.stdout, q.stderr) == (f.returncode, f.stdout, f.stderr), what
-        assert q.returncode != 0 and q.stderr.count("\n") == 1 and not q.stdout, (what, q.stderr)
+        for args in (region, ["-c"]):
+            q, f = _cli("query", str(ds), *args), _cli("query", str(ds), *args, quick=False)
+            assert (q.returncode, q.stdout, q.stderr) == (f.returncode, f.stdout, f.stderr), what
+            if not (what in ("flipped chunk byte", "chunk is a link") and args == ["-c"]):  # no chunk is read
+                assert q.returncode != 0 and q.stderr.count("\n") == 1 and not q.stdout, (what, q.stderr)
+
+
+def test_what_the_full_command_prints_differently_is_left_to_it(tmp_path, datasets, monkeypatch):
+    """Escapes click strips from text (in a path, a source name), a JSON true as the record count,
+    a zstandard backend the user chose, and tables too large to decode without numpy."""
+    import shutil
+
+    import pysam
+
+    ds = tmp_path / "esc\x1b[1mds"
+    shutil.copytree(datasets["inline"], ds)
+    for extra in ([], ["--idxstats"]):
+        q, f = _cli("stats", str(ds), *extra), _cli("stats", str(ds), *extra, quick=False)
+        assert (q.returncode, q.stdout, q.stderr) == (f.returncode, f.stdout, f.stderr) and q.returncode == 0
+    out = _cli("stats", str(ds)).stdout
+    assert "escds\n" in out and "\x1b" not in out
+    one = tmp_path / "one.bam"
+    with pysam.AlignmentFile(str(one), "wb", header={"SQ": [{"SN": "c", "LN": 100}]}) as out:
+        r = pysam.AlignedSegment()
+        r.query_name, r.query_sequence, r.flag, r.reference_id, r.reference_start = "r", "ACGT", 0, 0, 5
+        r.cigartuples, r.query_qualities = [(0, 4)], pysam.qualitystring_to_array("IIII")
+        out.write(r)
+    bams3.convert(str(one), str(tmp_path / "one.bams3"))
+    meta = tmp_path / "one.bams3" / "_metadata.json"
+    obj = json.loads(meta.read_bytes())
+    del obj["checksum"]
+    obj["stats"]["n_records"] = True
+    meta.write_bytes(encode_metadata(obj))
+    for args in (["-c"], ["c", "-c"]):
+        q, f = _cli("query", str(tmp_path / "one.bams3"), *args), _cli("query", str(tmp_path / "one.bams3"), *args,
+                                                                        quick=False)
+        assert (q.returncode, q.stdout, q.stderr) == (f.returncode, f.stdout, f.stderr) == (0, "1\n", "")
+    env = {**os.environ, "PYTHON_ZSTANDARD_IMPORT_POLICY": "rust"}
+    q, f = (subprocess.run([str(BAMS3), "query", datasets["inline"], "chrA:1-50000", "-c"], capture_output=True,
+                           text=True, env={**env, "BAMS3_QUICK": x}) for x in ("1", "0"))
+    assert (q.returncode, q.stdout, q.stderr) == (f.returncode, f.stdout, f.stderr)
+    monkeypatch.setattr(_quick, "MAX_ROWS", 3)
+    for name in ("inline", "external"):
+        with pytest.raises(_quick._Refused):
+            _quick.count(datasets[name], ["chrA:1-10"])
+
+
+@pytest.mark.parametrize("sig, code, line", [("SIGINT", 130, "bams3: interrupted\n"),
+                                              ("SIGTERM", 143, "bams3: terminated\n")])
+def test_an_interrupted_quick_path_ends_as_the_full_command_does(datasets, sig, code, line):
+    """Ctrl-C or SIGTERM while the answer waits on a full pipe: one line and 130 or 143, as the
+    full command ends."""
+    import fcntl
+    import signal
+    import time
+
+    for quick in ("1", "0"):
+        r, w = os.pipe()
+        flags = fcntl.fcntl(w, fcntl.F_GETFL)
+        fcntl.fcntl(w, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+        try:
+            while True:
+                os.write(w, b"x" * 512)
+        except BlockingIOError:
+            pass
+        fcntl.fcntl(w, fcntl.F_SETFL, flags)
+        p = subprocess.Popen([str(BAMS3), "stats", datasets["inline"]], stdout=w, stderr=subprocess.PIPE,
+                             env={**os.environ, "BAMS3_QUICK": quick})
+        os.close(w)
+        time.sleep(3)
+        p.send_signal(getattr(signal, sig))
+        err = p.stderr.read().decode()
+        assert p.wait(timeout=30) == code and err == line, (quick, err)
+        os.close(r)
 
 
 @pytest.fixture(scope="module")
