@@ -251,7 +251,9 @@ class Bench:
 
     def latency(self):
         """A whole process for the smallest questions, wall and CPU: --version, a 1 Mbp count, SAM
-        of 1 kb, statistics, and a 1,000-interval BED (records and -c), each against samtools."""
+        of 1 kb, statistics, and a 1,000-interval BED (records and -c), each against samtools; and
+        the interpreter alone (``python -c pass``, with this environment's site-packages), the
+        floor under every bams3 process here."""
         import random
 
         import pysam
@@ -268,6 +270,8 @@ class Bench:
             self.row("latency", label, ours, st, f"CPU {ours['cpu']:.3f}s vs {st['cpu']:.3f}s "
                      f"({ours['cpu'] / max(st['cpu'], 1e-3):.1f}x)" + (f"; identical: {same}" if compare else ""))
 
+        case("python -c pass (the interpreter's floor here)", [sys.executable, "-c", "pass"],
+             [self.samtools, "--version"], compare=False)
         case("--version", [self.bams3, "--version"], [self.samtools, "--version"], compare=False)
         case(f"count {regions['1 Mbp']}", [self.bams3, "query", self.ds, regions["1 Mbp"], "-c"],
              [self.samtools, "view", "-c", self.bam, regions["1 Mbp"]])
