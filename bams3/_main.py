@@ -23,6 +23,7 @@ def main() -> int:
         if code is not None:
             return code
     _keep_freed_memory()
+    _whole_writes()
     from .cli import main as run
 
     return run()
@@ -52,6 +53,20 @@ def _quick(args: list[str]) -> int | None:
         return 143 if term else 130
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _whole_writes() -> None:
+    """Under ``python -u`` or PYTHONUNBUFFERED, stdout's binary layer is a raw file, whose write
+    may write only part of what it is given (a full disk, a file size limit), and the text layer
+    drops the rest without a word: ``bams3 stats >> file`` ended with status 0 and a cut text.
+    In the bams3 process, stdout gets a buffered writer back, which writes everything or raises,
+    flushed at every line as an unbuffered stdout is."""
+    import io
+
+    raw = getattr(sys.stdout, "buffer", None)
+    if isinstance(raw, io.FileIO) and not raw.closed:
+        sys.stdout = io.TextIOWrapper(io.BufferedWriter(raw), encoding=sys.stdout.encoding, errors=sys.stdout.errors,
+                                      line_buffering=True)
 
 
 def _keep_freed_memory() -> None:

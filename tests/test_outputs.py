@@ -66,6 +66,34 @@ def test_dash_is_standard_output(ds):
     assert not pathlib.Path("-").exists()
 
 
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+def test_a_stdout_that_cannot_take_it_all_is_one_line_and_status_1(ds, tmp_path, unbuffered):
+    """stdout on a full device, or appending to a file at its size limit (`ulimit -f`): one line
+    and status 1, whatever the verb and whether Python's stdout is unbuffered (PYTHONUNBUFFERED,
+    under which `stats` used to end 0 with its text cut) or buffered (which added a second
+    message and status 120); the quick path (BAMS3_QUICK) and the full command alike."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
+
+    env = {**os.environ, "PYTHONUNBUFFERED": unbuffered}
+    for quick in ("1", "0"):
+        for args in (["stats", ds], ["stats", ds, "--flagstat"], ["query", ds, REGION],
+                     ["query", ds, REGION, "-O", "json"]):
+            out = tmp_path / "out"
+            out.write_bytes(b"x" * 1000)
+            with open(out, "ab") as f:
+                p = subprocess.run([BAMS3, *map(str, args)], stdout=f, stderr=subprocess.PIPE, preexec_fn=limit,
+                                   env={**env, "BAMS3_QUICK": quick})
+            assert_one_line_error(p, 1, "File too large")
+            assert out.stat().st_size == 1024
+            with open("/dev/full", "wb") as f:
+                p = subprocess.run([BAMS3, *map(str, args)], stdout=f, stderr=subprocess.PIPE,
+                                   env={**env, "BAMS3_QUICK": quick})
+            assert_one_line_error(p, 1, "No space left on device")
+
+
 def test_a_link_is_written_through_never_replaced(ds, tmp_path):
     target = tmp_path / "target.bam"
     link = tmp_path / "link.bam"

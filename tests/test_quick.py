@@ -237,11 +237,13 @@ def test_what_the_full_command_prints_differently_is_left_to_it(tmp_path, datase
             _quick.count(datasets[name], ["chrA:1-10"])
 
 
+@pytest.mark.parametrize("unbuffered", ["1", ""])
 @pytest.mark.parametrize("sig, code, line", [("SIGINT", 130, "bams3: interrupted\n"),
                                               ("SIGTERM", 143, "bams3: terminated\n")])
-def test_an_interrupted_quick_path_ends_as_the_full_command_does(datasets, sig, code, line):
+def test_an_interrupted_quick_path_ends_as_the_full_command_does(datasets, sig, code, line, unbuffered):
     """Ctrl-C or SIGTERM while the answer waits on a full pipe: one line and 130 or 143, as the
-    full command ends."""
+    full command ends; and never waits on the pipe again (stdout buffered or not, PYTHONUNBUFFERED:
+    the full command's last flush of a buffered stdout waited forever on a reader that stopped)."""
     import fcntl
     import signal
     import time
@@ -257,12 +259,15 @@ def test_an_interrupted_quick_path_ends_as_the_full_command_does(datasets, sig, 
             pass
         fcntl.fcntl(w, fcntl.F_SETFL, flags)
         p = subprocess.Popen([str(BAMS3), "stats", datasets["inline"]], stdout=w, stderr=subprocess.PIPE,
-                             env={**os.environ, "BAMS3_QUICK": quick})
+                             env={**os.environ, "BAMS3_QUICK": quick, "PYTHONUNBUFFERED": unbuffered})
         os.close(w)
-        time.sleep(3)
+        time.sleep(2)
         p.send_signal(getattr(signal, sig))
-        err = p.stderr.read().decode()
-        assert p.wait(timeout=30) == code and err == line, (quick, err)
+        try:
+            assert p.wait(timeout=30) == code, quick
+        finally:
+            p.kill()
+        assert p.stderr.read().decode() == line, quick
         os.close(r)
 
 

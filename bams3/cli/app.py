@@ -67,10 +67,33 @@ def main(argv: list[str] | None = None) -> int:
         for line in storage.trace_lines() if storage else ():  # no store opened: nothing traced
             click.echo(redact(line), err=True)
     if argv is None and code in (130, 143):
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
+        # stderr's line is out; what stdout still holds is dropped, as samtools' is when it is
+        # interrupted: flushing it could wait forever on a reader that stopped reading
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
         os._exit(code)
+    if argv is None:
+        code = _settle_stdout(code)
+    return code
+
+
+def _settle_stdout(code: int) -> int:
+    """Flush stdout before the interpreter does. A stdout that cannot take what is left (a full
+    disk, a file size limit) is reported once, status 1, and pointed at /dev/null, so the
+    interpreter's own last flush adds neither a second message nor status 120; an error already
+    reported keeps its one line and status. A reader that went away is quiet, as in _main."""
+    try:
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        pass
+    except (OSError, ValueError) as exc:
+        if code == 0:
+            _err(f"error: {getattr(exc, 'strerror', None) or exc}")
+            code = 1
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
     return code
 
 
