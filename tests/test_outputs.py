@@ -94,6 +94,18 @@ def test_a_stdout_that_cannot_take_it_all_is_one_line_and_status_1(ds, tmp_path,
             assert_one_line_error(p, 1, "No space left on device")
 
 
+def test_a_closed_stdout_is_never_a_traceback(ds):
+    """Started with stdout closed (`>&-`): at most one line on stderr, never a traceback from
+    the last flush."""
+    for quick in ("1", "0"):
+        for args in (["stats", ds], ["query", ds, REGION, "-c"], ["query", ds, REGION]):
+            p = subprocess.run([BAMS3, *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               env={**os.environ, "BAMS3_QUICK": quick}, pass_fds=(), close_fds=True,
+                               preexec_fn=lambda: os.close(1))
+            err = p.stderr.decode()
+            assert "Traceback" not in err and err.count("\n") <= 1, (args, err)
+
+
 def test_a_link_is_written_through_never_replaced(ds, tmp_path):
     target = tmp_path / "target.bam"
     link = tmp_path / "link.bam"

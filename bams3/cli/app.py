@@ -82,6 +82,8 @@ def _settle_stdout(code: int) -> int:
     disk, a file size limit) is reported once, status 1, and pointed at /dev/null, so the
     interpreter's own last flush adds neither a second message nor status 120; an error already
     reported keeps its one line and status. A reader that went away is quiet, as in _main."""
+    if sys.stdout is None:  # started with stdout closed: nothing to flush (or to write to)
+        return code
     try:
         sys.stdout.flush()
         return code
