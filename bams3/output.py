@@ -219,6 +219,8 @@ class Output:
 
     def __enter__(self):
         if is_stdout(self.path):
+            if sys.stdout is None:  # the program was started with it closed (`>&-`)
+                raise Bams3Error("cannot write to standard output: it is closed (give -o FILE)")
             sys.stdout.flush()
             self.file = sys.stdout.buffer
             return self.file
