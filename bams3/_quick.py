@@ -20,24 +20,33 @@ from __future__ import annotations
 import binascii
 import os
 import stat
-import struct
 import sys
 import zlib
 
+from .layout import (
+    CHUNK_FIELDS,
+    CHUNK_HEAD,
+    CHUNK_MAGIC,
+    DIR_ENTRY,
+    FLAG_PREDICTED,
+    FLAG_SHUFFLED,
+    KNOWN_FLAGS,
+    MAX_CHUNK_BYTES,
+    MAX_CHUNK_RAW_BYTES,
+    MAX_OBJECT,
+    OBJECT_FIELD,
+    OPTIONAL_CHUNK_FIELDS,
+    POS_COLUMN,
+    SLOT_HEAD,
+    SPAN_COLUMN,
+    TABLE_DELTAS,
+    TABLE_ENCODING,
+    TABLE_PLAIN,
+    TLEN_COLUMN,
+)
+
 # bams3's own codecs: a dataset naming another needs the plugin host to find it (or say it is missing)
 OWN_CODECS = frozenset({"zstd", "qual", "consensus", "tags", "mates", "names"})
-CHUNK_MAGIC = b"B3CHUNK\x01"
-CHUNK_HEAD = struct.Struct("<8sII")  # as bams3.format.chunk
-DIR_ENTRY = struct.Struct("<BBHIQQ")
-MAX_CHUNK_RAW_BYTES, MAX_CHUNK_BYTES, SLOT_HEAD_SIZE, MAX_OBJECT = 1 << 30, 1 << 31, 24, 1 << 40
-KNOWN_FLAGS, FLAG_SHUFFLED, FLAG_PREDICTED, TLEN_COLUMN = 3, 1, 2, 11
-POS_COLUMN, SPAN_COLUMN = 0, 1
-FIELDS = ("ref_id", "window", "n_records", "min_pos", "max_pos", "max_end", "nbytes", "count_nbytes", "raw_nbytes",
-          "slot_nbytes", "head_crc")
-OPTIONAL = {"slot_nbytes": 0, "head_crc": -1}
-DELTAS = {"ref_id": None, "window": None, "min_pos": None, "max_pos": "min_pos", "max_end": "max_pos",
-          "object": None}
-ENCODING, PLAIN = "i8-field-major-delta-shuffled+zstd+base64", "i8-field-major+zstd+base64"
 # Larger chunk tables are left to the full reader, which decodes them with numpy: in lists, a
 # table of a million rows (a hostile one; real ones have thousands) took seconds.
 MAX_ROWS = 100_000
@@ -163,12 +172,12 @@ def count(dest: str, regions: list[str]) -> int:
             validate_table(t, len(f["references"]), f["chunk_size"], f["n_slots"], f["stats"]["n_records"], version)
         if not spans:
             return int(f["stats"]["n_records"])  # (a JSON true is 1, as the full reader prints it)
-        return _count(root, f, t, spans, version)
+        return _count(root, f, t, spans)
     finally:
         os.close(root)
 
 
-def _count(root: int, f: dict, t: dict[str, list[int]], spans, version: int) -> int:
+def _count(root: int, f: dict, t: dict[str, list[int]], spans) -> int:
     from bisect import bisect_left, bisect_right
 
     from ._kernels import count_overlaps
@@ -189,17 +198,17 @@ def _count(root: int, f: dict, t: dict[str, list[int]], spans, version: int) -> 
                 else:
                     edges.setdefault(i, []).append((beg, end))
     for i, ivs in edges.items():
-        pos, span = _positions(root, f, t, i, version)
+        pos, span = _positions(root, f, t, i)
         total += count_overlaps(pos, span, ivs)
     return total
 
 
-def _positions(root: int, f: dict, t: dict[str, list[int]], i: int, version: int) -> tuple[bytes, bytes]:
+def _positions(root: int, f: dict, t: dict[str, list[int]], i: int) -> tuple[bytes, bytes]:
     """Chunk ``i``'s pos (deltas) and span columns, from its count prefix, checked as
     :class:`bams3.format.ChunkReader` checks them."""
     from ._kernels import unshuffle
 
-    objects = t.get("object")
+    objects = t.get(OBJECT_FIELD)
     key = f"{f['data_prefix']}{objects[i] if objects is not None else i:06d}"
     n_records, max_raw, head_crc = t["n_records"][i], t["raw_nbytes"][i], t["head_crc"][i]
     blob = _read(root, key, 0, t["count_nbytes"][i])
@@ -245,7 +254,8 @@ def decode_table(obj: dict, frame: bytes | None) -> dict[str, list[int]]:
     n = obj["count"]
     fields = list(obj["fields"])
     encoding = obj.get("encoding")
-    if encoding not in (ENCODING, PLAIN) or any(x not in fields for x in FIELDS if x not in OPTIONAL):
+    required = [x for x in CHUNK_FIELDS if x not in OPTIONAL_CHUNK_FIELDS]
+    if encoding not in (TABLE_ENCODING, TABLE_PLAIN) or any(x not in fields for x in required):
         raise ValueError("unsupported chunk table encoding")
     if n < 0 or n > 1 << 32 or len(fields) > 64:
         raise ValueError("absurd chunk count")
@@ -260,14 +270,14 @@ def decode_table(obj: dict, frame: bytes | None) -> dict[str, list[int]]:
     mat = []
     for j in range(len(fields)):
         part = raw[j * n * 8 : (j + 1) * n * 8]
-        if encoding == ENCODING:
+        if encoding == TABLE_ENCODING:
             part = unshuffle(part, 8)  # the field's 8-byte values from all their byte 0s, then byte 1s, ...
         mat.append(list(memoryview(part).cast("q")) if n else [])
-    if encoding == ENCODING:
-        for name in ("ref_id", "window", "min_pos", "max_pos", "max_end", "object"):  # in dependency order
+    if encoding == TABLE_ENCODING:
+        for name in TABLE_DELTAS:  # in dependency order
             if name in fields:
                 v = mat[fields.index(name)]
-                base = DELTAS[name]
+                base = TABLE_DELTAS[name]
                 if base is None:
                     acc = 0
                     for k in range(n):
@@ -277,9 +287,9 @@ def decode_table(obj: dict, frame: bytes | None) -> dict[str, list[int]]:
                     b = mat[fields.index(base)]
                     for k in range(n):
                         v[k] = _wrap64(v[k] + b[k])
-    out = {x: mat[fields.index(x)] if x in fields else [OPTIONAL[x]] * n for x in FIELDS}
-    if "object" in fields:
-        out["object"] = mat[fields.index("object")]
+    out = {x: mat[fields.index(x)] if x in fields else [OPTIONAL_CHUNK_FIELDS[x]] * n for x in CHUNK_FIELDS}
+    if OBJECT_FIELD in fields:
+        out[OBJECT_FIELD] = mat[fields.index(OBJECT_FIELD)]
     return out
 
 
@@ -302,14 +312,14 @@ def validate_table(t: dict[str, list[int]], n_refs: int, chunk_size: int, n_slot
         if ref < -1 or ref >= n_refs or win < -1 or win > max_window or n < 1 or n > raw // 36 or raw < 36 \
                 or raw > MAX_CHUNK_RAW_BYTES or nb < CHUNK_HEAD.size or nb > MAX_CHUNK_BYTES \
                 or cnb < CHUNK_HEAD.size or cnb > nb or snb < 0 or snb > nb \
-                or snb > 0 and (n_slots == 0 or snb < SLOT_HEAD_SIZE) or crc < crc_min or crc >= 1 << 32 \
+                or snb > 0 and (n_slots == 0 or snb < SLOT_HEAD.size) or crc < crc_min or crc >= 1 << 32 \
                 or ref >= 0 and (lo < -1 or lo > hi or hi >= 1 << 31 or end < hi or end > 1 << 32):
             raise ValueError("a chunk's fields are out of range")
         order = n_refs if ref < 0 else ref
         if order < last:
             raise ValueError("chunks are out of reference order")
         last = order
-    objects = t.get("object")
+    objects = t.get(OBJECT_FIELD)
     if objects is not None:
         if version < 3:
             raise ValueError("chunk object numbers need format version 3")

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import struct
 import zlib
 from collections.abc import Mapping
 
@@ -11,6 +10,7 @@ import attrs
 import numpy as np
 
 from ..errors import Bams3Error, CorruptDatasetError, DatasetError, InputError, PluginError
+from ..layout import CHUNK_HEAD, CHUNK_MAGIC, DIR_ENTRY, MAX_CHUNK_BYTES, MAX_CHUNK_RAW_BYTES  # noqa: F401
 from ..records import CORE, RecordBatch, join, layout, reference_span, segment_lengths, split_columns
 from .columns import (
     BY_NAME,
@@ -30,11 +30,6 @@ from .columns import (
 )
 from .slots import SLOT_HEAD, SlotLayout, decode_slots, encode_slots, slot_crc_ok
 
-CHUNK_MAGIC = b"B3CHUNK\x01"
-CHUNK_HEAD = struct.Struct("<8sII")  # magic, n_columns, n_records
-DIR_ENTRY = struct.Struct("<BBHIQQ")  # column id, codec index, flags, crc32, stored, raw
-MAX_CHUNK_RAW_BYTES = 1 << 30
-MAX_CHUNK_BYTES = 1 << 31
 _ITEMSIZE = {c.id: c.itemsize for c in FIXED}
 
 

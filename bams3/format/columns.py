@@ -7,6 +7,7 @@ import attrs
 import numpy as np
 
 from .. import _kernels
+from ..layout import FLAG_PREDICTED, FLAG_SHUFFLED, KNOWN_FLAGS, POS_COLUMN, SPAN_COLUMN, TLEN_COLUMN  # noqa: F401
 
 
 @attrs.frozen
@@ -26,8 +27,8 @@ class Column:
 # In the order they are stored. pos and span come first so that a count reads one short
 # prefix of an edge chunk.
 FIXED: tuple[Column, ...] = (
-    Column(0, "pos", "<i4"),  # delta-coded: first value, then differences (mod 2**32)
-    Column(1, "span", "<i4"),  # bam_endpos - pos, derived, for region overlap only
+    Column(POS_COLUMN, "pos", "<i4"),  # delta-coded: first value, then differences (mod 2**32)
+    Column(SPAN_COLUMN, "span", "<i4"),  # bam_endpos - pos, derived, for region overlap only
     Column(2, "refid", "<i4"),
     Column(3, "flag", "<u2"),
     Column(4, "mapq", "u1"),
@@ -37,7 +38,7 @@ FIXED: tuple[Column, ...] = (
     Column(8, "l_seq", "<i4"),
     Column(9, "next_refid", "<i4"),
     Column(10, "next_pos", "<i4"),  # stored as next_pos - pos (mod 2**32)
-    Column(11, "tlen", "<i4"),  # with FLAG_PREDICTED: stored as tlen - tlen_prediction() (mod 2**32)
+    Column(TLEN_COLUMN, "tlen", "<i4"),  # with FLAG_PREDICTED: stored as tlen - tlen_prediction() (mod 2**32)
     Column(12, "l_aux", "<u4"),
 )
 VARIABLE: tuple[Column, ...] = (
@@ -51,14 +52,9 @@ COUNT_COLUMNS = 2  # pos and span: the prefix a count reads
 # the old tuple forms, for code written against them
 FIXED_COLUMNS: tuple[tuple[int, str, str], ...] = tuple((c.id, c.name, c.dtype) for c in FIXED)
 VAR_COLUMNS: tuple[tuple[int, str], ...] = tuple((c.id, c.name) for c in VARIABLE)
-TLEN_COLUMN = BY_NAME["tlen"].id
 SEQ_COLUMN = BY_NAME["seq"].id
 QUAL_COLUMN = BY_NAME["qual"].id
 
-# column directory flags
-FLAG_SHUFFLED = 1  # the column's bytes are grouped by significance (all first bytes, then all second, ...)
-FLAG_PREDICTED = 2  # tlen only: stored as the difference from tlen_prediction() (mod 2**32)
-KNOWN_FLAGS = FLAG_SHUFFLED | FLAG_PREDICTED
 
 
 def tlen_prediction(pos, next_pos, span, refid, next_refid) -> np.ndarray:

@@ -12,9 +12,9 @@ import attrs
 import numpy as np
 
 from ..errors import CorruptDatasetError
+from ..layout import SLOT_HEAD
 from .columns import shuffle, unshuffle
 
-SLOT_HEAD = struct.Struct("<IIqII")  # n_before, n_in, max_end_before, payload length, crc32
 SLOT_FIELDS = struct.Struct("<IIqI")  # the header without its crc32, which (v2) covers these and the payload
 
 

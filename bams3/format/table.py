@@ -10,31 +10,23 @@ import attrs
 import numpy as np
 import zstandard
 
-from .chunk import CHUNK_HEAD, MAX_CHUNK_BYTES, MAX_CHUNK_RAW_BYTES
-from .slots import SLOT_HEAD
+from ..layout import (
+    CHUNK_FIELDS,
+    CHUNK_HEAD,
+    MAX_CHUNK_BYTES,
+    MAX_CHUNK_RAW_BYTES,
+    MAX_OBJECT,
+    OBJECT_FIELD,
+    OPTIONAL_CHUNK_FIELDS,
+    SLOT_HEAD,
+    TABLE_DELTAS,
+    TABLE_ENCODING,
+    TABLE_PLAIN,
+)
 from .version import FORMAT_VERSION
 
 if TYPE_CHECKING:
     from ..region import Region
-
-CHUNK_FIELDS = (
-    "ref_id",  # reference index, -1 for unplaced reads
-    "window",  # window index (pos // chunk_size), -1 for unplaced reads
-    "n_records",
-    "min_pos",  # 0-based leftmost position of the first record
-    "max_pos",  # 0-based leftmost position of the last record
-    "max_end",  # largest bam_endpos of any record (exclusive)
-    "nbytes",  # size of the chunk object
-    "count_nbytes",  # bytes from the start of the object through the span column
-    "raw_nbytes",  # uncompressed BAM record bytes
-    "slot_nbytes",  # size of each count slot at the end of the object; 0 = no count slots
-    "head_crc",  # CRC32 of the chunk's header and column directory (v2; -1 in v1 tables)
-)
-OPTIONAL_CHUNK_FIELDS = {"slot_nbytes": 0, "head_crc": -1}  # absent in datasets written before they existed
-# v3, written only where chunks are not numbered in table order (a sharded conversion): the
-# number of each chunk's object under the data prefix. Absent: chunk i is object i.
-OBJECT_FIELD = "object"
-MAX_OBJECT = 1 << 40
 
 
 @attrs.frozen(eq=False)
@@ -164,13 +156,8 @@ class ChunkTable:
             del columns[OBJECT_FIELD]
         return cls(columns)
 
-    # Written: each field delta-coded as _DELTAS says, its int64 bytes shuffled (all first
-    # bytes, then all second, ...), fields one after another, zstd, base64. Read: that or
-    # the plain field-major encoding of the first datasets.
-    _ENCODING = "i8-field-major-delta-shuffled+zstd+base64"
-    _PLAIN = "i8-field-major+zstd+base64"
-    _DELTAS = {"ref_id": None, "window": None, "min_pos": None, "max_pos": "min_pos", "max_end": "max_pos",
-               OBJECT_FIELD: None}
+    # the encodings: bams3.layout, TABLE_ENCODING
+    _ENCODING, _PLAIN, _DELTAS = TABLE_ENCODING, TABLE_PLAIN, TABLE_DELTAS
 
     def to_json(self) -> dict[str, Any]:
         obj, frame = self.encode()
@@ -214,7 +201,7 @@ class ChunkTable:
         else:
             b = np.frombuffer(raw, dtype=np.uint8).reshape(len(fields), 8, n)
             mat = np.ascontiguousarray(b.transpose(0, 2, 1)).view("<i8").reshape(len(fields), n).copy()
-            for f in ("ref_id", "window", "min_pos", "max_pos", "max_end", OBJECT_FIELD):  # in dependency order
+            for f in cls._DELTAS:  # in dependency order
                 if f in fields:
                     i = fields.index(f)
                     base = cls._DELTAS[f]

@@ -1,0 +1,111 @@
+"""Before and after: the latency of whole bams3 processes from two trees, interleaved.
+
+    python bench/ab.py OLD NEW SAMPLE_DIR [--repeat 11]
+
+OLD and NEW are each a git revision of this repository (``HEAD~3``, ``5d4bdd2``) or the path of
+a ``bams3`` program. A revision is installed as users install it (``pip install``, compiled to
+bytecode) into its own virtualenv under ``.cache/ab/<commit>/``, made once and reused. NEW
+converts ``SAMPLE_DIR/sample.bam`` (bench/make-sample.sh) once; then each case runs
+``--repeat`` times, alternating OLD, NEW and (where it has one) samtools' command, so that
+both trees meet the same machine load. It prints the minimum and median wall time of each and
+whether OLD's and NEW's outputs were identical, and exits 1 when one tree failed a case.
+Timings are printed, never asserted."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+REGION = "chr1:1,000,001-2,000,000"  # 1 Mbp of the benchmark sample
+
+
+def cases(ds: str, bam: str) -> dict[str, tuple[list[str], list[str] | None]]:
+    """name: (bams3's arguments, samtools' command or None)."""
+    return {
+        "--version": (["--version"], ["samtools", "--version"]),
+        "count 1 Mbp": (["query", ds, REGION, "-c"], ["samtools", "view", "-c", bam, REGION]),
+        "count of 3 regions": (["query", ds, REGION, "chr2:5-10", "chrM", "-c"],
+                               ["samtools", "view", "-c", bam, REGION, "chr2:5-10", "chrM"]),
+        "count, no region": (["query", ds, "-c"], ["samtools", "view", "-c", bam]),
+        "stats": (["stats", ds], None),
+        "stats --flagstat": (["stats", ds, "--flagstat"], ["samtools", "flagstat", bam]),
+        "SAM of 1 kb": (["query", ds, "chr1:1,000,001-1,001,000"], ["samtools", "view", bam, "chr1:1,000,001-1,001,000"]),
+    }
+
+
+def program(tree: str, cache: pathlib.Path) -> str:
+    """The bams3 program of ``tree``: a path as given, or a revision installed in a virtualenv."""
+    if os.sep in tree and os.access(tree, os.X_OK):
+        return tree
+    sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", f"{tree}^{{commit}}"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    home = cache / sha
+    exe = home / "venv" / "bin" / "bams3"
+    if not exe.exists():
+        shutil.rmtree(home, ignore_errors=True)
+        (home / "src").mkdir(parents=True)
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", sha], capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(home / "src")], input=archive, check=True)
+        subprocess.run([sys.executable, "-m", "venv", str(home / "venv")], check=True)
+        py = str(home / "venv" / "bin" / "python")
+        print(f"installing {tree} ({sha[:10]}) into {home / 'venv'}", file=sys.stderr)
+        subprocess.run([py, "-m", "pip", "install", "-q", str(home / "src")], check=True)
+        site = subprocess.run([py, "-c", "import bams3, os; print(os.path.dirname(bams3.__file__))"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        subprocess.run([py, "-m", "compileall", "-q", site], check=True)
+    return str(exe)
+
+
+def timed(cmd: list[str]) -> tuple[float, int, bytes]:
+    t = time.perf_counter()
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=tempfile.gettempdir())
+    return time.perf_counter() - t, p.returncode, p.stdout
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("old", help="a git revision, or the path of a bams3 program")
+    ap.add_argument("new", help="a git revision, or the path of a bams3 program")
+    ap.add_argument("sample_dir", type=pathlib.Path)
+    ap.add_argument("--repeat", type=int, default=11)
+    ap.add_argument("--cache", type=pathlib.Path, default=ROOT / ".cache" / "ab",
+                    help="where revisions are installed (default: .cache/ab)")
+    args = ap.parse_args()
+    old, new = program(args.old, args.cache), program(args.new, args.cache)
+    bam = str(args.sample_dir.resolve() / "sample.bam")
+    with tempfile.TemporaryDirectory(prefix="bams3-ab-") as tmp:
+        ds = os.path.join(tmp, "sample.bams3")
+        subprocess.run([new, "convert", bam, ds], check=True, stdout=subprocess.DEVNULL)
+        failed = False
+        print(f"{'case':20s} {'OLD min / median ms':>20s} {'NEW min / median ms':>20s} {'samtools':>16s}  outputs")
+        for name, (argv, anchor) in cases(ds, bam).items():
+            walls: dict[str, list[float]] = {"old": [], "new": [], "samtools": []}
+            outs: dict[str, set[bytes]] = {"old": set(), "new": set()}
+            for _ in range(args.repeat):
+                for who, cmd in (("old", [old, *argv]), ("new", [new, *argv]), ("samtools", anchor)):
+                    if cmd is None:
+                        continue
+                    wall, rc, out = timed(cmd)
+                    walls[who].append(wall)
+                    if who != "samtools":
+                        outs[who].add(out if rc == 0 else b"exit %d" % rc)
+                        failed |= rc != 0
+
+            def cell(v: list[float]) -> str:
+                return f"{1e3 * min(v):.0f} / {1e3 * statistics.median(v):.0f}" if v else "-"
+
+            same = "identical" if outs["old"] == outs["new"] and len(outs["new"]) == 1 else "DIFFER"
+            print(f"{name:20s} {cell(walls['old']):>20s} {cell(walls['new']):>20s} {cell(walls['samtools']):>16s}  {same}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
