@@ -5,6 +5,7 @@ asserted: speed is shown by the script, not by the tests."""
 from __future__ import annotations
 
 import json
+import pathlib
 import subprocess
 import sys
 
@@ -28,3 +29,17 @@ def test_bench_runs_and_every_output_is_identical(sample_dir, tmp_path):
     assert len(checks) >= 14 and all(checks), result
     assert result["s3"]["convert"]["returncode"] == 0
     assert "ratio" in p.stdout
+
+
+def test_ab_interleaves_two_programs_and_compares_their_outputs(sample_dir, tmp_path):
+    """bench/ab.py with two programs: this checkout's bams3 with the quick path off (OLD) and on
+    (NEW). Every case runs, and each prints what the other prints."""
+    bams3 = pathlib.Path(sys.executable).with_name("bams3")
+    full = tmp_path / "full-bams3"
+    full.write_text(f'#!/bin/sh\nBAMS3_QUICK=0 exec "{bams3}" "$@"\n')
+    full.chmod(0o755)
+    p = subprocess.run([sys.executable, str(ROOT / "bench" / "ab.py"), str(full), str(bams3), str(sample_dir),
+                        "--repeat", "1"], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = p.stdout.splitlines()[1:]
+    assert len(rows) == 7 and all(r.endswith("  identical") for r in rows), p.stdout
