@@ -1,16 +1,23 @@
 """The quick path: ``bams3 query DATASET [REGION ...] -c`` and ``bams3 stats DATASET
-[--flagstat | --idxstats]`` on a local dataset, answered with the standard library,
-zstandard's decoder and one C kernel, before numpy, click, attrs or the plugin host is imported
-(~0.25 s of a count's ~0.3 s was those imports).
+[--flagstat | --idxstats]``, answered with the standard library, zstandard's decoder and one C
+kernel, before numpy, click or pysam is imported (~0.25 s of a count's ~0.3 s was those imports).
+
+A local DATASET is read from its directory; an s3://, gs://, az:// or http(s):// one through the
+store the full command opens (``bams3.storage.open_store``, without numpy: the same credentials,
+endpoints, retries and checks), its requests on threads as the full command's are.
 
 It answers only what it can answer exactly as the full command does, from the same checked
-bytes: those argument shapes, a plain path, and (for a count) a dataset that needs only bams3's
-own codecs and has no count slots. Everything is checked as
-the full reader checks it (``_metadata.json``'s size, SHA-256 and fields, the whole chunk
-table, each edge chunk's directory CRC, sizes, column CRCs and frame sizes), and anything else
-(another option, a URL, an error of any kind, a check that fails) returns None: the full
-command then runs from the start and answers, or says what is wrong, in its own words. So
+bytes: those argument shapes, a path or an object URL of bams3's own cloud store, and (for a
+count) a dataset that needs only bams3's own codecs and has no count slots. Everything is
+checked as the full reader checks it (``_metadata.json``'s size, SHA-256 and fields, the whole
+chunk table, each edge chunk's directory CRC, sizes, column CRCs and frame sizes), and anything
+else (another option, another URL, an error of any kind, a check that fails) returns None: the
+full command then runs from the start and answers, or says what is wrong, in its own words. So
 this never prints an error of its own, and never a number the full command would not print.
+Two things keep a remote dataset's requests the full command's: the metadata it read (or found
+missing) is handed to the full command (``metacheck.prefetched``), and a request that failed
+after the store's retries is reported here, in the full command's words and status, rather than
+made (and waited out) again.
 
 ``BAMS3_QUICK=0`` turns it off (the full command answers everything).
 """
@@ -50,12 +57,97 @@ OWN_CODECS = frozenset({"zstd", "qual", "consensus", "tags", "mates", "names"})
 # Larger chunk tables are left to the full reader, which decodes them with numpy: in lists, a
 # table of a million rows (a hostile one; real ones have thousands) took seconds.
 MAX_ROWS = 100_000
+# the schemes of bams3's own cloud store (an outside plugin cannot take them: bams3/plugins.py)
+REMOTE_SCHEMES = frozenset({"s3", "gs", "az", "http", "https"})
+REMOTE_WORKERS = 4  # requests at once, as the full command's (`query -@`, 4 by default)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 class _Refused(Exception):
     """Not for the quick count: the full command answers."""
+
+
+class _Missing(_Refused):
+    """An object of a remote dataset is not there."""
+
+
+class _Failed(Exception):
+    """A request to a remote store failed (``error``, a Bams3Error, after the store's own
+    retries): reported here as the full command reports it, which would make the same request
+    and wait out the same retries again."""
+
+    def __init__(self, error):
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Local:
+    """A local dataset, read from its root directory without following a link out of it."""
+
+    def __init__(self, dest: str):
+        self.root = os.open(os.path.abspath(os.path.expanduser(dest)), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def read(self, key: str, start: int, end: int) -> bytes:
+        return _read(self.root, key, start, end)
+
+    def reads(self, asks: list[tuple[str, int, int]]) -> list[bytes]:
+        return [_read(self.root, *ask) for ask in asks]
+
+    def close(self) -> None:
+        os.close(self.root)
+
+
+class _Remote:
+    """A dataset at an s3://, gs://, az:// or http(s):// URL, read through the store the full
+    command opens (``bams3.storage.open_store``: the same credentials, endpoints, retries and
+    checks). Requests run on threads, several at once as the full command's do, while this
+    thread waits where Ctrl-C and SIGTERM reach it."""
+
+    def __init__(self, dest: str):
+        from .storage import open_store
+
+        self.store = open_store(dest)
+
+    def read(self, key: str, start: int, end: int) -> bytes:
+        return self.reads([(key, start, end)])[0]
+
+    def reads(self, asks: list[tuple[str, int, int]]) -> list[bytes]:
+        import threading
+
+        from .errors import Bams3Error
+        from .storage import interrupted
+
+        out: list = [None] * len(asks)
+
+        def fetch(k: int) -> None:
+            try:
+                out[k] = self.store.get_range(*asks[k])
+            except BaseException as exc:  # noqa: BLE001 (handed to the waiting thread)
+                out[k] = exc
+
+        for first in range(0, len(asks), REMOTE_WORKERS):
+            threads = [threading.Thread(target=fetch, args=(k,), daemon=True)
+                       for k in range(first, min(first + REMOTE_WORKERS, len(asks)))]
+            for th in threads:
+                th.start()
+            try:
+                for th in threads:
+                    th.join()
+            except BaseException:
+                interrupted.set()  # the requests still running stop retrying
+                raise
+        for got in out:
+            if isinstance(got, FileNotFoundError):
+                raise _Missing  # the full command says what is missing
+            if isinstance(got, Bams3Error):
+                raise _Failed(got)
+            if isinstance(got, BaseException):
+                raise _Refused
+        return out
+
+    def close(self) -> None:
+        pass
 
 
 def run(args: list[str]) -> int | None:
@@ -79,12 +171,20 @@ def run(args: list[str]) -> int | None:
     if len(positional) < 1 or any(a.startswith("-") for a in positional) or (verb == "stats" and len(positional) > 1):
         return None  # an option (or `-`, `--`) the full command reads, or a usage error it reports
     dest = positional[0]
-    if "://" in dest or dest.startswith("file:"):
+    if "://" in dest and dest.split("://", 1)[0] not in REMOTE_SCHEMES or dest.startswith("file:"):
         return None
     try:
         text = answer().encode("utf-8")
         if (sys.stdout.encoding or "").lower().replace("-", "") != "utf8" or b"\x1b" in text:
             return None  # another encoding, or escapes click would strip: the full command prints it
+    except _Failed as failed:  # a request failed, after the store's retries: as the full command reports it
+        from .redact import redact
+
+        message = redact(f"bams3: error: {' '.join(str(failed.error).split())}") + "\n"  # as bams3/cli/common.py's _err
+        if "\x1b" in message or os.environ.get("BAMS3_DEBUG"):
+            return None  # escapes click would strip, or a traceback asked for: the full command reports it
+        sys.stderr.write(message)
+        return failed.error.exit_code
     except Exception:  # whatever it is, the full command says it in its own words (or answers)
         return None
     return _write(text)
@@ -108,16 +208,21 @@ def _write(data: bytes) -> int | None:
     return 0
 
 
-def _open(dest: str) -> tuple[int, dict, int]:
-    """The dataset's root directory (a descriptor), its checked metadata fields and format
-    version, with an inline chunk table decoded and validated as the full reader does on opening."""
+def _open(dest: str) -> tuple[_Local | _Remote, dict, int]:
+    """The dataset's reader, its checked metadata fields and format version, with an inline
+    chunk table decoded and validated as the full reader does on opening."""
     from . import metacheck
 
-    root = os.open(os.path.abspath(os.path.expanduser(dest)), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    src = _Remote(dest) if "://" in dest else _Local(dest)
     try:
-        data = _read(root, metacheck.METADATA_KEY, 0, 1 << 20)
-        if len(data) >= 1 << 20:
-            raise _Refused  # a metadata this large is rare: the full command reads it
+        try:
+            data = src.read(metacheck.METADATA_KEY, 0, 1 << 20)
+        except _Missing:
+            data = None
+        if isinstance(src, _Remote) and (data is None or len(data) < 1 << 20):
+            metacheck.prefetched[dest] = data  # the full command, if it runs, does not ask again
+        if data is None or len(data) >= 1 << 20:
+            raise _Refused  # no dataset, or a metadata this large (rare): the full command says so, or reads it
         obj, version = metacheck.parse(data, dest)
         f = metacheck.fields(obj, version)
         if f["chunks_ref"] is None:
@@ -126,9 +231,9 @@ def _open(dest: str) -> tuple[int, dict, int]:
             f["table"] = decode_table(f["chunks"], None)
             validate_table(f["table"], len(f["references"]), f["chunk_size"], f["n_slots"], f["stats"]["n_records"],
                            version)
-        return root, f, version
+        return src, f, version
     except BaseException:
-        os.close(root)
+        src.close()
         raise
 
 
@@ -138,8 +243,8 @@ def stats(dest: str, which: str | None) -> str:
 
     from .statstext import flagstat_text, idxstats_text, stats_block
 
-    root, f, version = _open(dest)
-    os.close(root)
+    src, f, version = _open(dest)
+    src.close()
     s = f["stats"]
     if which == "--flagstat":
         return flagstat_text(s["flagstat"])
@@ -151,10 +256,10 @@ def stats(dest: str, which: str | None) -> str:
 
 
 def count(dest: str, regions: list[str]) -> int:
-    """``samtools view -c`` of the regions (none: every record) in the local dataset ``dest``."""
+    """``samtools view -c`` of the regions (none: every record) in the dataset ``dest``."""
     from .regiontext import resolve_region
 
-    root, f, version = _open(dest)
+    src, f, version = _open(dest)
     try:
         if f["count_slot_bp"] or any(name not in OWN_CODECS for name, _, _ in f["codecs"]):
             raise _Refused
@@ -165,19 +270,19 @@ def count(dest: str, regions: list[str]) -> int:
             ref = f["chunks_ref"]
             if ref["count"] > MAX_ROWS:
                 raise _Refused
-            frame = _read(root, ref["object"], 0, ref["nbytes"] + 1)
+            frame = src.read(ref["object"], 0, ref["nbytes"] + 1)
             if len(frame) != ref["nbytes"] or zlib.crc32(frame) != ref["crc32"]:
                 raise _Refused
             t = decode_table(f["chunks"], frame)
             validate_table(t, len(f["references"]), f["chunk_size"], f["n_slots"], f["stats"]["n_records"], version)
         if not spans:
             return int(f["stats"]["n_records"])  # (a JSON true is 1, as the full reader prints it)
-        return _count(root, f, t, spans)
+        return _count(src, f, t, spans)
     finally:
-        os.close(root)
+        src.close()
 
 
-def _count(root: int, f: dict, t: dict[str, list[int]], spans) -> int:
+def _count(src: _Local | _Remote, f: dict, t: dict[str, list[int]], spans) -> int:
     from bisect import bisect_left, bisect_right
 
     from ._kernels import count_overlaps
@@ -197,21 +302,21 @@ def _count(root: int, f: dict, t: dict[str, list[int]], spans) -> int:
                     total += n_rec[i]
                 else:
                     edges.setdefault(i, []).append((beg, end))
-    for i, ivs in edges.items():
-        pos, span = _positions(root, f, t, i)
+    objects = t.get(OBJECT_FIELD)
+    keys = {i: f"{f['data_prefix']}{objects[i] if objects is not None else i:06d}" for i in edges}
+    blobs = src.reads([(keys[i], 0, t["count_nbytes"][i]) for i in edges])  # each edge's count prefix
+    for (i, ivs), blob in zip(edges.items(), blobs):
+        pos, span = _positions(blob, f, t, i)
         total += count_overlaps(pos, span, ivs)
     return total
 
 
-def _positions(root: int, f: dict, t: dict[str, list[int]], i: int) -> tuple[bytes, bytes]:
-    """Chunk ``i``'s pos (deltas) and span columns, from its count prefix, checked as
+def _positions(blob: bytes, f: dict, t: dict[str, list[int]], i: int) -> tuple[bytes, bytes]:
+    """Chunk ``i``'s pos (deltas) and span columns, from its count prefix ``blob``, checked as
     :class:`bams3.format.ChunkReader` checks them."""
     from ._kernels import unshuffle
 
-    objects = t.get(OBJECT_FIELD)
-    key = f"{f['data_prefix']}{objects[i] if objects is not None else i:06d}"
     n_records, max_raw, head_crc = t["n_records"][i], t["raw_nbytes"][i], t["head_crc"][i]
-    blob = _read(root, key, 0, t["count_nbytes"][i])
     if len(blob) != t["count_nbytes"][i] or len(blob) < CHUNK_HEAD.size or blob[:8] != CHUNK_MAGIC:
         raise _Refused
     _, ncol, n = CHUNK_HEAD.unpack_from(blob, 0)

@@ -22,13 +22,15 @@ as a third party's should; the rest of the package may change between releases.
   htslib's sam_format1 in this process), :class:`BgzfWriter`, :class:`Child`
   (a Python child process with a private temporary directory), :func:`samtools_message`
   (what samtools said when pysam raised).
+
+The record and output helpers are imported on first use (they bring numpy and pysam), so a
+storage plugin that imports only what stores need loads neither.
 """
 
 from __future__ import annotations
 
-from ._child import Child
-from ._pysam import HtslibWriter, SamFormatter, sam_formatter
-from .bgzf import BgzfWriter
+from typing import TYPE_CHECKING
+
 from .errors import (
     STORAGE_KINDS,
     Bams3Error,
@@ -40,9 +42,37 @@ from .errors import (
     samtools_message,
 )
 from .plugins import Codec, OutputFormat, RecordFields, StorageBackend, hookimpl
-from .records import Header, RecordBatch, segment_lengths, split_columns
 from .redact import redact, redact_userinfo
 from .storage import IOCounter, ObstoreStore, Store, TransportError, check_interrupted, interrupted
+
+if TYPE_CHECKING:
+    from ._child import Child
+    from ._pysam import HtslibWriter, SamFormatter, sam_formatter
+    from .bgzf import BgzfWriter
+    from .records import Header, RecordBatch, segment_lengths, split_columns
+
+# What records and output formats need is imported on first use (``from bams3.plugin_api import
+# RecordBatch`` works as ever): it brings numpy and pysam, which a store never needs, and the
+# quick path opens a cloud store through this module without them.
+_LATER = {"Child": "._child", "HtslibWriter": "._pysam", "SamFormatter": "._pysam", "sam_formatter": "._pysam",
+          "BgzfWriter": ".bgzf", "Header": ".records", "RecordBatch": ".records", "segment_lengths": ".records",
+          "split_columns": ".records"}
+
+
+def __getattr__(name: str):
+    module = _LATER.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __package__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LATER))
+
 
 __all__ = [
     "STORAGE_KINDS", "Bams3Error", "BgzfWriter", "Child", "Codec", "ConflictError", "DatasetError", "Header",

@@ -1,6 +1,6 @@
 """Before and after: the latency of whole bams3 processes from two trees, interleaved.
 
-    python bench/ab.py OLD NEW SAMPLE_DIR [--repeat 11]
+    python bench/ab.py OLD NEW SAMPLE_DIR [--repeat 11] [--s3]
 
 OLD and NEW are each a git revision of this repository (``HEAD~3``, ``5d4bdd2``) or the path of
 a ``bams3`` program. A revision is installed as users install it (``pip install``, compiled to
@@ -9,11 +9,14 @@ converts ``SAMPLE_DIR/sample.bam`` (bench/make-sample.sh) once; then each case r
 ``--repeat`` times, alternating OLD, NEW and (where it has one) samtools' command, so that
 both trees meet the same machine load. It prints the minimum and median wall time of each and
 whether OLD's and NEW's outputs were identical, and exits 1 when one tree failed a case.
+With ``--s3``, the sample is also converted to moto's S3 server (started on 127.0.0.1 by this
+Python, which needs moto and boto3) and a count and ``stats`` of it are timed the same way.
 Timings are printed, never asserted."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import pathlib
 import shutil
@@ -21,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -39,6 +43,35 @@ def cases(ds: str, bam: str) -> dict[str, tuple[list[str], list[str] | None]]:
         "stats --flagstat": (["stats", ds, "--flagstat"], ["samtools", "flagstat", bam]),
         "SAM of 1 kb": (["query", ds, "chr1:1,000,001-1,001,000"], ["samtools", "view", bam, "chr1:1,000,001-1,001,000"]),
     }
+
+
+def s3_cases(url: str) -> dict[str, tuple[list[str], None]]:
+    return {"S3 count 1 Mbp": (["query", url, REGION, "-c"], None),
+            "S3 count, no region": (["query", url, "-c"], None),
+            "S3 stats --flagstat": (["stats", url, "--flagstat"], None)}
+
+
+@contextlib.contextmanager
+def s3_server():
+    """moto's S3 server on 127.0.0.1 with a bucket ``bams3-ab``: the environment that reaches it."""
+    import re
+
+    import boto3
+
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        port = next(int(m.group(1)) for line in proc.stdout
+                    if (m := re.search(r"Running on http://127\.0\.0\.1:(\d+)", line)))
+        threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+        env = {"AWS_ACCESS_KEY_ID": "ab", "AWS_SECRET_ACCESS_KEY": "ab", "AWS_REGION": "us-east-1",
+               "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+        boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                     aws_access_key_id="ab", aws_secret_access_key="ab").create_bucket(Bucket="bams3-ab")
+        yield env
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def program(tree: str, cache: pathlib.Path) -> str:
@@ -64,9 +97,9 @@ def program(tree: str, cache: pathlib.Path) -> str:
     return str(exe)
 
 
-def timed(cmd: list[str]) -> tuple[float, int, bytes]:
+def timed(cmd: list[str], env: dict | None = None) -> tuple[float, int, bytes]:
     t = time.perf_counter()
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=tempfile.gettempdir())
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=tempfile.gettempdir(), env=env)
     return time.perf_counter() - t, p.returncode, p.stdout
 
 
@@ -76,24 +109,31 @@ def main() -> int:
     ap.add_argument("new", help="a git revision, or the path of a bams3 program")
     ap.add_argument("sample_dir", type=pathlib.Path)
     ap.add_argument("--repeat", type=int, default=11)
+    ap.add_argument("--s3", action="store_true", help="also time a count and stats of the sample on moto's S3 server")
     ap.add_argument("--cache", type=pathlib.Path, default=ROOT / ".cache" / "ab",
                     help="where revisions are installed (default: .cache/ab)")
     args = ap.parse_args()
     old, new = program(args.old, args.cache), program(args.new, args.cache)
     bam = str(args.sample_dir.resolve() / "sample.bam")
-    with tempfile.TemporaryDirectory(prefix="bams3-ab-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bams3-ab-") as tmp, contextlib.ExitStack() as stack:
         ds = os.path.join(tmp, "sample.bams3")
         subprocess.run([new, "convert", bam, ds], check=True, stdout=subprocess.DEVNULL)
+        todo, env = cases(ds, bam), None
+        if args.s3:
+            env = {**os.environ, **stack.enter_context(s3_server())}
+            subprocess.run([new, "convert", bam, "s3://bams3-ab/sample.bams3"], check=True, stdout=subprocess.DEVNULL,
+                           env=env)
+            todo.update(s3_cases("s3://bams3-ab/sample.bams3"))
         failed = False
         print(f"{'case':20s} {'OLD min / median ms':>20s} {'NEW min / median ms':>20s} {'samtools':>16s}  outputs")
-        for name, (argv, anchor) in cases(ds, bam).items():
+        for name, (argv, anchor) in todo.items():
             walls: dict[str, list[float]] = {"old": [], "new": [], "samtools": []}
             outs: dict[str, set[bytes]] = {"old": set(), "new": set()}
             for _ in range(args.repeat):
                 for who, cmd in (("old", [old, *argv]), ("new", [new, *argv]), ("samtools", anchor)):
                     if cmd is None:
                         continue
-                    wall, rc, out = timed(cmd)
+                    wall, rc, out = timed(cmd, env)
                     walls[who].append(wall)
                     if who != "samtools":
                         outs[who].add(out if rc == 0 else b"exit %d" % rc)

@@ -1,0 +1,133 @@
+"""The quick path over S3 (bams3/_quick.py, ``_Remote``): ``bams3 query s3://… REGION… -c`` and
+``bams3 stats s3://…`` answered before numpy, click or pysam is imported, through the store the
+full command opens, on moto's S3 server behind a counting proxy. It prints what samtools and
+the full command print, makes the requests the full command makes (never more, even when it
+steps aside), reports a store that keeps failing as the full command does without waiting out
+the retries twice, and ends at once on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import bams3
+from bams3.conformance.proxy import CountingProxy
+
+from .oracle import view_count
+from .synth import write_bam
+
+BAMS3 = pathlib.Path(sys.executable).with_name("bams3")
+REGIONS = (["chrA:1,000-50,000"], ["chrA:30,001-30,001", "chrB:10-20", "*"], ["chrC"], [],
+           ["chrB:1-2", "chrA:120,000-", "chrA:1-1"])
+
+
+@pytest.fixture(scope="module")
+def remote(s3_server, tmp_path_factory):
+    """A dataset of many small chunks on the S3 server, one with count slots, the BAM they came
+    from, and a counting proxy in front of the server (which the CLI is pointed at)."""
+    bam = write_bam(str(tmp_path_factory.mktemp("quick-remote") / "in.bam"), n=5000, seed=29)
+    bucket = s3_server["bucket"]
+    urls = {"plain": f"s3://{bucket}/quick/plain.bams3", "slots": f"s3://{bucket}/quick/slots.bams3"}
+    bams3.convert(bam, urls["plain"], chunk_size="4K", force=True)
+    bams3.convert(bam, urls["slots"], chunk_size="64K", slots=True, force=True)
+    proxy = CountingProxy(s3_server["endpoint"])
+    yield {"bam": bam, "urls": urls, "proxy": proxy, "env": {**os.environ, **s3_server["env"],
+                                                              "AWS_ENDPOINT_URL": proxy.endpoint}}
+    proxy.close()
+
+
+def _cli(remote, *args: str, quick: bool = True, **env) -> tuple[subprocess.CompletedProcess, int]:
+    """The CLI's result and the GET requests it made."""
+    remote["proxy"].reset()
+    p = subprocess.run([str(BAMS3), *args], capture_output=True, text=True, timeout=120,
+                       env={**remote["env"], "BAMS3_QUICK": "1" if quick else "0", **env})
+    return p, len(remote["proxy"].gets())
+
+
+def test_counts_and_stats_equal_samtools_and_the_full_command_in_as_many_requests(remote):
+    url = remote["urls"]["plain"]
+    for regions in REGIONS:
+        q, q_gets = _cli(remote, "query", url, *regions, "-c")
+        f, f_gets = _cli(remote, "query", url, *regions, "-c", quick=False)
+        assert (q.returncode, q.stdout, q.stderr) == (f.returncode, f.stdout, f.stderr) == (0, q.stdout, ""), regions
+        assert int(q.stdout) == view_count(remote["bam"], *regions), regions
+        assert 1 <= q_gets <= f_gets, (regions, q_gets, f_gets)
+    q, q_gets = _cli(remote, "query", url, "chrA:1,000-50,000", "-c")
+    assert q_gets == 3  # the metadata, then the count prefixes of the two chunks at the region's edges
+    for which in ([], ["--flagstat"], ["--idxstats"]):
+        q, q_gets = _cli(remote, "stats", url, *which)
+        f, f_gets = _cli(remote, "stats", url, *which, quick=False)
+        assert (q.returncode, q.stdout, q.stderr) == (f.returncode, f.stdout, f.stderr) and q.returncode == 0
+        assert q_gets == f_gets == 1
+
+
+def test_it_imports_no_numpy_and_steps_aside_without_asking_twice(remote):
+    """No numpy, click or pysam on the quick path; a dataset with count slots is left to the full
+    command, which opens it from the metadata the quick path read: no request is made twice."""
+    probe = ("import sys; sys.argv = ['bams3', 'query', sys.argv[1], 'chrA:1-90000', '-c']; "
+             "from bams3._main import main; code = main(); "
+             "print(sorted(m for m in ('numpy', 'click', 'pysam') if m in sys.modules), code, file=sys.stderr)")
+    want = f"{view_count(remote['bam'], 'chrA:1-90000')}\n"
+    for name, imported in (("plain", "[]"), ("slots", "['click', 'numpy']")):  # (a count needs no pysam)
+        remote["proxy"].reset()
+        r = subprocess.run([sys.executable, "-c", probe, remote["urls"][name]], capture_output=True, text=True,
+                           timeout=60, env=remote["env"])
+        assert (r.stdout, r.stderr.strip()) == (want, f"{imported} 0"), name
+        quick_gets = remote["proxy"].gets()
+        f, f_gets = _cli(remote, "query", remote["urls"][name], "chrA:1-90000", "-c", quick=False)
+        assert f.stdout == want and len(quick_gets) == f_gets, (name, quick_gets)
+
+
+def test_failures_are_reported_as_the_full_command_reports_them_in_as_many_requests(remote):
+    """A missing dataset, a missing bucket, a server answering 503 to everything or to the chunks'
+    reads, chunk reads that stall: the same line and status as the full command, and the retries
+    waited out once, not twice."""
+    bucket_url = remote["urls"]["plain"].rsplit("/", 2)[0]
+    proxy = remote["proxy"]
+    for args, faults, match in (([f"{bucket_url}/no/such.bams3", "-c"], [], None),
+                                (["s3://no-such-bucket-here/x.bams3", "chrA", "-c"], [], None),
+                                ([remote["urls"]["plain"], "chrA:1-100", "-c"], ["503"] * 1000, None),
+                                ([remote["urls"]["plain"], "chrA:1,000-50,000", "-c"], ["503"] * 1000, "/data/"),
+                                ([remote["urls"]["plain"], "chrA:1,000-50,000", "-c"], ["stall"] * 1000, "/data/")):
+        results = []
+        for quick in (True, False):
+            proxy.faults, proxy.fault_match, proxy.stall_seconds = list(faults), match, 2
+            try:
+                p, _ = _cli(remote, "query", *args, quick=quick, AWS_MAX_ATTEMPTS="2", BAMS3_TIMEOUT="1")
+            finally:
+                proxy.faults, proxy.fault_match, proxy.stall_seconds = [], None, 10.0
+            results.append((p.returncode, p.stderr, p.stdout, len(proxy.log)))
+        assert results[0] == results[1], (args, faults, match, results)
+        assert results[0][0] != 0 and results[0][1].startswith("bams3: error: ") and results[0][1].count("\n") == 1
+
+
+def test_ctrl_c_ends_a_count_whose_requests_stall(remote):
+    """Every request stalls (6 attempts of 6 s each): Ctrl-C ends the quick count at once, in
+    one line, as it ends the full command."""
+    proxy = remote["proxy"]
+    proxy.stall_seconds = 8
+    proxy.faults = ["stall"] * 1000
+    proxy.injected.clear()
+    try:
+        p = subprocess.Popen([str(BAMS3), "query", remote["urls"]["plain"], "chrA:1-100", "-c"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**remote["env"], "AWS_MAX_ATTEMPTS": "6", "BAMS3_TIMEOUT": "6"})
+        deadline = time.monotonic() + 30
+        while proxy.injected.get("stall", 0) < 1:  # it is waiting on a request
+            assert time.monotonic() < deadline and p.poll() is None, (proxy.injected, p.poll())
+            time.sleep(0.05)
+        t = time.monotonic()
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+        took = time.monotonic() - t
+    finally:
+        proxy.faults = []
+        proxy.stall_seconds = 10.0
+    assert (p.returncode, err, out) == (130, "bams3: interrupted\n", "")
+    assert took < 3, took
