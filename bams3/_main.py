@@ -1,7 +1,7 @@
 """The ``bams3`` program's entry point. ``bams3 --version`` is answered here, before the
 command line (click and every command's module) is loaded: scripts run it to check an
 install, and it should cost no more than starting Python. A count or the statistics of a
-local dataset are tried first by the quick path (:mod:`bams3._quick`, no numpy or click),
+dataset, local or remote, are tried first by the quick path (:mod:`bams3._quick`, no numpy or click),
 which answers exactly as the full command would or leaves it to the full command."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class _Terminated(KeyboardInterrupt):
 
 
 def _quick(args: list[str]) -> int | None:
-    """A count or the statistics of a local dataset, without numpy or click (bams3/_quick.py);
+    """A count or the statistics of a dataset, local or remote, without numpy or click (bams3/_quick.py);
     None: the full command runs. Ctrl-C and SIGTERM end it as they end the full command: one
     line, status 130 or 143."""
     import signal

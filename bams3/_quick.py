@@ -14,10 +14,11 @@ chunk table, each edge chunk's directory CRC, sizes, column CRCs and frame sizes
 else (another option, another URL, an error of any kind, a check that fails) returns None: the
 full command then runs from the start and answers, or says what is wrong, in its own words. So
 this never prints an error of its own, and never a number the full command would not print.
-Two things keep a remote dataset's requests the full command's: the metadata it read (or found
-missing) is handed to the full command (``metacheck.prefetched``), and a request that failed
-after the store's retries is reported here, in the full command's words and status, rather than
-made (and waited out) again.
+Three things keep a remote dataset's requests the full command's: every read it made (and every
+object it found missing) is handed over to the full command (``storage.hand_over``), which
+answers them from there if it runs; once a request fails, no other is started; and a request
+that failed after the store's retries is reported here, in the full command's words and status,
+rather than made (and waited out) again.
 
 ``BAMS3_QUICK=0`` turns it off (the full command answers everything).
 """
@@ -59,7 +60,7 @@ OWN_CODECS = frozenset({"zstd", "qual", "consensus", "tags", "mates", "names"})
 MAX_ROWS = 100_000
 # the schemes of bams3's own cloud store (an outside plugin cannot take them: bams3/plugins.py)
 REMOTE_SCHEMES = frozenset({"s3", "gs", "az", "http", "https"})
-REMOTE_WORKERS = 4  # requests at once, as the full command's (`query -@`, 4 by default)
+REMOTE_WORKERS = 4  # requests at once at most, as the full command's (`query -@`, 4 by default)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
@@ -69,7 +70,7 @@ class _Refused(Exception):
 
 
 class _Missing(_Refused):
-    """An object of a remote dataset is not there."""
+    """An object of a remote dataset is not there: the full command says what is missing."""
 
 
 class _Failed(Exception):
@@ -78,7 +79,7 @@ class _Failed(Exception):
     and wait out the same retries again."""
 
     def __init__(self, error):
-        super().__init__(str(error))
+        super().__init__()
         self.error = error
 
 
@@ -107,37 +108,63 @@ class _Remote:
     def __init__(self, dest: str):
         from .storage import open_store
 
+        self.url = dest
         self.store = open_store(dest)
 
     def read(self, key: str, start: int, end: int) -> bytes:
         return self.reads([(key, start, end)])[0]
 
     def reads(self, asks: list[tuple[str, int, int]]) -> list[bytes]:
+        """The bytes of each (key, start, end), in order: REMOTE_WORKERS requests at a time, none
+        REMOTE_WORKERS places or more past the first one not yet answered, and none started once
+        one has failed (so never a request the full command's pool would not have made: it has
+        REMOTE_WORKERS in flight from the start). Each read is handed over to the full command
+        (``storage.hand_over``), in case it runs after this."""
         import threading
 
         from .errors import Bams3Error
-        from .storage import interrupted
+        from .storage import hand_over, interrupted
 
-        out: list = [None] * len(asks)
+        n, ahead = len(asks), REMOTE_WORKERS
+        out: list = [None] * n
+        done = [False] * n
+        cond = threading.Condition()
+        state = {"next": 0, "oldest": 0, "failed": False}
 
-        def fetch(k: int) -> None:
-            try:
-                out[k] = self.store.get_range(*asks[k])
-            except BaseException as exc:  # noqa: BLE001 (handed to the waiting thread)
-                out[k] = exc
+        def work() -> None:
+            while True:
+                with cond:
+                    while not state["failed"] and state["next"] < n and state["next"] >= state["oldest"] + ahead:
+                        cond.wait()
+                    k = state["next"]
+                    if state["failed"] or k >= n:
+                        return
+                    state["next"] = k + 1
+                try:
+                    out[k] = self.store.get_range(*asks[k])
+                    hand_over(self.url, *asks[k], out[k])
+                    failed = False
+                except BaseException as exc:  # noqa: BLE001 (handed to the waiting thread)
+                    out[k], failed = exc, True
+                    if isinstance(exc, FileNotFoundError):
+                        hand_over(self.url, *asks[k], None)
+                with cond:
+                    done[k] = True
+                    state["failed"] = state["failed"] or failed
+                    while state["oldest"] < n and done[state["oldest"]]:
+                        state["oldest"] += 1
+                    cond.notify_all()
 
-        for first in range(0, len(asks), REMOTE_WORKERS):
-            threads = [threading.Thread(target=fetch, args=(k,), daemon=True)
-                       for k in range(first, min(first + REMOTE_WORKERS, len(asks)))]
+        threads = [threading.Thread(target=work, daemon=True) for _ in range(min(REMOTE_WORKERS, len(asks)))]
+        for th in threads:
+            th.start()
+        try:
             for th in threads:
-                th.start()
-            try:
-                for th in threads:
-                    th.join()
-            except BaseException:
-                interrupted.set()  # the requests still running stop retrying
-                raise
-        for got in out:
+                th.join()
+        except BaseException:
+            interrupted.set()  # the requests still running stop retrying
+            raise
+        for got in out:  # the first failure in order, as the full command reports it
             if isinstance(got, FileNotFoundError):
                 raise _Missing  # the full command says what is missing
             if isinstance(got, Bams3Error):
@@ -171,23 +198,29 @@ def run(args: list[str]) -> int | None:
     if len(positional) < 1 or any(a.startswith("-") for a in positional) or (verb == "stats" and len(positional) > 1):
         return None  # an option (or `-`, `--`) the full command reads, or a usage error it reports
     dest = positional[0]
-    if "://" in dest and dest.split("://", 1)[0] not in REMOTE_SCHEMES or dest.startswith("file:"):
+    if ("://" in dest and dest.split("://", 1)[0] not in REMOTE_SCHEMES) or dest.startswith("file:"):
         return None
+    if sys.stdout is None or _encoding(sys.stdout) != "utf8":
+        return None  # a closed stdout, or another encoding: the full command says so, or prints it
     try:
         text = answer().encode("utf-8")
-        if (sys.stdout.encoding or "").lower().replace("-", "") != "utf8" or b"\x1b" in text:
-            return None  # another encoding, or escapes click would strip: the full command prints it
+        if b"\x1b" in text:
+            return None  # escapes click would strip: the full command prints it
     except _Failed as failed:  # a request failed, after the store's retries: as the full command reports it
         from .redact import redact
 
         message = redact(f"bams3: error: {' '.join(str(failed.error).split())}") + "\n"  # as bams3/cli/common.py's _err
-        if "\x1b" in message or os.environ.get("BAMS3_DEBUG"):
-            return None  # escapes click would strip, or a traceback asked for: the full command reports it
+        if "\x1b" in message or os.environ.get("BAMS3_DEBUG") or not (message.isascii() or _encoding(sys.stderr) == "utf8"):
+            return None  # escapes click would strip, a traceback asked for, or text click re-encodes: the full command reports it
         sys.stderr.write(message)
         return failed.error.exit_code
     except Exception:  # whatever it is, the full command says it in its own words (or answers)
         return None
     return _write(text)
+
+
+def _encoding(stream) -> str:
+    return (getattr(stream, "encoding", None) or "").lower().replace("-", "").replace("_", "")
 
 
 def _write(data: bytes) -> int | None:
@@ -215,14 +248,9 @@ def _open(dest: str) -> tuple[_Local | _Remote, dict, int]:
 
     src = _Remote(dest) if "://" in dest else _Local(dest)
     try:
-        try:
-            data = src.read(metacheck.METADATA_KEY, 0, 1 << 20)
-        except _Missing:
-            data = None
-        if isinstance(src, _Remote) and (data is None or len(data) < 1 << 20):
-            metacheck.prefetched[dest] = data  # the full command, if it runs, does not ask again
-        if data is None or len(data) >= 1 << 20:
-            raise _Refused  # no dataset, or a metadata this large (rare): the full command says so, or reads it
+        data = src.read(metacheck.METADATA_KEY, 0, 1 << 20)  # the full command's first read of it
+        if len(data) >= 1 << 20:
+            raise _Refused  # a metadata this large is rare: the full command reads the rest
         obj, version = metacheck.parse(data, dest)
         f = metacheck.fields(obj, version)
         if f["chunks_ref"] is None:

@@ -9,6 +9,11 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 _END = object()
+# Set by the bams3 program when Ctrl-C or SIGTERM ends it (bams3/cli/app.py), which then exits at
+# once (os._exit) when its cleanup is done: the pools here stop without waiting for threads still
+# blocked in a request (a stalled read waited out its retries first: 39 s for a count). A library
+# caller's interrupt never sets it; its pools wait for their threads as before.
+ending = threading.Event()
 
 
 class prefetch:
@@ -56,7 +61,8 @@ class prefetch:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join()
+        if not ending.is_set():
+            self._thread.join()
 
 
 def ordered_map(fn: Callable, items: Iterable, workers: int, ahead: int | None = None) -> Iterator:
@@ -79,4 +85,4 @@ def ordered_map(fn: Callable, items: Iterable, workers: int, ahead: int | None =
     finally:
         for f in futures:
             f.cancel()
-        ex.shutdown(wait=True, cancel_futures=True)
+        ex.shutdown(wait=not ending.is_set(), cancel_futures=True)

@@ -11,7 +11,7 @@ from concurrent.futures import Future
 import attrs
 import numpy as np
 
-from . import __version__, metacheck
+from . import __version__
 from ._threads import ordered_map
 from .errors import CorruptDatasetError, DatasetError, InputError, NotADatasetError
 from .fields import Fields, columns_for
@@ -574,11 +574,6 @@ _METADATA_FIRST_READ = 1 << 20
 def _read_metadata(store, url: str) -> bytes:
     """_metadata.json in one read when it is under 1 MiB (nearly always); a larger one is sized
     first and refused beyond MAX_METADATA_BYTES without being read."""
-    if url in metacheck.prefetched:  # the quick path's read of it (bams3/_quick.py): its bytes, or None (missing)
-        data = metacheck.prefetched.pop(url)
-        if data is None:
-            raise FileNotFoundError(METADATA_KEY)
-        return data
     data = store.get_range(METADATA_KEY, 0, _METADATA_FIRST_READ)
     if len(data) < _METADATA_FIRST_READ:
         return data

@@ -33,10 +33,6 @@ CHUNKS_OBJECT = "_chunks"  # the external chunk table, under the data prefix
 COVERAGE_OBJECT = "_coverage"  # the binned depth, under the data prefix
 # What a malformed field raises while it is read (wrapped as "_metadata.json is malformed").
 MALFORMED = (KeyError, TypeError, ValueError, OverflowError)
-# A remote dataset's _metadata.json (whole, under 1 MiB; None: not there) as the quick path read it, by URL: when
-# the full command runs after it (an option it leaves, a check that fails), the dataset is opened
-# from these bytes, once, rather than asked for again (bams3.dataset._read_metadata).
-prefetched: dict[str, bytes] = {}
 
 
 def external_ref(obj: dict[str, Any], prefix: str) -> dict[str, Any] | None:

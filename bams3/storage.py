@@ -434,6 +434,43 @@ class WithStoreOptions:
         return self.fn(*args, **kwargs)
 
 
+# Reads the quick path (bams3/_quick.py) made of a dataset before it stepped aside, by URL, then
+# (key, start, end): the bytes, or None where the object was not there. The store open_store
+# opens next for that URL answers each of them once from here, so the full command, which
+# runs after it, never asks the server for the same bytes again.
+_handed_over: dict[str, dict[tuple[str, int, int], bytes | None]] = {}
+
+
+def hand_over(url: str, key: str, start: int, end: int, data: bytes | None) -> None:
+    """Record a read of ``url``'s store (``data`` None: the object was not there) for the
+    store :func:`open_store` opens next at ``url``."""
+    _handed_over.setdefault(url, {})[(key, start, end)] = data
+
+
+class HandedOverStore:
+    """A store that answers the reads handed over to it (:func:`hand_over`) once each, without
+    a request, and passes everything else to the store it wraps."""
+
+    def __init__(self, inner, reads: dict[tuple[str, int, int], bytes | None]):
+        self._inner = inner
+        self._reads = reads
+        self.url = inner.url
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        got = self._reads.pop((key, start, end), _NOT_HANDED)
+        if got is _NOT_HANDED:
+            return self._inner.get_range(key, start, end)
+        if got is None:
+            raise FileNotFoundError(key)
+        return got
+
+
+_NOT_HANDED = object()
+
+
 def open_store(url: str, *, create: bool = False) -> Store:
     """The store rooted at ``url``, from the plugin serving its scheme. Under ``--trace``, every
     store's requests are recorded: its own counter's, or a TracedStore's around it."""
@@ -448,6 +485,8 @@ def open_store(url: str, *, create: bool = False) -> Store:
             store = backend.open(url, create=create, **options)
         if provider.package != "bams3":
             store = GuardedStore(store, provider)
+        if url in _handed_over:
+            store = HandedOverStore(store, _handed_over.pop(url))
         if _traced is not None:
             if not isinstance(getattr(store, "counter", None), IOCounter):
                 store = TracedStore(store)

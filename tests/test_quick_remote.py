@@ -23,6 +23,7 @@ from .oracle import view_count
 from .synth import write_bam
 
 BAMS3 = pathlib.Path(sys.executable).with_name("bams3")
+MANY = [f"chrA:{s * 10_000 + 1234}-{s * 10_000 + 1300}" for s in range(16)]  # 16 edge chunks
 REGIONS = (["chrA:1,000-50,000"], ["chrA:30,001-30,001", "chrB:10-20", "*"], ["chrC"], [],
            ["chrB:1-2", "chrA:120,000-", "chrA:1-1"])
 
@@ -36,9 +37,18 @@ def remote(s3_server, tmp_path_factory):
     urls = {"plain": f"s3://{bucket}/quick/plain.bams3", "slots": f"s3://{bucket}/quick/slots.bams3"}
     bams3.convert(bam, urls["plain"], chunk_size="4K", force=True)
     bams3.convert(bam, urls["slots"], chunk_size="64K", slots=True, force=True)
+    urls["cut"] = f"s3://{bucket}/quick/cut.bams3"  # the chunk at chrA:50,000 cut short
+    bams3.convert(bam, urls["cut"], chunk_size="4K", force=True)
+    ds = bams3.open(urls["cut"])
+    t = ds.chunks
+    edge = next(i for i in range(len(t)) if t.ref_id[i] == 0 and t.min_pos[i] < 49_999 < t.max_pos[i])
+    key = "quick/cut.bams3/" + ds.meta.data_prefix + f"{edge:06d}"
+    blob = s3_server["client"].get_object(Bucket=bucket, Key=key)["Body"].read()
+    s3_server["client"].put_object(Bucket=bucket, Key=key, Body=blob[:40])
     proxy = CountingProxy(s3_server["endpoint"])
     yield {"bam": bam, "urls": urls, "proxy": proxy, "env": {**os.environ, **s3_server["env"],
-                                                              "AWS_ENDPOINT_URL": proxy.endpoint}}
+                                                              "AWS_ENDPOINT_URL": proxy.endpoint},
+           "first_chunk": bams3.open(urls["plain"]).meta.data_prefix + "000000"}
     proxy.close()
 
 
@@ -84,17 +94,41 @@ def test_it_imports_no_numpy_and_steps_aside_without_asking_twice(remote):
         assert f.stdout == want and len(quick_gets) == f_gets, (name, quick_gets)
 
 
+def test_what_it_leaves_to_the_full_command_is_not_asked_for_twice(remote, tmp_path):
+    """Stdout in another encoding (and an error naming a non-ASCII key), /dev/full, a chunk cut
+    short: the full command answers or
+    reports it, from the reads the quick path handed over; together they ask the server for no
+    more than the full command alone."""
+    url, regions = remote["urls"]["plain"], ["chrA:1,000-50,000", "chrB:10-20"]
+    cases = [({"PYTHONIOENCODING": "latin-1"}, url, None), ({"PYTHONIOENCODING": "ascii"}, "s3://no-such-bkt/é", None),
+             ({}, url, "/dev/full"), ({}, remote["urls"]["cut"], None)]
+    for env, dest, stdout in cases:
+        results = []
+        for quick in (True, False):
+            remote["proxy"].reset()
+            with open(stdout or os.devnull, "w") as sink:
+                p = subprocess.run([str(BAMS3), "query", dest, *regions, "-c"], timeout=120, text=True,
+                                   stdout=sink if stdout else subprocess.PIPE, stderr=subprocess.PIPE,
+                                   env={**remote["env"], "BAMS3_QUICK": "1" if quick else "0", **env})
+            results.append((p.returncode, p.stdout, p.stderr, len(remote["proxy"].gets())))
+        assert results[0] == results[1], (env, dest, stdout, results)
+    assert results[0][0] == 1 and "chunk" in results[0][2]  # the cut chunk, reported by the full command
+
+
 def test_failures_are_reported_as_the_full_command_reports_them_in_as_many_requests(remote):
     """A missing dataset, a missing bucket, a server answering 503 to everything or to the chunks'
-    reads, chunk reads that stall: the same line and status as the full command, and the retries
-    waited out once, not twice."""
+    reads, chunk reads that stall, with 1 or 16 edge chunks: the same line and status as the full
+    command, and the retries waited out once, not twice; with many edges, no request started
+    once one has failed (as many as the full command makes, or fewer)."""
     bucket_url = remote["urls"]["plain"].rsplit("/", 2)[0]
     proxy = remote["proxy"]
     for args, faults, match in (([f"{bucket_url}/no/such.bams3", "-c"], [], None),
                                 (["s3://no-such-bucket-here/x.bams3", "chrA", "-c"], [], None),
                                 ([remote["urls"]["plain"], "chrA:1-100", "-c"], ["503"] * 1000, None),
                                 ([remote["urls"]["plain"], "chrA:1,000-50,000", "-c"], ["503"] * 1000, "/data/"),
-                                ([remote["urls"]["plain"], "chrA:1,000-50,000", "-c"], ["stall"] * 1000, "/data/")):
+                                ([remote["urls"]["plain"], "chrA:1,000-50,000", "-c"], ["stall"] * 1000, "/data/"),
+                                ([remote["urls"]["plain"], *MANY, "-c"], ["503"] * 1000, remote["first_chunk"]),
+                                ([remote["urls"]["plain"], *MANY, "-c"], ["stall"] * 1000, "/data/")):
         results = []
         for quick in (True, False):
             proxy.faults, proxy.fault_match, proxy.stall_seconds = list(faults), match, 2
@@ -103,21 +137,26 @@ def test_failures_are_reported_as_the_full_command_reports_them_in_as_many_reque
             finally:
                 proxy.faults, proxy.fault_match, proxy.stall_seconds = [], None, 10.0
             results.append((p.returncode, p.stderr, p.stdout, len(proxy.log)))
-        assert results[0] == results[1], (args, faults, match, results)
+        assert results[0][:3] == results[1][:3], (args, faults, match, results)
+        assert results[0][3] <= results[1][3] if len(args) > 3 else results[0][3] == results[1][3], (args[1:3], faults[:1], match, [r[3] for r in results])
         assert results[0][0] != 0 and results[0][1].startswith("bams3: error: ") and results[0][1].count("\n") == 1
 
 
-def test_ctrl_c_ends_a_count_whose_requests_stall(remote):
-    """Every request stalls (6 attempts of 6 s each): Ctrl-C ends the quick count at once, in
-    one line, as it ends the full command."""
+@pytest.mark.parametrize("quick", [True, False])
+@pytest.mark.parametrize(("match", "args"), [(None, ["-c"]), ("/data/", ["-c"]), ("/data/", [])])
+def test_ctrl_c_ends_a_query_whose_requests_stall(remote, quick, match, args):
+    """Every request, or every chunk's, stalls (6 attempts of 6 s each): Ctrl-C ends a count or
+    a records query at once, in one line, quick or not. (The full command once waited 39 s for
+    its stalled chunk reads to run out of retries before it exited.)"""
     proxy = remote["proxy"]
     proxy.stall_seconds = 8
-    proxy.faults = ["stall"] * 1000
+    proxy.faults, proxy.fault_match = ["stall"] * 1000, match
     proxy.injected.clear()
     try:
-        p = subprocess.Popen([str(BAMS3), "query", remote["urls"]["plain"], "chrA:1-100", "-c"],
+        p = subprocess.Popen([str(BAMS3), "query", remote["urls"]["plain"], "chrA:1,000-50,000", *args],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env={**remote["env"], "AWS_MAX_ATTEMPTS": "6", "BAMS3_TIMEOUT": "6"})
+                             env={**remote["env"], "AWS_MAX_ATTEMPTS": "6", "BAMS3_TIMEOUT": "6",
+                                  "BAMS3_QUICK": "1" if quick else "0"})
         deadline = time.monotonic() + 30
         while proxy.injected.get("stall", 0) < 1:  # it is waiting on a request
             assert time.monotonic() < deadline and p.poll() is None, (proxy.injected, p.poll())
@@ -127,7 +166,7 @@ def test_ctrl_c_ends_a_count_whose_requests_stall(remote):
         out, err = p.communicate(timeout=60)
         took = time.monotonic() - t
     finally:
-        proxy.faults = []
+        proxy.faults, proxy.fault_match = [], None
         proxy.stall_seconds = 10.0
     assert (p.returncode, err, out) == (130, "bams3: interrupted\n", "")
     assert took < 3, took

@@ -20,6 +20,7 @@ from __future__ import annotations
 import configparser
 import os
 import re
+import threading
 import time
 from datetime import timedelta
 
@@ -43,6 +44,29 @@ from bams3.plugin_api import (
 
 _BACKOFF = {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=5), "base": 2}
 _NO_BUCKET_CODES = ("NoSuchBucket", "ContainerNotFound")  # S3's and Azure's error codes (in the answer's body)
+
+
+def _interruptible(fn, *args, **kwargs):
+    """``fn(...)``; on the main thread, run on a thread of its own while the main thread waits
+    for it where Ctrl-C and SIGTERM reach it (a Python signal handler runs only between
+    bytecodes of the main thread: a request blocked in obstore held off a Ctrl-C until its
+    attempt timed out, up to BAMS3_TIMEOUT). The request left behind ends with its attempt."""
+    if threading.current_thread() is not threading.main_thread():
+        return fn(*args, **kwargs)
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 (raised again on the main thread)
+            box["error"] = exc
+
+    worker = threading.Thread(target=run, daemon=True, name="bams3-request")
+    worker.start()
+    worker.join()
+    if "error" in box:
+        raise box.pop("error")
+    return box["value"]
 
 
 def _clean(text: str) -> str:
@@ -247,7 +271,7 @@ class CloudStore(ObstoreStore):
         for attempt in range(1, conf["attempts"] + 1):
             check_interrupted()  # Ctrl-C: no further attempt (cohort samples, uploads on other threads)
             try:
-                return fn(key, *args, **kwargs)
+                return _interruptible(fn, key, *args, **kwargs)
             except BaseException as exc:
                 if isinstance(exc, FileNotFoundError) and Failure.of(exc).code in _NO_BUCKET_CODES:
                     raise translate(exc, self.url, key, endpoint=self.endpoint) from None
