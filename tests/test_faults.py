@@ -6,6 +6,7 @@ bounded time; conversions under faults are exact, or fail and publish nothing.""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -240,8 +241,6 @@ def test_a_fault_answered_to_a_write_keeps_the_connection_in_step(faulty):
 def test_ctrl_c_ends_a_cohort_run_whose_requests_stall(s3_server, faulty, tmp_path):
     """Every request stalls (6 attempts of 6 s each per sample): Ctrl-C ends the run at once, in
     one line, without waiting for the requests in flight or trying again."""
-    import signal
-
     proxy, url, _ = faulty
     listing = tmp_path / "samples.txt"
     listing.write_text("".join(f"s{i}\t{url}\n" for i in range(4)))
@@ -249,23 +248,30 @@ def test_ctrl_c_ends_a_cohort_run_whose_requests_stall(s3_server, faulty, tmp_pa
            "BAMS3_TIMEOUT": "6"}
     proxy.stall_seconds = 8
     proxy.faults = ["stall"] * 1000
-    proxy.injected.clear()
     try:
-        p = subprocess.Popen([sys.executable, "-m", "bams3.cli", "cohort", "stats", "--from", str(listing), "-@", "4"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        deadline = time.monotonic() + 30
-        while proxy.injected.get("stall", 0) < 4:  # every sample is waiting on a request
-            assert time.monotonic() < deadline and p.poll() is None, (proxy.injected, p.poll())
-            time.sleep(0.05)
-        t = time.monotonic()
-        p.send_signal(signal.SIGINT)
-        out, err = p.communicate(timeout=60)
-        took = time.monotonic() - t
+        code, out, err, took = interrupt_when_stalled(
+            proxy, [sys.executable, "-m", "bams3.cli", "cohort", "stats", "--from", str(listing), "-@", "4"], env,
+            stalls=4)  # every sample is waiting on a request
     finally:
         proxy.faults = []
         proxy.stall_seconds = 3
-    assert (p.returncode, err, out) == (130, "bams3: interrupted\n", "")
+    assert (code, err, out) == (130, "bams3: interrupted\n", "")
     assert took < 3, took
+
+
+def interrupt_when_stalled(proxy, cmd: list[str], env: dict, stalls: int = 1) -> tuple[int, str, str, float]:
+    """Run ``cmd``; once ``stalls`` of its requests are stalled at the proxy, Ctrl-C it: its
+    status, stdout, stderr and the seconds it took to end after the signal."""
+    proxy.injected.clear()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 30
+    while proxy.injected.get("stall", 0) < stalls:
+        assert time.monotonic() < deadline and p.poll() is None, (proxy.injected, p.poll())
+        time.sleep(0.05)
+    t = time.monotonic()
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    return p.returncode, out, err, time.monotonic() - t
 
 
 @pytest.mark.parametrize("kind", ["503", "stall"])

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import os
 import pathlib
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -20,6 +18,7 @@ import bams3
 from bams3.conformance.proxy import CountingProxy
 
 from .oracle import view_count
+from .test_faults import interrupt_when_stalled
 from .synth import write_bam
 
 BAMS3 = pathlib.Path(sys.executable).with_name("bams3")
@@ -151,22 +150,12 @@ def test_ctrl_c_ends_a_query_whose_requests_stall(remote, quick, match, args):
     proxy = remote["proxy"]
     proxy.stall_seconds = 8
     proxy.faults, proxy.fault_match = ["stall"] * 1000, match
-    proxy.injected.clear()
     try:
-        p = subprocess.Popen([str(BAMS3), "query", remote["urls"]["plain"], "chrA:1,000-50,000", *args],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env={**remote["env"], "AWS_MAX_ATTEMPTS": "6", "BAMS3_TIMEOUT": "6",
-                                  "BAMS3_QUICK": "1" if quick else "0"})
-        deadline = time.monotonic() + 30
-        while proxy.injected.get("stall", 0) < 1:  # it is waiting on a request
-            assert time.monotonic() < deadline and p.poll() is None, (proxy.injected, p.poll())
-            time.sleep(0.05)
-        t = time.monotonic()
-        p.send_signal(signal.SIGINT)
-        out, err = p.communicate(timeout=60)
-        took = time.monotonic() - t
+        code, out, err, took = interrupt_when_stalled(
+            proxy, [str(BAMS3), "query", remote["urls"]["plain"], "chrA:1,000-50,000", *args],
+            {**remote["env"], "AWS_MAX_ATTEMPTS": "6", "BAMS3_TIMEOUT": "6", "BAMS3_QUICK": "1" if quick else "0"})
     finally:
         proxy.faults, proxy.fault_match = [], None
         proxy.stall_seconds = 10.0
-    assert (p.returncode, err, out) == (130, "bams3: interrupted\n", "")
+    assert (code, err, out) == (130, "bams3: interrupted\n", "")
     assert took < 3, took
