@@ -65,8 +65,11 @@ class prefetch:
             self._thread.join()
 
 
-def ordered_map(fn: Callable, items: Iterable, workers: int, ahead: int | None = None) -> Iterator:
-    """``map(fn, items)`` on ``workers`` threads, in order, at most ``ahead`` results in flight."""
+def ordered_map(fn: Callable, items: Iterable, workers: int, ahead: int | None = None, *,
+                writes: bool = False) -> Iterator:
+    """``map(fn, items)`` on ``workers`` threads, in order, at most ``ahead`` results in flight.
+    When the program is ending (``ending``), it does not wait for the calls in flight, unless
+    they ``writes``: then the cleanup that follows must come after them."""
     ahead = ahead or 2 * workers
     ex = ThreadPoolExecutor(max(1, workers), thread_name_prefix="bams3")
     futures: deque = deque()
@@ -85,4 +88,4 @@ def ordered_map(fn: Callable, items: Iterable, workers: int, ahead: int | None =
     finally:
         for f in futures:
             f.cancel()
-        ex.shutdown(wait=not ending.is_set(), cancel_futures=True)
+        ex.shutdown(wait=writes or not ending.is_set(), cancel_futures=True)

@@ -73,7 +73,7 @@ def _copy(ds, src, dst, force, workers, progress) -> CopyResult:
             store.put(chunk_key(prefix, table.object_of(i)), blob)
             return len(blob)
 
-        for done, size in enumerate(ordered_map(one, range(n), workers), 1):
+        for done, size in enumerate(ordered_map(one, range(n), workers, writes=True), 1):
             moved += size
             if progress:
                 progress(done, n)

@@ -271,7 +271,7 @@ class CloudStore(ObstoreStore):
         for attempt in range(1, conf["attempts"] + 1):
             check_interrupted()  # Ctrl-C: no further attempt (cohort samples, uploads on other threads)
             try:
-                return _interruptible(fn, key, *args, **kwargs)
+                return fn(key, *args, **kwargs)
             except BaseException as exc:
                 if isinstance(exc, FileNotFoundError) and Failure.of(exc).code in _NO_BUCKET_CODES:
                     raise translate(exc, self.url, key, endpoint=self.endpoint) from None
@@ -286,17 +286,23 @@ class CloudStore(ObstoreStore):
             delay = min(delay * 2, 5.0)
         raise AssertionError("unreachable")
 
+    def _guard_read(self, fn, key, *args):
+        """A read, as :meth:`_guard`; on the main thread each attempt waits where Ctrl-C reaches it
+        (:func:`_interruptible`). Writes are not: one left running behind an interrupt could land
+        after the cleanup that follows it (a dataset's metadata after its run was removed)."""
+        return self._guard(lambda *a: _interruptible(fn, *a), key, *args)
+
     def get(self, key):
-        return self._guard(super().get, key)
+        return self._guard_read(super().get, key)
 
     def get_range(self, key, start, end):
-        return self._guard(super().get_range, key, start, end)
+        return self._guard_read(super().get_range, key, start, end)
 
     def get_ranges(self, key, ranges):
-        return self._guard(super().get_ranges, key, ranges)
+        return self._guard_read(super().get_ranges, key, ranges)
 
     def head(self, key):
-        return self._guard(super().head, key)
+        return self._guard_read(super().head, key)
 
     def put_if(self, key, data, *, expect):
         if self.read_only:
@@ -332,7 +338,7 @@ class CloudStore(ObstoreStore):
         return self._guard(super().put, key, data)
 
     def list(self, prefix=""):
-        return self._guard(lambda p: list(super(CloudStore, self).list(p)), prefix)
+        return self._guard_read(lambda p: list(super(CloudStore, self).list(p)), prefix)
 
     def delete(self, key):
         if self.read_only:
@@ -344,7 +350,7 @@ class CloudStore(ObstoreStore):
         return None if meta is None else meta["size"]
 
     def list_dirs(self, prefix=""):
-        return self._guard(lambda p: super(CloudStore, self).list_dirs(p), prefix)
+        return self._guard_read(lambda p: super(CloudStore, self).list_dirs(p), prefix)
 
 
 def _profile_config(unsigned: bool = False) -> dict:
