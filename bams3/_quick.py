@@ -119,7 +119,12 @@ class _Remote:
         REMOTE_WORKERS places or more past the first one not yet answered, and none started once
         one has failed (so never a request the full command's pool would not have made: it has
         REMOTE_WORKERS in flight from the start). Each read is handed over to the full command
-        (``storage.hand_over``), in case it runs after this."""
+        (``storage.hand_over``), in case it runs after this.
+
+        Not ``_threads.ordered_map``, which would do the same: its pool's threads are joined when
+        the interpreter exits, so a Ctrl-C here would wait out the stalled requests (the full
+        command leaves by ``os._exit``; this returns to ``_main``), and it imports
+        ``concurrent.futures`` (~7 ms). These threads are daemons."""
         import threading
 
         from .errors import Bams3Error

@@ -24,7 +24,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -53,25 +52,21 @@ def s3_cases(url: str) -> dict[str, tuple[list[str], None]]:
 
 @contextlib.contextmanager
 def s3_server():
-    """moto's S3 server on 127.0.0.1 with a bucket ``bams3-ab``: the environment that reaches it."""
-    import re
-
+    """moto's S3 server on 127.0.0.1 (``bams3.conformance.motoserver``, as bench.py and the tests
+    start it) with a bucket ``bams3-ab``: the environment that reaches it."""
     import boto3
 
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    from bams3.conformance.motoserver import MotoServer
+
+    server = MotoServer()
     try:
-        port = next(int(m.group(1)) for line in proc.stdout
-                    if (m := re.search(r"Running on http://127\.0\.0\.1:(\d+)", line)))
-        threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
         env = {"AWS_ACCESS_KEY_ID": "ab", "AWS_SECRET_ACCESS_KEY": "ab", "AWS_REGION": "us-east-1",
-               "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
-        boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+               "AWS_ENDPOINT_URL": server.endpoint}
+        boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1",
                      aws_access_key_id="ab", aws_secret_access_key="ab").create_bucket(Bucket="bams3-ab")
         yield env
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        server.stop()
 
 
 def program(tree: str, cache: pathlib.Path) -> str:

@@ -52,9 +52,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from .._threads import ending
 
-    def _interrupted(signum, frame):
-        if argv is None:  # the program: it exits at once after its cleanup, its pools need not wait
-            ending.set()
+    def _interrupted(signum, frame):  # the program's: it exits at once after its cleanup, its pools need not wait
+        ending.set()
         raise KeyboardInterrupt
 
     def _terminated(signum, frame):
@@ -65,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     main_thread = threading.current_thread() is threading.main_thread()
     if main_thread:
         signal.signal(signal.SIGTERM, _terminated)
-        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        if argv is None and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             signal.signal(signal.SIGINT, _interrupted)
     code = 1
     try:
