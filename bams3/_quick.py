@@ -290,6 +290,7 @@ def stats(dest: str, which: str | None) -> str:
 
 def count(dest: str, regions: list[str]) -> int:
     """``samtools view -c`` of the regions (none: every record) in the dataset ``dest``."""
+    from . import metacheck
     from .regiontext import resolve_region
 
     src, f, version = _open(dest)
@@ -308,6 +309,7 @@ def count(dest: str, regions: list[str]) -> int:
                 raise _Refused
             t = decode_table(f["chunks"], frame)
             validate_table(t, len(f["references"]), f["chunk_size"], f["n_slots"], f["stats"]["n_records"], version)
+        metacheck.count_index_covers(f["count_index"], len(t["n_records"]), t["count_nbytes"])
         if not spans:
             return int(f["stats"]["n_records"])  # (a JSON true is 1, as the full reader prints it)
         return _count(src, f, t, spans)
@@ -335,13 +337,31 @@ def _count(src: _Local | _Remote, f: dict, t: dict[str, list[int]], spans) -> in
                     total += n_rec[i]
                 else:
                     edges.setdefault(i, []).append((beg, end))
-    objects = t.get(OBJECT_FIELD)
-    keys = {i: f"{f['data_prefix']}{objects[i] if objects is not None else i:06d}" for i in edges}
-    blobs = src.reads([(keys[i], 0, t["count_nbytes"][i]) for i in edges])  # each edge's count prefix
-    for (i, ivs), blob in zip(edges.items(), blobs):
+    for i, blob in _prefixes(src, f, t, sorted(edges)):
         pos, span = _positions(blob, f, t, i)
-        total += count_overlaps(pos, span, ivs)
+        total += count_overlaps(pos, span, edges[i])
     return total
+
+
+def _prefixes(src: _Local | _Remote, f: dict, t: dict[str, list[int]], indices: list[int]):
+    """(chunk, its count prefix) for each of ``indices``, read as the full reader reads them: from
+    the count index when the dataset has one (the prefixes close together in one read), else
+    from each chunk object."""
+    from .metacheck import COUNT_INDEX_SPAN, count_index_groups, count_index_offsets
+
+    parts, size = f["count_index"], t["count_nbytes"]
+    if not parts:
+        objects = t.get(OBJECT_FIELD)
+        keys = [f"{f['data_prefix']}{objects[i] if objects is not None else i:06d}" for i in indices]
+        return zip(indices, src.reads([(key, 0, size[i]) for key, i in zip(keys, indices)]))
+    at = count_index_offsets(parts, size)
+    groups = count_index_groups(parts, at, size, indices, COUNT_INDEX_SPAN)
+    out = []
+    for (_, members, a, b), data in zip(groups, src.reads([(g[0]["object"], g[2], g[3]) for g in groups])):
+        if len(data) != b - a:
+            raise _Refused
+        out.extend((i, data[at[i] - a: at[i] - a + size[i]]) for i in members)
+    return out
 
 
 def _positions(blob: bytes, f: dict, t: dict[str, list[int]], i: int) -> tuple[bytes, bytes]:

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +29,7 @@ from .coverage import DepthAccumulator, chunk_depth
 from . import destination
 from .errors import ConflictError, DatasetExistsError, InputError, StorageError, UsageError
 from .format import (
+    COUNT_INDEX_OBJECT,
     COVERAGE_OBJECT,
     MAX_METADATA_BYTES,
     METADATA_KEY,
@@ -113,6 +115,7 @@ class ConvertOptions:
     progress: Callable[[int, int | None], None] | None = attrs.field(default=None, eq=False)
     max_chunk_raw: int = MAX_CHUNK_RAW
     slots: bool | None = None  # count slots (docs/format.md §4.5); None: as the compression setting says
+    count_index: bool = False  # the count index (docs/format.md, "The count index")
 
     @classmethod
     def of(cls, chunk_size: int | str = DEFAULT_CHUNK_SIZE, workers: int = 2, compression: str = "default",
@@ -156,7 +159,7 @@ def convert(src: str, dst: str, **options) -> Metadata:
     Options (:class:`ConvertOptions`): ``chunk_size`` (``"1M"``), ``workers``, ``compression``
     (``"default"`` or ``"high"``), ``codec``, ``level``, ``qual_codec``, ``seq_codec``, ``aux_codec``, ``mate_codec``, ``name_codec``, ``force``,
     ``reference`` (CRAM), ``sort``, ``progress(done, total)``, ``max_chunk_raw``, ``slots`` (count
-    slots: True or False; default: none)."""
+    slots: True or False; default: none), ``count_index`` (the count index; default: none)."""
     opts = ConvertOptions.of(**options)
     codecs, column_codecs = opts.codecs()
     src_path = local_path(src)
@@ -302,12 +305,15 @@ def _sort(src: str, out: str, reference: str | None, workers: int) -> None:
         raise InputError(f"cannot sort {src}: {why}", source=src)
 
 
+COUNT_INDEX_PART = 64 << 20  # a part of the count index is written once its count prefixes reach this
+
+
 class _Pipeline:
     """Encodes and uploads chunks on worker threads; keeps at most a few in flight."""
 
     def __init__(self, store, prefix: str, codecs, column_codecs, workers: int, chunk_size: int,
                  count_slots: bool = True, depth: DepthAccumulator | None = None, ref_lengths: list[int] = (),
-                 first_object: int | None = None):
+                 first_object: int | None = None, count_index: bool = False):
         self.store = store
         self.prefix = prefix
         self.codecs = codecs
@@ -327,6 +333,12 @@ class _Pipeline:
         self.chunk_size = chunk_size
         self.slot_bp = count_slot_bp(chunk_size) if count_slots else 0
         self.n_slots = -(-chunk_size // self.slot_bp) if count_slots else 0
+        # the count index (docs/format.md, "The count index"): the chunks' count prefixes, in
+        # table order, written as parts of at most about COUNT_INDEX_PART bytes as they fill
+        self.count_index = count_index
+        self.parts: list[dict] = []
+        self._prefixes: list[bytes] = []
+        self._part_first = self._part_object = self._pending = 0
 
     def submit(self, batch: RecordBatch, ref_id: int, window: int) -> None:
         index = self.next_index
@@ -335,13 +347,31 @@ class _Pipeline:
         while len(self.inflight) > self.limit:
             self._collect(self.inflight.popleft().result())
 
-    def _collect(self, done: tuple[dict, tuple | None]) -> None:
-        row, depth = done
+    def _collect(self, done: tuple[dict, tuple | None, tuple[int, bytes] | None]) -> None:
+        row, depth, prefix = done
         if depth is not None and self.depth is not None:
             self.depth.add(row["ref_id"], *depth)
         self.rows.append(row)
+        if prefix is not None:
+            if not self._prefixes:
+                self._part_first, self._part_object = len(self.rows) - 1, prefix[0]
+            self._prefixes.append(prefix[1])
+            self._pending += len(prefix[1])
+            if self._pending >= COUNT_INDEX_PART:
+                self._write_part()
 
-    def _work(self, index: int, batch: RecordBatch, ref_id: int, window: int) -> tuple[dict, tuple | None]:
+    def _write_part(self) -> None:
+        """The count prefixes collected so far, as one part of the count index (named by its
+        first chunk's object number: unique among the shards of a conversion too)."""
+        data = b"".join(self._prefixes)
+        key = f"{self.prefix}{COUNT_INDEX_OBJECT}{self._part_object}"
+        self.store.put(key, data)
+        self.parts.append({"object": key, "first": self._part_first, "n": len(self._prefixes), "nbytes": len(data),
+                           "crc32": zlib.crc32(data)})
+        self._prefixes, self._pending = [], 0
+
+    def _work(self, index: int, batch: RecordBatch, ref_id: int, window: int
+              ) -> tuple[dict, tuple | None, tuple[int, bytes] | None]:
         if ref_id < 0:
             enc = encode_chunk(batch, self.codecs, column_codecs=self.column_codecs, origins=self.origins)
             depth = None
@@ -353,12 +383,14 @@ class _Pipeline:
         row = {"ref_id": ref_id, "window": window, **enc.info}
         if self.numbered:
             row["object"] = index
-        return row, depth
+        return row, depth, (index, enc.blob[:enc.info["count_nbytes"]]) if self.count_index else None
 
     def finish(self) -> list[dict]:
         while self.inflight:
             self._collect(self.inflight.popleft().result())
         self.pool.shutdown()
+        if self._prefixes:
+            self._write_part()
         return self.rows
 
     def depth_frame(self) -> bytes:
@@ -387,7 +419,7 @@ def _convert(job: _Job) -> Metadata:
     opts = job.opts
     pipe = _Pipeline(job.store, prefix, job.codecs, job.column_codecs, opts.workers, opts.chunk_size,
                      count_slots=opts.count_slots, depth=DepthAccumulator(header.references),
-                     ref_lengths=[int(length) for _, length in header.references])
+                     ref_lengths=[int(length) for _, length in header.references], count_index=opts.count_index)
     stats = StatsAccumulator(len(header.references))
     windows = _Windows(len(header.references), opts.chunk_size, opts.max_chunk_raw, job.source)
     reader = prefetch(inp.batches, depth=2)
@@ -527,6 +559,7 @@ def _describe(job: _Job, inp, pipe: _Pipeline, stats: StatsAccumulator, prefix: 
         source={"name": os.path.basename(job.source), "format": inp.format, "size": inp.size},
         created_by=f"bams3 {__version__}",
         coverage=pipe.depth.describe(prefix + COVERAGE_OBJECT, pipe.depth_frame()),
+        count_index=tuple(pipe.parts) or None,
     )
 
 

@@ -193,6 +193,8 @@ class Dataset(AlignmentFileMixin, FramesMixin):
                 total += int(t.n_records[index])
             else:
                 edges.append((index, ivs, filt))
+        if self.meta.count_index:
+            return total + self._count_from_index(edges)
         positions = _Shared(lambda index: self._reader(index, prefix_only=True).positions(),
                             [e[0] for e in edges], lambda v: v[0].nbytes * 2)
 
@@ -202,14 +204,27 @@ class Dataset(AlignmentFileMixin, FramesMixin):
                 n = self._count_with_slots(index, *ivs[0])
                 if n is not None:
                     return n
-            pos, span = positions.get(k, index)
-            mask = _overlap_mask(pos, span, ivs)
-            if filt is not None:
-                mask &= _overlap_mask(pos, span, filt)
-            return int(np.count_nonzero(mask))
+            return _overlapping(*positions.get(k, index), ivs, filt)
 
         total += sum(ordered_map(count_edge, enumerate(edges), self.workers))
         return total
+
+    def _count_from_index(self, edges: list[tuple[int, tuple, tuple | None]]) -> int:
+        """Records of the edge chunks overlapping their intervals, from the count index: the
+        count prefixes of the chunks that lie close together in it in one ranged read (all of
+        them, for a region or a BED of one part's reach), a group at a time."""
+        wanted: dict[int, list[tuple]] = {}
+        for index, ivs, filt in edges:
+            wanted.setdefault(index, []).append((ivs, filt))
+
+        def count_group(group) -> int:
+            n = 0
+            for index, reader in self.source.prefixes(group).items():
+                pos, span = reader.positions()
+                n += sum(_overlapping(pos, span, ivs, filt) for ivs, filt in wanted[index])
+            return n
+
+        return sum(ordered_map(count_group, self.source.prefix_groups(sorted(wanted)), self.workers))
 
     def _placed_plan(self, sel: Selection) -> list[tuple[int, tuple | None, tuple | None]]:
         """The plan of a selection; with no region and no BED, every chunk whole (intervals None)."""
@@ -598,6 +613,14 @@ def _first(batches: Iterable[RecordBatch], n: int) -> Iterator[RecordBatch]:
             b = b.slice(0, left)
         left -= len(b)
         yield b
+
+
+def _overlapping(pos: np.ndarray, span: np.ndarray, ivs, filt) -> int:
+    """How many records overlap one of ``ivs`` (and one of ``filt``, unless None)."""
+    mask = _overlap_mask(pos, span, ivs)
+    if filt is not None:
+        mask &= _overlap_mask(pos, span, filt)
+    return int(np.count_nonzero(mask))
 
 
 class _Shared:

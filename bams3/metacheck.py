@@ -31,6 +31,9 @@ MAX_METADATA_BYTES = 256 << 20
 CHECKSUM_KEY = b',"checksum":"sha256:'
 CHUNKS_OBJECT = "_chunks"  # the external chunk table, under the data prefix
 COVERAGE_OBJECT = "_coverage"  # the binned depth, under the data prefix
+COUNT_INDEX_OBJECT = "_counts."  # a part of the count index, under the data prefix: "_counts.<number>"
+MAX_COUNT_INDEX_PART = 1 << 30  # the largest part a reader accepts
+COUNT_INDEX_SPAN = 8 << 20  # readers fetch count prefixes this close in a part of the count index as one
 # What a malformed field raises while it is read (wrapped as "_metadata.json is malformed").
 MALFORMED = (KeyError, TypeError, ValueError, OverflowError)
 
@@ -57,6 +60,79 @@ def coverage_ref(obj, prefix: str) -> dict[str, Any] | None:
     if obj["bin"] < 1:
         raise ValueError("bad coverage bin")
     return dict(obj)
+
+
+def count_index_ref(obj, prefix: str) -> list[dict[str, int | str]] | None:
+    """The count index's parts (docs/format.md, "The count index"), checked as far as the
+    metadata alone allows: each names an object of its own under the data prefix, and they hold
+    chunks 0, 1, ... in table order, each part the chunks after the part before it. That they
+    hold every chunk of the table is checked once the table is read (:func:`count_index_covers`)."""
+    if obj is None:
+        return None
+    if not isinstance(obj, dict) or not isinstance(obj.get("parts"), list) or not obj["parts"]:
+        raise ValueError("bad count index")
+    parts, first, names = [], 0, set()
+    for part in obj["parts"]:
+        if not isinstance(part, dict) or not isinstance(part.get("object"), str) \
+                or not re.fullmatch(re.escape(prefix + COUNT_INDEX_OBJECT) + r"[0-9]{1,20}", part["object"]) \
+                or part["object"] in names:
+            raise ValueError("bad count index part")
+        names.add(part["object"])
+        for k in ("first", "n", "nbytes", "crc32"):
+            if not isinstance(part.get(k), int) or isinstance(part[k], bool) or part[k] < 0:
+                raise ValueError(f"bad count index part {k}")
+        if part["first"] != first or part["n"] < 1 or not 0 < part["nbytes"] <= MAX_COUNT_INDEX_PART \
+                or part["crc32"] >= 1 << 32:
+            raise ValueError("the count index's parts do not follow one another")
+        first += part["n"]
+        parts.append({k: part[k] for k in ("object", "first", "n", "nbytes", "crc32")})
+    return parts
+
+
+def count_index_covers(parts, n_chunks: int, count_nbytes) -> None:
+    """Raises ValueError unless the count index's parts hold exactly the table's ``n_chunks``
+    chunks, each part the sum of its chunks' count prefixes (``count_nbytes``, per chunk)."""
+    if parts is None:
+        return
+    last = parts[-1]
+    if last["first"] + last["n"] != n_chunks:
+        raise ValueError("the count index does not hold every chunk")
+    for part in parts:
+        a = part["first"]
+        if sum(int(count_nbytes[i]) for i in range(a, a + part["n"])) != part["nbytes"]:
+            raise ValueError("a count index part's size differs from its chunks' count prefixes")
+
+
+def count_index_offsets(parts, count_nbytes) -> list[int]:
+    """Where each chunk's count prefix starts in its part of the count index."""
+    at, o = [0] * len(count_nbytes), 0
+    starts = {p["first"] for p in parts}
+    for i, n in enumerate(count_nbytes):
+        if i in starts:
+            o = 0
+        at[i] = o
+        o += int(n)
+    return at
+
+
+def count_index_groups(parts, at: list[int], count_nbytes, indices, span: int) -> list[tuple]:
+    """Chunks ``indices`` (ascending) as one read of the count index fetches them: the chunks of
+    one part whose count prefixes lie within ``span`` bytes, ``(part, [indices], start, end)``;
+    ``at``: :func:`count_index_offsets`."""
+    from bisect import bisect_right
+
+    firsts = [p["first"] for p in parts]
+    groups: list[tuple] = []
+    for i in indices:
+        part = parts[bisect_right(firsts, i) - 1]
+        a = at[i]
+        b = a + int(count_nbytes[i])
+        if groups and groups[-1][0] is part and b - groups[-1][2] <= span:
+            groups[-1][1].append(i)
+            groups[-1] = (part, groups[-1][1], groups[-1][2], b)
+        else:
+            groups.append((part, [i], a, b))
+    return groups
 
 
 def package_name(name) -> str | None:
@@ -144,6 +220,7 @@ def fields(obj: dict[str, Any], version: int) -> dict[str, Any]:
         "chunks": chunks,
         "chunks_ref": external_ref(chunks, prefix),
         "coverage": coverage_ref(obj.get("coverage"), prefix),
+        "count_index": count_index_ref(obj.get("count_index"), prefix),
         "stats": dict(stats),
         "source": dict(obj.get("source", {})),
         "created_by": str(obj.get("created_by", "?")),

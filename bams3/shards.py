@@ -228,15 +228,16 @@ def _after_header(src: str) -> Iterator[RecordBatch]:
         inp.close()
 
 
-def convert_shard(src: str, dst: str, prefix: str, shard: Shard, references, opts: ConvertOptions) -> tuple[list[dict], StatsAccumulator, np.ndarray]:
+def convert_shard(src: str, dst: str, prefix: str, shard: Shard, references, opts: ConvertOptions
+                  ) -> tuple[list[dict], StatsAccumulator, np.ndarray, list[dict]]:
     """One shard's chunks encoded and uploaded: (their table rows, the shard's statistics, its
-    binned depth)."""
+    binned depth, its parts of the count index, numbered from its first chunk)."""
     codecs, column_codecs = opts.codecs()
     store = open_store(dst, create=True)
     depth = DepthAccumulator(references)
     pipe = _Pipeline(store, prefix, codecs, column_codecs, opts.workers, opts.chunk_size,
                      count_slots=opts.count_slots, depth=depth, ref_lengths=[int(n) for _, n in references],
-                     first_object=shard.number * OBJECT_STRIDE)
+                     first_object=shard.number * OBJECT_STRIDE, count_index=opts.count_index)
     stats = StatsAccumulator(len(references))
     windows = _Windows(len(references), opts.chunk_size, opts.max_chunk_raw, src)
     lo, hi = shard.lo, shard.hi
@@ -269,7 +270,7 @@ def convert_shard(src: str, dst: str, prefix: str, shard: Shard, references, opt
     except BaseException:
         pipe.abort()
         raise
-    return rows, stats, depth.sums
+    return rows, stats, depth.sums, pipe.parts
 
 
 # ------------------------------------------------------------------ the driver
@@ -317,7 +318,7 @@ def convert(src: str, dst: str, *, client=None, shard_bp: int | str = DEFAULT_SH
             meta = _merge(src, header, fmt, size, opts, prefix, results)
             _check_counts(src, index, meta.stats)
             depth = DepthAccumulator(header.references)
-            for _, _, sums in results:
+            for _, _, sums, _ in results:
                 depth.sums += sums
             frame = depth.encode()
             meta = attrs.evolve(meta, coverage=depth.describe(prefix + COVERAGE_OBJECT, frame))
@@ -341,10 +342,13 @@ def convert(src: str, dst: str, *, client=None, shard_bp: int | str = DEFAULT_SH
 
 
 def _merge(src, header, fmt, size, opts, prefix, results) -> Metadata:
-    rows = [row for shard_rows, _, _ in results for row in shard_rows]
+    rows = [row for shard_rows, _, _, _ in results for row in shard_rows]
     stats = StatsAccumulator(len(header.references))
-    for _, s, _ in results:
+    parts, before = [], 0
+    for shard_rows, s, _, shard_parts in results:
         stats.merge(s)
+        parts.extend({**p, "first": p["first"] + before} for p in shard_parts)
+        before += len(shard_rows)
     table = ChunkTable.from_rows(rows)
     codecs, _ = opts.codecs()
     reg = get_registry(codecs=[c.name for c, _ in codecs])
@@ -359,6 +363,7 @@ def _merge(src, header, fmt, size, opts, prefix, results) -> Metadata:
         stats=stats.result(header.references, int(table.nbytes.sum()) if len(table) else 0, len(table)),
         source={"name": os.path.basename(src), "format": fmt, "size": size},
         created_by=f"bams3 {__version__}",
+        count_index=tuple(parts) or None,
         # numbered objects need v3 readers; a single shard's chunks are numbered in table order
         format_version=SHARDED_VERSION if "object" in table.columns else FORMAT_VERSION,
     )

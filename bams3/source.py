@@ -20,6 +20,7 @@ from .format import (
     directory_nbytes,
 )
 from .format.columns import ALL
+from .metacheck import COUNT_INDEX_SPAN, count_index_groups, count_index_offsets
 from .plugins import get_registry, outside_origins
 
 _GAP = 64 << 10  # ranges of columns closer than this are fetched as one
@@ -34,6 +35,7 @@ class ChunkSource:
         self.url = url
         self._codecs = None
         self._layouts: dict[int, SlotLayout | None] = {}
+        self._index_at: list[int] | None = None  # each chunk's count prefix's offset in its part
         self.origins: dict[str, tuple[str, str]] = {}  # outside codecs: (plugin, package)
 
     # ------------------------------------------------------------------ what every read needs
@@ -102,10 +104,10 @@ class ChunkSource:
         """Chunk ``index``'s object."""
         return chunk_key(self.meta.data_prefix, self.table.object_of(index))
 
-    def _reader(self, index: int, blob: bytes, pieces=None) -> ChunkReader:
+    def _reader(self, index: int, blob: bytes, pieces=None, where: str | None = None) -> ChunkReader:
         t = self.table
         key = self.key(index)
-        reader = ChunkReader(blob, self.codecs, f"{self.url}/{key}", max_raw=int(t.raw_nbytes[index]),
+        reader = ChunkReader(blob, self.codecs, where or f"{self.url}/{key}", max_raw=int(t.raw_nbytes[index]),
                              head_crc=int(t.head_crc[index]), version=self.meta.format_version, pieces=pieces,
                              origins=self.origins)
         if reader.n_records != int(t.n_records[index]):
@@ -140,6 +142,38 @@ class ChunkSource:
         """The start of a chunk: its header, directory and the columns a count needs (pos, span)."""
         key = self.key(index)
         return self._reader(index, self._range(key, 0, int(self.table.count_nbytes[index])))
+
+    def prefix_groups(self, indices: Iterable[int]) -> list[tuple]:
+        """Chunks ``indices`` (ascending) grouped as :meth:`prefixes` fetches them: from the count
+        index, the chunks of one part whose count prefixes lie within COUNT_INDEX_SPAN of each
+        other, ``(part, [indices], start, end)``; without one, each chunk alone, ``(None, [index])``."""
+        parts = self.meta.count_index
+        if not parts:
+            return [(None, [i]) for i in indices]
+        t = self.table  # validated against the parts: they hold every chunk
+        if self._index_at is None:
+            self._index_at = count_index_offsets(parts, t.count_nbytes.tolist())
+        return count_index_groups(parts, self._index_at, t.count_nbytes, indices, COUNT_INDEX_SPAN)
+
+    def prefixes(self, group: tuple) -> dict[int, ChunkReader]:
+        """The count prefixes of a group of :meth:`prefix_groups`, in one read: {index: reader}."""
+        if group[0] is None:
+            return {i: self.prefix(i) for i in group[1]}
+        part, indices, a, b = group
+        key = part["object"]
+        try:
+            data = self.store.get_range(key, a, b)
+        except FileNotFoundError:
+            raise CorruptDatasetError(self.url, f"the count index's part {key} is missing; the dataset is "
+                                      "incomplete or damaged") from None
+        if len(data) != b - a:
+            raise CorruptDatasetError(self.url, f"the count index's part {key} is shorter than the dataset records; "
+                                      "the dataset is damaged")
+        out = {}
+        for i in indices:
+            s = self._index_at[i] - a
+            out[i] = self._reader(i, data[s: s + int(self.table.count_nbytes[i])], where=f"{self.url}/{key}")
+        return out
 
     def columns(self, index: int, names: Iterable[str]) -> ChunkReader:
         """Only the named columns of a chunk (and what decoding them needs), by ranged reads: the

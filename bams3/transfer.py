@@ -78,7 +78,7 @@ def _copy(ds, src, dst, force, workers, progress) -> CopyResult:
             if progress:
                 progress(done, n)
         extra = 0
-        for ref in (m.coverage, m.chunks_ref if "object" in (m.chunks_ref or {}) else None):
+        for ref in (m.coverage, m.chunks_ref if "object" in (m.chunks_ref or {}) else None, *(m.count_index or ())):
             if ref is None:
                 continue
             key = ref["object"]
@@ -119,6 +119,8 @@ def _new_metadata(ds, prefix: str) -> bytes:
         obj["coverage"]["object"] = prefix + COVERAGE_OBJECT
     if "object" in obj["chunks"]:
         obj["chunks"]["object"] = prefix + CHUNKS_OBJECT
+    for part in (obj.get("count_index") or {}).get("parts", ()):
+        part["object"] = prefix + part["object"][len(m.data_prefix):]
     body = encode_metadata(obj)
     Metadata.from_json(body, METADATA_KEY)  # what readers will check, checked before it is published
     return body

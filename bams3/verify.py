@@ -1,14 +1,16 @@
 """Check a dataset object by object: nothing missing, nothing extra, nothing corrupt.
 
 Every chunk is fetched and checked against the chunk table (size) and its own
-checksums (every column payload and count slot); the chunk table and binned
-depth objects against the sizes and CRCs the metadata records. ``deep`` also
+checksums (every column payload and count slot); the chunk table, binned
+depth and count index objects against the sizes and CRCs the metadata records,
+and each part of the count index against the count prefixes of its chunks. ``deep`` also
 decodes every record, checks each chunk's counts and positions against the
 table, and recomputes the statistics, which must equal the metadata's.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 
 import attrs
@@ -56,6 +58,8 @@ def verify(url: str, deep: bool = False, workers: int = 8,
         expected.add(m.chunks_key)
     if m.coverage is not None:
         expected.add(m.coverage["object"])
+    parts = list(m.count_index or ())
+    expected.update(p["object"] for p in parts)
     try:
         t = ds.chunks
     except Bams3Error as exc:
@@ -72,6 +76,17 @@ def verify(url: str, deep: bool = False, workers: int = 8,
             ds.depth_sums()
         except Bams3Error as exc:
             rep.corrupt.append((m.coverage["object"], _reason(exc)))
+    for part in parts:
+        if part["object"] not in present:
+            continue
+        try:
+            if zlib.crc32(ds.source.object(part["object"], part["nbytes"], "the count index's part")) != part["crc32"]:
+                rep.corrupt.append((part["object"], "checksum mismatch"))
+        except Bams3Error as exc:
+            rep.corrupt.append((part["object"], _reason(exc)))
+    # each part's CRC32, of its chunks' count prefixes as they are (None once one is unreadable)
+    prefix_crc: dict[int, int | None] = {}
+    part_of = {i: k for k, p in enumerate(parts) for i in range(p["first"], p["first"] + p["n"])}
     stats = StatsAccumulator(len(m.references)) if deep else None
 
     def check(i: int):
@@ -86,22 +101,28 @@ def verify(url: str, deep: bool = False, workers: int = 8,
             return ("missing", key)
         try:
             r = ds.source.check(blob, i)
+            prefix = blob[:int(t.count_nbytes[i])] if parts else b""
             if not deep:
-                return ("ok", key, r.n_records, None)
+                return ("ok", key, r.n_records, None, prefix)
             batch = r.records()
             pos, span = r.positions()
             if len(pos) and t.ref_id[i] >= 0 and (int(pos[0]) != int(t.min_pos[i]) or int(pos[-1]) != int(
                     t.max_pos[i]) or int((pos + span).max()) != int(t.max_end[i])):
                 return ("corrupt", key, "positions differ from the chunk table")
-            return ("ok", key, r.n_records, batch)
+            return ("ok", key, r.n_records, batch, prefix)
         except Bams3Error as exc:
             return ("corrupt", key, _reason(exc))
 
     done = 0
-    for res in ordered_map(check, range(len(keys)), workers):
+    for i, res in enumerate(ordered_map(check, range(len(keys)), workers)):
         done += 1
         if progress:
             progress(done, len(keys))
+        if i in part_of:
+            k = part_of[i]
+            crc = prefix_crc.get(k, 0)
+            ok = res is not None and res[0] == "ok" and crc is not None
+            prefix_crc[k] = zlib.crc32(res[4], crc) if ok else None
         if res is None:
             continue
         if res[0] == "missing":
@@ -112,6 +133,9 @@ def verify(url: str, deep: bool = False, workers: int = 8,
             rep.records += res[2]
             if stats is not None and res[3] is not None:
                 stats.add(res[3].core, res[3].nbytes)
+    for k, part in enumerate(parts):
+        if prefix_crc.get(k) is not None and prefix_crc[k] != part["crc32"]:
+            rep.corrupt.append((part["object"], "differs from the count prefixes of its chunks"))
     if deep and not rep.corrupt and not rep.missing:
         got = stats.result(m.references, int(t.nbytes.sum()) if len(t) else 0, len(t))
         want = m.stats

@@ -198,6 +198,8 @@ def cohort_coverage(bin_size, plot, region, exact, min_mapq, min_bq, excl, from_
 @click.option("-T", "--reference", default=None, help="Reference FASTA, for CRAM inputs.")
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(1, 256),
               help="Threads of each conversion.")
+@click.option("--count-index", is_flag=True,
+              help="Give each dataset a count index (as for convert): a count then reads two objects a sample.")
 @click.option("--force", is_flag=True, help="Replace existing datasets.")
 @click.option("--skip-existing", is_flag=True,
               help="Leave a dataset already converted from an input of the same name and size (resume a run).")
@@ -210,8 +212,8 @@ def cohort_coverage(bin_size, plot, region, exact, min_mapq, min_bq, excl, from_
               help="Write the table as .tsv, .csv or .parquet instead of TSV on stdout (- is stdout).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
 @storage_options
-def cohort_convert(inputs, from_file, to, chunk_size, compression, reference, threads, force, skip_existing, engine,
-                   scheduler, workers, output, progress):
+def cohort_convert(inputs, from_file, to, chunk_size, compression, reference, threads, count_index, force,
+                   skip_existing, engine, scheduler, workers, output, progress):
     """Convert many BAM, SAM or CRAM files, one task per sample, each into PREFIX/NAME.bams3
     (NAME: the file name without .bam/.cram/.sam, or the NAME of --from). Runs in this process
     (--engine local) or on Dask (--engine dask: a LocalCluster of --workers processes, or the
@@ -225,6 +227,7 @@ def cohort_convert(inputs, from_file, to, chunk_size, compression, reference, th
     Examples:
       bams3 cohort convert bams/*.bam --to s3://lab/cohort/
       bams3 cohort convert --from samples.tsv --to s3://lab/cohort/ --engine dask --workers 8
+      bams3 cohort convert bams/*.bam --to s3://lab/cohort/ --count-index
       bams3 cohort convert --from samples.tsv --to s3://lab/cohort/ --scheduler tcp://10.0.0.5:8786 \\
           --skip-existing -o runs.tsv
     """
@@ -236,7 +239,7 @@ def cohort_convert(inputs, from_file, to, chunk_size, compression, reference, th
                else [(c.input_name(u), u) for u in inputs])
     c.table_format(output)
     options = {"chunk_size": chunk_size, "compression": compression, "reference": reference, "threads": threads,
-               "force": force}
+               "force": force, "count_index": count_index}
     jobs = c.convert_plan(samples, to, options, c.RETRIES, skip_existing)
     dask = engine == "dask" or bool(scheduler)
     n = workers or (2 if dask else c.default_convert_workers(threads))

@@ -46,6 +46,9 @@ from .info import stats
 @click.option("--count-slots", "slots", is_flag=True, default=None,
               help="Also store each chunk's positions by 16K sub-window, so that a count reads less of its "
                    "edge chunks (larger dataset).")
+@click.option("--count-index", is_flag=True,
+              help="Also store the chunks' positions together in a count index, so that a count of any region "
+                   "takes two reads: the metadata and one range of the index (about 2% larger dataset).")
 @click.option("--sort", "sort_input", is_flag=True, help="Sort the input by coordinate first (uses a temporary file).")
 @click.option("--force", is_flag=True, help="Replace an existing dataset at DEST.")
 @click.option("--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True,
@@ -60,7 +63,7 @@ from .info import stats
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 def convert(input_path, dest, chunk_size, workers, compression, codec, level, qual_codec, seq_codec, aux_codec,
             mate_codec, name_codec, reference,
-            slots, sort_input, force, engine, scheduler, dask_workers, shard_size, progress, as_json):
+            slots, count_index, sort_input, force, engine, scheduler, dask_workers, shard_size, progress, as_json):
     """Convert a coordinate-sorted BAM, SAM or CRAM file into a dataset at DEST.
 
     \b
@@ -74,6 +77,7 @@ def convert(input_path, dest, chunk_size, workers, compression, codec, level, qu
       bams3 convert sample.bam sample.bams3
       bams3 convert sample.cram sample.bams3 -T ref.fa --chunk-size 256K -@ 4
       bams3 convert unsorted.bam out.bams3 --sort
+      bams3 convert sample.bam s3://lab/sample.bams3 --count-index
       samtools view -u -q 20 in.bam | bams3 convert - q20.bams3
       bams3 convert s3://lab/NA12878.bam s3://lab/NA12878.bams3 --engine dask --dask-workers 8
       bams3 convert big.bam s3://lab/big.bams3 --scheduler tcp://10.0.0.5:8786 --shard-size 32M
@@ -85,7 +89,8 @@ def convert(input_path, dest, chunk_size, workers, compression, codec, level, qu
     chunks, records and statistics as a conversion in one process.
     """
     options = dict(chunk_size=chunk_size, workers=workers, compression=compression, codec=codec, level=level,
-                   qual_codec=qual_codec, seq_codec=seq_codec, aux_codec=aux_codec, mate_codec=mate_codec, name_codec=name_codec, force=force, slots=slots)
+                   qual_codec=qual_codec, seq_codec=seq_codec, aux_codec=aux_codec, mate_codec=mate_codec, name_codec=name_codec, force=force, slots=slots,
+                   count_index=count_index)
     if engine == "dask" or scheduler:
         from ..shards import DEFAULT_SHARD_BP, convert as run_sharded
 

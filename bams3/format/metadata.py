@@ -18,8 +18,10 @@ from ..metacheck import (  # noqa: F401 (the format's names, imported from here 
     CHUNKS_OBJECT,
     COVERAGE_OBJECT,
     MALFORMED,
+    COUNT_INDEX_OBJECT,
     MAX_METADATA_BYTES,
     METADATA_KEY,
+    count_index_covers,
     fields,
     parse,
     verify_checksum,
@@ -64,6 +66,8 @@ class Metadata:
     count_slot_bp: int = 0  # 0: chunks have no count slots
     chunks_ref: dict[str, Any] | None = None  # the external table's description (key, size, crc32)
     coverage: dict[str, Any] | None = None  # the binned-depth object's description (coverage.py)
+    # the count index's parts (docs/format.md, "The count index"); None: the dataset has none
+    count_index: tuple[dict[str, Any], ...] | None = None
 
     @property
     def chunks_key(self) -> str:
@@ -86,6 +90,7 @@ class Metadata:
             table = ChunkTable.from_json(ref, frame)
             table.validate(len(self.references), self.chunk_size, self.n_slots, self.stats["n_records"],
                            self.format_version)
+            count_index_covers(self.count_index, len(table), table.count_nbytes)
         except (KeyError, TypeError, ValueError, OverflowError, zstandard.ZstdError) as exc:
             raise CorruptDatasetError(where, f"the chunk table {self.chunks_key} is malformed ({exc})") from None
         return attrs.evolve(self, chunks=table)
@@ -116,6 +121,7 @@ class Metadata:
             "data_prefix": self.data_prefix,
             "chunks": self._chunks_json(),
             **({"coverage": self.coverage} if self.coverage else {}),
+            **({"count_index": {"parts": [dict(p) for p in self.count_index]}} if self.count_index else {}),
             "stats": self.stats,
         }
         return encode_metadata(obj)
@@ -133,6 +139,7 @@ class Metadata:
             if table is not None:
                 table.validate(len(f["references"]), f["chunk_size"], f["n_slots"], f["stats"]["n_records"],
                                version)
+                count_index_covers(f["count_index"], len(table), table.count_nbytes)
             return cls(
                 header_text=f["header_text"],
                 references=f["references"],
@@ -142,6 +149,7 @@ class Metadata:
                 chunks=table,
                 chunks_ref=f["chunks_ref"],
                 coverage=f["coverage"],
+                count_index=None if f["count_index"] is None else tuple(f["count_index"]),
                 stats=f["stats"],
                 source=f["source"],
                 created_by=f["created_by"],
