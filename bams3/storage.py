@@ -142,21 +142,28 @@ def error_summary(exc: BaseException) -> str:
 
 
 class ObstoreStore:
-    """A :class:`Store` over any obstore store (memory, S3, GCS, Azure, HTTP)."""
+    """A :class:`Store` over any obstore store (memory, S3, GCS, Azure, HTTP). ``prefix``: the
+    dataset's key prefix within ``store`` (``a/b``), put before every key here, so that one
+    store (and its client's connections) serves many datasets of one bucket."""
 
     conditional_put = True
 
-    def __init__(self, store, url: str):
+    def __init__(self, store, url: str, prefix: str = ""):
         import obstore
 
         self._obs = obstore
         self._store = store
+        self._prefix = f"{prefix}/" if prefix else ""
         self.url = url
         self.counter = IOCounter()
 
+    def _path(self, key: str) -> str:
+        """``key``'s path in the underlying store."""
+        return self._prefix + key
+
     def get(self, key: str) -> bytes:
         with self.counter.request("GET", key) as moved:
-            data = bytes(self._obs.get(self._store, key).bytes())
+            data = bytes(self._obs.get(self._store, self._path(key)).bytes())
             moved["in"] = len(data)
         return data
 
@@ -164,7 +171,7 @@ class ObstoreStore:
         if end <= start:
             return b""
         with self.counter.request("GET", key, rng=(start, end)) as moved:
-            data = bytes(self._obs.get_range(self._store, key, start=start, end=end))
+            data = bytes(self._obs.get_range(self._store, self._path(key), start=start, end=end))
             moved["in"] = len(data)
             if len(data) > end - start:  # more than was asked: a transport fault (retried by stores that retry)
                 raise TransportError(f"the server sent {len(data):,} bytes of {key} for a range of {end - start:,}")
@@ -176,7 +183,7 @@ class ObstoreStore:
             return [b""] * len(ranges)
         with self.counter.request("GET", key, rng=tuple(asked)) as moved:
             out = self._obs.get_ranges(
-                self._store, key, starts=[a for a, _ in asked], ends=[b for _, b in asked], coalesce=0
+                self._store, self._path(key), starts=[a for a, _ in asked], ends=[b for _, b in asked], coalesce=0
             )
             datas = [bytes(x) for x in out]
             moved["in"] = sum(map(len, datas))
@@ -187,7 +194,7 @@ class ObstoreStore:
 
     def stream(self, key: str, piece: int = 8 << 20) -> Iterator[bytes]:
         with self.counter.request("GET", key) as moved:
-            for b in self._obs.get(self._store, key).stream(min_chunk_size=piece):
+            for b in self._obs.get(self._store, self._path(key)).stream(min_chunk_size=piece):
                 b = bytes(b)
                 moved["in"] += len(b)
                 yield b
@@ -195,7 +202,7 @@ class ObstoreStore:
     def put(self, key: str, data: bytes) -> None:
         with self.counter.request("PUT", key) as moved:
             # one request at a time per put (multipart for large objects): --workers bounds uploads
-            self._obs.put(self._store, key, data, max_concurrency=1)
+            self._obs.put(self._store, self._path(key), data, max_concurrency=1)
             moved["out"] = len(data)
 
     def put_if(self, key: str, data: bytes, *, expect: str | None) -> str:
@@ -204,7 +211,7 @@ class ObstoreStore:
         with self.counter.request("PUT", key) as moved:
             mode = "create" if expect is None else {"e_tag": expect}
             try:
-                result = self._obs.put(self._store, key, data, mode=mode)
+                result = self._obs.put(self._store, self._path(key), data, mode=mode)
             except AlreadyExistsError:
                 raise ConflictError(f"{key} exists already") from None
             except PreconditionError:
@@ -215,7 +222,7 @@ class ObstoreStore:
     def head(self, key: str) -> dict | None:
         with self.counter.request("HEAD", key):
             try:
-                meta = self._obs.head(self._store, key)
+                meta = self._obs.head(self._store, self._path(key))
             except FileNotFoundError:
                 return None
         return {"size": meta["size"], "version": meta["e_tag"]}
@@ -224,21 +231,23 @@ class ObstoreStore:
         # Object stores match any string prefix, a file system whole path segments: list the
         # segment that holds the prefix and filter, so both behave alike.
         base = prefix.rsplit("/", 1)[0] + "/" if "/" in prefix else ""
+        cut = len(self._prefix)
         with self.counter.request("LIST", prefix):
-            found = [(meta["path"], meta["size"]) for batch in self._obs.list(self._store, base or None)
-                     for meta in batch if meta["path"].startswith(prefix)]
+            found = [(meta["path"][cut:], meta["size"])
+                     for batch in self._obs.list(self._store, self._path(base) or None)
+                     for meta in batch if meta["path"].startswith(self._path(prefix))]
         yield from found
 
     def list_dirs(self, prefix: str = "") -> list[str]:
         """The "directories" directly under ``prefix`` (one delimited LIST, not every key)."""
         with self.counter.request("LIST", prefix):
-            res = self._obs.list_with_delimiter(self._store, prefix or None)
-        return [p.rstrip("/") + "/" for p in res["common_prefixes"]]
+            res = self._obs.list_with_delimiter(self._store, self._path(prefix) or None)
+        return [p[len(self._prefix):].rstrip("/") + "/" for p in res["common_prefixes"]]
 
     def delete(self, key: str) -> None:
         with self.counter.request("DELETE", key):
             try:
-                self._obs.delete(self._store, key)
+                self._obs.delete(self._store, self._path(key))
             except FileNotFoundError:
                 pass
 

@@ -256,8 +256,9 @@ class CloudStore(ObstoreStore):
     """An ObstoreStore that retries transient failures itself (each attempt counted and traced)
     and translates errors into one-line, actionable messages."""
 
-    def __init__(self, store, url: str, read_only: bool = False, stream_store=None, endpoint: str | None = None):
-        super().__init__(store, url)
+    def __init__(self, store, url: str, read_only: bool = False, stream_store=None, endpoint: str | None = None,
+                 prefix: str = ""):
+        super().__init__(store, url, prefix)
         self.endpoint = endpoint  # S3's, when one was given
         self.read_only = read_only
         self._stream_store = stream_store  # the same store with obstore's own retries, for stream()
@@ -313,7 +314,7 @@ class CloudStore(ObstoreStore):
     def _streamed(self, key, piece):
         store = self._stream_store or self._store  # a whole object: obstore's own retries resume it
         with self.counter.request("GET", key) as moved:
-            for b in self._obs.get(store, key).stream(min_chunk_size=piece):
+            for b in self._obs.get(store, self._path(key)).stream(min_chunk_size=piece):
                 b = bytes(b)
                 moved["in"] += len(b)
                 yield b
@@ -452,14 +453,14 @@ def open_cloud(url: str, create: bool = False, endpoint_url: str | None = None, 
             kwargs["virtual_hosted_style_request"] = True
     elif scheme == "http":
         options["allow_http"] = True
+    prefix = ""
     try:
         stores = []
         for retry in (conf["no_retry"], conf["retry"]):
             if scheme in ("s3", "gs", "az"):
                 _, bucket, prefix = split_url(url)
                 cls = {"s3": S3Store, "gs": GCSStore, "az": AzureStore}[scheme]
-                stores.append(cls(bucket, prefix=prefix or None, client_options=options, retry_config=retry,
-                                  **kwargs))
+                stores.append(_bucket_store(cls, bucket, options, retry, kwargs))
             else:
                 stores.append(from_url(url.rstrip("/"), client_options=options, retry_config=retry, **kwargs))
     except UsageError:
@@ -467,7 +468,33 @@ def open_cloud(url: str, create: bool = False, endpoint_url: str | None = None, 
     except Exception as exc:
         raise DatasetError(f"cannot use {redact(url)}: {_clean(str(exc))}") from None
     return CloudStore(stores[0], url, read_only=scheme in ("http", "https"), stream_store=stores[1],
-                      endpoint=endpoint or None)
+                      endpoint=endpoint or None, prefix=prefix)
+
+
+# One client per bucket and configuration, shared by the stores of every dataset in it: making
+# one takes ~6 ms of the GIL (a cohort of 1,000 samples opened 2,000 of them), and a shared one
+# keeps its connections open from one dataset to the next. Its key holds the configuration the
+# client was made from: the arguments, and the environment variables obstore reads itself
+# (credentials, region, proxies, certificates), so a change of either makes a new one.
+_CLIENTS: dict[tuple, object] = {}
+_CLIENTS_LOCK = threading.Lock()
+_MAX_CLIENTS = 64
+_CLIENT_ENV = ("AWS_", "GOOGLE_", "AZURE_", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "SSL_CERT_")
+
+
+def _bucket_store(cls, bucket: str, options: dict, retry: dict, kwargs: dict):
+    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.upper().startswith(_CLIENT_ENV)))
+    key = (cls.__name__, bucket, repr(sorted(options.items())), repr(sorted(retry.items())),
+           repr(sorted(kwargs.items())), env, os.getpid())
+    with _CLIENTS_LOCK:
+        store = _CLIENTS.get(key)
+    if store is None:
+        store = cls(bucket, client_options=options, retry_config=retry, **kwargs)
+        with _CLIENTS_LOCK:
+            if len(_CLIENTS) >= _MAX_CLIENTS:
+                _CLIENTS.clear()
+            store = _CLIENTS.setdefault(key, store)
+    return store
 
 
 @hookimpl
