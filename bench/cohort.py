@@ -6,7 +6,8 @@ counting proxy: requests and bytes are counted at the server).
     python bench/cohort.py SAMPLE_DIR [--samples 200] [--concurrency 16] [--json out.json]
 
 The cohort is SAMPLE_DIR/sample.bam cut to chr1:1,000,001-1,400,000 (about 54,000 reads),
-uploaded once per sample as BAM+BAI and as a bams3 dataset. samtools runs as a pool of
+uploaded once per sample as BAM+BAI, as a bams3 dataset with a count index (`convert
+--count-index`) and as one without. samtools runs as a pool of
 --concurrency child processes (as GNU parallel -j would), each in an empty directory
 so that it fetches the index as a first query does; bams3 runs one `cohort count`
 process with -@ --concurrency. Prints a table; median of --repeat runs.
@@ -58,8 +59,9 @@ def main() -> int:
     subprocess.run([samtools, "view", "-b", "-o", bam, os.path.join(args.sample_dir, "sample.bam"), SLICE],
                    check=True)
     subprocess.run([samtools, "index", bam], check=True)
-    ds = os.path.join(tmp, "slice.bams3")
-    bams3.convert(bam, ds)
+    datasets = {"bams3": os.path.join(tmp, "index.bams3"), "bams3-no-index": os.path.join(tmp, "plain.bams3")}
+    bams3.convert(bam, datasets["bams3"], count_index=True)
+    bams3.convert(bam, datasets["bams3-no-index"])
     expected = int(subprocess.run([samtools, "view", "-c", bam, REGION], capture_output=True, text=True).stdout)
 
     server = MotoServer()  # its own process
@@ -67,25 +69,26 @@ def main() -> int:
     s3 = boto3.client("s3", endpoint_url=upstream, aws_access_key_id="bench", aws_secret_access_key="bench",
                       region_name="us-east-1")
     s3.create_bucket(Bucket="cohort")
-    files = [(os.path.relpath(os.path.join(d, f), ds), os.path.join(d, f)) for d, _, fs in os.walk(ds) for f in fs]
-    blobs = {rel: open(path, "rb").read() for rel, path in files}
+    blobs = {who: {os.path.relpath(os.path.join(d, f), ds): open(os.path.join(d, f), "rb").read()
+                   for d, _, fs in os.walk(ds) for f in fs} for who, ds in datasets.items()}
     bam_bytes, bai_bytes = open(bam, "rb").read(), open(bam + ".bai", "rb").read()
     names = [f"s{k:04d}" for k in range(args.samples)]
     for n in names:
         s3.put_object(Bucket="cohort", Key=f"bam/{n}.bam", Body=bam_bytes)
         s3.put_object(Bucket="cohort", Key=f"bam/{n}.bam.bai", Body=bai_bytes)
-        for rel, data in blobs.items():
-            s3.put_object(Bucket="cohort", Key=f"bams3/{n}.bams3/{rel}", Body=data)
+        for who, objects in blobs.items():
+            for rel, data in objects.items():
+                s3.put_object(Bucket="cohort", Key=f"{who}/{n}.bams3/{rel}", Body=data)
     proxy = CountingProxy(upstream)
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "us-east-1",
            "AWS_ENDPOINT_URL": proxy.endpoint, "HTS_S3_HOST": proxy.endpoint.removeprefix("http://"),
            "HTS_S3_ADDRESS_STYLE": "path"}
-    samples_txt = os.path.join(tmp, "samples.txt")
-    with open(samples_txt, "w") as f:
-        f.writelines(f"{n}\ts3://cohort/bams3/{n}.bams3\n" for n in names)
+    for who in datasets:
+        with open(os.path.join(tmp, f"{who}.txt"), "w") as f:
+            f.writelines(f"{n}\ts3://cohort/{who}/{n}.bams3\n" for n in names)
 
-    def run_bams3():
-        p = subprocess.run([bams3_cmd, "cohort", "count", REGION, "--from", samples_txt, "-@",
+    def run_bams3(who):
+        p = subprocess.run([bams3_cmd, "cohort", "count", REGION, "--from", os.path.join(tmp, f"{who}.txt"), "-@",
                             str(args.concurrency), "--no-progress"], env=env, capture_output=True, text=True)
         if p.returncode:
             sys.exit(f"bams3 failed: {p.stderr.strip()}")
@@ -104,7 +107,8 @@ def main() -> int:
 
     result = {"samples": args.samples, "concurrency": args.concurrency, "region": REGION,
               "reads_per_sample": expected}
-    for who, fn in (("bams3", run_bams3), ("samtools", run_samtools)):
+    runners = [(who, lambda who=who: run_bams3(who)) for who in datasets] + [("samtools", run_samtools)]
+    for who, fn in runners:
         runs = []
         for _ in range(args.repeat):
             proxy.reset()
@@ -124,9 +128,10 @@ def main() -> int:
     b, s = result["bams3"], result["samtools"]
     print(f"\n{args.samples} samples x 1 region ({REGION}, {expected:,} reads each), concurrency "
           f"{args.concurrency}, median of {args.repeat}\n")
-    print(f"{'':10} {'wall s':>8} {'requests':>9} {'bytes':>14} {'correct':>8}")
-    for who, m in (("bams3", b), ("samtools", s)):
-        print(f"{who:10} {m['seconds']:>8.2f} {m['requests']:>9,} {m['bytes']:>14,} {m['correct']:>5}/{args.samples}")
+    print(f"{'':15} {'wall s':>8} {'requests':>9} {'bytes':>14} {'correct':>8}")
+    for who, _ in runners:
+        m = result[who]
+        print(f"{who:15} {m['seconds']:>8.2f} {m['requests']:>9,} {m['bytes']:>14,} {m['correct']:>5}/{args.samples}")
     print(f"\nsamtools / bams3: {s['seconds'] / b['seconds']:.1f}x the wall time, "
           f"{s['bytes'] / max(b['bytes'], 1):.0f}x the bytes, {s['requests'] / max(b['requests'], 1):.1f}x the requests")
     if args.json_out:
