@@ -414,7 +414,11 @@ class Dataset(AlignmentFileMixin, FramesMixin):
 
         need = columns_for(flt.fields) | {"pos", "span"} if flt is not None else None
 
-        def decode(index):
+        def decode(index, wants=None):
+            """Chunk ``index``'s records, positions and spans, and the filter's mask (None: no
+            filter). ``wants``: the (intervals, filter intervals) of every selection that will be
+            made of it; without a read filter, only the records one of them keeps are assembled
+            (with their positions and spans)."""
             if flt is None and skip:  # the columns kept only, by ranged reads
                 reader = self.source.columns(index, {c.name for c in ALL_COLUMNS} - skip)
                 pos, span = reader.positions()
@@ -422,6 +426,11 @@ class Dataset(AlignmentFileMixin, FramesMixin):
             if flt is None:
                 reader = self._reader(index)
                 pos, span = reader.positions()
+                masks = [wanted(index, ivs, filt, pos, span, None) for ivs, filt in wants or ()]
+                if masks and all(m is not None for m in masks):
+                    union = np.logical_or.reduce(masks)
+                    if not union.all():
+                        return reader.records(keep=union), pos[union], span[union], None
                 return reader.records(), pos, span, None
             # the filter's columns first; the rest only when a record passes
             reader = self.source.columns(index, need)
@@ -508,7 +517,7 @@ class Dataset(AlignmentFileMixin, FramesMixin):
             done: dict[int, object] = {}
 
             def work(index, window=window, users=users):
-                decoded = decode(index)
+                decoded = decode(index, [window[k][1:] for k in users[index]])
                 return {k: select(index, window[k][1], window[k][2], *decoded) for k in users[index]}
 
             emitted = 0
