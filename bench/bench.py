@@ -11,8 +11,9 @@ run. Over S3, a moto server runs on 127.0.0.1 behind a counting proxy, and
 requests and bytes are counted at the server for both tools (samtools reads
 ``s3+http://`` through htslib; ``HTS_S3_HOST`` points it at the proxy).
 
-Sections (``--only``): convert, tobam, size, query, regions, s3, and frames (named only: it
-installs oxbow and polars-bio from PyPI). Nothing here asserts a
+Sections (``--only``): convert, tobam, size, query, latency, regions, s3, serve, cohort
+(bench/cohort.py: ``--cohort-samples`` samples on the S3 test server), and frames (named only:
+it installs oxbow and polars-bio from PyPI). Nothing here asserts a
 time; it prints a table (stdout) and writes JSON (--json).
 """
 
@@ -417,6 +418,23 @@ class Bench:
         proxy.close()
         server.stop()
         self.result["s3"] = out
+
+    # ------------------------------------------------------------------ cohort
+    def cohort(self):
+        """A region counted over a cohort on the S3 test server (bench/cohort.py): `bams3 cohort
+        count` on datasets with a count index and without, against `samtools view -c` on BAM+BAI
+        in a pool of as many processes."""
+        import cohort as cohort_bench  # bench/cohort.py, beside this script
+
+        n = self.args.cohort_samples
+        r = cohort_bench.measure(self.dir, self.bams3, n, 16, self.repeat, self.tmp)
+        self.result["cohort"] = r
+        s = r["samtools"]
+        for who, label in (("bams3", "count index"), ("bams3-no-index", "no index")):
+            b = r[who]
+            self.row("cohort", f"count, {n} samples, {label}", b, s,
+                     f"{b['requests']} vs {s['requests']} requests ({b['requests'] / n:g} a sample), "
+                     f"{b['bytes']:,} vs {s['bytes']:,} B; correct {b['correct']}/{n} vs {s['correct']}/{n}")
 
     # ------------------------------------------------------------------ frames
     FRAME_CHILD = r"""
@@ -884,7 +902,8 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", dest="json_out")
     ap.add_argument("--no-s3", action="store_true")
-    ap.add_argument("--only", default="convert,tobam,size,query,latency,regions,s3,serve",
+    ap.add_argument("--cohort-samples", type=int, default=200, help="samples of the cohort section (default 200)")
+    ap.add_argument("--only", default="convert,tobam,size,query,latency,regions,s3,serve,cohort",
                     help="sections; 'frames' (oxbow and polars-bio, installed from PyPI) runs only when named")
     ap.add_argument("--tmp", default=None, help="where the datasets are written (default: the system temp dir)")
     args = ap.parse_args()

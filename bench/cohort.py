@@ -42,7 +42,22 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", dest="json_out")
     args = ap.parse_args()
+    from bench import bams3_program  # bench/bench.py, beside this script
 
+    bams3_cmd = bams3_program() or sys.exit("needs bams3 installed (pip install .)")
+    result = measure(args.sample_dir, bams3_cmd, args.samples, args.concurrency, args.repeat)
+    print(table(result))
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(result, f, indent=1)
+    return 0
+
+
+def measure(sample_dir: str, bams3_cmd: str, samples: int = 200, concurrency: int = 16, repeat: int = 3,
+            tmp_dir: str | None = None) -> dict:
+    """The cohort's counts by bams3 (with a count index, and without) and by samtools: for each,
+    the median wall time, requests and bytes of --repeat runs, and how many samples it counted
+    right (and failed)."""
     import boto3
 
     import bams3
@@ -50,13 +65,10 @@ def main() -> int:
     from bams3.conformance.proxy import CountingProxy
 
     samtools = shutil.which("samtools") or sys.exit("needs samtools on PATH")
-    from bench import bams3_program  # bench/bench.py, beside this script
-
-    bams3_cmd = bams3_program() or sys.exit("needs bams3 installed (pip install .)")
     logging.disable(logging.CRITICAL)
-    tmp = tempfile.mkdtemp(prefix="bams3-cohort-bench-")
+    tmp = tempfile.mkdtemp(prefix="bams3-cohort-bench-", dir=tmp_dir)
     bam = os.path.join(tmp, "slice.bam")
-    subprocess.run([samtools, "view", "-b", "-o", bam, os.path.join(args.sample_dir, "sample.bam"), SLICE],
+    subprocess.run([samtools, "view", "-b", "-o", bam, os.path.join(sample_dir, "sample.bam"), SLICE],
                    check=True)
     subprocess.run([samtools, "index", bam], check=True)
     datasets = {"bams3": os.path.join(tmp, "index.bams3"), "bams3-no-index": os.path.join(tmp, "plain.bams3")}
@@ -72,7 +84,7 @@ def main() -> int:
     blobs = {who: {os.path.relpath(os.path.join(d, f), ds): open(os.path.join(d, f), "rb").read()
                    for d, _, fs in os.walk(ds) for f in fs} for who, ds in datasets.items()}
     bam_bytes, bai_bytes = open(bam, "rb").read(), open(bam + ".bai", "rb").read()
-    names = [f"s{k:04d}" for k in range(args.samples)]
+    names = [f"s{k:04d}" for k in range(samples)]
     for n in names:
         s3.put_object(Bucket="cohort", Key=f"bam/{n}.bam", Body=bam_bytes)
         s3.put_object(Bucket="cohort", Key=f"bam/{n}.bam.bai", Body=bai_bytes)
@@ -89,7 +101,7 @@ def main() -> int:
 
     def run_bams3(who):
         p = subprocess.run([bams3_cmd, "cohort", "count", REGION, "--from", os.path.join(tmp, f"{who}.txt"), "-@",
-                            str(args.concurrency), "--no-progress"], env=env, capture_output=True, text=True)
+                            str(concurrency), "--no-progress"], env=env, capture_output=True, text=True)
         if p.returncode:
             sys.exit(f"bams3 failed: {p.stderr.strip()}")
         counts = [int(line.split("\t")[2]) for line in p.stdout.splitlines()[1:]]
@@ -102,15 +114,15 @@ def main() -> int:
         return int(p.stdout) if p.returncode == 0 else None
 
     def run_samtools():
-        with ThreadPoolExecutor(args.concurrency) as pool:
+        with ThreadPoolExecutor(concurrency) as pool:
             return list(pool.map(one_samtools, names))
 
-    result = {"samples": args.samples, "concurrency": args.concurrency, "region": REGION,
+    result = {"samples": samples, "concurrency": concurrency, "repeat": repeat, "region": REGION,
               "reads_per_sample": expected}
     runners = [(who, lambda who=who: run_bams3(who)) for who in datasets] + [("samtools", run_samtools)]
     for who, fn in runners:
         runs = []
-        for _ in range(args.repeat):
+        for _ in range(repeat):
             proxy.reset()
             t = time.perf_counter()
             counts = fn()
@@ -125,19 +137,24 @@ def main() -> int:
     proxy.close()
     server.stop()
     shutil.rmtree(tmp, ignore_errors=True)
+    result["order"] = [who for who, _ in runners]
+    return result
+
+
+def table(result: dict) -> str:
+    """The measurement as a table, and samtools' times, bytes and requests over bams3's."""
     b, s = result["bams3"], result["samtools"]
-    print(f"\n{args.samples} samples x 1 region ({REGION}, {expected:,} reads each), concurrency "
-          f"{args.concurrency}, median of {args.repeat}\n")
-    print(f"{'':15} {'wall s':>8} {'requests':>9} {'bytes':>14} {'correct':>8}")
-    for who, _ in runners:
+    n = result["samples"]
+    lines = [f"\n{n} samples x 1 region ({REGION}, {result['reads_per_sample']:,} reads each), concurrency "
+             f"{result['concurrency']}, median of {result['repeat']}\n",
+             f"{'':15} {'wall s':>8} {'requests':>9} {'bytes':>14} {'correct':>8}"]
+    for who in result["order"]:
         m = result[who]
-        print(f"{who:15} {m['seconds']:>8.2f} {m['requests']:>9,} {m['bytes']:>14,} {m['correct']:>5}/{args.samples}")
-    print(f"\nsamtools / bams3: {s['seconds'] / b['seconds']:.1f}x the wall time, "
-          f"{s['bytes'] / max(b['bytes'], 1):.0f}x the bytes, {s['requests'] / max(b['requests'], 1):.1f}x the requests")
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump(result, f, indent=1)
-    return 0
+        lines.append(f"{who:15} {m['seconds']:>8.2f} {m['requests']:>9,} {m['bytes']:>14,} {m['correct']:>5}/{n}")
+    lines.append(f"\nsamtools / bams3: {s['seconds'] / b['seconds']:.1f}x the wall time, "
+                 f"{s['bytes'] / max(b['bytes'], 1):.0f}x the bytes, {s['requests'] / max(b['requests'], 1):.1f}x "
+                 "the requests")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -22,13 +22,18 @@ def _identical(obj) -> list[bool]:
 def test_bench_runs_and_every_output_is_identical(sample_dir, tmp_path):
     out = tmp_path / "bench.json"
     p = subprocess.run([sys.executable, str(ROOT / "bench" / "bench.py"), str(sample_dir), "--repeat", "1",
-                        "--json", str(out), "--tmp", str(tmp_path)], capture_output=True, text=True, timeout=900)
+                        "--json", str(out), "--tmp", str(tmp_path), "--cohort-samples", "6"], capture_output=True,
+                       text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-2000:]
     result = json.loads(out.read_text())
     checks = _identical(result)
     assert len(checks) >= 14 and all(checks), result
     assert result["s3"]["convert"]["returncode"] == 0
     assert "ratio" in p.stdout
+    cohort = result["cohort"]  # every sample counted right, in 2 requests each with the count index
+    assert all(cohort[who]["correct"] == 6 and not cohort[who]["failed"] for who in cohort["order"]), cohort
+    assert cohort["bams3"]["requests"] == 2 * 6 < cohort["bams3-no-index"]["requests"], cohort
+    assert "count, 6 samples, count index" in p.stdout
 
 
 def test_ab_interleaves_two_programs_and_compares_their_outputs(sample_dir, tmp_path):
