@@ -50,10 +50,11 @@ def test_round_trip(chunk, scheme):
 
 @settings(max_examples=300, deadline=None)
 @given(st.integers(1, 256), st.integers(1, 6), st.integers(0, 4000), st.booleans(), st.integers(0, 2**32 - 1))
-def test_the_avx512_encoder_writes_the_scalar_encoders_bytes(a, k, n, with_lut, seed):
+def test_the_simd_encoders_write_the_scalar_encoders_bytes(a, k, n, with_lut, seed):
     """Scheme 2's encoder takes 32 symbols at a time with AVX-512 where the CPU has it
-    (_rans.AVX512; elsewhere both calls below are the scalar loop): the same bytes for any
-    symbols, contexts (blocks of 32 straddling their bounds, empty ones) and frequencies."""
+    (_rans.AVX512), else with AVX2 (_rans.AVX2; elsewhere both calls below are the scalar
+    loop): the same bytes for any symbols, contexts (blocks of 32 straddling their bounds, empty
+    ones) and frequencies (1 to 4096)."""
     rng = np.random.default_rng(seed)
     sym = rng.integers(0, a, n).astype(np.uint8)
     if rng.random() < 0.3:
