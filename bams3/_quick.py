@@ -284,7 +284,8 @@ def stats(dest: str, which: str | None) -> str:
     if which == "--idxstats":
         return idxstats_text(s["idxstats"])
     m = SimpleNamespace(source=f["source"], codecs=[SimpleNamespace(name=n, level=lv) for n, lv, _ in f["codecs"]],
-                        format_version=version, references=f["references"], chunk_size=f["chunk_size"])
+                        format_version=version, references=f["references"], chunk_size=f["chunk_size"],
+                        count_index=f["count_index"])
     return stats_block(dest, m, s)
 
 

@@ -17,7 +17,7 @@ def stats_block(dest: str, m, s: dict) -> str:
     """The statistics as the original BAMS3 printed them (scripts grep these labels): a banner,
     Format and Source, then Statistics, Structure and Storage, every value exact. ``m``: the
     metadata (its ``source``, ``codecs`` (``name``, ``level``), ``format_version``,
-    ``references`` and ``chunk_size``); ``s``: its statistics."""
+    ``references``, ``chunk_size`` and ``count_index``); ``s``: its statistics."""
     total = s["n_records"]
     mapped = sum(s["flagstat"]["mapped"])
     src = m.source
@@ -45,6 +45,7 @@ def stats_block(dest: str, m, s: dict) -> str:
         f"  Chunk size: {m.chunk_size} bp",
         f"  Total chunks: {s['n_chunks']:,}",
         f"  Compression: {codecs}",
+        *count_index_line(m.count_index),
         "",
         "Storage:",
         f"  Total size: {human_bytes(stored)} ({stored:,} bytes)",
@@ -53,6 +54,14 @@ def stats_block(dest: str, m, s: dict) -> str:
     if stored and src_size:
         lines.append(f"  Size vs source: {stored / src_size:.2f}x")
     return "\n".join(lines) + "\n"
+
+
+def count_index_line(parts) -> list[str]:
+    """The Structure line of a dataset with a count index (none without one)."""
+    if not parts:
+        return []
+    n = sum(p["nbytes"] for p in parts)
+    return [f"  Count index: {human_bytes(n)} ({n:,} bytes) in {len(parts):,} part{'s' if len(parts) > 1 else ''}"]
 
 
 def _pct(a: int, b: int) -> str:

@@ -244,3 +244,19 @@ def test_cohort_convert_gives_each_dataset_an_index(bam, tmp_path):
     ds = Dataset.open(str(tmp_path / "out" / "in.bams3"))
     assert ds.meta.count_index and verify(str(tmp_path / "out" / "in.bams3")).ok
     assert ds.count(CUT) == view_count(bam, CUT)
+
+
+def test_stats_says_whether_a_dataset_has_one(indexed):
+    parts = Dataset.open(indexed[0]).meta.count_index
+    size = sum(p["nbytes"] for p in parts)
+    for quick in ("1", "0"):
+        env = {**os.environ, "BAMS3_QUICK": quick}
+        texts = [subprocess.run([str(BAMS3), "stats", ds], capture_output=True, text=True, timeout=60, env=env).stdout
+                 for ds in indexed]
+        assert f"  Count index: {size / 1000:.1f} KB ({size:,} bytes) in {len(parts)} parts\n" in texts[0], quick
+        assert "Count index" not in texts[1]
+    got = json.loads(subprocess.run([str(BAMS3), "stats", indexed[0], "--json"], capture_output=True, text=True,
+                                    timeout=60).stdout)
+    assert got["count_index"]["parts"] == list(parts)
+    assert "count_index" not in json.loads(subprocess.run([str(BAMS3), "stats", indexed[1], "--json"],
+                                                          capture_output=True, text=True, timeout=60).stdout)

@@ -38,6 +38,7 @@ def stats(dest, as_json, flagstat, idxstats):
             "dataset": dest, "format": "bams3", "format_version": m.format_version, "source": m.source,
             "references": [list(r) for r in m.references], "chunk_size": m.chunk_size,
             "codecs": [{"name": c.name, "level": c.level} for c in m.codecs], "stats": s,
+            **({"count_index": {"parts": [dict(p) for p in m.count_index]}} if m.count_index else {}),
             **({"io": _trace_totals()} if _trace_totals() is not None else {}),
         }, indent=1))
         return
