@@ -33,7 +33,9 @@ CHUNKS_OBJECT = "_chunks"  # the external chunk table, under the data prefix
 COVERAGE_OBJECT = "_coverage"  # the binned depth, under the data prefix
 COUNT_INDEX_OBJECT = "_counts."  # a part of the count index, under the data prefix: "_counts.<number>"
 MAX_COUNT_INDEX_PART = 1 << 30  # the largest part a reader accepts
-COUNT_INDEX_SPAN = 8 << 20  # readers fetch count prefixes this close in a part of the count index as one
+COUNT_INDEX_SPAN = 1 << 20  # readers fetch count prefixes this close in a part of the count index as one
+# (a read of up to 1 MiB, about 1.7 million records' positions of the benchmark sample: a count holds
+# as many decoded at once as it has reads in flight)
 # What a malformed field raises while it is read (wrapped as "_metadata.json is malformed").
 MALFORMED = (KeyError, TypeError, ValueError, OverflowError)
 

@@ -260,3 +260,20 @@ def test_stats_says_whether_a_dataset_has_one(indexed):
     assert got["count_index"]["parts"] == list(parts)
     assert "count_index" not in json.loads(subprocess.run([str(BAMS3), "stats", indexed[1], "--json"],
                                                           capture_output=True, text=True, timeout=60).stdout)
+
+
+def test_prefixes_far_apart_are_read_apart(bam, indexed, monkeypatch, tmp_path):
+    """Count prefixes further apart in the index than a read may span are fetched in reads of
+    their own (a count holds no more than that decoded at once), and count the same."""
+    import bams3.source
+
+    monkeypatch.setattr(bams3.source, "COUNT_INDEX_SPAN", 3_000)
+    ds = Dataset.open(indexed[0])
+    t = ds.chunks
+    groups = ds.source.prefix_groups(range(len(t)))
+    assert len(groups) > len(ds.meta.count_index)
+    assert all(b - a <= 3_000 or len(members) == 1 for _, members, a, b in groups)
+    assert sorted(i for _, members, _, _ in groups for i in members) == list(range(len(t)))
+    bed = tmp_path / "spread.bed"
+    bed.write_text("".join(f"chrA\t{b}\t{b + 300}\n" for b in range(0, 150_000, 4_000)))
+    assert ds.count(None, bed=str(bed)) == view_count(bam, flags=("-L", str(bed)))
