@@ -64,7 +64,7 @@ def coverage_ref(obj, prefix: str) -> dict[str, Any] | None:
     return dict(obj)
 
 
-def count_index_ref(obj, prefix: str) -> list[dict[str, int | str]] | None:
+def count_index_ref(obj, prefix: str, version: int = 2) -> list[dict[str, int | str]] | None:
     """The count index's parts (docs/format.md, "The count index"), checked as far as the
     metadata alone allows: each names an object of its own under the data prefix, and they hold
     chunks 0, 1, ... in table order, each part the chunks after the part before it. That they
@@ -73,6 +73,8 @@ def count_index_ref(obj, prefix: str) -> list[dict[str, int | str]] | None:
         return None
     if not isinstance(obj, dict) or not isinstance(obj.get("parts"), list) or not obj["parts"]:
         raise ValueError("bad count index")
+    if version < 2:  # its prefixes are checked against the table's head_crc, which v1 lacks
+        raise ValueError("a count index needs format version 2 or later")
     parts, first, names = [], 0, set()
     for part in obj["parts"]:
         if not isinstance(part, dict) or not isinstance(part.get("object"), str) \
@@ -222,7 +224,7 @@ def fields(obj: dict[str, Any], version: int) -> dict[str, Any]:
         "chunks": chunks,
         "chunks_ref": external_ref(chunks, prefix),
         "coverage": coverage_ref(obj.get("coverage"), prefix),
-        "count_index": count_index_ref(obj.get("count_index"), prefix),
+        "count_index": count_index_ref(obj.get("count_index"), prefix, version),
         "stats": dict(stats),
         "source": dict(obj.get("source", {})),
         "created_by": str(obj.get("created_by", "?")),
