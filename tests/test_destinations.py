@@ -150,7 +150,7 @@ def test_fifos_and_devices_in_a_dataset_are_refused_at_once(tmp_path):
     ds = tmp_path / "ds"
     run("convert", EXAMPLE, ds, "--chunk-size", "256K", check=True)
     meta = (ds / "_metadata.json").read_bytes()
-    chunk = next(p for p in sorted((ds / "data").rglob("0000*")))
+    chunk = next(p for p in sorted((ds / "data").rglob("0000*")) if p.is_file())
     # a FIFO named _metadata.json: stats must not wait for a writer
     (ds / "_metadata.json").unlink()
     os.mkfifo(ds / "_metadata.json")

@@ -156,7 +156,7 @@ def test_damage_and_links_are_reported_as_the_full_command_reports_them(bam, dat
     cases["no dataset"] = ds
     ds = tmp_path / "chunk"
     shutil.copytree(src, ds)
-    chunk = sorted((ds / "data").rglob("0000*"))[0]
+    chunk = _chunk_file(ds, 0)
     blob = bytearray(chunk.read_bytes())
     blob[200] ^= 1
     chunk.write_bytes(bytes(blob))
@@ -170,7 +170,7 @@ def test_damage_and_links_are_reported_as_the_full_command_reports_them(bam, dat
     cases["metadata is a link"] = ds
     ds = tmp_path / "chunklink"
     shutil.copytree(src, ds)
-    chunk = sorted((ds / "data").rglob("0000*"))[0]
+    chunk = _chunk_file(ds, 0)
     (tmp_path / "elsewhere").write_bytes(chunk.read_bytes())
     chunk.unlink()
     chunk.symlink_to(tmp_path / "elsewhere")
@@ -279,8 +279,13 @@ def small(tmp_path_factory):
     return ds
 
 
+def _chunk_file(ds: pathlib.Path, i: int) -> pathlib.Path:
+    """Chunk ``i``'s object (by the dataset's own key: a run directory may begin with 0 too)."""
+    return ds / Dataset.open(str(ds)).source.key(i)
+
+
 def _flip(ds: pathlib.Path, i: int, at: int, xor: int) -> None:
-    chunk = sorted((ds / "data").rglob("0*"))[i]
+    chunk = _chunk_file(ds, i)
     blob = bytearray(chunk.read_bytes())
     blob[at] ^= xor
     chunk.write_bytes(bytes(blob))
@@ -302,7 +307,7 @@ def test_every_byte_of_a_count_prefix_flipped(small, tmp_path):
     table = Dataset.open(str(ds)).chunks
     i = 1
     region = [_cutting(table, i)]
-    chunk = sorted((ds / "data").rglob("0*"))[i]
+    chunk = _chunk_file(ds, i)
     good = chunk.read_bytes()
     answered = 0
     for at in range(int(table.count_nbytes[i])):
