@@ -24,7 +24,7 @@ import numpy as np
 
 from . import __version__
 from ._child import Child
-from ._threads import prefetch
+from ._threads import ending, prefetch
 from .coverage import DepthAccumulator, chunk_depth
 from . import destination
 from .errors import ConflictError, DatasetExistsError, InputError, StorageError, UsageError
@@ -437,12 +437,16 @@ def _convert(job: _Job) -> Metadata:
         _upload_tables(job.store, meta, pipe)
         publish(job.store, job.dst, meta.to_json(), job.found.version)
     except BaseException as exc:
-        reader.close()
-        pipe.abort()
-        inp.close()
+        try:
+            reader.close()
+            pipe.abort()
+            if not ending.is_set():  # ending: reader.close() did not wait for its thread, which may
+                inp.close()  # still be inside the input (and the program exits when this is done)
+        finally:
+            if publish.may_remove_chunks:  # not published, nor perhaps: the run is ours to remove
+                _delete_prefix(job.store, prefix)
         if not publish.may_remove_chunks:  # published, or perhaps: the dataset may need them
             raise
-        _delete_prefix(job.store, prefix)
         raise _failure(exc, inp, job.source) from None
     inp.close()
     remove_replaced(job.store, job.dst, job.found, prefix)

@@ -98,3 +98,44 @@ def test_interrupt_while_publishing_never_removes_the_chunks_of_a_published_data
 
     assert verify(str(dest), deep=True).ok
     assert bams3.open(str(dest)).count("chr1") == 10719
+
+
+def test_a_conversion_ended_while_its_reader_is_inside_the_input_still_removes_its_run(tmp_path, monkeypatch):
+    """The program ending (SIGTERM, Ctrl-C: ``_threads.ending``) does not wait for the thread
+    that reads the input; the cleanup must not close the input under that thread (a generator
+    cannot be closed while it runs: the error skipped the removal of the run, which CI saw once
+    in test_interrupted_conversion_leaves_no_dataset_and_reruns[15]). Staged in-process: the
+    reader sleeps inside the input when the interruption comes."""
+    from bams3 import _threads, converter
+
+    from .synth import write_bam
+
+    bam = write_bam(str(tmp_path / "in.bam"), n=2000, seed=3)
+    dest = tmp_path / "d"
+    real_read = converter._read
+
+    def slow_read(job):
+        inp = real_read(job)
+        batches = inp.batches
+
+        def slow():
+            for batch in batches:
+                yield batch
+                time.sleep(1.0)  # inside the input when the interruption comes
+
+        inp.batches = slow()
+        return inp
+
+    def submit(self, *args):
+        time.sleep(0.2)  # the reader is back inside the input by now
+        _threads.ending.set()  # as the program's signal handlers do
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(converter, "_read", slow_read)
+    monkeypatch.setattr(converter._Pipeline, "submit", submit)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            bams3.convert(bam, str(dest), chunk_size="4K")
+    finally:
+        _threads.ending.clear()
+    assert [p for p in dest.rglob("*") if p.is_file()] == []
