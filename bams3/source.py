@@ -80,15 +80,16 @@ class ChunkSource:
                                       f"{nbytes:,}; the dataset is damaged")
         return data
 
-    def _range(self, key: str, start: int, end: int) -> bytes:
+    def _range(self, key: str, start: int, end: int, what: str = "chunk", recorded: str = "the chunk table says"
+               ) -> bytes:
+        """Bytes [start, end) of ``what`` ``key``, all of them: anything less is damage."""
         try:
             data = self.store.get_range(key, start, end)
         except FileNotFoundError:
-            raise CorruptDatasetError(self.url, f"chunk {key} is missing; the dataset is incomplete or damaged") \
+            raise CorruptDatasetError(self.url, f"{what} {key} is missing; the dataset is incomplete or damaged") \
                 from None
         if len(data) != end - start:
-            raise CorruptDatasetError(self.url, f"chunk {key} is shorter than the chunk table says; "
-                                      "the dataset is damaged")
+            raise CorruptDatasetError(self.url, f"{what} {key} is shorter than {recorded}; the dataset is damaged")
         return data
 
     def layout(self, index: int) -> SlotLayout | None:
@@ -144,12 +145,10 @@ class ChunkSource:
         return self._reader(index, self._range(key, 0, int(self.table.count_nbytes[index])))
 
     def prefix_groups(self, indices: Iterable[int]) -> list[tuple]:
-        """Chunks ``indices`` (ascending) grouped as :meth:`prefixes` fetches them: from the count
-        index, the chunks of one part whose count prefixes lie within COUNT_INDEX_SPAN of each
-        other, ``(part, [indices], start, end)``; without one, each chunk alone, ``(None, [index])``."""
+        """Chunks ``indices`` (ascending) grouped as :meth:`prefixes` fetches them from the count
+        index (the dataset has one): the chunks of one part whose count prefixes lie within
+        COUNT_INDEX_SPAN of each other, ``(part, [indices], start, end)``."""
         parts = self.meta.count_index
-        if not parts:
-            return [(None, [i]) for i in indices]
         t = self.table  # validated against the parts: they hold every chunk
         if self._index_at is None:
             self._index_at = count_index_offsets(parts, t.count_nbytes.tolist())
@@ -157,18 +156,9 @@ class ChunkSource:
 
     def prefixes(self, group: tuple) -> dict[int, ChunkReader]:
         """The count prefixes of a group of :meth:`prefix_groups`, in one read: {index: reader}."""
-        if group[0] is None:
-            return {i: self.prefix(i) for i in group[1]}
         part, indices, a, b = group
         key = part["object"]
-        try:
-            data = self.store.get_range(key, a, b)
-        except FileNotFoundError:
-            raise CorruptDatasetError(self.url, f"the count index's part {key} is missing; the dataset is "
-                                      "incomplete or damaged") from None
-        if len(data) != b - a:
-            raise CorruptDatasetError(self.url, f"the count index's part {key} is shorter than the dataset records; "
-                                      "the dataset is damaged")
+        data = self._range(key, a, b, "the count index's part", "the dataset records")
         out = {}
         for i in indices:
             s = self._index_at[i] - a
