@@ -213,8 +213,13 @@ def test_a_metadata_whose_parts_do_not_tile_the_table_is_refused(indexed, tmp_pa
     _write_meta(ds, obj)
     with pytest.raises(CorruptDatasetError, match=error):
         Dataset.open(ds).count(CUT)
-    p = subprocess.run([str(BAMS3), "query", ds, CUT, "-c"], capture_output=True, text=True, timeout=60)
-    assert p.returncode != 0 and p.stdout == "" and error in p.stderr and len(p.stderr.splitlines()) == 1
+    assert "chunks_ref" not in obj  # an inline table: checked against the parts on opening
+    for args in ([CUT, "-c"], ["stats"], ["stats", "--flagstat"], ["stats", "--json"]):
+        argv = [str(BAMS3), "query", ds, *args] if args[0] == CUT else [str(BAMS3), *args[:1], ds, *args[1:]]
+        for quick in ("1", "0"):  # the quick path refuses it as the full command does, whatever it answers
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=60, env={**os.environ, "BAMS3_QUICK": quick})
+            assert p.returncode != 0 and p.stdout == "" and error in p.stderr and len(p.stderr.splitlines()) == 1, \
+                (args, quick, p.stderr)
 
 
 def test_cp_and_a_sharded_conversion_keep_it(bam, indexed, tmp_path):
