@@ -56,6 +56,20 @@ def stats_block(dest: str, m, s: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def stats_json(dest: str, m, s: dict, io: dict | None = None) -> str:
+    """``bams3 stats --json``: the metadata's statistics and structure (``m`` and ``s`` as for
+    :func:`stats_block`), and the traced requests (``io``, with ``--trace``)."""
+    import json
+
+    return json.dumps({
+        "dataset": dest, "format": "bams3", "format_version": m.format_version, "source": m.source,
+        "references": [list(r) for r in m.references], "chunk_size": m.chunk_size,
+        "codecs": [{"name": c.name, "level": c.level} for c in m.codecs], "stats": s,
+        **({"count_index": {"parts": [dict(p) for p in m.count_index]}} if m.count_index else {}),
+        **({"io": io} if io is not None else {}),
+    }, indent=1) + "\n"
+
+
 def count_index_line(parts) -> list[str]:
     """The Structure line of a dataset with a count index (none without one)."""
     if not parts:

@@ -114,7 +114,7 @@ def test_the_cli_takes_the_quick_path_and_prints_what_the_full_command_prints(ba
 
 
 def test_stats_print_what_the_full_command_prints(datasets):
-    """`stats`, `--flagstat` and `--idxstats` from the metadata alone, byte for byte as the full
+    """`stats`, `--flagstat`, `--idxstats` and `--json` from the metadata alone, byte for byte as the full
     command prints them, without numpy or click; any other option is the full command's."""
     for name in ("inline", "external", "sharded", "slots"):
         for extra in ([], ["--flagstat"], ["--idxstats"], ["--json"], ["--flagstat", "--idxstats"]):
@@ -127,6 +127,9 @@ def test_stats_print_what_the_full_command_prints(datasets):
              "code, file=sys.stderr)")
     r = subprocess.run([sys.executable, "-c", probe, datasets["inline"]], capture_output=True, text=True, timeout=60)
     assert "Total reads: 5,050" in r.stdout and r.stderr.strip() == "[] 0", r.stderr
+    r = subprocess.run([sys.executable, "-c", probe.replace("sys.argv[1]]", "sys.argv[1], '--json']"),
+                        datasets["external"]], capture_output=True, text=True, timeout=60)
+    assert json.loads(r.stdout)["stats"]["n_records"] == 5050 and r.stderr.strip() == "[] 0", r.stderr
     for args in (["stats"], ["stats", "a", "b"], ["stats", "--nope", datasets["inline"]]):
         q, f = _cli(*args), _cli(*args, quick=False)
         assert (q.returncode, q.stdout, q.stderr) == (f.returncode, f.stdout, f.stderr) and q.returncode == 2
@@ -206,7 +209,7 @@ def test_what_the_full_command_prints_differently_is_left_to_it(tmp_path, datase
 
     ds = tmp_path / "esc\x1b[1mds"
     shutil.copytree(datasets["inline"], ds)
-    for extra in ([], ["--idxstats"]):
+    for extra in ([], ["--idxstats"], ["--json"]):
         q, f = _cli("stats", str(ds), *extra), _cli("stats", str(ds), *extra, quick=False)
         assert (q.returncode, q.stdout, q.stderr) == (f.returncode, f.stdout, f.stderr) and q.returncode == 0
     out = _cli("stats", str(ds)).stdout
@@ -227,6 +230,9 @@ def test_what_the_full_command_prints_differently_is_left_to_it(tmp_path, datase
         q, f = _cli("query", str(tmp_path / "one.bams3"), *args), _cli("query", str(tmp_path / "one.bams3"), *args,
                                                                         quick=False)
         assert (q.returncode, q.stdout, q.stderr) == (f.returncode, f.stdout, f.stderr) == (0, "1\n", "")
+    q, f = _cli("stats", str(tmp_path / "one.bams3"), "--json"), _cli("stats", str(tmp_path / "one.bams3"), "--json",
+                                                                       quick=False)
+    assert (q.returncode, q.stdout, q.stderr) == (f.returncode, f.stdout, f.stderr) and '"n_records": true' in q.stdout
     env = {**os.environ, "PYTHON_ZSTANDARD_IMPORT_POLICY": "rust"}
     q, f = (subprocess.run([str(BAMS3), "query", datasets["inline"], "chrA:1-50000", "-c"], capture_output=True,
                            text=True, env={**env, "BAMS3_QUICK": x}) for x in ("1", "0"))

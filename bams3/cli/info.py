@@ -29,18 +29,12 @@ def stats(dest, as_json, flagstat, idxstats):
       bams3 stats sample.bams3 --idxstats
     """
     from ..dataset import Dataset
-    from ..statstext import flagstat_text, idxstats_text, stats_block
+    from ..statstext import flagstat_text, idxstats_text, stats_block, stats_json
 
     ds = Dataset.open(dest)
     m, s = ds.meta, ds.stats
     if as_json:
-        click.echo(json.dumps({
-            "dataset": dest, "format": "bams3", "format_version": m.format_version, "source": m.source,
-            "references": [list(r) for r in m.references], "chunk_size": m.chunk_size,
-            "codecs": [{"name": c.name, "level": c.level} for c in m.codecs], "stats": s,
-            **({"count_index": {"parts": [dict(p) for p in m.count_index]}} if m.count_index else {}),
-            **({"io": _trace_totals()} if _trace_totals() is not None else {}),
-        }, indent=1))
+        click.echo(stats_json(dest, m, s, _trace_totals()), nl=False)
         return
     if flagstat:
         click.echo(flagstat_text(s["flagstat"]), nl=False)
