@@ -350,15 +350,16 @@ done:
     return result;
 }
 
-/* count_overlaps(pos_deltas_i32, span_i32, intervals) -> int: records [pos, pos + span) that
- * overlap [beg, end), summed over the (beg, end) pairs of intervals (a record in two counts
+/* count_overlaps(pos_deltas_i32, span_i32, intervals[, keep]) -> int: records [pos, pos + span)
+ * that overlap [beg, end), summed over the (beg, end) pairs of intervals (a record in two counts
  * twice), with pos the running sum (mod 2^32, as int32) of the stored deltas: a count's edge
- * chunk straight from its pos and span columns (unshuffled, little-endian). The quick count
+ * chunk straight from its pos and span columns (unshuffled, little-endian). keep (a byte a
+ * record, keep_mask's): only the records where it is not 0. The quick count
  * (bams3/_quick.py) uses it without numpy; tests/test_kernels.py holds the numpy definition. */
 static PyObject *k_count_overlaps(PyObject *self, PyObject *args) {
-    Py_buffer pd, sp;
+    Py_buffer pd, sp, kp = {0};
     PyObject *ivs;
-    if (!PyArg_ParseTuple(args, "y*y*O", &pd, &sp, &ivs)) return NULL;
+    if (!PyArg_ParseTuple(args, "y*y*O|y*", &pd, &sp, &ivs, &kp)) return NULL;
     PyObject *seq = PySequence_Fast(ivs, "count_overlaps: intervals must be a sequence");
     long long total = 0;
     Py_ssize_t n = pd.len / 4, k = seq ? PySequence_Fast_GET_SIZE(seq) : 0;
@@ -367,10 +368,14 @@ static PyObject *k_count_overlaps(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "count_overlaps: pos and span are not as many int32 values");
         goto fail;
     }
+    if (kp.obj && kp.len != n) {
+        PyErr_SetString(PyExc_ValueError, "count_overlaps: keep is not a byte a record");
+        goto fail;
+    }
     for (Py_ssize_t j = 0; j < k; j++) {
         long long beg, end;
         if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, j), "LL", &beg, &end)) goto fail;
-        const uint8_t *a = pd.buf, *b = sp.buf;
+        const uint8_t *a = pd.buf, *b = sp.buf, *keep = kp.obj ? kp.buf : NULL;
         long long c = 0;
         Py_BEGIN_ALLOW_THREADS
         uint32_t p = 0;
@@ -380,7 +385,7 @@ static PyObject *k_count_overlaps(PyObject *self, PyObject *args) {
             memcpy(&s, b + 4 * i, 4);
             p += d;
             long long x = (int32_t)p;
-            c += (x < end) & (x + (long long)(int32_t)s > beg);
+            c += (x < end) & (x + (long long)(int32_t)s > beg) & (!keep || keep[i] != 0);
         }
         Py_END_ALLOW_THREADS
         total += c;
@@ -388,12 +393,62 @@ static PyObject *k_count_overlaps(PyObject *self, PyObject *args) {
     Py_DECREF(seq);
     PyBuffer_Release(&pd);
     PyBuffer_Release(&sp);
+    if (kp.obj) PyBuffer_Release(&kp);
     return PyLong_FromLongLong(total);
 fail:
     Py_XDECREF(seq);
     PyBuffer_Release(&pd);
     PyBuffer_Release(&sp);
+    if (kp.obj) PyBuffer_Release(&kp);
     return NULL;
+}
+
+/* keep_mask(n, flag, mapq, require, exclude, any_of, not_all, min_mapq) -> bytes: 1 where a
+ * record passes samtools view's -f, -F, --rf, -G and -q (as bams3.filters.ReadFilter.mask
+ * decides), 0 elsewhere. flag: n little-endian uint16 (unshuffled), or None when no flag
+ * option is given; mapq: n bytes, or None when -q is 0. The quick count (bams3/_quick.py)
+ * uses it without numpy; tests/test_quick.py compares it with ReadFilter.mask. */
+static PyObject *k_keep_mask(PyObject *self, PyObject *args) {
+    Py_ssize_t n;
+    PyObject *fo, *mo;
+    long long require, exclude, any_of, not_all, min_mapq;
+    if (!PyArg_ParseTuple(args, "nOOLLLLL", &n, &fo, &mo, &require, &exclude, &any_of, &not_all, &min_mapq))
+        return NULL;
+    if (n < 0) {
+        PyErr_SetString(PyExc_ValueError, "keep_mask: a negative record count");
+        return NULL;
+    }
+    Py_buffer fb = {0}, mb = {0};
+    if (fo != Py_None && PyObject_GetBuffer(fo, &fb, PyBUF_SIMPLE) < 0) return NULL;
+    if (mo != Py_None && PyObject_GetBuffer(mo, &mb, PyBUF_SIMPLE) < 0) {
+        if (fb.buf) PyBuffer_Release(&fb);
+        return NULL;
+    }
+    PyObject *out = NULL;
+    if ((fb.obj && fb.len != 2 * n) || (mb.obj && mb.len != n)) {
+        PyErr_SetString(PyExc_ValueError, "keep_mask: flag or mapq is not a value a record");
+        goto done;
+    }
+    out = PyBytes_FromStringAndSize(NULL, n);
+    if (!out) goto done;
+    uint8_t *keep = (uint8_t *)PyBytes_AS_STRING(out);
+    const uint8_t *f = fb.obj ? fb.buf : NULL, *m = mb.obj ? mb.buf : NULL;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int ok = 1;
+        if (f) {
+            long long flag = (long long)f[2 * i] | ((long long)f[2 * i + 1] << 8);
+            ok = (flag & require) == require && (flag & exclude) == 0
+                 && (!not_all || (flag & not_all) != not_all) && (!any_of || (flag & any_of) != 0);
+        }
+        if (m && (long long)m[i] < min_mapq) ok = 0;
+        keep[i] = (uint8_t)ok;
+    }
+    Py_END_ALLOW_THREADS
+done:
+    if (fb.obj) PyBuffer_Release(&fb);
+    if (mb.obj) PyBuffer_Release(&mb);
+    return out;
 }
 
 static PyMethodDef methods[] = {
@@ -408,7 +463,10 @@ static PyMethodDef methods[] = {
     {"layout", k_layout, METH_VARARGS, "layout(core, l_aux_i64, offsets_out_i64) -> column totals or None"},
     {"join", k_join, METH_VARARGS, "join(out, offsets_i64, core, name, cigar, seq, qual, aux[, keep_u8])"},
     {"count_overlaps", k_count_overlaps, METH_VARARGS,
-     "count_overlaps(pos_deltas_i32, span_i32, intervals) -> records overlapping each (beg, end), summed"},
+     "count_overlaps(pos_deltas_i32, span_i32, intervals[, keep_u8]) -> records (kept) overlapping each (beg, end), "
+     "summed"},
+    {"keep_mask", k_keep_mask, METH_VARARGS,
+     "keep_mask(n, flag_u16 | None, mapq_u8 | None, require, exclude, any_of, not_all, min_mapq) -> bytes"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,6 +1,7 @@
-"""The quick path: ``bams3 query DATASET [REGION ...] -c`` and ``bams3 stats DATASET
-[--flagstat | --idxstats | --json]``, answered with the standard library, zstandard's decoder and one C
-kernel, before numpy, click or pysam is imported (~0.25 s of a count's ~0.3 s was those imports).
+"""The quick path: ``bams3 query DATASET [REGION ...] -c`` (with samtools view's flag and MAPQ
+filters too: -f, -F, --rf, -G, -q) and ``bams3 stats DATASET [--flagstat | --idxstats | --json]``,
+answered with the standard library, zstandard's decoder and two C kernels, before numpy, click
+or pysam is imported (~0.25 s of a count's ~0.3 s was those imports).
 
 A local DATASET is read from its directory; an s3://, gs://, az:// or http(s):// one through the
 store the full command opens (``bams3.storage.open_store``, without numpy: the same credentials,
@@ -8,7 +9,10 @@ endpoints, retries and checks), its requests on threads as the full command's ar
 
 It answers only what it can answer exactly as the full command does, from the same checked
 bytes: those argument shapes, a path or an object URL of bams3's own cloud store, and (for a
-count) a dataset that needs only bams3's own codecs and has no count slots. Everything is
+count) a dataset that needs only bams3's own codecs and has no count slots. A filtered count
+reads each chunk's directory and its flag and MAPQ columns (and positions where a region cuts
+it), as the full reader does, and only from a local dataset: the full command asks a remote
+store for those columns by coalesced ranges, which this reader does not make. Everything is
 checked as the full reader checks it (``_metadata.json``'s size, SHA-256 and fields, the whole
 chunk table, each edge chunk's directory CRC, sizes, column CRCs and frame sizes), and anything
 else (another option, another URL, an error of any kind, a check that fails) returns None: the
@@ -189,10 +193,14 @@ def run(args: list[str]) -> int | None:
         return None
     verb, rest = args[0], args[1:]
     if verb == "query":
+        split = _filter_options(rest)
+        if split is None:
+            return None
+        rest, given = split
         positional = [a for a in rest if a not in ("-c", "--count")]
         if len(positional) == len(rest):
             return None  # not a count
-        answer = lambda: f"{count(positional[0], positional[1:])}\n"  # noqa: E731
+        answer = lambda: f"{count(positional[0], positional[1:], given)}\n"  # noqa: E731
     elif verb == "stats":
         positional = [a for a in rest if a not in ("--flagstat", "--idxstats", "--json")]
         if len(rest) - len(positional) > 1:
@@ -222,6 +230,62 @@ def run(args: list[str]) -> int | None:
     except Exception:  # whatever it is, the full command says it in its own words (or answers)
         return None
     return _write(text)
+
+
+# samtools view's flag and MAPQ filters, as `bams3 query` spells them (bams3/cli/common.py)
+FILTER_OPTIONS = {"-f": "require", "--require-flags": "require", "-F": "exclude", "--excl-flags": "exclude",
+                  "--exclude-flags": "exclude", "--rf": "any_of", "--incl-flags": "any_of",
+                  "--include-flags": "any_of", "-G": "not_all", "-q": "min_mapq", "--min-MQ": "min_mapq",
+                  "--min-mapq": "min_mapq", "--min-mq": "min_mapq"}
+
+
+def _filter_options(rest: list[str]) -> tuple[list[str], dict[str, list[str]]] | None:
+    """The arguments other than the flag and MAPQ filters, and the filters' values as given
+    (``-F 4``, ``-F4``, ``--excl-flags=4``); None when an option's value is missing or begins
+    with ``-`` (the full command reads or refuses it)."""
+    other: list[str] = []
+    given: dict[str, list[str]] = {}
+    i = 0
+    while i < len(rest):
+        a = i
+        name, value = rest[i], None
+        if name not in FILTER_OPTIONS:
+            head, eq, tail = name.partition("=")
+            if name[:2] in FILTER_OPTIONS and len(name) > 2 and not name.startswith("--"):
+                name, value = name[:2], name[2:]
+            elif eq and head.startswith("--") and head in FILTER_OPTIONS:
+                name, value = head, tail
+            else:
+                other.append(name)
+                i += 1
+                continue
+        if value is None:
+            if a + 1 >= len(rest):
+                return None
+            value, i = rest[a + 1], a + 2
+        else:
+            i = a + 1
+        if not value or value.startswith("-"):
+            return None
+        given.setdefault(FILTER_OPTIONS[name], []).append(value)
+    return other, given
+
+
+def _read_filter(given: dict[str, list[str]]) -> tuple[int, int, int, int, int] | None:
+    """(require, exclude, any_of, not_all, min_mapq) as ``bams3.filters.from_options`` makes
+    them (flag options OR-ed, the last -q), or None when no record can be left out. Values the
+    full command might read otherwise (a MAPQ other than ASCII digits, a flag outside 16 bits)
+    are refused."""
+    from .flagtext import parse_flag_options
+
+    flags = [parse_flag_options(given.get(dest, ())) for dest in ("require", "exclude", "any_of", "not_all")]
+    if not all(0 <= v <= 0xFFFF for v in flags):
+        raise _Refused
+    mapq = given.get("min_mapq", ["0"])[-1]
+    if not (mapq.isascii() and mapq.isdigit()):
+        raise _Refused
+    out = (*flags, int(mapq))
+    return out if any(out) else None
 
 
 def _encoding(stream) -> str:
@@ -292,14 +356,18 @@ def stats(dest: str, which: str | None) -> str:
     return stats_json(dest, m, s) if which == "--json" else stats_block(dest, m, s)
 
 
-def count(dest: str, regions: list[str]) -> int:
-    """``samtools view -c`` of the regions (none: every record) in the dataset ``dest``."""
+def count(dest: str, regions: list[str], given: dict[str, list[str]] | None = None) -> int:
+    """``samtools view -c`` of the regions (none: every record) in the dataset ``dest``, with
+    samtools view's flag and MAPQ filters (``given``: their values by ``FILTER_OPTIONS``' names)."""
     from . import metacheck
     from .regiontext import resolve_region
 
+    flt = _read_filter(given or {})
     src, f, version = _open(dest)
     try:
-        if f["count_slot_bp"] or any(name not in OWN_CODECS for name, _, _ in f["codecs"]):
+        if flt is not None and not isinstance(src, _Local):
+            raise _Refused  # the full command reads a remote chunk's columns by coalesced ranges
+        if f["count_slot_bp"] and flt is None or any(name not in OWN_CODECS for name, _, _ in f["codecs"]):
             raise _Refused
         names = {name: i for i, (name, _) in enumerate(f["references"])}
         spans = [resolve_region(r, names) for r in regions]
@@ -314,6 +382,8 @@ def count(dest: str, regions: list[str]) -> int:
             t = decode_table(f["chunks"], frame)
             validate_table(t, len(f["references"]), f["chunk_size"], f["n_slots"], f["stats"]["n_records"], version)
             metacheck.count_index_covers(f["count_index"], len(t["n_records"]), t["count_nbytes"])
+        if flt is not None:
+            return _count_filtered(src, f, t, spans, flt)
         if not spans:
             return int(f["stats"]["n_records"])  # (a JSON true is 1, as the full reader prints it)
         return _count(src, f, t, spans)
@@ -321,30 +391,58 @@ def count(dest: str, regions: list[str]) -> int:
         src.close()
 
 
-def _count(src: _Local | _Remote, f: dict, t: dict[str, list[int]], spans) -> int:
+def _plan(t: dict[str, list[int]], spans) -> tuple[list[int], dict[int, list[tuple[int, int]]]]:
+    """The chunks the regions ``spans`` hold whole (a chunk once for each region) and those
+    they cut, with the intervals that cut each (in order), as the full reader plans a count."""
     from bisect import bisect_left, bisect_right
 
-    from ._kernels import count_overlaps
-
-    ref, n_rec, min_pos, max_pos, max_end = t["ref_id"], t["n_records"], t["min_pos"], t["max_pos"], t["max_end"]
+    ref, min_pos, max_pos, max_end = t["ref_id"], t["min_pos"], t["max_pos"], t["max_end"]
     n_placed = sum(1 for r in ref if r >= 0)
     placed = ref[:n_placed]
-    total = 0
-    edges: dict[int, list[tuple[int, int]]] = {}  # chunk: the intervals that cut it, in order
+    whole: list[int] = []
+    edges: dict[int, list[tuple[int, int]]] = {}
     for tid, beg, end in spans:
         if tid < 0:  # `*`: the unplaced records' chunks, whole
-            total += sum(n for r, n in zip(ref, n_rec) if r == -1)
+            whole.extend(i for i, r in enumerate(ref) if r == -1)
             continue
         for i in range(bisect_left(placed, tid), bisect_right(placed, tid)):
             if min_pos[i] < end and max_end[i] > beg:
                 if min_pos[i] >= beg and max_pos[i] < end:
-                    total += n_rec[i]
+                    whole.append(i)
                 else:
                     edges.setdefault(i, []).append((beg, end))
+    return whole, edges
+
+
+def _count(src: _Local | _Remote, f: dict, t: dict[str, list[int]], spans) -> int:
+    from ._kernels import count_overlaps
+
+    whole, edges = _plan(t, spans)
+    total = sum(t["n_records"][i] for i in whole)
     for i, blob in _prefixes(src, f, t, sorted(edges)):
         pos, span = _positions(blob, f, t, i)
         total += count_overlaps(pos, span, edges[i])
     return total
+
+
+def _count_filtered(src: _Local, f: dict, t: dict[str, list[int]], spans, flt: tuple[int, ...]) -> int:
+    """A count with flag and MAPQ filters: each chunk's flag and MAPQ columns (and its positions
+    where a region cuts it), read and checked as the full reader reads a filtered count's; no
+    region: every chunk, whole."""
+    from ._kernels import count_overlaps, keep_mask
+
+    whole, edges = _plan(t, spans) if spans else (list(range(len(t["n_records"]))), {})
+    require, exclude, any_of, not_all, min_mapq = flt
+    wanted = ([3] if require or exclude or any_of or not_all else []) + ([4] if min_mapq else [])
+    kept: dict[int, int] = {}
+    total = 0
+    for i in sorted(set(whole) | set(edges)):
+        cols = _columns(src, f, t, i, ([POS_COLUMN, SPAN_COLUMN] if i in edges else []) + wanted)
+        keep = keep_mask(t["n_records"][i], cols.get(3), cols.get(4), *flt)
+        kept[i] = len(keep) - keep.count(0)
+        if i in edges:
+            total += count_overlaps(cols[POS_COLUMN], cols[SPAN_COLUMN], edges[i], keep)
+    return total + sum(kept[i] for i in whole)
 
 
 def _prefixes(src: _Local | _Remote, f: dict, t: dict[str, list[int]], indices: list[int]):
@@ -355,9 +453,7 @@ def _prefixes(src: _Local | _Remote, f: dict, t: dict[str, list[int]], indices: 
 
     parts, size = f["count_index"], t["count_nbytes"]
     if not parts:
-        objects = t.get(OBJECT_FIELD)
-        keys = [f"{f['data_prefix']}{objects[i] if objects is not None else i:06d}" for i in indices]
-        return zip(indices, src.reads([(key, 0, size[i]) for key, i in zip(keys, indices)]))
+        return zip(indices, src.reads([(_chunk_key(f, t, i), 0, size[i]) for i in indices]))
     at = count_index_offsets(parts, size)
     groups = count_index_groups(parts, at, size, indices, COUNT_INDEX_SPAN)
     out = []
@@ -371,10 +467,21 @@ def _prefixes(src: _Local | _Remote, f: dict, t: dict[str, list[int]], indices: 
 def _positions(blob: bytes, f: dict, t: dict[str, list[int]], i: int) -> tuple[bytes, bytes]:
     """Chunk ``i``'s pos (deltas) and span columns, from its count prefix ``blob``, checked as
     :class:`bams3.format.ChunkReader` checks them."""
-    from ._kernels import unshuffle
+    if len(blob) != t["count_nbytes"][i]:
+        raise _Refused
+    columns = _directory(blob, f, t, i)
+    return tuple(_column(blob, columns[cid], f, t, i, cid) for cid in (POS_COLUMN, SPAN_COLUMN))
 
+
+# a fixed column's value width (bams3.format.columns.FIXED), for the columns read here
+_WIDTH = {POS_COLUMN: 4, SPAN_COLUMN: 4, 3: 2, 4: 1}
+
+
+def _directory(blob: bytes, f: dict, t: dict[str, list[int]], i: int) -> dict[int, tuple[int, ...]]:
+    """Chunk ``i``'s column directory (id: offset, stored, raw, crc, codec, flags) from its first
+    bytes ``blob``, checked as :class:`bams3.format.ChunkReader` checks it."""
     n_records, max_raw, head_crc = t["n_records"][i], t["raw_nbytes"][i], t["head_crc"][i]
-    if len(blob) != t["count_nbytes"][i] or len(blob) < CHUNK_HEAD.size or blob[:8] != CHUNK_MAGIC:
+    if len(blob) < CHUNK_HEAD.size or blob[:8] != CHUNK_MAGIC:
         raise _Refused
     _, ncol, n = CHUNK_HEAD.unpack_from(blob, 0)
     end_dir = CHUNK_HEAD.size + ncol * DIR_ENTRY.size
@@ -382,7 +489,7 @@ def _positions(blob: bytes, f: dict, t: dict[str, list[int]], i: int) -> tuple[b
         raise _Refused
     if head_crc >= 0 and zlib.crc32(blob[:end_dir]) != head_crc:
         raise _Refused
-    columns = {}
+    columns: dict[int, tuple[int, ...]] = {}
     o = end_dir
     for k in range(ncol):
         cid, codec_idx, flags, crc, stored, raw = DIR_ENTRY.unpack_from(blob, CHUNK_HEAD.size + k * DIR_ENTRY.size)
@@ -391,21 +498,48 @@ def _positions(blob: bytes, f: dict, t: dict[str, list[int]], i: int) -> tuple[b
             raise _Refused
         columns[cid] = (o, stored, raw, crc, codec_idx, flags)
         o += stored
-    out = []
-    for cid in (POS_COLUMN, SPAN_COLUMN):
-        o, stored, raw, crc, codec_idx, flags = columns[cid]
-        data = blob[o : o + stored]
-        if len(data) != stored or zlib.crc32(data) != crc or f["codecs"][codec_idx][0] != "zstd":
-            raise _Refused
-        col = _zstd_decode(data, raw) if raw else b""
-        if len(col) != raw or raw % 4:
-            raise _Refused
-        if flags & FLAG_SHUFFLED:
-            col = unshuffle(col, 4)
-        if len(col) != 4 * n_records:
-            raise _Refused
-        out.append(col)
-    return out[0], out[1]
+    return columns
+
+
+def _column(data: bytes, entry: tuple[int, ...], f: dict, t: dict[str, list[int]], i: int, cid: int,
+            at: int = 0) -> bytes:
+    """Fixed column ``cid`` of chunk ``i`` (``entry``: its directory entry) from ``data``, the
+    chunk's bytes from offset ``at``: checked, decoded (zstd alone) and unshuffled."""
+    from ._kernels import unshuffle
+
+    o, stored, raw, crc, codec_idx, flags = entry
+    width = _WIDTH[cid]
+    piece = data[o - at : o - at + stored]
+    if o < at or len(piece) != stored or zlib.crc32(piece) != crc or f["codecs"][codec_idx][0] != "zstd":
+        raise _Refused
+    col = _zstd_decode(piece, raw) if raw else b""
+    if len(col) != raw or raw % width:
+        raise _Refused
+    if flags & FLAG_SHUFFLED and width > 1:
+        col = unshuffle(col, width)
+    if len(col) != width * t["n_records"][i]:
+        raise _Refused
+    return col
+
+
+def _columns(src: _Local, f: dict, t: dict[str, list[int]], i: int, ids: list[int]) -> dict[int, bytes]:
+    """Fixed columns ``ids`` of chunk ``i``, read from its directory and the span of the columns
+    (a local dataset: its bytes are read, not requested)."""
+    key = _chunk_key(f, t, i)
+    columns = _directory(src.read(key, 0, min(CHUNK_HEAD.size + 255 * DIR_ENTRY.size, t["nbytes"][i])), f, t, i)
+    if any(cid not in columns for cid in ids):
+        raise _Refused
+    a = min(columns[cid][0] for cid in ids)
+    b = max(columns[cid][0] + columns[cid][1] for cid in ids)
+    if b > t["nbytes"][i]:
+        raise _Refused
+    data = src.read(key, a, b)
+    return {cid: _column(data, columns[cid], f, t, i, cid, a) for cid in ids}
+
+
+def _chunk_key(f: dict, t: dict[str, list[int]], i: int) -> str:
+    objects = t.get(OBJECT_FIELD)
+    return f"{f['data_prefix']}{objects[i] if objects is not None else i:06d}"
 
 
 def decode_table(obj: dict, frame: bytes | None) -> dict[str, list[int]]:

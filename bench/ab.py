@@ -38,7 +38,11 @@ def cases(ds: str, bam: str) -> dict[str, tuple[list[str], list[str] | None]]:
         "count of 3 regions": (["query", ds, REGION, "chr2:5-10", "chrM", "-c"],
                                ["samtools", "view", "-c", bam, REGION, "chr2:5-10", "chrM"]),
         "count, no region": (["query", ds, "-c"], ["samtools", "view", "-c", bam]),
+        "count 1 Mbp -F 0x904": (["query", ds, REGION, "-c", "-F", "0x904"],
+                                 ["samtools", "view", "-c", "-F", "0x904", bam, REGION]),
+        "count, no region, -q 30": (["query", ds, "-c", "-q", "30"], ["samtools", "view", "-c", "-q", "30", bam]),
         "stats": (["stats", ds], None),
+        "stats --json": (["stats", ds, "--json"], None),
         "stats --flagstat": (["stats", ds, "--flagstat"], ["samtools", "flagstat", bam]),
         "SAM of 1 kb": (["query", ds, "chr1:1,000,001-1,001,000"], ["samtools", "view", bam, "chr1:1,000,001-1,001,000"]),
     }

@@ -74,6 +74,78 @@ def test_counts_equal_samtools_and_the_full_reader(bam, datasets, seed, k):
         assert Dataset.open(datasets[name])._count(regions) == want
 
 
+_FILTERS = st.lists(st.sampled_from([
+    ["-F", "0x904"], ["-F", "4"], ["-F4"], ["--excl-flags=UNMAP,DUP"], ["-f", "16"], ["-f", "PAIRED"], ["-G", "0x41"],
+    ["--rf", "0x900"], ["--incl-flags", "REVERSE"], ["-q", "30"], ["-q1"], ["--min-MQ", "60"], ["-q", "0"],
+    ["-F", "0"], ["-q", "255"]]), min_size=1, max_size=3)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32 - 1), k=st.integers(0, 4), options=_FILTERS)
+def test_filtered_counts_equal_samtools_and_the_full_reader(bam, datasets, seed, k, options):
+    """samtools view's flag and MAPQ filters (-f -F --rf -G -q, any spelling `bams3 query`
+    takes), with regions or without, on every layout (count slots too: a filtered count does
+    not read them)."""
+    from bams3.cli.common import FILTER_DESTS  # noqa: F401 (the CLI's options, which _FILTERS spells)
+
+    regions = random_regions(random.Random(seed), k)
+    opts = [a for o in options for a in o]
+    split = _quick._filter_options([*regions, "-c", *opts])
+    assert split is not None and split[0] == [*regions, "-c"]
+    want = view_count(bam, *regions, flags=tuple(opts))
+    for name in ("inline", "external", "sharded", "slots"):
+        got = _outcome(lambda: _quick.count(datasets[name], regions, split[1]))  # noqa: B023
+        if name == "slots" and _quick._read_filter(split[1]) is None:  # -q 0, -F 0: a plain count, left to the full command
+            assert got is _quick._Refused
+        else:
+            assert got == want, (name, regions, opts)
+
+
+def test_filtered_counts_on_the_cli(bam, datasets):
+    """The quick count answers them (numpy, click, attrs and pluggy unimported), as the full
+    command does; an option's value it does not take as given goes to the full command."""
+    ds = datasets["inline"]
+    for args in ([ds, "chrA:1,000-50,000", "-c", "-F", "0x904"], [ds, "-c", "-q", "30", "-f", "0x10"],
+                 [ds, "*", "chrC", "chrB:10-20", "-c", "-G", "0x41", "--rf", "16"],
+                 [ds, "-c", "-F", "NOPE"], [ds, "-c", "-q", "x"], [ds, "-c", "-q", "-1"], [ds, "-c", "-F"],
+                 [ds, "-c", "-F", "-1"], [ds, "-c", "-F", "0x10000"], [ds, "-c", "-q", "\uff15"]):
+        q, f = _cli("query", *args), _cli("query", *args, quick=False)
+        assert (q.returncode, q.stdout, q.stderr) == (f.returncode, f.stdout, f.stderr), args
+    probe = ("import sys; sys.argv = ['bams3', 'query', sys.argv[1], 'chrA:1-90000', '-c', '-F', '0x10', '-q', '20']; "
+             "from bams3._main import main; code = main(); "
+             "print(sorted(m for m in ('numpy', 'click', 'attrs', 'pluggy', 'zstandard') if m in sys.modules), "
+             "code, file=sys.stderr)")
+    for name in ("inline", "slots"):
+        r = subprocess.run([sys.executable, "-c", probe, datasets[name]], capture_output=True, text=True, timeout=60)
+        assert r.stdout == f"{view_count(bam, 'chrA:1-90000', flags=('-F', '0x10', '-q', '20'))}\n"
+        assert r.stderr.strip() == "[] 0", r.stderr
+
+
+def test_the_keep_mask_is_the_read_filters():
+    """`_kernels.keep_mask` against bams3.filters.ReadFilter.mask, on random flags and MAPQs."""
+    import numpy as np
+
+    from bams3._kernels import keep_mask
+    from bams3.fields import Fields  # noqa: F401 (the mask reads .flag and .mapq alone)
+    from bams3.filters import ReadFilter
+
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        n = int(rng.integers(0, 200))
+        flag = rng.integers(0, 1 << 12, n).astype("<u2")
+        mapq = rng.integers(0, 256, n).astype(np.uint8)
+        v = [int(x) if rng.random() < 0.5 else 0 for x in rng.integers(0, 1 << 12, 4)] + [int(rng.integers(0, 300))]
+        flt = ReadFilter(require=v[0], exclude=v[1], any_of=v[2], not_all=v[3], min_mapq=v[4])
+        fields = type("F", (), {"n": n, "flag": flag, "mapq": mapq})()
+        want = flt.mask(fields, None).astype(np.uint8).tobytes()
+        got = keep_mask(n, flag.tobytes() if any(v[:4]) else None, mapq.tobytes() if v[4] else None, *v)
+        assert got == want, v
+    with pytest.raises(ValueError):
+        keep_mask(3, b"\0" * 4, None, 1, 0, 0, 0, 0)
+    with pytest.raises(ValueError):
+        keep_mask(3, None, b"\0" * 2, 0, 0, 0, 0, 1)
+
+
 def test_every_chunk_edge(bam, datasets):
     """A region ending or starting at each chunk's first and last record, and one base either side."""
     ds = Dataset.open(datasets["inline"])
@@ -138,7 +210,7 @@ def test_stats_print_what_the_full_command_prints(datasets):
 @pytest.mark.parametrize("args", [
     ["chrZ:1-10", "-c"],  # unknown reference
     ["chrA:20-10", "-c"],  # end before start
-    ["chrA:1-10", "-c", "-q", "20"],  # an option the quick count leaves to the full command
+    ["chrA:1-10", "-c", "-m", "20"],  # an option the quick count leaves to the full command
     ["chrA:1-10", "-c", "--json"],
     ["chrA:1-10", "-c", "-@", "2"],
     ["chrA:1-10", "-c", "-o", "-"],
@@ -327,6 +399,35 @@ def test_every_byte_of_a_count_prefix_flipped(small, tmp_path):
     assert answered == 0 and _quick.count(str(ds), region) == Dataset.open(str(ds))._count(region) > 0
 
 
+def test_every_byte_a_filtered_count_reads_flipped(small, tmp_path):
+    """Each byte of an edge chunk up to the end of its MAPQ column (header, directory, pos,
+    span, refid, flag, MAPQ) flipped in turn: the filtered quick count answers the full reader's
+    number or steps aside, and steps aside wherever the full reader refuses."""
+    import shutil
+
+    from bams3.filters import ReadFilter
+
+    ds = tmp_path / "d.bams3"
+    shutil.copytree(small, ds)
+    table = Dataset.open(str(ds)).chunks
+    i = 1
+    region = [_cutting(table, i)]
+    chunk = _chunk_file(ds, i)
+    good = chunk.read_bytes()
+    end = Dataset.open(str(ds)).source.chunk(i).extent("mapq")[1]
+    flt, given = ReadFilter(exclude=0x10, min_mapq=20), {"exclude": ["0x10"], "min_mapq": ["20"]}
+    refused = 0
+    for at in range(end):
+        _flip(ds, i, at, 0x41)
+        quick = _outcome(lambda: _quick.count(str(ds), region, given))
+        full = _outcome(lambda: Dataset.open(str(ds))._count(region, filters=flt))
+        chunk.write_bytes(good)
+        assert quick == full if isinstance(quick, int) else quick is _quick._Refused, (at, quick, full)
+        refused += not isinstance(full, int)
+    assert refused > end // 2
+    assert _quick.count(str(ds), region, given) == Dataset.open(str(ds))._count(region, filters=flt) > 0
+
+
 def test_every_table_field_of_an_edge_chunk_changed(small, tmp_path):
     """Each field of an edge chunk's table row set to values no writer writes (the metadata
     signed again): the quick count answers the full reader's number or steps aside."""
@@ -366,9 +467,11 @@ def _outcome(fn):
 @given(data=st.data())
 def test_damage_never_gets_a_number_the_full_reader_would_not_give(small, tmp_path_factory, data):
     """Bytes flipped in a chunk's count prefix, or fields of _metadata.json (the chunk table
-    included) changed and the checksum made again: the quick count answers the full reader's
-    number or steps aside (it raises, and `run` returns None)."""
+    included) changed and the checksum made again: the quick count (filtered too) answers the
+    full reader's number or steps aside (it raises, and `run` returns None)."""
     import shutil
+
+    from bams3.filters import ReadFilter
 
     ds = tmp_path_factory.mktemp("dmg") / "d.bams3"
     shutil.copytree(small, ds)
@@ -400,6 +503,10 @@ def test_damage_never_gets_a_number_the_full_reader_would_not_give(small, tmp_pa
         (ds / "_metadata.json").write_bytes(encode_metadata(obj))  # signed again, as a hostile writer would
     quick = _outcome(lambda: _quick.count(str(ds), regions))
     full = _outcome(lambda: Dataset.open(str(ds))._count(regions))
+    if isinstance(quick, int):
+        assert quick == full, (quick, full)
+    quick = _outcome(lambda: _quick.count(str(ds), regions, {"exclude": ["0x904"]}))
+    full = _outcome(lambda: Dataset.open(str(ds))._count(regions, filters=ReadFilter(exclude=0x904)))
     if isinstance(quick, int):
         assert quick == full, (quick, full)
     quick = _outcome(lambda: _quick.stats(str(ds), "--flagstat"))
