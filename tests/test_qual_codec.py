@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import bams3
 from bams3 import RecordFields
 from bams3.builtins import qual
-from bams3.builtins.qual import _rans
+from bams3.builtins import _rans
 
 codec = bams3.get_registry().codec("qual")
 
@@ -256,7 +256,7 @@ def test_grouping_of_fixed_length_reads_in_c(length, n, seed):
     """The encoder's grouping in C (16 x 16-byte SSE2 transposes, or record by record) equals its
     plain transcription: row c holds cycle c of every first read, then of every second, a reversed
     record's qualities read back to front; and each row's counts."""
-    from bams3.builtins.qual import _rans
+    from bams3.builtins import _rans
 
     rng = np.random.default_rng(seed)
     q = rng.integers(0, 256, size=(n, length), dtype=np.uint8)

@@ -28,22 +28,16 @@ from __future__ import annotations
 import struct
 
 import numpy as np
-import zstandard
 
 from bams3.plugin_api import Codec, hookimpl
 
 from . import _consensus
+from ._decode import CONSENSUS_MAGIC as _MAGIC
+from ._decode import CONSENSUS_VERSION as _VERSION
+from ._decode import consensus as decode
+from ._decode import consensus_arrays
 from .zstd import _compressor
 
-_MAGIC = b"BS"
-_VERSION = 1
-
-
-def _arrays(records):
-    return (np.ascontiguousarray(records.l_seq, dtype=np.int64), np.ascontiguousarray(records.pos, dtype=np.int64),
-            np.ascontiguousarray(records.flag, dtype=np.uint16),
-            np.ascontiguousarray(records.n_cigar_op, dtype=np.int64),
-            np.ascontiguousarray(records.cigar, dtype=np.uint32))
 
 
 def _z(data: bytes, level) -> bytes:
@@ -53,48 +47,10 @@ def _z(data: bytes, level) -> bytes:
 
 def encode(data: bytes, level: int | None, *, records) -> bytes:
     """The five sections, computed in C (``_consensus.c``: one walk over the CIGARs per pass)."""
-    cons, gaps, mism, unal, pads = _consensus.encode(data, *_arrays(records))
+    cons, gaps, mism, unal, pads = _consensus.encode(data, *consensus_arrays(records))
     gaps = np.frombuffer(gaps, np.uint8).reshape(-1, 4).T.tobytes()
     return (_MAGIC + struct.pack("<BB", _VERSION, 0)
             + b"".join(_z(s, level) for s in (cons, gaps, mism, unal, pads)))
-
-
-def _sections(data: bytes, bounds: list[int]) -> list[bytes]:
-    """The five sections, each at most its bound (the exact sizes are checked in C)."""
-    out, o = [], 4
-    d = zstandard.ZstdDecompressor()
-    for bound in bounds:
-        if o + 4 > len(data):
-            raise ValueError("truncated consensus payload")
-        (n,) = struct.unpack_from("<I", data, o)
-        o += 4
-        if o + n > len(data):
-            raise ValueError("truncated consensus payload")
-        raw = d.decompress(data[o : o + n], max_output_size=max(bound, 1)) if n else b""
-        if len(raw) > bound:
-            raise ValueError("a consensus payload section has the wrong size")
-        out.append(raw)
-        o += n
-    return out
-
-
-def decode(data: bytes, raw_size: int, *, records) -> bytes:
-    if data[:2] != _MAGIC or len(data) < 4:
-        raise ValueError("not a consensus-codec payload")
-    if data[2] != _VERSION:
-        raise ValueError(f"consensus codec payload version {data[2]} is not supported; upgrade bams3")
-    arrays = _arrays(records)
-    if int(((arrays[0] + 1) // 2).sum()) != raw_size:
-        raise ValueError("record lengths do not match the sequence column")
-    n_bases, n_aligned, n_cov, n_odd = _consensus.layout(*arrays)
-    cons, gaps, mism, unal, pads = _sections(data, [(n_cov + 3) // 4, 4 * n_aligned, n_aligned,
-                                                    n_bases - n_aligned, n_odd])
-    if len(gaps) % 4 or len(mism) != len(gaps) // 4 or len(unal) != n_bases - n_aligned or len(pads) != n_odd:
-        raise ValueError("a consensus payload section has the wrong size")
-    gaps = np.frombuffer(gaps, np.uint8).reshape(4, -1).T.tobytes()
-    out = bytearray(raw_size)
-    _consensus.decode(out, cons, gaps, mism, unal, pads, *arrays)
-    return bytes(out)
 
 
 @hookimpl

@@ -21,44 +21,24 @@ Payload (little-endian)::
 
 from __future__ import annotations
 
-
-import numpy as np
-
 from bams3.plugin_api import Codec, hookimpl
 
 from . import _mates
-from .zstd import _compressor, read_sections, read_whole, section
+from ._decode import MATES_MAGIC as _MAGIC
+from ._decode import MATES_VERSION as _VERSION
+from ._decode import mates as decode
+from ._decode import typed
+from .zstd import _compressor, section
 
-_MAGIC = b"MT"
-_VERSION = 1
 _LEVEL = 6  # the codes are a byte a pair: zstd codes them within 1% of 19's size from 6 on, in a third of the time
-
-
-def _pos(records) -> np.ndarray:
-    return np.ascontiguousarray(records.pos, dtype=np.int64)
 
 
 def encode(data: bytes, level: int | None, *, records) -> bytes:
     level = _LEVEL if level is None else int(level)
-    parts = _mates.split(data, _pos(records))
+    parts = _mates.split(data, typed(records.pos, "q"))
     if parts is None:  # not 4 bytes a record of these records
         return _MAGIC + bytes([_VERSION, 0]) + _compressor(level).compress(data)
     return _MAGIC + bytes([_VERSION, 1]) + b"".join(section(s, level) for s in parts)
-
-
-def decode(data: bytes, raw_size: int, *, records) -> bytes:
-    if data[:2] != _MAGIC or len(data) < 4:
-        raise ValueError("not a mates-codec payload")
-    if data[2] != _VERSION:
-        raise ValueError(f"mates codec payload version {data[2]} is not supported; upgrade bams3")
-    mode = data[3]
-    if mode == 0:
-        return read_whole(data[4:], raw_size, "mates")
-    if mode != 1:
-        raise ValueError("a mates-codec payload of an unknown mode")
-    n = raw_size // 4  # codes, oks: a byte a record at most; values: 4 bytes
-    sections = read_sections(data, 4, (n, n, 4 * n), "mates")
-    return _mates.join(raw_size, _pos(records), *sections)
 
 
 @hookimpl

@@ -27,11 +27,12 @@ from __future__ import annotations
 from bams3.plugin_api import Codec, hookimpl
 
 from . import _names
-from .zstd import _compressor, read_sections, read_whole, section
+from ._decode import NAMES_MAGIC as _MAGIC
+from ._decode import NAMES_PLACES as _PLACES  # noqa: F401
+from ._decode import NAMES_VERSION as _VERSION
+from ._decode import names as decode
+from .zstd import _compressor, section
 
-_MAGIC = b"RN"
-_VERSION = 1
-_PLACES = 16
 # zstd levels: the codes are a byte a record of a few dozen values, which zstd codes near
 # their entropy from 12 on; the numbers gain another 3% at 15; each costs ~0.1 s of the sample
 _LEVEL, _NUMBERS_LEVEL = 12, 15
@@ -51,23 +52,6 @@ def encode(data: bytes, level: int | None) -> bytes:
         if len(plain) <= len(out):
             return plain
     return out
-
-
-def decode(data: bytes, raw_size: int) -> bytes:
-    if data[:2] != _MAGIC or len(data) < 4:
-        raise ValueError("not a names-codec payload")
-    if data[2] != _VERSION:
-        raise ValueError(f"names codec payload version {data[2]} is not supported; upgrade bams3")
-    mode = data[3]
-    if mode == 0:
-        return read_whole(data[4:], raw_size, "names")
-    if mode != 1:
-        raise ValueError("a names-codec payload of an unknown mode")
-    # no section is larger than the column (a number takes a byte of it, and 4 bytes stored), nor
-    # are they all together more than 4 bytes a byte of it
-    limits = [raw_size, raw_size] + [4 * raw_size] * _PLACES
-    sections = read_sections(data, 4, limits, "names", total=4 * raw_size + 1)
-    return _names.join(raw_size, sections[0], sections[1], sections[2:])
 
 
 @hookimpl

@@ -31,10 +31,11 @@ import numpy as np
 from bams3.plugin_api import Codec, hookimpl
 
 from . import _tags
-from .zstd import _compressor, read_sections, read_whole, section
+from ._decode import TAGS_MAGIC as _MAGIC
+from ._decode import TAGS_VERSION as _VERSION
+from ._decode import tags as decode
+from .zstd import _compressor, section
 
-_MAGIC = b"BA"
-_VERSION = 1
 _LEVEL = 3
 
 
@@ -49,17 +50,6 @@ def _as_table(numbers: bytes) -> bytes | None:
         return None
     index = np.searchsorted(values, v)
     return bytes([len(values) - 1]) + values.astype("<u4").tobytes() + index.astype(np.uint8).tobytes()
-
-
-def _from_table(table: bytes, n_numbers: int) -> bytes:
-    if not table or len(table) != 1 + 4 * (table[0] + 1) + n_numbers:
-        raise ValueError("a tags-codec value table has the wrong size")
-    d = table[0] + 1
-    values = np.frombuffer(table, "<u4", count=d, offset=1)
-    index = np.frombuffer(table, np.uint8, offset=1 + 4 * d)
-    if n_numbers and int(index.max()) >= d:
-        raise ValueError("a tags-codec value index is outside its table")
-    return values[index].view(np.uint8).reshape(-1, 4).T.tobytes()
 
 
 def encode(data: bytes, level: int | None) -> bytes:
@@ -78,35 +68,6 @@ def encode(data: bytes, level: int | None) -> bytes:
                 streams[3 * k + 1], forms[k] = table, 1
     head = _MAGIC + bytes([_VERSION, 1, len(preds)]) + tags + preds + bytes(forms)
     return head + b"".join(section(s, level) for s in (ids, *streams))
-
-
-def decode(data: bytes, raw_size: int) -> bytes:
-    if data[:2] != _MAGIC or len(data) < 4:
-        raise ValueError("not a tags-codec payload")
-    if data[2] != _VERSION:
-        raise ValueError(f"tags codec payload version {data[2]} is not supported; upgrade bams3")
-    mode = data[3]
-    if mode == 0:
-        return read_whole(data[4:], raw_size, "tags")
-    if mode != 1 or len(data) < 5:
-        raise ValueError("a tags-codec payload of an unknown mode")
-    nt = data[4]
-    o = 5 + 4 * nt
-    if not nt or o > len(data):
-        raise ValueError("truncated tags-codec payload")
-    tags, preds, forms = data[5 : 5 + 2 * nt], data[5 + 2 * nt : 5 + 3 * nt], data[5 + 3 * nt : o]
-    # no stream is larger than the column, and together they hold the column less its tags (ids
-    # one byte per field of 3+), plus numbers widened to 4 bytes and a float table's 1 + 1024
-    # bytes per tag
-    sections = read_sections(data, o, [raw_size] * (1 + 3 * nt), "tags", total=3 * raw_size + 1025 * nt + 1)
-    streams = sections[1:]
-    for k, form in enumerate(forms):
-        if form == 1:
-            types = streams[3 * k]
-            streams[3 * k + 1] = _from_table(streams[3 * k + 1], len(types))
-        elif form:
-            raise ValueError("a tags-codec stream of an unknown form")
-    return _tags.join(raw_size, tags, preds, sections[0], streams)
 
 
 @hookimpl

@@ -44,24 +44,28 @@ from __future__ import annotations
 import struct
 
 import numpy as np
-import zstandard
 
 from bams3.plugin_api import Codec, hookimpl
 
-from . import _qctx, _rans
+from .. import _qctx, _rans
+from .._decode import (
+    QUAL_MAGIC,
+    QUAL_MAX_A3,
+    QUAL_MAX_CYCLE,
+    QUAL_MAX_ROWS3,
+    QUAL_N_CTX,
+    QUAL_N_CTX3,
+    QUAL_VERSION,
+)
+from .._decode import qual as decode
 from ..zstd import _compressor
 
-_MAGIC = b"BQ"
-_VERSION = 1
+_MAGIC, _VERSION = QUAL_MAGIC, QUAL_VERSION
 _SCHEME = 2  # written, or 3 where it codes a chunk smaller; 1, 2 and 3 are read
-_SCHEMES = (1, 2, 3)
-_N_CTX3 = 64  # scheme 3: contexts per previous quality (32 cycle bins x read2)
-_MAX_ROWS3 = 1024  # scheme 3: contexts a payload may use
-_MAX_A3 = 64  # scheme 3: distinct qualities a payload may have
+_N_CTX3, _MAX_ROWS3, _MAX_A3 = QUAL_N_CTX3, QUAL_MAX_ROWS3, QUAL_MAX_A3  # scheme 3's limits (bams3/builtins/_decode.py)
 _SAMPLE = 1 << 17  # qualities the choice of scheme looks at
 _MARGIN = 0.97  # scheme 3 decodes in one scalar loop: it must save 3% to be chosen
-_MAX_CYCLE = 511
-_N_CTX = (_MAX_CYCLE + 1) * 2
+_MAX_CYCLE, _N_CTX = QUAL_MAX_CYCLE, QUAL_N_CTX
 _M = 4096  # frequencies per context sum to this (12 bits)
 
 
@@ -222,72 +226,6 @@ def encode(data: bytes, level: int | None, *, records, scheme: int | None = None
     head = _MAGIC + struct.pack("<BBH", _VERSION, scheme, a) + vals.tobytes()
     head += struct.pack("<H", len(used)) + used.astype("<u2").tobytes() + struct.pack("<I", len(tz)) + tz
     return head + stream
-
-
-def decode(data: bytes, raw_size: int, *, records, simd: bool = True) -> bytes:
-    if data[:2] != _MAGIC or len(data) < 6:
-        raise ValueError("not a qual-codec payload")
-    version, scheme, a = struct.unpack_from("<BBH", data, 2)
-    if version != _VERSION or scheme not in _SCHEMES:
-        raise ValueError(f"qual codec payload version {version}/{scheme} is not supported; upgrade bams3")
-    if not 1 <= a <= 256:
-        raise ValueError("bad alphabet size")
-    o = 6
-    try:
-        vals = np.frombuffer(data, dtype=np.uint8, count=a, offset=o)
-        o += a
-        (k,) = struct.unpack_from("<H", data, o)
-        o += 2
-        # every context holds a quality (and scheme 3 has its limits): checked before the table
-        # is decompressed, so that its size follows from raw_size
-        if k > raw_size or scheme == 3 and (k > _MAX_ROWS3 or a > _MAX_A3):
-            raise ValueError("more contexts than the qualities can use")
-        used = np.frombuffer(data, dtype="<u2", count=k, offset=o).astype(np.int64)
-        o += 2 * k
-        (tlen,) = struct.unpack_from("<I", data, o)
-        o += 4
-        if o + tlen > len(data):
-            raise ValueError("truncated context table")
-        want = k * a * 2
-        freqs = zstandard.ZstdDecompressor().decompress(data[o : o + tlen], max_output_size=max(want, 1))
-    except (struct.error, zstandard.ZstdError) as e:  # (np.frombuffer past the end: ValueError)
-        raise ValueError(f"a truncated or damaged qual-codec header ({e})") from None
-    if len(freqs) != want:
-        raise ValueError("context table has the wrong size")
-    o += tlen
-    if scheme == 3:
-        if k and (used[-1] >= (a + 1) * _N_CTX3 or np.any(np.diff(used) <= 0)):
-            raise ValueError("the stored contexts are not scheme 3's")
-        rows = np.full((a + 1) * _N_CTX3, -1, dtype=np.int32)
-        rows[used] = np.arange(k, dtype=np.int32)
-        l_seq, flag = _fields(records)
-        if len(l_seq) != len(flag) or (len(l_seq) and l_seq.min() < 0) or int(l_seq.sum()) != raw_size:
-            raise ValueError("record lengths do not match the quality column")
-        return _qctx.decode(memoryview(data)[o:], l_seq, flag, freqs, vals.tobytes(), rows, a, raw_size)
-    # The contexts the records imply, and how many qualities each holds.
-    layout = _contexts(records, raw_size)
-    if layout[3] is None:
-        length, _rev, r2, _ = layout
-        n2 = int(r2.sum())
-        sizes = np.zeros(_N_CTX, dtype=np.int64)
-        sizes[0 : 2 * length : 2] = len(r2) - n2
-        sizes[1 : 2 * length : 2] = n2
-    else:
-        sizes = np.bincount(layout[3].astype(np.int64), minlength=_N_CTX)
-    if not np.array_equal(np.flatnonzero(sizes), used):
-        raise ValueError("the stored contexts do not match the records")
-    bounds = np.zeros(k + 1, dtype="<i8")
-    np.cumsum(sizes[used], out=bounds[1:])
-    none = np.zeros(0, dtype="<i8")
-    if layout[3] is None:  # C places cycle c of each record itself
-        length, rev, r2, _ = layout
-        rec = np.arange(len(r2), dtype="<i8") * (2 * length) + rev
-        g0, g1, dst = rec[~r2], rec[r2], none
-    else:
-        length, g0, g1 = 0, none, none
-        dst = np.argsort(layout[3], kind="stable").astype("<i8")
-    return _rans.decode(memoryview(data)[o:], bounds, freqs, vals.tobytes(), used.astype("<u2"), length, g0, g1, dst,
-                        raw_size, scheme, int(simd))
 
 
 @hookimpl

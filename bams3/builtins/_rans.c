@@ -745,7 +745,97 @@ done:
     return result;
 }
 
+/* fixed_groups(flag_u16, L) -> (group0_i64, group1_i64): decode's record groups for fixed-length
+ * reads of L qualities, as group_fixed makes them: each record as rec * L * 2 + reversed (flag
+ * 0x10), in stored order, group 1 the second reads (flag 0x80). The decoder's half of
+ * group_fixed, over the flag column alone (the quick path has no numpy to build them with). */
+static PyObject *rans_fixed_groups(PyObject *self, PyObject *args) {
+    Py_buffer fb;
+    Py_ssize_t len;
+    if (!PyArg_ParseTuple(args, "y*n", &fb, &len)) return NULL;
+    PyObject *out[2] = {NULL, NULL}, *result = NULL;
+    Py_ssize_t nrec = fb.len / 2, ng[2] = {0, 0};
+    const uint8_t *f = fb.buf;
+    if (len < 1 || fb.len % 2 || nrec > PY_SSIZE_T_MAX / 2 / len) {
+        PyErr_SetString(PyExc_ValueError, "rans: bad arguments");
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < nrec; i++) ng[(f[2 * i] & 0x80) != 0]++;
+    for (int gi = 0; gi < 2; gi++)
+        if (!(out[gi] = PyBytes_FromStringAndSize(NULL, ng[gi] * 8))) goto done;
+    int64_t *g[2] = {(int64_t *)PyBytes_AS_STRING(out[0]), (int64_t *)PyBytes_AS_STRING(out[1])};
+    Py_ssize_t k[2] = {0, 0};
+    for (Py_ssize_t i = 0; i < nrec; i++) {
+        int gi = (f[2 * i] & 0x80) != 0;
+        g[gi][k[gi]++] = (int64_t)i * len * 2 + ((f[2 * i] & 0x10) != 0);
+    }
+    result = PyTuple_Pack(2, out[0], out[1]);
+done:
+    Py_XDECREF(out[0]);
+    Py_XDECREF(out[1]);
+    PyBuffer_Release(&fb);
+    return result;
+}
+
+/* variable_layout(l_seq_i64, flag_u16, n) -> (sizes_i64[1024], dst_i64[n]): reads of many lengths
+ * (n qualities in all): each quality's context, min(cycle, 511) * 2 + read2 (the cycle counted
+ * from the read's end where flag 0x10 says its qualities are stored reversed), the qualities of
+ * each context, and where each quality of the grouping (ascending context, stored order within
+ * one) is in stored order: numpy's bincount and stable argsort of the contexts, in one pass.
+ * The lengths are the caller's to check (non-negative, summing to n). */
+static PyObject *rans_variable_layout(PyObject *self, PyObject *args) {
+    Py_buffer lb, fb;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "y*y*n", &lb, &fb, &n)) return NULL;
+    PyObject *sizes = NULL, *dst = NULL, *result = NULL;
+    Py_ssize_t nrec = lb.len / 8;
+    const int64_t *l_seq = lb.buf;
+    const uint8_t *f = fb.buf;
+    int64_t total = 0;
+    int bad = lb.len % 8 || fb.len != 2 * nrec || n < 0;
+    for (Py_ssize_t i = 0; i < nrec && !bad; i++) {
+        if (l_seq[i] < 0 || l_seq[i] > n - total) bad = 1;
+        else total += l_seq[i];
+    }
+    if (bad || total != n) {
+        PyErr_SetString(PyExc_ValueError, "rans: bad arguments");
+        goto done;
+    }
+    sizes = PyBytes_FromStringAndSize(NULL, 1024 * 8);
+    dst = PyBytes_FromStringAndSize(NULL, n * 8);
+    if (!sizes || !dst) goto done;
+    int64_t *sz = (int64_t *)PyBytes_AS_STRING(sizes), *d = (int64_t *)PyBytes_AS_STRING(dst), start[1024];
+    memset(sz, 0, 1024 * 8);
+    for (Py_ssize_t i = 0; i < nrec; i++) {  /* contexts' sizes: cycles 0..min(L, 512) - 1 once each, the rest at 511 */
+        int64_t len = l_seq[i], r2 = (f[2 * i] & 0x80) != 0;
+        for (int64_t c = 0; c < len && c < 511; c++) sz[c * 2 + r2]++;
+        if (len > 511) sz[511 * 2 + r2] += len - 511;
+    }
+    int64_t o = 0;
+    for (int c = 0; c < 1024; c++) { start[c] = o; o += sz[c]; }
+    int64_t q = 0;
+    for (Py_ssize_t i = 0; i < nrec; i++) {
+        int64_t len = l_seq[i], r2 = (f[2 * i] & 0x80) != 0, rev = (f[2 * i] & 0x10) != 0;
+        for (int64_t j = 0; j < len; j++, q++) {
+            int64_t cyc = rev ? len - 1 - j : j;
+            int ctx = (int)((cyc < 511 ? cyc : 511) * 2 + r2);
+            d[start[ctx]++] = q;
+        }
+    }
+    result = PyTuple_Pack(2, sizes, dst);
+done:
+    Py_XDECREF(sizes);
+    Py_XDECREF(dst);
+    PyBuffer_Release(&lb);
+    PyBuffer_Release(&fb);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"variable_layout", rans_variable_layout, METH_VARARGS,
+     "variable_layout(l_seq_i64, flag_u16, n) -> (sizes_i64[1024], dst_i64[n]): contexts' sizes, the stable grouping"},
+    {"fixed_groups", rans_fixed_groups, METH_VARARGS,
+     "fixed_groups(flag_u16, L) -> (group0_i64, group1_i64): each record as rec * 2L + reversed, by read2"},
     {"encode", rans_encode, METH_VARARGS, "encode(symbols, bounds_i64, freqs_u16, A, scheme=1, lut=None, simd=True) -> bytes (lut: 256 bytes, value -> symbol; simd: AVX-512 where the CPU has it, the same bytes)"},
     {"group_fixed", rans_group_fixed, METH_VARARGS,
      "group_fixed(qualities, L, reversed_u8, read2_u8, simd=1) -> (grouped, counts_i64[2L][256])"},
