@@ -403,6 +403,36 @@ fail:
     return NULL;
 }
 
+/* overlap_mask(pos_i64, span_i32, beg, end) -> bytes: 1 where the record [pos, pos + span)
+ * overlaps [beg, end) (pos < end and pos + span > beg, in 64 bits), 0 elsewhere: the records of
+ * a region's edge chunk that the quick path's SAM (bams3/_quicksam.py) gives out. */
+static PyObject *k_overlap_mask(PyObject *self, PyObject *args) {
+    Py_buffer pb, sb;
+    long long beg, end;
+    if (!PyArg_ParseTuple(args, "y*y*LL", &pb, &sb, &beg, &end)) return NULL;
+    PyObject *out = NULL;
+    Py_ssize_t n = pb.len / 8;
+    if (pb.len % 8 || sb.len != 4 * n) {
+        PyErr_SetString(PyExc_ValueError, "overlap_mask: pos and span are not as many int64 and int32 values");
+        goto done;
+    }
+    out = PyBytes_FromStringAndSize(NULL, n);
+    if (!out) goto done;
+    uint8_t *m = (uint8_t *)PyBytes_AS_STRING(out);
+    const uint8_t *p = pb.buf, *s = sb.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int64_t x;
+        int32_t w;
+        memcpy(&x, p + 8 * i, 8);
+        memcpy(&w, s + 4 * i, 4);
+        m[i] = (uint8_t)((long long)x < end && (long long)x + w > beg);
+    }
+done:
+    PyBuffer_Release(&pb);
+    PyBuffer_Release(&sb);
+    return out;
+}
+
 /* keep_mask(n, flag, mapq, require, exclude, any_of, not_all, min_mapq) -> bytes: 1 where a
  * record passes samtools view's -f, -F, --rf, -G and -q (as bams3.filters.ReadFilter.mask
  * decides), 0 elsewhere. flag: n little-endian uint16 (unshuffled), or None when no flag
@@ -465,6 +495,8 @@ static PyMethodDef methods[] = {
     {"count_overlaps", k_count_overlaps, METH_VARARGS,
      "count_overlaps(pos_deltas_i32, span_i32, intervals[, keep_u8]) -> records (kept) overlapping each (beg, end), "
      "summed"},
+    {"overlap_mask", k_overlap_mask, METH_VARARGS,
+     "overlap_mask(pos_i64, span_i32, beg, end) -> bytes: 1 where [pos, pos + span) overlaps [beg, end)"},
     {"keep_mask", k_keep_mask, METH_VARARGS,
      "keep_mask(n, flag_u16 | None, mapq_u8 | None, require, exclude, any_of, not_all, min_mapq) -> bytes"},
     {NULL, NULL, 0, NULL},

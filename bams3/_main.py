@@ -1,8 +1,9 @@
 """The ``bams3`` program's entry point. ``bams3 --version`` is answered here, before the
 command line (click and every command's module) is loaded: scripts run it to check an
 install, and it should cost no more than starting Python. A count or the statistics of a
-dataset, local or remote, are tried first by the quick path (:mod:`bams3._quick`, no numpy or click),
-which answers exactly as the full command would or leaves it to the full command."""
+dataset, local or remote, and the records of a region of a local one, are tried first by the
+quick path (:mod:`bams3._quick`, no numpy or click), which answers exactly as the full command
+would or leaves it to the full command."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def main() -> int:
 
         print(f"bams3, version {__version__}")  # as click's version option prints it
         return 0
-    if sys.argv[1:2] == ["stats"] or sys.argv[1:2] == ["query"] and ("-c" in sys.argv or "--count" in sys.argv):
+    if sys.argv[1:2] in (["stats"], ["query"]):
         code = _quick(sys.argv[1:])
         if code is not None:
             return code
@@ -34,7 +35,7 @@ class _Terminated(KeyboardInterrupt):
 
 
 def _quick(args: list[str]) -> int | None:
-    """A count or the statistics of a dataset, local or remote, without numpy or click (bams3/_quick.py);
+    """A count, the statistics or a region's records without numpy or click (bams3/_quick.py);
     None: the full command runs. Ctrl-C and SIGTERM end it as they end the full command: one
     line, status 130 or 143."""
     import signal

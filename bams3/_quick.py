@@ -1,6 +1,7 @@
 """The quick path: ``bams3 query DATASET [REGION ...] -c`` (with samtools view's flag and MAPQ
-filters too: -f, -F, --rf, -G, -q) and ``bams3 stats DATASET [--flagstat | --idxstats | --json]``,
-answered with the standard library, zstandard's decoder and two C kernels, before numpy, click
+filters too: -f, -F, --rf, -G, -q), ``bams3 stats DATASET [--flagstat | --idxstats | --json]``
+and ``bams3 query DATASET REGION`` (SAM of one region of a local dataset: bams3/_quicksam.py),
+answered with the standard library, zstandard's decoder and C kernels, before numpy, click
 or pysam is imported (~0.25 s of a count's ~0.3 s was those imports).
 
 A local DATASET is read from its directory; an s3://, gs://, az:// or http(s):// one through the
@@ -198,9 +199,16 @@ def run(args: list[str]) -> int | None:
             return None
         rest, given = split
         positional = [a for a in rest if a not in ("-c", "--count")]
-        if len(positional) == len(rest):
-            return None  # not a count
-        answer = lambda: f"{count(positional[0], positional[1:], given)}\n"  # noqa: E731
+        if len(positional) == len(rest):  # records: SAM of one region, without filters
+            if given:
+                return None
+
+            def answer():
+                from ._quicksam import sam
+
+                return sam(positional[0], positional[1:])
+        else:
+            answer = lambda: f"{count(positional[0], positional[1:], given)}\n"  # noqa: E731
     elif verb == "stats":
         positional = [a for a in rest if a not in ("--flagstat", "--idxstats", "--json")]
         if len(rest) - len(positional) > 1:
@@ -216,9 +224,11 @@ def run(args: list[str]) -> int | None:
     if sys.stdout is None or _encoding(sys.stdout) != "utf8":
         return None  # a closed stdout, or another encoding: the full command says so, or prints it
     try:
-        text = answer().encode("utf-8")
-        if b"\x1b" in text:
-            return None  # escapes click would strip: the full command prints it
+        text = answer()
+        if isinstance(text, str):  # (SAM is written as bytes, by the full command too)
+            text = text.encode("utf-8")
+            if b"\x1b" in text:
+                return None  # escapes click would strip: the full command prints it
     except _Failed as failed:  # a request failed, after the store's retries: as the full command reports it
         from .redact import redact
 
@@ -359,7 +369,6 @@ def stats(dest: str, which: str | None) -> str:
 def count(dest: str, regions: list[str], given: dict[str, list[str]] | None = None) -> int:
     """``samtools view -c`` of the regions (none: every record) in the dataset ``dest``, with
     samtools view's flag and MAPQ filters (``given``: their values by ``FILTER_OPTIONS``' names)."""
-    from . import metacheck
     from .regiontext import resolve_region
 
     flt = _read_filter(given or {})
@@ -371,17 +380,7 @@ def count(dest: str, regions: list[str], given: dict[str, list[str]] | None = No
             raise _Refused
         names = {name: i for i, (name, _) in enumerate(f["references"])}
         spans = [resolve_region(r, names) for r in regions]
-        t = f.get("table")
-        if t is None:  # an external table is fetched and checked by every count, as the full reader does
-            ref = f["chunks_ref"]
-            if ref["count"] > MAX_ROWS:
-                raise _Refused
-            frame = src.read(ref["object"], 0, ref["nbytes"] + 1)
-            if len(frame) != ref["nbytes"] or zlib.crc32(frame) != ref["crc32"]:
-                raise _Refused
-            t = decode_table(f["chunks"], frame)
-            validate_table(t, len(f["references"]), f["chunk_size"], f["n_slots"], f["stats"]["n_records"], version)
-            metacheck.count_index_covers(f["count_index"], len(t["n_records"]), t["count_nbytes"])
+        t = _table(src, f, version)
         if flt is not None:
             return _count_filtered(src, f, t, spans, flt)
         if not spans:
@@ -389,6 +388,25 @@ def count(dest: str, regions: list[str], given: dict[str, list[str]] | None = No
         return _count(src, f, t, spans)
     finally:
         src.close()
+
+
+def _table(src: _Local | _Remote, f: dict, version: int) -> dict[str, list[int]]:
+    """The chunk table: inline (checked on opening), or external, fetched and checked by every
+    count, as the full reader does."""
+    from . import metacheck
+
+    t = f.get("table")
+    if t is None:
+        ref = f["chunks_ref"]
+        if ref["count"] > MAX_ROWS:
+            raise _Refused
+        frame = src.read(ref["object"], 0, ref["nbytes"] + 1)
+        if len(frame) != ref["nbytes"] or zlib.crc32(frame) != ref["crc32"]:
+            raise _Refused
+        t = decode_table(f["chunks"], frame)
+        validate_table(t, len(f["references"]), f["chunk_size"], f["n_slots"], f["stats"]["n_records"], version)
+        metacheck.count_index_covers(f["count_index"], len(t["n_records"]), t["count_nbytes"])
+    return t
 
 
 def _plan(t: dict[str, list[int]], spans) -> tuple[list[int], dict[int, list[tuple[int, int]]]]:
@@ -473,8 +491,10 @@ def _positions(blob: bytes, f: dict, t: dict[str, list[int]], i: int) -> tuple[b
     return tuple(_column(blob, columns[cid], f, t, i, cid) for cid in (POS_COLUMN, SPAN_COLUMN))
 
 
-# a fixed column's value width (bams3.format.columns.FIXED), for the columns read here
-_WIDTH = {POS_COLUMN: 4, SPAN_COLUMN: 4, 3: 2, 4: 1}
+# each fixed column's value width, by id (bams3.format.columns.FIXED's dtypes; tests/test_quick.py
+# holds them equal): pos, span, refid, flag, mapq, bin, l_read_name, n_cigar_op, l_seq, next_refid,
+# next_pos, tlen, l_aux
+WIDTH = {0: 4, 1: 4, 2: 4, 3: 2, 4: 1, 5: 2, 6: 1, 7: 2, 8: 4, 9: 4, 10: 4, 11: 4, 12: 4}
 
 
 def _directory(blob: bytes, f: dict, t: dict[str, list[int]], i: int) -> dict[int, tuple[int, ...]]:
@@ -508,7 +528,7 @@ def _column(data: bytes, entry: tuple[int, ...], f: dict, t: dict[str, list[int]
     from ._kernels import unshuffle
 
     o, stored, raw, crc, codec_idx, flags = entry
-    width = _WIDTH[cid]
+    width = WIDTH[cid]
     piece = data[o - at : o - at + stored]
     if o < at or len(piece) != stored or zlib.crc32(piece) != crc or f["codecs"][codec_idx][0] != "zstd":
         raise _Refused
@@ -652,44 +672,14 @@ def _read(root: int, key: str, start: int, end: int) -> bytes:
             os.close(fd)
 
 
-_zstd = None
-
-
 def _zstd_decode(frame: bytes, size: int) -> bytes:
     """A zstd frame's content, as bams3's zstd codec decodes it: a frame declaring more than
-    ``size`` is refused before anything is allocated."""
-    global _zstd
-    if _zstd is None:
-        _zstd = _zstandard()
-    declared = _zstd.frame_content_size(frame)
+    ``size`` is refused before anything is allocated. (zstandard's C backend alone, as the
+    codecs' decoders load it: ``bams3.builtins._decode.zstandard``.)"""
+    from .builtins._decode import zstandard
+
+    z = zstandard()
+    declared = z.frame_content_size(frame)
     if declared > size:
         raise _Refused
-    return _zstd.ZstdDecompressor().decompress(frame, max_output_size=size)
-
-
-def _zstandard():
-    """zstandard's C backend: the package's ``__init__`` imports ``platform`` and ``typing`` to
-    choose a backend (~20 ms); the C one, loaded as the package would load it, is ~1 ms."""
-    if "zstandard" in sys.modules or os.environ.get("PYTHON_ZSTANDARD_IMPORT_POLICY"):
-        import zstandard  # (a backend chosen by the user: as the full command imports it)
-
-        return zstandard
-    try:
-        from importlib.machinery import EXTENSION_SUFFIXES, ExtensionFileLoader, ModuleSpec
-        from importlib.util import find_spec, module_from_spec
-
-        pkg = find_spec("zstandard")  # finds the package without running it
-        for d in pkg.submodule_search_locations or ():
-            for suffix in EXTENSION_SUFFIXES:
-                path = os.path.join(d, "backend_c" + suffix)
-                if os.path.isfile(path):
-                    spec = ModuleSpec("zstandard.backend_c", ExtensionFileLoader("zstandard.backend_c", path),
-                                      origin=path)
-                    mod = module_from_spec(spec)
-                    spec.loader.exec_module(mod)
-                    return mod
-    except Exception:
-        pass
-    import zstandard
-
-    return zstandard
+    return z.ZstdDecompressor().decompress(frame, max_output_size=size)

@@ -50,3 +50,14 @@ TABLE_ENCODING = "i8-field-major-delta-shuffled+zstd+base64"
 TABLE_PLAIN = "i8-field-major+zstd+base64"
 TABLE_DELTAS = {"ref_id": None, "window": None, "min_pos": None, "max_pos": "min_pos", "max_end": "max_pos",
                 OBJECT_FIELD: None}
+
+
+def bam_header_bytes(text: str, references) -> bytes:
+    """A BAM header's bytes (SAM specification 4.2: magic, the text, the references), as an
+    uncompressed BAM stream starts: what htslib reads the header of records from."""
+    raw = text.encode("utf-8", "surrogateescape")
+    parts = [b"BAM\x01", struct.pack("<i", len(raw)), raw, struct.pack("<i", len(references))]
+    for name, length in references:
+        nb = name.encode() + b"\x00"
+        parts += [struct.pack("<i", len(nb)), nb, struct.pack("<i", length)]
+    return b"".join(parts)

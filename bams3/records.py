@@ -16,6 +16,7 @@ import numpy as np
 
 from . import _kernels
 from .errors import InputError, TruncatedInputError
+from .layout import bam_header_bytes
 
 # The 36 bytes every record starts with: block_size, then the 32-byte core.
 CORE = np.dtype(
@@ -92,12 +93,7 @@ class Header:
         return Header(text, self.references)
 
     def to_bam_bytes(self) -> bytes:
-        text = self.text.encode("utf-8", "surrogateescape")
-        parts = [b"BAM\x01", struct.pack("<i", len(text)), text, struct.pack("<i", len(self.references))]
-        for name, length in self.references:
-            nb = name.encode() + b"\x00"
-            parts += [struct.pack("<i", len(nb)), nb, struct.pack("<i", length)]
-        return b"".join(parts)
+        return bam_header_bytes(self.text, self.references)
 
     @classmethod
     def parse(cls, buf: bytes) -> tuple[Header, int] | None:
