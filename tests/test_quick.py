@@ -375,18 +375,22 @@ def _cutting(table, i: int) -> str:
     return f"{name}:{int(table.min_pos[i]) + 2}-{(int(table.min_pos[i]) + int(table.max_pos[i])) // 2 + 1}"
 
 
-def test_every_byte_of_a_count_prefix_flipped(small, tmp_path):
-    """Each byte of an edge chunk's count prefix flipped in turn: the quick count answers the
-    full reader's number or steps aside; the full reader refuses every one of them."""
+def _edge_chunk(small, tmp_path, i: int = 1):
+    """A copy of ``small``, a region that cuts its chunk ``i``, that chunk's file and bytes."""
     import shutil
 
     ds = tmp_path / "d.bams3"
     shutil.copytree(small, ds)
     table = Dataset.open(str(ds)).chunks
-    i = 1
-    region = [_cutting(table, i)]
     chunk = _chunk_file(ds, i)
-    good = chunk.read_bytes()
+    return ds, table, [_cutting(table, i)], chunk, chunk.read_bytes()
+
+
+def test_every_byte_of_a_count_prefix_flipped(small, tmp_path):
+    """Each byte of an edge chunk's count prefix flipped in turn: the quick count answers the
+    full reader's number or steps aside; the full reader refuses every one of them."""
+    i = 1
+    ds, table, region, chunk, good = _edge_chunk(small, tmp_path, i)
     answered = 0
     for at in range(int(table.count_nbytes[i])):
         _flip(ds, i, at, 0x41)
@@ -403,17 +407,10 @@ def test_every_byte_a_filtered_count_reads_flipped(small, tmp_path):
     """Each byte of an edge chunk up to the end of its MAPQ column (header, directory, pos,
     span, refid, flag, MAPQ) flipped in turn: the filtered quick count answers the full reader's
     number or steps aside, and steps aside wherever the full reader refuses."""
-    import shutil
-
     from bams3.filters import ReadFilter
 
-    ds = tmp_path / "d.bams3"
-    shutil.copytree(small, ds)
-    table = Dataset.open(str(ds)).chunks
     i = 1
-    region = [_cutting(table, i)]
-    chunk = _chunk_file(ds, i)
-    good = chunk.read_bytes()
+    ds, _table, region, chunk, good = _edge_chunk(small, tmp_path, i)
     end = Dataset.open(str(ds)).source.chunk(i).extent("mapq")[1]
     flt, given = ReadFilter(exclude=0x10, min_mapq=20), {"exclude": ["0x10"], "min_mapq": ["20"]}
     refused = 0
