@@ -674,9 +674,8 @@ def _read(root: int, key: str, start: int, end: int) -> bytes:
 
 def _zstd_decode(frame: bytes, size: int) -> bytes:
     """A zstd frame's content, as bams3's zstd codec decodes it: a frame declaring more than
-    ``size`` is refused before anything is allocated. (zstandard's C backend alone, as the
-    codecs' decoders load it: ``bams3.builtins._decode.zstandard``.)"""
-    from .builtins._decode import zstandard
+    ``size`` is refused before anything is allocated."""
+    from ._zstd import zstandard
 
     z = zstandard()
     declared = z.frame_content_size(frame)
