@@ -242,14 +242,14 @@ def formatter_for(bam_header: bytes, n_references: int) -> SamFormatter | None:
 
 def _read_header(lib, bam_header: bytes) -> int | None:
     """The header samtools view reads from these BAM header bytes (uncompressed BAM, as the
-    stream our records made for a samtools child): htslib's sam_hdr_read over a ``data:`` URL."""
-    import base64
-
+    stream our records made for a samtools child): htslib's sam_hdr_read over a file in memory
+    (``hdopen``: a ``data:`` URL, where there is no memfd, would have htslib set up its URL
+    schemes first, libcurl's among them: ~9 ms of a process)."""
     with _LOG_LEVEL:  # (htslib's log level is one per process)
         level = lib.hts_get_log_level()
         lib.hts_set_log_level(0)  # no BGZF EOF block here, and any header warning is samtools' to give
         try:
-            fp = lib.hts_open(b"data:;base64," + base64.b64encode(bam_header), b"r")
+            fp = _open_bytes(lib, bam_header)
             if not fp:
                 return None
             try:
@@ -258,6 +258,31 @@ def _read_header(lib, bam_header: bytes) -> int | None:
                 lib.hts_close(fp)
         finally:
             lib.hts_set_log_level(level)
+
+
+def _open_bytes(lib, data: bytes) -> int:
+    """An htsFile reading ``data`` (0 where htslib cannot open it)."""
+    if not hasattr(os, "memfd_create"):
+        import base64
+
+        return lib.hts_open(b"data:;base64," + base64.b64encode(data), b"r")
+    fd = os.memfd_create("bams3-header", getattr(os, "MFD_CLOEXEC", 0))
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.lseek(fd, 0, os.SEEK_SET)
+    except OSError:
+        os.close(fd)
+        return 0
+    hf = lib.hdopen(fd, b"r")
+    if not hf:
+        os.close(fd)
+        return 0
+    fp = lib.hts_hopen(hf, b"-", b"r")
+    if not fp:
+        lib.hclose_abruptly(hf)  # closes fd
+    return fp or 0
 
 
 _LOG_LEVEL = threading.Lock()
