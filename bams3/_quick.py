@@ -1,6 +1,6 @@
 """The quick path: ``bams3 query DATASET [REGION ...] -c`` (with samtools view's flag and MAPQ
 filters too: -f, -F, --rf, -G, -q), ``bams3 stats DATASET [--flagstat | --idxstats | --json]``
-and ``bams3 query DATASET REGION`` (SAM of one region of a local dataset: bams3/_quicksam.py),
+and ``bams3 query DATASET REGION`` (SAM of one region: bams3/_quicksam.py),
 answered with the standard library, zstandard's decoder and C kernels, before numpy, click
 or pysam is imported (~0.25 s of a count's ~0.3 s was those imports).
 

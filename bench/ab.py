@@ -51,7 +51,8 @@ def cases(ds: str, bam: str) -> dict[str, tuple[list[str], list[str] | None]]:
 def s3_cases(url: str) -> dict[str, tuple[list[str], None]]:
     return {"S3 count 1 Mbp": (["query", url, REGION, "-c"], None),
             "S3 count, no region": (["query", url, "-c"], None),
-            "S3 stats --flagstat": (["stats", url, "--flagstat"], None)}
+            "S3 stats --flagstat": (["stats", url, "--flagstat"], None),
+            "S3 SAM of 1 kb": (["query", url, "chr1:1,000,001-1,001,000"], None)}
 
 
 @contextlib.contextmanager

@@ -1,5 +1,5 @@
-"""The quick path over S3 (bams3/_quick.py, ``_Remote``): ``bams3 query s3://… REGION… -c`` and
-``bams3 stats s3://…`` answered before numpy, click or pysam is imported, through the store the
+"""The quick path over S3 (bams3/_quick.py, ``_Remote``): ``bams3 query s3://… REGION… -c``,
+``bams3 stats s3://…`` and the records of one region answered before numpy, click or pysam is imported, through the store the
 full command opens, on moto's S3 server behind a counting proxy. It prints what samtools and
 the full command print, makes the requests the full command makes (never more, even when it
 steps aside), reports a store that keeps failing as the full command does without waiting out
@@ -93,6 +93,36 @@ def test_it_imports_no_numpy_and_steps_aside_without_asking_twice(remote):
         assert f.stdout == want and len(quick_gets) == f_gets, (name, quick_gets)
 
 
+def test_a_regions_records_equal_samtools_and_the_full_commands_in_as_many_requests(remote):
+    """SAM of one region (bams3/_quicksam.py): the full command's bytes, which are samtools
+    view's, from the same requests (the metadata, then each chunk whole), without numpy; a region
+    it leaves to the full command (more chunks than it takes, count slots) costs no request more."""
+    import pysam
+
+    bam = remote["bam"]
+    if not os.path.exists(bam + ".bai"):
+        pysam.index(bam)
+    url = remote["urls"]["plain"]
+    for region in ("chrA:1,000-1,500", "chrB:100-900", "chrA:99,000-99,100", "chrEmpty:1-100", "chrA:1,000-50,000"):
+        q, q_gets = _cli(remote, "query", url, region)
+        f, f_gets = _cli(remote, "query", url, region, quick=False)
+        assert (q.returncode, q.stdout, q.stderr) == (f.returncode, f.stdout, f.stderr) and q.returncode == 0, region
+        assert q.stdout == pysam.samtools.view("--no-PG", bam, region, catch_stdout=True), region
+        assert q_gets == f_gets, (region, q_gets, f_gets)
+    q, q_gets = _cli(remote, "query", remote["urls"]["slots"], "chrA:1,000-1,500")
+    f, f_gets = _cli(remote, "query", remote["urls"]["slots"], "chrA:1,000-1,500", quick=False)
+    assert (q.stdout, q_gets) == (f.stdout, f_gets) and q.stdout.count("\n") > 3
+    probe = ("import sys; sys.argv = ['bams3', 'query', sys.argv[1], 'chrA:1,000-1,500']; "
+             "from bams3._main import main; code = main(); "
+             "print(sorted(m for m in ('numpy', 'click', 'pysam') if m in sys.modules), code, file=sys.stderr)")
+    r = subprocess.run([sys.executable, "-c", probe, url], capture_output=True, text=True, timeout=60, env=remote["env"])
+    assert r.stderr.strip() == "[] 0" and r.stdout == q.stdout != "", r.stderr
+    q, q_gets = _cli(remote, "query", remote["urls"]["cut"], "chrA:49,900-50,100")  # its chunk cut short
+    f, f_gets = _cli(remote, "query", remote["urls"]["cut"], "chrA:49,900-50,100", quick=False)
+    assert (q.returncode, q.stdout, q.stderr, q_gets) == (f.returncode, f.stdout, f.stderr, f_gets)
+    assert q.returncode == 1 and "chunk" in q.stderr and q.stderr.count("\n") == 1
+
+
 def test_what_it_leaves_to_the_full_command_is_not_asked_for_twice(remote, tmp_path):
     """Stdout in another encoding (and an error naming a non-ASCII key), /dev/full, a chunk cut
     short: the full command answers or
@@ -127,7 +157,9 @@ def test_failures_are_reported_as_the_full_command_reports_them_in_as_many_reque
                                 ([remote["urls"]["plain"], "chrA:1,000-50,000", "-c"], ["503"] * 1000, "/data/"),
                                 ([remote["urls"]["plain"], "chrA:1,000-50,000", "-c"], ["stall"] * 1000, "/data/"),
                                 ([remote["urls"]["plain"], *MANY, "-c"], ["503"] * 1000, remote["first_chunk"]),
-                                ([remote["urls"]["plain"], *MANY, "-c"], ["stall"] * 1000, "/data/")):
+                                ([remote["urls"]["plain"], *MANY, "-c"], ["stall"] * 1000, "/data/"),
+                                ([remote["urls"]["plain"], "chrB:100-900"], ["503"] * 1000, "/data/"),
+                                ([remote["urls"]["plain"], "chrB:100-900"], ["stall"] * 1000, "/data/")):
         results = []
         for quick in (True, False):
             proxy.faults, proxy.fault_match, proxy.stall_seconds = list(faults), match, 2
