@@ -107,6 +107,22 @@ def test_the_cli_writes_them_without_numpy_and_as_the_full_command(bam, datasets
         assert r.stderr.decode().strip() == "[] 0", r.stderr
 
 
+def test_a_record_htslib_would_change_is_left_to_the_full_command(tmp_path):
+    """A CIGAR kept in a CG tag (htslib moves it into place as it reads the record): the quick
+    path steps aside for a region holding it, and answers one that does not."""
+    from .synth import write_cg_bam
+
+    bam = write_cg_bam(str(tmp_path / "cg.bam"))
+    ds = str(tmp_path / "cg.bams3")
+    bams3.convert(bam, ds)
+    assert _outcome(lambda: _quicksam.sam(ds, ["chr1:250-300"])) is _quick._Refused  # read 17, at 270
+    assert _quicksam.sam(ds, ["chr1:100-200"]) == view(bam, "chr1:100-200").encode() != b""
+    for region in ("chr1:250-300", "chr1"):
+        q, f = _cli("query", ds, region), _cli("query", ds, region, quick=False)
+        assert (q.returncode, q.stdout, q.stderr) == (f.returncode, f.stdout, f.stderr), region
+        assert q.stdout == view(bam, region) and "\t4M2I4M\t" in q.stdout
+
+
 def _full(ds: str, region: str, path) -> bytes:
     with open(path, "wb") as out:
         Dataset.open(ds).write(out, region)
