@@ -83,14 +83,12 @@ def sam(dest: str, regions: list[str]) -> bytes:
 
 
 def _decoder(name: str):
-    """The decoder of one of bams3's own codecs (another is the plugin host's to find)."""
-    from .builtins import _decode
+    """(decode, record-aware) of one of bams3's own codecs (another is the plugin host's to find)."""
+    from .builtins._decode import DECODERS
 
-    fn = {"zstd": _decode.zstd, "names": _decode.names, "tags": _decode.tags, "mates": _decode.mates,
-          "consensus": _decode.consensus, "qual": _decode.qual}.get(name)
-    if fn is None:
+    if name not in DECODERS:
         raise _Refused
-    return fn, name in ("mates", "consensus", "qual")
+    return DECODERS[name]
 
 
 def _records(blob: bytes, f: dict, t: dict, i: int, beg: int, end: int, decoders) -> tuple[bytes, list[int]]:
@@ -124,7 +122,7 @@ def _records(blob: bytes, f: dict, t: dict, i: int, beg: int, end: int, decoders
         raise _Refused  # (a running sum past int32: the full reader wraps it; no writer writes it)
     span = values(SPAN_COLUMN, "i")
     whole = t["min_pos"][i] >= beg and t["max_pos"][i] < end
-    keep = bytes(n * [1]) if whole else overlap_mask(pos, span, beg, end)
+    keep = b"\x01" * n if whole else overlap_mask(pos, span, beg, end)
     if not any(keep):
         return b"", [0]
     # what the record-aware codecs read, decoded first (as ChunkReader._record_fields)
@@ -132,11 +130,10 @@ def _records(blob: bytes, f: dict, t: dict, i: int, beg: int, end: int, decoders
     fields.flag = array.array("H", values(3, "H"))
     fields.pos = pos
     fields.n_cigar_op = array.array("q", values(7, "H"))
-    cigar = array.array("I")
-    cigar.frombytes(column(_CIGAR))
-    if len(cigar) * 4 != len(raw[_CIGAR]) or len(cigar) != sum(fields.n_cigar_op):
-        raise _Refused
-    fields.cigar = cigar
+    if len(column(_CIGAR)) != 4 * sum(fields.n_cigar_op):
+        raise _Refused  # ("columns disagree on CIGAR sizes")
+    fields.cigar = array.array("I")
+    fields.cigar.frombytes(raw[_CIGAR])
     core = bytearray(36 * n)
     for cid, at in _CORE.items():
         w = WIDTH[cid]

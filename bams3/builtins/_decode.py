@@ -290,6 +290,11 @@ def qual(data: bytes, raw_size: int, *, records, simd: bool = True) -> bytes:
                         b"", dst, raw_size, scheme, int(simd))
 
 
+# each codec's decoder, and whether it reads the chunk's records (the plugins register it so)
+DECODERS = {"zstd": (zstd, False), "names": (names, False), "tags": (tags, False), "mates": (mates, True),
+            "consensus": (consensus, True), "qual": (qual, True)}
+
+
 # ---------------------------------------------------------------------------- record fields
 _NP_TYPES = {"q": "<i8", "H": "<u2", "I": "<u4"}
 
