@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import array
 import itertools
+import operator
 import os
 import struct
 import zlib
@@ -47,7 +48,7 @@ class _Fields:
     """What a record-aware codec reads of the chunk's records (bams3.RecordFields' names), as
     arrays of the types the C kernels take."""
 
-    __slots__ = ("l_seq", "flag", "pos", "n_cigar_op", "cigar")
+    __slots__ = ("l_seq", "flag", "pos", "n_cigar_op", "cigar", "next_pos")
 
 
 def sam(dest: str, regions: list[str]) -> bytes:
@@ -142,6 +143,8 @@ def _records(blob: bytes, f: dict, t: dict, i: int, beg: int, end: int, decoders
             raise _Refused
         for k in range(w):
             core[at + k :: 36] = data[k::w]
+    # the names codec reads next_pos (decoded above, relative to pos)
+    fields.next_pos = array.array("q", map(operator.add, pos, values(10, "i")))
     l_aux = array.array("q", values(12, "I"))
     offsets = array.array("q", bytes(8 * (n + 1)))
     totals = layout(core, l_aux, offsets)

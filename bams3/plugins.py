@@ -82,13 +82,16 @@ class Codec:
 
 @attrs.frozen
 class RecordFields:
-    """What a record-aware codec learns about the chunk's records (numpy arrays, one entry per record)."""
+    """What a record-aware codec learns about the chunk's records (numpy arrays, one entry per record).
+    ``next_pos`` is given when encoding, and when decoding only to the codec of the read names
+    (column 13), which bams3 decodes after next_pos."""
 
     l_seq: Any  # int64: bases (and qualities) per record
     flag: Any  # uint16: SAM FLAG (0x10 reverse strand: BAM stores its qualities reversed; 0x80 second read)
     pos: Any = None  # int64: 0-based leftmost position
     n_cigar_op: Any = None  # int64: CIGAR operations per record
     cigar: Any = None  # uint32: every record's CIGAR operations, concatenated (BAM encoding: len << 4 | op)
+    next_pos: Any = None  # int64: each record's mate position (0-based, -1 for none: BAM's next_pos)
 
 
 @attrs.frozen

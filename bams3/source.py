@@ -19,7 +19,7 @@ from .format import (
     decode_slots,
     directory_nbytes,
 )
-from .format.columns import ALL
+from .format.columns import ALL, BY_NAME
 from .metacheck import COUNT_INDEX_SPAN, count_index_groups, count_index_offsets
 from .plugins import get_registry, outside_origins
 
@@ -191,6 +191,9 @@ class ChunkSource:
         if unknown:
             raise DatasetError(f"no column named {', '.join(sorted(unknown))}")
         ids = {c.id for c in ALL if c.name in want}
+        name = BY_NAME["read_name"].id
+        if name in ids and name in reader.columns and self.codecs[reader.columns[name][4]].record_aware:
+            ids.add(BY_NAME["next_pos"].id)  # the names codec reads next_pos (and, through it, pos)
         if any(self.codecs[reader.columns[cid][4]].record_aware for cid in ids if cid in reader.columns):
             ids |= {c.id for c in ALL if c.name in ("pos", "flag", "l_seq", "n_cigar_op", "cigar")}
         missing = [cid for cid in sorted(ids) if cid in reader.columns and not reader.has(cid)]

@@ -12,7 +12,7 @@ import bams3
 
 class CodecTests:
     codec_name: str = ""
-    column: str = "qual"  # for a record-aware codec: the column it is for ("qual", "seq" or "next_pos")
+    column: str = "qual"  # for a record-aware codec: its column ("qual", "seq", "next_pos" or "read_name")
     __test__ = False
 
     def __init_subclass__(cls, **kwargs):
@@ -60,6 +60,15 @@ class CodecTests:
             return {"records": bams3.RecordFields(l_seq=np.full(m, 100, np.int64), flag=np.zeros(m, np.uint16),
                                                   pos=pos, n_cigar_op=np.zeros(m, np.int64),
                                                   cigar=np.zeros(0, np.uint32))}
+        if self.column == "read_name":  # a record per name (NUL-ended), paired with its neighbour
+            m = max(data.count(0), 1)
+            rng = np.random.default_rng(n)
+            pos = np.sort(rng.integers(0, 1 << 20, m))
+            mate = np.arange(m) ^ 1
+            mate[mate >= m] = m - 1
+            return {"records": bams3.RecordFields(l_seq=np.full(m, 100, np.int64), flag=np.zeros(m, np.uint16),
+                                                  pos=pos, n_cigar_op=np.zeros(m, np.int64),
+                                                  cigar=np.zeros(0, np.uint32), next_pos=pos[mate])}
         # one record per 100 bytes (the last shorter), as the column would be laid out
         lens = [100] * (n // 100) + ([n % 100] if n % 100 else [])
         lens = lens or [0]

@@ -37,6 +37,7 @@ class TestMates(CodecTests):
 
 class TestNames(CodecTests):
     codec_name = "names"
+    column = "read_name"
 
 
 class TestSam(OutputFormatTests):

@@ -196,6 +196,28 @@ def test_a_paired_dataset_reads_as_samtools_does(paired):
     assert ours.count("\n") == 6000
 
 
+def test_the_names_of_pairs_are_told_from_their_mates(paired, tmp_path):
+    """The names codec's paired form (a second read's name from the record its positions name):
+    in every chunk of pairs, and read back as samtools reads it, whole or by a filter on names
+    alone (which fetches next_pos and the positions that the names need)."""
+    path, ds = paired
+    from bams3.dataset import Dataset
+
+    d = Dataset.open(ds)
+    forms = set()
+    for i in range(len(d.source.table.nbytes)):
+        reader = d.source.chunk(i)
+        o, end = reader.extent("read_name")
+        forms.add(reader.blob[o + 2])
+    assert forms == {2}
+    listed = tmp_path / "names.txt"
+    listed.write_text("".join(f"p{k}\n" for k in range(0, 3000, 7)))
+    bams3 = shutil.which("bams3")
+    for args in (["-N", str(listed)], ["-e", 'qname =~ "^p1[0-9]$"']):
+        ours = subprocess.run([bams3, "query", ds, *args], check=True, capture_output=True, text=True).stdout
+        assert ours == pysam.view(*args, path) and ours
+
+
 @pytest.mark.parametrize("args", [["-e", "pnext > 150000"], ["-e", "mrefid != refid"], ["-c", "-e", "pnext < pos"],
                                   ["b:100000-120000"], ["-c", "-f", "0x8", "a"]])
 def test_filters_and_regions_on_next_pos_equal_samtools(paired, args):

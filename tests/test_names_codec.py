@@ -2,7 +2,9 @@
 exactly (repeats near and far, numbers with leading zeros, of 9 digits and of 10, "0", names
 that are all digits or none, more than 16 numbers, empty names), and anything that is not
 names ending in a NUL is stored as it is; damaged payloads are refused with ValueError, never
-read past; and a dataset's names, and -N on them, equal samtools'."""
+read past; and a dataset's names, and -N on them, equal samtools'. Given the records' positions
+and next_pos (the paired form), any column over any positions comes back exactly, and the second
+read of a pair whose positions name its mate costs no code."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import pytest
 import zstandard
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from bams3 import RecordFields
 from bams3.builtins import _names, names
 
 _PIECES = st.sampled_from([b"HS18_09653", b":", b"4", b"0", b"007", b"999999999", b"1000000000", b"4294967296",
@@ -137,6 +140,141 @@ def test_damaged_payloads_are_refused(data, draw):
     except ValueError:
         return
     assert len(out) == len(data)  # a changed name, never a read past the streams
+
+
+def _records(pos, next_pos) -> RecordFields:
+    n = len(pos)
+    return RecordFields(l_seq=np.full(n, 100, np.int64), flag=np.zeros(n, np.uint16), pos=np.asarray(pos, np.int64),
+                        n_cigar_op=np.zeros(n, np.int64), cigar=np.zeros(0, np.uint32),
+                        next_pos=np.asarray(next_pos, np.int64))
+
+
+@st.composite
+def paired_chunks(draw):
+    """A names column with positions and next_pos, one per name: sorted or not, next_pos often
+    another record's position (its mate's, or one whose own next_pos does not point back),
+    positions repeated, values past int32, and names that differ from their mate's."""
+    data = draw(columns())
+    n = data.count(0)
+    width = draw(st.sampled_from([4, 1000, 1 << 33]))
+    pos = draw(st.lists(st.integers(-width, width), min_size=n, max_size=n))
+    if draw(st.booleans()):
+        pos.sort()
+    next_pos = []
+    for i in range(n):
+        pick = draw(st.integers(0, 3))
+        next_pos.append(pos[draw(st.integers(0, n - 1))] if pick else draw(st.integers(-width, width)))
+    if draw(st.booleans()):  # mates: a few names point at each other, both ways
+        for i in range(0, n - 1, 2):
+            j = min(n - 1, i + draw(st.integers(1, 300)))
+            next_pos[i], next_pos[j] = pos[j], pos[i]
+    return data, pos, next_pos
+
+
+def _paired_round_trip(data: bytes, pos, next_pos, level=None) -> bytes:
+    records = _records(pos, next_pos)
+    stored = names.encode(data, level, records=records)
+    assert names.decode(stored, len(data), records=records) == data
+    return stored
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(paired_chunks(), st.sampled_from([None, 1, 9]))
+def test_any_names_over_any_positions_come_back_exactly(chunk, level):
+    data, pos, next_pos = chunk
+    small, names._SMALL = names._SMALL, 0  # the streams whatever their size
+    try:
+        stored = _paired_round_trip(data, pos, next_pos, level)
+    finally:
+        names._SMALL = small
+    assert stored[2:4] == (b"\x01\x00" if b"\1" in data else b"\x02\x01")
+    _paired_round_trip(data, pos, next_pos, level)
+
+
+def _pairs_at(n: int, seed: int):
+    """_pairs' names with the positions and next_pos of their reads: each pair's second read at
+    the first's position plus its distance in records (coordinate order), mates pointing at
+    each other; every 20th record's next_pos 3 bp off (its mate elsewhere)."""
+    column = _pairs(n, seed).split(b"\0")[:-1]
+    pos = list(range(0, 10 * len(column), 10))
+    first: dict[bytes, int] = {}
+    next_pos = [0] * len(column)
+    for i, name in enumerate(column):
+        if name in first:
+            j = first.pop(name)
+            next_pos[i], next_pos[j] = pos[j], pos[i]
+        else:
+            first[name] = i
+    for i in range(0, len(column), 20):
+        next_pos[i] += 3
+    return b"".join(x + b"\0" for x in column), pos, next_pos
+
+
+def test_the_second_read_of_a_pair_costs_no_code():
+    data, pos, next_pos = _pairs_at(5000, 1)
+    codes, oks, shapes, numbers = _names.split_paired(data, np.array(pos, np.int64), np.array(next_pos, np.int64))
+    plain_codes = _names.split(data)[0]
+    # every second read whose mate the positions name is a 1 in oks; the codes are the rest
+    assert len(codes) + sum(oks) == 10_000 and sum(oks) > 4000 and set(oks) == {1}
+    assert len(codes) < len(plain_codes) and sum(1 for c in codes if c) < 1000
+    paired = _paired_round_trip(data, pos, next_pos)
+    assert len(paired) < len(_round_trip(data)) - 2000, (len(paired), len(_round_trip(data)))
+
+
+def test_the_paired_form_needs_the_records():
+    data, pos, next_pos = _pairs_at(300, 4)
+    stored = _paired_round_trip(data, pos, next_pos)
+    assert stored[2] == 2
+    with pytest.raises(ValueError, match="positions and next_pos"):
+        names.decode(stored, len(data))
+    with pytest.raises(ValueError, match="do not fill"):  # fewer records than names
+        names.decode(stored, len(data), records=_records(pos[:-1], next_pos[:-1]))
+    # positions that name other mates: another column, or an error, never a read past the streams
+    try:
+        out = names.decode(stored, len(data), records=_records(pos, next_pos[::-1]))
+    except ValueError:
+        pass
+    else:
+        assert len(out) == len(data) and out != data
+    # the version 1 form reads as ever with the records given; names not one per record: version 1
+    assert names.decode(names.encode(data, None), len(data), records=_records(pos, next_pos)) == data
+    assert names.encode(data, None, records=_records(pos[:-1], next_pos[:-1]))[2] == 1
+
+
+def test_the_paired_streams_are_checked_against_the_column():
+    data, pos, next_pos = _pairs_at(50, 2)
+    p, q = np.array(pos, np.int64), np.array(next_pos, np.int64)
+    codes, oks, shapes, numbers = _names.split_paired(data, p, q)
+    assert _names.join_paired(len(data), p, q, codes, oks, shapes, numbers) == data
+    with pytest.raises(ValueError, match="run out"):
+        _names.join_paired(len(data), p, q, codes, oks[:-1], shapes, numbers)
+    with pytest.raises(ValueError, match="hold more"):
+        _names.join_paired(len(data), p, q, codes, oks + b"\1", shapes, numbers)
+    with pytest.raises(ValueError, match="run out"):
+        _names.join_paired(len(data), p, q, codes[:-1], oks, shapes, numbers)
+    with pytest.raises(ValueError, match="hold more"):
+        _names.join_paired(len(data), p, q, codes + b"\0", oks, shapes, numbers)
+    with pytest.raises(ValueError, match="neither 0 nor 1"):
+        _names.join_paired(len(data), p, q, codes, b"\2" + oks[1:], shapes, numbers)
+    with pytest.raises(ValueError, match="do not match"):
+        _names.join_paired(len(data), p, q[:-1], codes, oks, shapes, numbers)
+    with pytest.raises(ValueError, match="do not match"):
+        _names.join_paired(len(data), p, q, codes + bytes(100), oks, shapes, numbers)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(paired_chunks(), st.data())
+def test_damaged_paired_payloads_are_refused(chunk, draw):
+    data, pos, next_pos = chunk
+    records = _records(pos, next_pos)
+    stored = bytearray(names.encode(data, 3, records=records))
+    at = draw.draw(st.integers(0, len(stored) - 1))
+    stored[at] ^= draw.draw(st.integers(1, 255))
+    try:
+        out = names.decode(bytes(stored), len(data), records=records)
+    except ValueError:
+        return
+    assert len(out) == len(data)
 
 
 def test_a_section_larger_than_the_column_is_refused():

@@ -95,9 +95,19 @@ def _head(data: bytes, magic: bytes, version: int, what: str) -> int:
 
 # ---------------------------------------------------------------------------- names
 NAMES_MAGIC, NAMES_VERSION, NAMES_PLACES = b"RN", 1, 16
+NAMES_PAIRED = 2  # the payload version of the paired form (names told from the mates too)
 
 
-def names(data: bytes, raw_size: int) -> bytes:
+def names(data: bytes, raw_size: int, *, records=None) -> bytes:
+    if data[:2] == NAMES_MAGIC and len(data) >= 4 and data[2] == NAMES_PAIRED:
+        if data[3] != 1:
+            raise ValueError("a names-codec payload of an unknown mode")
+        if records is None or records.pos is None or records.next_pos is None:
+            raise ValueError("a paired names-codec payload needs the records' positions and next_pos")
+        limits = [raw_size] * 3 + [4 * raw_size] * NAMES_PLACES
+        sections = read_sections(data, 4, limits, "names", total=4 * raw_size + 1)
+        return _names.join_paired(raw_size, typed(records.pos, "q"), typed(records.next_pos, "q"), sections[0],
+                                  sections[1], sections[2], sections[3:])
     mode = _head(data, NAMES_MAGIC, NAMES_VERSION, "names")
     if mode == 0:
         return read_whole(data[4:], raw_size, "names")
@@ -291,7 +301,7 @@ def qual(data: bytes, raw_size: int, *, records, simd: bool = True) -> bytes:
 
 
 # each codec's decoder, and whether it reads the chunk's records (the plugins register it so)
-DECODERS = {"zstd": (zstd, False), "names": (names, False), "tags": (tags, False), "mates": (mates, True),
+DECODERS = {"zstd": (zstd, False), "names": (names, True), "tags": (tags, False), "mates": (mates, True),
             "consensus": (consensus, True), "qual": (qual, True)}
 
 

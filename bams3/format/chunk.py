@@ -30,6 +30,8 @@ from .columns import (
 )
 from .slots import SLOT_HEAD, SlotLayout, decode_slots, encode_slots, slot_crc_ok
 
+READ_NAME_COLUMN = BY_NAME["read_name"].id  # its codec may read next_pos (the names codec does)
+
 _ITEMSIZE = {c.id: c.itemsize for c in FIXED}
 
 
@@ -48,7 +50,8 @@ def record_fields(core: np.ndarray, cigar: np.ndarray):
 
     return RecordFields(l_seq=core["l_seq"].astype(np.int64), flag=core["flag"].astype(np.uint16),
                         pos=core["pos"].astype(np.int64), n_cigar_op=core["n_cigar_op"].astype(np.int64),
-                        cigar=np.frombuffer(cigar.tobytes(), dtype="<u4"))
+                        cigar=np.frombuffer(cigar.tobytes(), dtype="<u4"),
+                        next_pos=core["next_pos"].astype(np.int64))
 
 
 @attrs.frozen(eq=False)
@@ -258,7 +261,7 @@ class ChunkReader:
         codec = self.codecs[codec_idx]
         try:
             if codec.record_aware:
-                out = codec.decode(data, raw, records=self._record_fields())
+                out = codec.decode(data, raw, records=self._record_fields(with_next_pos=cid == READ_NAME_COLUMN))
             else:
                 out = codec.decode(data, raw)
         except DatasetError:
@@ -279,9 +282,14 @@ class ChunkReader:
             out = unshuffle(out, size)
         return out
 
-    def _record_fields(self):
+    def _record_fields(self, with_next_pos: bool = False):
+        """What a record-aware codec is told; ``with_next_pos``: next_pos too (for the codec of
+        the read names, which is decoded after next_pos)."""
         from ..plugins import RecordFields
 
+        if with_next_pos:
+            next_pos = self.pos() + self.array("next_pos").astype(np.int64)  # (stored relative to pos)
+            return attrs.evolve(self._record_fields(), next_pos=next_pos)
         if self._fields is None:
             n_ops = self.array("n_cigar_op").astype(np.int64)
             raw = self.raw("cigar")
