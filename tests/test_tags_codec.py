@@ -1,6 +1,6 @@
 """The tags codec (``bams3/builtins/tags.py``, ``_tags.c``): any aux column comes back exactly,
 well-formed (every SAM type, integers of every width against any predictor, float tables,
-arrays, text) or not (stored as it is); damaged payloads are refused with ValueError, never
+arrays, text, integer types their values imply and types they do not) or not (stored as it is); damaged payloads are refused with ValueError, never
 read past; and the records of a real BAM, through a dataset, equal samtools'."""
 
 from __future__ import annotations
@@ -20,10 +20,23 @@ _INT = {"c": ("<b", -128, 127), "C": ("<B", 0, 255), "s": ("<h", -32768, 32767),
         "i": ("<i", -(1 << 31), (1 << 31) - 1), "I": ("<I", 0, (1 << 32) - 1)}
 
 
+def implied(value: int) -> str:
+    """The type htslib gives SAM's ``i`` of this value (as the tags codec's form 2 infers it)."""
+    if value >= 0:
+        return "C" if value <= 255 else "S" if value <= 65535 else "I" if value < 1 << 31 else "i"
+    return "c" if value >= -128 else "s" if value >= -32768 else "i"
+
+
 @st.composite
-def field(draw, tag_names):
+def field(draw, tag_names, natural=frozenset()):
+    """A field; a tag in ``natural`` is an integer of the type its value implies, where the
+    value fits it (one past int32 as I does not: that tag's types are stored)."""
     tag = draw(tag_names)
     kind = draw(st.sampled_from("cCsSiIcCsSiIfAZHB"))
+    if tag in natural:
+        value = draw(st.one_of(st.integers(-300, 70_000), st.integers(-(1 << 31), (1 << 32) - 1)))
+        kind = implied(value) if value < 1 << 31 else "I"
+        return tag + kind.encode() + struct.pack(_INT[kind][0], value)
     if kind in _INT:
         fmt, lo, hi = _INT[kind]
         value = draw(st.one_of(st.integers(max(lo, -3), min(hi, 300)), st.integers(lo, hi)))
@@ -47,7 +60,8 @@ def columns(draw):
     """Records' optional fields, one after another: a few tags recurring (as aligners write
     them), sometimes with a changing type or many distinct tags."""
     names = draw(st.lists(st.binary(min_size=2, max_size=2), min_size=1, max_size=draw(st.sampled_from([4, 40]))))
-    records = draw(st.lists(st.lists(field(st.sampled_from(names)), max_size=8), min_size=1, max_size=60))
+    natural = frozenset(draw(st.lists(st.sampled_from(names))))
+    records = draw(st.lists(st.lists(field(st.sampled_from(names), natural), max_size=8), min_size=1, max_size=60))
     return b"".join(b"".join(r) for r in records)
 
 
@@ -68,6 +82,38 @@ def aligner_like(n: int) -> bytes:
                    + b"ASS" + struct.pack("<H", ms) + b"tpAP" + b"def" + struct.pack("<f", nm / 150)
                    + b"s1I" + struct.pack("<I", 3_000_000_000 + i))  # beyond int32: unsigned
     return b"".join(out)
+
+
+def test_integer_types_their_values_imply_are_not_stored():
+    """minimap2's s1 is C below 256 and S above, as htslib types SAM's ``i``: form 2 stores no
+    types for it (version 2); a tag of one stray type keeps its types (form 0)."""
+    out = []
+    for i in range(3000):
+        s1 = 200 + i % 120  # crosses 255
+        xs = -5 if i % 2 else 70_000
+        out.append(b"s1" + implied(s1).encode() + struct.pack(_INT[implied(s1)][0], s1)
+                   + b"XS" + implied(xs).encode() + struct.pack(_INT[implied(xs)][0], xs)
+                   + (b"NMi" + struct.pack("<i", i % 3) if i != 1500 else b"NMC\x00") + b"tpAP")
+    data = b"".join(out)
+    assert _tags.implicit_types(data) == b"\1\1\0\0"
+    stored = tags.encode(data, 3)
+    assert stored[2] == 2 and list(stored[5 + 2 * 4 + 4 : 5 + 2 * 4 + 8]) == [2, 2, 0, 0]
+    assert tags.decode(stored, len(data)) == data
+    o = 5 + 4 * 4 + 4 + struct.unpack_from("<I", stored, 5 + 4 * 4)[0]  # past the ids: s1's types
+    assert struct.unpack_from("<I", stored, o)[0] == 0
+    plain = bytearray(stored)
+    plain[2] = 1  # form 2 in a version 1 payload: unknown
+    with pytest.raises(ValueError, match="unknown form"):
+        tags.decode(bytes(plain), len(data))
+    names, preds, ids, streams = _tags.split(data)
+    streams[0] = b""
+    assert _tags.join(len(data), names, preds, ids, streams, b"\1\0\0\0") == data
+    with pytest.raises(ValueError, match="implied types are malformed"):
+        _tags.join(len(data), names, preds, ids, _tags.split(data)[3], b"\1\0\0\0")  # types left in
+    with pytest.raises(ValueError, match="implied types are malformed"):
+        _tags.join(len(data), names, preds, ids, streams, b"\2\0\0\0")
+    with pytest.raises(ValueError, match="do not match"):
+        _tags.join(len(data), names, preds, ids, streams, b"\1\0\0")
 
 
 def test_integers_are_stored_against_the_tag_that_predicts_them():

@@ -137,6 +137,7 @@ def mates(data: bytes, raw_size: int, *, records) -> bytes:
 
 # ---------------------------------------------------------------------------- tags
 TAGS_MAGIC, TAGS_VERSION = b"BA", 1
+TAGS_IMPLIED = 2  # the payload version with form 2 (integer types implied by their values)
 
 
 def _from_table(table: bytes, n_numbers: int) -> bytes:
@@ -153,7 +154,8 @@ def _from_table(table: bytes, n_numbers: int) -> bytes:
 
 
 def tags(data: bytes, raw_size: int) -> bytes:
-    mode = _head(data, TAGS_MAGIC, TAGS_VERSION, "tags")
+    version = data[2] if data[:2] == TAGS_MAGIC and len(data) >= 4 and data[2] == TAGS_IMPLIED else TAGS_VERSION
+    mode = _head(data, TAGS_MAGIC, version, "tags")
     if mode == 0:
         return read_whole(data[4:], raw_size, "tags")
     if mode != 1 or len(data) < 5:
@@ -168,13 +170,16 @@ def tags(data: bytes, raw_size: int) -> bytes:
     # bytes per tag
     sections = read_sections(data, o, [raw_size] * (1 + 3 * nt), "tags", total=3 * raw_size + 1025 * nt + 1)
     streams = sections[1:]
+    implied = bytearray(nt)
     for k, form in enumerate(forms):
         if form == 1:
             types = streams[3 * k]
             streams[3 * k + 1] = _from_table(streams[3 * k + 1], len(types))
+        elif form == 2 and version == TAGS_IMPLIED:
+            implied[k] = 1
         elif form:
             raise ValueError("a tags-codec stream of an unknown form")
-    return _tags.join(raw_size, tag_ids, preds, sections[0], streams)
+    return _tags.join(raw_size, tag_ids, preds, sections[0], streams, bytes(implied))
 
 
 # ---------------------------------------------------------------------------- consensus

@@ -13,8 +13,14 @@
  *            second ...): an integer as zigzag(value - the predictor's latest value) mod 2^32,
  *            the value sign- or zero-extended from its type; a float's bits as they are
  *     bytes  per tag: A, Z, H (with its NUL) and B (subtype, count, values) values as they are
- * join(n, tags, preds, ids, [types, ints, bytes] * T) -> the column (exactly n bytes), or raises.
- * Both release the GIL. */
+ * join(n, tags, preds, ids, [types, ints, bytes] * T[, implied]) -> the column (exactly n bytes),
+ *   or raises. implied (T bytes): 1 for a tag whose types stream is empty, each field's type
+ *   being the one its integer value implies (implied_type, below).
+ * implicit_types(data) -> T bytes (or None, as split): 1 for a tag whose every field is an
+ *   integer of the type its value implies, as SAM text's "i" becomes in htslib (and so in
+ *   samtools and minimap2's BAMs): C, S or I for a value >= 0, else c, s or i, the smallest
+ *   that holds it.
+ * All release the GIL. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
@@ -32,6 +38,14 @@ static int int_width(uint8_t t) {
     case 'i': case 'I': return 4;
     default: return 0;
     }
+}
+
+/* The type of an integer value held as x (its 32 bits, as read_int gives them): the smallest
+ * of C, S, I (x as int32 >= 0) or of c, s, i (< 0). A value of I above INT32_MAX implies i. */
+static uint8_t implied_type(uint32_t x) {
+    int32_t v = (int32_t)x;
+    if (v >= 0) return v <= 255 ? 'C' : v <= 65535 ? 'S' : 'I';
+    return v >= -128 ? 'c' : v >= -32768 ? 's' : 'i';
 }
 
 static int array_width(uint8_t t) { return t == 'f' ? 4 : int_width(t); }
@@ -247,17 +261,19 @@ typedef struct {
 
 static PyObject *t_join(PyObject *self, PyObject *args) {
     Py_ssize_t n;
-    Py_buffer tagsb, predsb, idsb;
+    Py_buffer tagsb, predsb, idsb, impb = {0};
     PyObject *streams;
-    if (!PyArg_ParseTuple(args, "ny*y*y*O!", &n, &tagsb, &predsb, &idsb, &PyList_Type, &streams)) return NULL;
+    if (!PyArg_ParseTuple(args, "ny*y*y*O!|y*", &n, &tagsb, &predsb, &idsb, &PyList_Type, &streams, &impb)) return NULL;
     Py_ssize_t nt = predsb.len;
+    const uint8_t *implied = impb.buf && impb.len ? impb.buf : NULL;
     Py_buffer sb[3 * MAX_TAGS];
     int got = 0;
     const char *err = NULL;
     PyObject *result = NULL;
     Source *src = NULL;
     uint32_t *ints = NULL;
-    if (n < 0 || nt < 1 || nt > MAX_TAGS || tagsb.len != 2 * nt || PyList_GET_SIZE(streams) != 3 * nt)
+    if (n < 0 || nt < 1 || nt > MAX_TAGS || tagsb.len != 2 * nt || PyList_GET_SIZE(streams) != 3 * nt ||
+        (implied && impb.len != nt))
         err = "the tag table and the streams do not match";
     for (; !err && got < 3 * nt; got++)
         if (PyObject_GetBuffer(PyList_GET_ITEM(streams, got), &sb[got], PyBUF_SIMPLE) < 0) goto done;
@@ -292,10 +308,25 @@ static PyObject *t_join(PyObject *self, PyObject *args) {
             t->pred = preds[k] - 1;
             t->tag0 = tags[2 * k]; t->tag1 = tags[2 * k + 1];
         }
-        for (Py_ssize_t f = 0; f < idsb.len; f++) {
+        for (Py_ssize_t k = 0; k < nt && implied; k++)
+            if (implied[k] > 1 || (implied[k] && src[k].n_types)) { err = "a tag's implied types are malformed"; break; }
+        for (Py_ssize_t f = 0; f < idsb.len && !err; f++) {
             int k = ids[f];
             if (k >= nt) { err = "a field names a tag the table lacks"; break; }
             Source *t = src + k;
+            if (implied && implied[k]) { /* an integer, of the type its value implies */
+                if (t->at_int >= t->n_ints || w + 3 > n) { err = "the streams run out"; break; }
+                uint32_t x = unzigzag(t->ints[t->at_int++]) + (t->pred >= 0 ? src[t->pred].last : 0);
+                t->last = x;
+                uint8_t ty = implied_type(x);
+                int size = int_width(ty);
+                if (w + 3 + size > n) { err = "the streams run out"; break; }
+                o[w] = t->tag0; o[w + 1] = t->tag1; o[w + 2] = ty;
+                w += 3;
+                for (int b = 0; b < size; b++) o[w + b] = x >> (8 * b) & 0xff;
+                w += size;
+                continue;
+            }
             if (t->at_type >= t->n_types || w + 3 > n) { err = "the streams run out"; break; }
             uint8_t ty = t->types[t->at_type++];
             o[w] = t->tag0; o[w + 1] = t->tag1; o[w + 2] = ty;
@@ -339,14 +370,48 @@ static PyObject *t_join(PyObject *self, PyObject *args) {
 done:
     for (int i = 0; i < got; i++) PyBuffer_Release(&sb[i]);
     PyBuffer_Release(&tagsb); PyBuffer_Release(&predsb); PyBuffer_Release(&idsb);
+    if (impb.obj) PyBuffer_Release(&impb);
     free(src); free(ints);
     if (err) { Py_CLEAR(result); PyErr_SetString(PyExc_ValueError, err); return NULL; }
     return result;
 }
 
+static PyObject *t_implicit_types(PyObject *self, PyObject *args) {
+    Py_buffer in;
+    if (!PyArg_ParseTuple(args, "y*", &in)) return NULL;
+    const uint8_t *d = in.buf;
+    Py_ssize_t n = in.len;
+    int16_t *index = malloc(sizeof(int16_t) * 65536);
+    uint8_t flags[MAX_TAGS];
+    int nt = 0, ok = 1;
+    if (!index) { PyBuffer_Release(&in); return PyErr_NoMemory(); }
+    Py_BEGIN_ALLOW_THREADS
+    memset(index, 0xff, sizeof(int16_t) * 65536);
+    for (Py_ssize_t p = 0; p < n;) {
+        Py_ssize_t s = value_size(d, p, n);
+        if (s < 0) { ok = 0; break; }
+        int key = d[p] | d[p + 1] << 8, k = index[key];
+        if (k < 0) {
+            if (nt == MAX_TAGS) { ok = 0; break; }
+            k = index[key] = nt;
+            flags[nt++] = 1;
+        }
+        uint8_t t = d[p + 2];
+        if (!int_width(t) || implied_type(read_int(d + p + 3, t)) != t) flags[k] = 0;
+        p += 3 + s;
+    }
+    Py_END_ALLOW_THREADS
+    free(index);
+    PyBuffer_Release(&in);
+    if (!ok) Py_RETURN_NONE;
+    return PyBytes_FromStringAndSize((const char *)flags, nt);
+}
+
 static PyMethodDef methods[] = {
     {"split", t_split, METH_VARARGS, "split(aux) -> None or (tags, preds, ids, [types, ints, bytes] * T)"},
-    {"join", t_join, METH_VARARGS, "join(n, tags, preds, ids, streams) -> bytes: the inverse of split"},
+    {"join", t_join, METH_VARARGS, "join(n, tags, preds, ids, streams[, implied]) -> bytes: the inverse of split"},
+    {"implicit_types", t_implicit_types, METH_VARARGS, "implicit_types(aux) -> None or T bytes: 1, a tag whose "
+     "fields are integers of the types their values imply"},
     {NULL, NULL, 0, NULL},
 };
 
