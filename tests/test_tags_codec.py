@@ -6,6 +6,7 @@ read past; and the records of a real BAM, through a dataset, equal samtools'."""
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import struct
 import subprocess
@@ -97,7 +98,8 @@ def test_integer_types_their_values_imply_are_not_stored():
     data = b"".join(out)
     assert _tags.implicit_types(data) == b"\1\1\0\0"
     stored = tags.encode(data, 3)
-    assert stored[2] == 2 and list(stored[5 + 2 * 4 + 4 : 5 + 2 * 4 + 8]) == [2, 2, 0, 0]
+    forms = list(stored[5 + 2 * 4 + 4 : 5 + 2 * 4 + 8])
+    assert stored[2] == 2 and [f & 2 for f in forms] == [2, 2, 0, 0]
     assert tags.decode(stored, len(data)) == data
     o = 5 + 4 * 4 + 4 + struct.unpack_from("<I", stored, 5 + 4 * 4)[0]  # past the ids: s1's types
     assert struct.unpack_from("<I", stored, o)[0] == 0
@@ -114,6 +116,145 @@ def test_integer_types_their_values_imply_are_not_stored():
         _tags.join(len(data), names, preds, ids, streams, b"\2\0\0\0")
     with pytest.raises(ValueError, match="do not match"):
         _tags.join(len(data), names, preds, ids, streams, b"\1\0\0")
+
+
+def minimap2_like(n: int, seed: int) -> bytes:
+    """minimap2's tags as its BAMs hold them (types as htslib gives SAM's i): NM, then ms and AS
+    told by NM and the read's gaps, cm and s1 loosely by NM, s2 mostly 0, de by NM."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        nm = min(int(rng.expovariate(1.0)), 20)
+        gap = rng.random() < 0.05
+        ms = 300 - 10 * nm - (7 if gap else 0)
+        cm = max(0, 19 - 2 * nm - rng.randrange(3))
+        s1 = max(0, 283 - 25 * nm - rng.randrange(40))
+        s2 = 0 if rng.random() < 0.9 else rng.randrange(30, 300)
+        fields = [(b"NM", nm), (b"ms", ms), (b"AS", ms), (b"nn", 0), (b"cm", cm), (b"s1", s1), (b"s2", s2)]
+        rec = b"RGZS1\0" + b"".join(t + implied(v).encode() + struct.pack(_INT[implied(v)][0], v)
+                                   for t, v in fields[:4])
+        rec += b"tpAP" + b"".join(t + implied(v).encode() + struct.pack(_INT[implied(v)][0], v) for t, v in fields[4:])
+        out.append(rec + b"def" + struct.pack("<f", nm / 150))
+    return b"".join(out)
+
+
+def _forms(stored: bytes) -> dict[bytes, int]:
+    nt = stored[4]
+    return {stored[5 + 2 * k : 7 + 2 * k]: stored[5 + 3 * nt + k] for k in range(nt)}
+
+
+def test_numbers_are_range_coded_in_the_context_that_tells_most():
+    """Form 4 (from level 9: --compression high): ms and de are all but free given NM (the
+    record's NM before them), cm cheaper; the coded column is smaller than the zstd-framed one
+    (the default's level 3 keeps the frames), and comes back exactly."""
+    data = minimap2_like(20_000, 1)
+    stored = tags.encode(data, 15)
+    assert tags.decode(stored, len(data)) == data
+    forms = _forms(stored)
+    assert all(forms[t] & 4 for t in (b"NM", b"ms", b"cm", b"de")), forms
+    assert forms[b"de"] == 4 and forms[b"ms"] == 6  # (de is a float: its types are stored)
+    coded = _tags.code_numbers(data, _tags.split(data)[1])
+    tag_names, preds = _tags.split(data)[:2]
+    by_tag = {tag_names[2 * k : 2 * k + 2]: c for k, c in enumerate(coded)}
+    nm = tag_names.index(b"NM") // 2
+    # given NM, de is certain and ms has one bit of 5% (a gap): 0.29 bits a record, 716 bytes
+    for t, bound in ((b"ms", 1000), (b"de", 200)):
+        payload = by_tag[t]
+        assert payload[1] == 1 + nm  # in NM's context
+        assert len(payload) < bound, (t, len(payload))
+    framed = tags.encode(data, 3)
+    assert not any(f & 4 for f in _forms(framed).values())
+    assert tags.decode(framed, len(data)) == data
+    assert len(stored) < 0.75 * len(framed), (len(stored), len(framed))
+
+
+@st.composite
+def large_columns(draw):
+    """Columns of a few thousand records (enough for form 4): a template of fields repeated with
+    values drawn per record, some tags of many values, some of few, some floats."""
+    names = draw(st.lists(st.binary(min_size=2, max_size=2), min_size=1, max_size=6, unique=True))
+    natural = frozenset(draw(st.lists(st.sampled_from(names))))
+    template = draw(st.lists(st.sampled_from(names), min_size=1, max_size=6))
+    spread = {t: draw(st.sampled_from([1, 4, 300, 70_000, 1 << 31])) for t in names}
+    kinds = {t: draw(st.sampled_from("cCsSiIf")) for t in names}
+    rng = random.Random(draw(st.integers(0, 1 << 30)))
+    out = []
+    for _ in range(draw(st.integers(300, 3000))):
+        for t in template:
+            v = rng.randrange(spread[t])
+            if t in natural:
+                out.append(t + implied(v).encode() + struct.pack(_INT[implied(v)][0], v))
+            elif kinds[t] == "f":
+                out.append(t + b"f" + struct.pack("<f", v / 7))
+            else:
+                fmt, lo, hi = _INT[kinds[t]]
+                out.append(t + kinds[t].encode() + struct.pack(fmt, min(max(v + lo // 2, lo), hi)))
+    return b"".join(out)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(large_columns(), st.sampled_from([1, 3, 9]))
+def test_large_columns_come_back_exactly(data, level):
+    stored = tags.encode(data, level)
+    assert tags.decode(stored, len(data)) == data
+    coded = _tags.code_numbers(data, _tags.split(data)[1])
+    names, preds, ids, streams = _tags.split(data)
+    flags = bytes(c is not None for c in coded)
+    assert sum(flags) <= 16
+    for k, c in enumerate(coded):  # every coded payload decodes, chosen or not
+        if c is not None:
+            streams[3 * k + 1] = c
+    assert _tags.join(len(data), names, preds, ids, streams, b"", flags) == data
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 50), st.data())
+def test_damaged_coded_payloads_are_refused(seed, draw):
+    data = minimap2_like(2000, seed)
+    stored = bytearray(tags.encode(data, 15))
+    assert any(f & 4 for f in _forms(bytes(stored)).values())
+    at = draw.draw(st.integers(0, len(stored) - 1))
+    stored[at] ^= draw.draw(st.integers(1, 255))
+    try:
+        out = tags.decode(bytes(stored), len(data))
+    except ValueError:
+        return
+    assert len(out) == len(data)
+
+
+def test_coded_streams_are_checked():
+    data = minimap2_like(3000, 2)
+    names, preds, ids, streams = _tags.split(data)
+    coded = _tags.code_numbers(data, preds)
+    flags = bytes(c is not None for c in coded)
+    k = next(k for k, c in enumerate(coded) if c is not None)
+    good = list(streams)
+    for j, c in enumerate(coded):
+        if c is not None:
+            good[3 * j + 1] = c
+    assert _tags.join(len(data), names, preds, ids, good, b"", flags) == data
+
+    def with_payload(p):
+        bad = list(good)
+        bad[3 * k + 1] = p
+        return bad
+
+    c = coded[k]
+    for payload, says in [(c + b"\0", "more than its fields"), (c[:-1], "more than its fields|damaged|run out"),
+                          (c[:6], "malformed"), (bytes([4]) + c[1:], "malformed"), (c[:1] + bytes([255]) + c[2:],
+                                                                                    "malformed"),
+                          (c[:3] + (0xFFFFFF).to_bytes(4, "little") + c[7:], "malformed"),
+                          (c[:3] + (5).to_bytes(4, "little") + c[7:], "more than its fields|run out")]:
+        with pytest.raises(ValueError, match=says):
+            _tags.join(len(data), names, preds, ids, with_payload(payload), b"", flags)
+    with pytest.raises(ValueError, match="malformed"):
+        _tags.join(len(data), names, preds, ids, good, b"", bytes(2 if f else 0 for f in flags))
+    with pytest.raises(ValueError, match="do not match"):
+        _tags.join(len(data), names, preds, ids, good, b"", flags[:-1])
+    many = b"".join(bytes([65 + k, 65]) + b"C\1" for k in range(17))
+    n17, p17, i17, s17 = _tags.split(many)
+    with pytest.raises(ValueError, match="more tags"):
+        _tags.join(len(many), n17, p17, i17, s17, b"", b"\1" * 17)
 
 
 def test_integers_are_stored_against_the_tag_that_predicts_them():

@@ -137,7 +137,7 @@ def mates(data: bytes, raw_size: int, *, records) -> bytes:
 
 # ---------------------------------------------------------------------------- tags
 TAGS_MAGIC, TAGS_VERSION = b"BA", 1
-TAGS_IMPLIED = 2  # the payload version with form 2 (integer types implied by their values)
+TAGS_IMPLIED = 2  # the payload version with forms 2 (integer types implied) and 4 (numbers range-coded)
 
 
 def _from_table(table: bytes, n_numbers: int) -> bytes:
@@ -170,16 +170,16 @@ def tags(data: bytes, raw_size: int) -> bytes:
     # bytes per tag
     sections = read_sections(data, o, [raw_size] * (1 + 3 * nt), "tags", total=3 * raw_size + 1025 * nt + 1)
     streams = sections[1:]
-    implied = bytearray(nt)
+    implied, coded = bytearray(nt), bytearray(nt)
     for k, form in enumerate(forms):
         if form == 1:
             types = streams[3 * k]
             streams[3 * k + 1] = _from_table(streams[3 * k + 1], len(types))
-        elif form == 2 and version == TAGS_IMPLIED:
-            implied[k] = 1
+        elif form in (2, 4, 6) and version == TAGS_IMPLIED:
+            implied[k], coded[k] = form >> 1 & 1, form >> 2
         elif form:
             raise ValueError("a tags-codec stream of an unknown form")
-    return _tags.join(raw_size, tag_ids, preds, sections[0], streams, bytes(implied))
+    return _tags.join(raw_size, tag_ids, preds, sections[0], streams, bytes(implied), bytes(coded))
 
 
 # ---------------------------------------------------------------------------- consensus

@@ -10,9 +10,12 @@ the latest value of another tag (or of itself) where that is smaller, as chosen 
 values, are stored as a table and an index byte each. An integer tag whose every type is the
 one its value implies (as every aligner's BAM has it, htslib choosing the type of SAM's ``i``)
 stores no types: minimap2's ``s1`` crosses 255 from read to read, and its C/S cost 0.1 MB of the
-benchmark sample. Each stream is then a zstd frame. Decoding is
-exact for any input: a column that is not a well-formed field stream is stored as one zstd
-frame as it is.
+benchmark sample. From level 9 (``--compression high``), a numerous tag's numbers may be
+range-coded with adaptive models in a context, the latest value of another tag (``_tags.c``):
+given the record's ``NM``, minimap2's ``de`` is certain and ``ms`` nearly so, which zstd over
+byte planes cannot see (0.6 MB of the sample's 1.95 MB of tags). Each stream is then a zstd
+frame. Decoding is exact for any input: a column that is not a well-formed field stream is
+stored as one zstd frame as it is.
 
 Payload (little-endian)::
 
@@ -22,7 +25,8 @@ Payload (little-endian)::
             T forms (u8: how the tag's numbers are stored: 0 as ``_tags.c`` says; 1 as a table
             of at most 256 values: D - 1 u8, D u32 values, then a u8 index per number; 2, in
             version 2 only: as 0, and each field an integer of the type its value implies, the
-            smallest of C/S/I or c/s/i, as htslib types SAM's ``i``: the types section is empty),
+            smallest of C/S/I or c/s/i, as htslib types SAM's ``i``: the types section is empty;
+            4, in version 2: the numbers section is ``_tags.c``'s range-coded form; 6: 2 and 4),
             then 1 + 3T sections, each u32 length then a zstd frame (length 0: empty):
             ids (u8 tag index per field), then per tag: types, numbers, bytes
             (as ``_tags.c`` says)
@@ -43,6 +47,11 @@ from ._decode import tags as decode
 from .zstd import _compressor, section
 
 _LEVEL = 3
+_CODED_FROM = 4096  # a column of fewer bytes keeps its numbers in zstd frames
+# form 4 from this level (--compression high's 15; not the default's 3): choosing each tag's
+# context and range-coding cost ~0.4 s of CPU on the benchmark sample, which the default's
+# conversion time (against CRAM 3.0's) cannot spare
+_CODED_LEVEL = 9
 
 
 def _as_table(numbers: bytes) -> bytes | None:
@@ -76,8 +85,15 @@ def encode(data: bytes, level: int | None) -> bytes:
             table = _as_table(numbers)
             if table is not None:
                 streams[3 * k + 1], forms[k] = table, 1
+    sections = [section(s, level) for s in (ids, *streams)]
+    coded = _tags.code_numbers(data, preds) if len(data) >= _CODED_FROM and level >= _CODED_LEVEL else None
+    for k, payload in enumerate(coded or ()):
+        if payload is not None:  # range-coded in a context (form 4), where that is smaller
+            alt = section(payload, 1)
+            if len(alt) < len(sections[2 + 3 * k]):
+                sections[2 + 3 * k], forms[k], version = alt, (forms[k] & 2) | 4, _IMPLIED
     head = _MAGIC + bytes([version, 1, len(preds)]) + tags + preds + bytes(forms)
-    return head + b"".join(section(s, level) for s in (ids, *streams))
+    return head + b"".join(sections)
 
 
 @hookimpl
