@@ -43,7 +43,7 @@ from ._decode import NAMES_PLACES as _PLACES  # noqa: F401
 from ._decode import NAMES_VERSION as _VERSION
 from ._decode import names as decode
 from ._decode import typed
-from .zstd import _compressor, section
+from .zstd import _compressor, section, section_planes
 
 # zstd levels: the codes are a byte a record of a few dozen values, which zstd codes near
 # their entropy from 12 on; the numbers gain another 3% at 15; each costs ~0.1 s of the sample
@@ -65,7 +65,7 @@ def encode(data: bytes, level: int | None, *, records=None) -> bytes:
     else:
         codes, oks, shapes, numbers = parts
         head = _MAGIC + bytes([_PAIRED, 1]) + section(codes, text) + section(oks, text)
-    out = head + section(shapes, text) + b"".join(section(x, nums) for x in numbers)
+    out = head + section(shapes, text) + b"".join(section_planes(x, nums, 4) for x in numbers)
     if len(data) < _SMALL:  # a few names: the sections' framing may cost more than they save
         plain = _MAGIC + bytes([_VERSION, 0]) + _compressor(text).compress(data)
         if len(plain) <= len(out):

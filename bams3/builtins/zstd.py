@@ -31,8 +31,30 @@ def section(data: bytes, level: int) -> bytes:
     return struct.pack("<I", len(c)) + c
 
 
+def section_planes(data: bytes, level: int, width: int) -> bytes:
+    """As :func:`section`, for ``data`` shuffled by byte (``width`` planes): one zstd frame, each
+    plane in blocks of its own. The planes of a number differ (a random low byte, a high byte of
+    few values), and zstd's literals coded with one table for all of them lose to a table per
+    plane: 7% of the read names' numbers. Any zstd reader reads the frame as ever."""
+    if not data:
+        return b"\0\0\0\0"
+    m = len(data) // width
+    if len(data) % width or m < 1024:
+        return section(data, level)
+    co = _compressor(level).compressobj(size=len(data))
+    flush = zstandard.COMPRESSOBJ_FLUSH_BLOCK
+    c = b"".join(co.compress(data[k * m : (k + 1) * m]) + co.flush(flush) for k in range(width)) + co.flush()
+    return struct.pack("<I", len(c)) + c
+
+
 def encode(data: bytes, level: int | None) -> bytes:
-    return _compressor(3 if level is None else int(level)).compress(data)
+    level = 3 if level is None else int(level)
+    out = _compressor(level).compress(data)
+    if level >= 9:  # a high level is not always smaller (positions' deltas: 627 KB at 12, 603 KB at 3)
+        fast = _compressor(3).compress(data)
+        if len(fast) < len(out):
+            return fast
+    return out
 
 
 @hookimpl
