@@ -41,9 +41,11 @@ from .layout import (
     CHUNK_HEAD,
     CHUNK_MAGIC,
     DIR_ENTRY,
+    FLAG_DERIVED,
     FLAG_PREDICTED,
     FLAG_SHUFFLED,
     KNOWN_FLAGS,
+    L_READ_NAME_COLUMN,
     MAX_CHUNK_BYTES,
     MAX_CHUNK_RAW_BYTES,
     MAX_OBJECT,
@@ -514,7 +516,8 @@ def _directory(blob: bytes, f: dict, t: dict[str, list[int]], i: int) -> dict[in
     for k in range(ncol):
         cid, codec_idx, flags, crc, stored, raw = DIR_ENTRY.unpack_from(blob, CHUNK_HEAD.size + k * DIR_ENTRY.size)
         if flags & ~KNOWN_FLAGS or codec_idx >= len(f["codecs"]) or (flags & FLAG_PREDICTED and cid != TLEN_COLUMN) \
-                or raw > max_raw or cid in columns:
+                or raw > max_raw or cid in columns \
+                or flags & FLAG_DERIVED and (cid != L_READ_NAME_COLUMN or flags != FLAG_DERIVED or stored or crc):
             raise _Refused
         columns[cid] = (o, stored, raw, crc, codec_idx, flags)
         o += stored

@@ -29,12 +29,14 @@ from ._quick import WIDTH, _chunk_key, _directory, _open, _Refused, _table
 from .layout import (
     CHUNK_HEAD,
     DIR_ENTRY,
+    FLAG_DERIVED,
     FLAG_PREDICTED,
     FLAG_SHUFFLED,
     POS_COLUMN,
     SPAN_COLUMN,
     TLEN_COLUMN,
     bam_header_bytes,
+    name_lengths,
 )
 
 MAX_CHUNKS = 4  # a region reaching more is answered by the full command, which decodes on threads (faster from ~4 chunks)
@@ -42,6 +44,7 @@ MAX_CHUNKS = 4  # a region reaching more is answered by the full command, which 
 # offset (pos, next_pos and tlen are made from their columns; span and l_aux are not in it)
 _CORE = {2: 4, 0: 8, 6: 12, 4: 13, 5: 14, 7: 16, 3: 18, 8: 20, 9: 24, 10: 28, 11: 32}
 _READ_NAME, _CIGAR, _SEQ, _QUAL, _AUX = 13, 14, 15, 16, 17
+_L_READ_NAME = 6
 
 
 class _Fields:
@@ -135,6 +138,13 @@ def _records(blob: bytes, f: dict, t: dict, i: int, beg: int, end: int, decoders
         raise _Refused  # ("columns disagree on CIGAR sizes")
     fields.cigar = array.array("I")
     fields.cigar.frombytes(raw[_CIGAR])
+    # the names codec reads next_pos (relative to pos as stored)
+    fields.next_pos = array.array("q", map(operator.add, pos, values(10, "i")))
+    if _L_READ_NAME in columns and columns[_L_READ_NAME][5] & FLAG_DERIVED:  # from the names' NULs
+        lengths = name_lengths(column(_READ_NAME), n)
+        if lengths is None:
+            raise _Refused
+        raw[_L_READ_NAME] = lengths
     core = bytearray(36 * n)
     for cid, at in _CORE.items():
         w = WIDTH[cid]
@@ -143,8 +153,6 @@ def _records(blob: bytes, f: dict, t: dict, i: int, beg: int, end: int, decoders
             raise _Refused
         for k in range(w):
             core[at + k :: 36] = data[k::w]
-    # the names codec reads next_pos (decoded above, relative to pos)
-    fields.next_pos = array.array("q", map(operator.add, pos, values(10, "i")))
     l_aux = array.array("q", values(12, "I"))
     offsets = array.array("q", bytes(8 * (n + 1)))
     totals = layout(core, l_aux, offsets)

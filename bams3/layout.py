@@ -18,10 +18,28 @@ SLOT_HEAD = struct.Struct("<IIqII")  # a count slot's header: n_before, n_in, ma
 
 # the ids of the columns a count reads (the chunk's first two), and of tlen
 POS_COLUMN, SPAN_COLUMN, TLEN_COLUMN = 0, 1, 11
+L_READ_NAME_COLUMN, READ_NAME_COLUMN = 6, 13
 # column directory flags
 FLAG_SHUFFLED = 1  # the column's bytes are grouped by significance (all first bytes, then all second, ...)
 FLAG_PREDICTED = 2  # tlen only: stored as the difference from tlen_prediction() (mod 2**32)
-KNOWN_FLAGS = FLAG_SHUFFLED | FLAG_PREDICTED
+FLAG_DERIVED = 4  # l_read_name only: not stored; each record's name's bytes in read_name, to its NUL
+KNOWN_FLAGS = FLAG_SHUFFLED | FLAG_PREDICTED | FLAG_DERIVED
+
+
+def name_lengths(names: bytes, n: int) -> bytes | None:
+    """The l_read_name column of ``n`` records from their read_name column: each name's bytes
+    up to and including its NUL (one byte each). None when that is not n names each ending in
+    its only NUL, of at most 255 bytes (a column a writer would not derive)."""
+    if names.count(0) != n or (n and names[-1:] != b"\0") or (not n and names):
+        return None
+    try:
+        lengths = bytes(map(len, names.split(b"\0")[:-1])) if n else b""
+    except ValueError:  # a name of 256 bytes or more
+        return None
+    return lengths.translate(_PLUS_ONE) if b"\xff" not in lengths else None
+
+
+_PLUS_ONE = bytes((i + 1) % 256 for i in range(256))
 
 CHUNK_FIELDS = (
     "ref_id",  # reference index, -1 for unplaced reads

@@ -5,11 +5,15 @@ from __future__ import annotations
 import pathlib
 import struct
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import bams3
 from bams3.errors import DatasetError
 from bams3.format import FLAG_PREDICTED, FLAG_SHUFFLED, ChunkReader
+from bams3.layout import CHUNK_HEAD, DIR_ENTRY, FLAG_DERIVED
 
 from .test_cli import EXAMPLE
 
@@ -38,6 +42,97 @@ def test_unknown_flag_bit_is_refused(tmp_path):
     struct.pack_into("<H", blob, 16 + 2, 0x8000)  # flags of the first directory entry
     with pytest.raises(DatasetError, match="upgrade bams3"):
         ChunkReader(bytes(blob), bams3.open(str(dest)).codecs, "x")
+
+
+def test_l_read_name_is_derived_from_the_names(tmp_path):
+    """l_read_name is not stored (FLAG_DERIVED): the names' NULs give it, whole or without the
+    names (htsget's fields: each "*"); a derived flag anywhere else, with bytes stored, or over
+    names that do not give the records' lengths is refused."""
+    dest = tmp_path / "d"
+    bams3.convert(EXAMPLE, str(dest))
+    ds = bams3.open(str(dest))
+    reader = ds._reader(0)
+    _o, stored, raw, crc, _codec, flags = reader.columns[6]
+    assert (flags, stored, raw, crc) == (FLAG_DERIVED, 0, reader.n_records, 0)
+    names = bytes(reader.raw(13))
+    assert bytes(reader.raw(6)) == bytes(len(x) + 1 for x in names.split(b"\0")[:-1])
+    whole, bare = reader.records(), ds._reader(0).records(skip=frozenset({"read_name"}))
+    assert set(bare.core["l_read_name"]) == {2} and len(bare.core) == len(whole.core) > 0
+    assert list(bare.core["pos"]) == list(whole.core["pos"])
+    blob = _first_chunk(dest).read_bytes()
+    ncol = CHUNK_HEAD.unpack_from(blob, 0)[1]
+    at = {DIR_ENTRY.unpack_from(blob, CHUNK_HEAD.size + i * DIR_ENTRY.size)[0]: CHUNK_HEAD.size + i * DIR_ENTRY.size
+          for i in range(ncol)}
+    for cid, field, value in ((7, 2, FLAG_DERIVED), (6, 2, FLAG_DERIVED | FLAG_SHUFFLED), (6, 3, 7)):
+        bad = bytearray(blob)
+        entry = list(DIR_ENTRY.unpack_from(bad, at[cid]))
+        entry[field] = value
+        DIR_ENTRY.pack_into(bad, at[cid], *entry)
+        with pytest.raises(DatasetError, match="marked derived"):
+            ChunkReader(bytes(bad), ds.codecs, "x")
+    for other in (names[:-1] + b"x", names + b"z\0", names[:-1] + b"y" * 300 + b"\0"):
+        fewer = ChunkReader(blob, ds.codecs, "x")
+        fewer._raw[13] = other  # names (as decoded) short of a NUL, one more, or a name past 255 bytes
+        with pytest.raises(DatasetError, match="do not give their lengths"):
+            fewer.raw(6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=300), max_size=8).map(lambda xs: b"\0".join(xs)), st.integers(0, 9),
+       st.booleans())
+def test_name_lengths_agree_with_and_without_numpy(names, n, end):
+    """The quick path's (bytes) and the full reader's (numpy) derivation of l_read_name: the
+    same lengths, or both refuse (not n names each ending in its only NUL, or one past 255)."""
+    from bams3.format.chunk import name_lengths_array
+    from bams3.layout import name_lengths
+
+    names += b"\0" if end else b""
+    ours = name_lengths(names, n)
+    theirs = name_lengths_array(np.frombuffer(names, np.uint8), n)
+    assert ours == (None if theirs is None else theirs.tobytes())
+    if ours is not None:
+        assert sum(ours) == len(names) and len(ours) == n
+
+
+def test_names_that_do_not_give_their_lengths_keep_the_column(tmp_path):
+    """A name holding a NUL: l_read_name is stored, and the
+    records read back as samtools reads them."""
+    import shutil
+    import subprocess
+
+    import pysam
+
+    from bams3.bgzf import BgzfWriter
+    from bams3.inputs import open_input
+    from bams3.records import RecordBatch
+
+    src = tmp_path / "n.bam"
+    with pysam.AlignmentFile(str(src), "wb", header={"SQ": [{"SN": "c", "LN": 1000}]}) as out:
+        for k in range(20):
+            a = pysam.AlignedSegment(out.header)
+            a.query_name, a.reference_id, a.reference_start, a.mapping_quality = f"read{k:02d}", 0, 10 * k, 5
+            a.cigarstring, a.query_sequence, a.query_qualities = "4M", "ACGT", pysam.qualitystring_to_array("IIII")
+            out.write(a)
+    inp = open_input(str(src))
+    try:
+        header, batch = inp.header, RecordBatch.concat(list(inp.batches))
+    finally:
+        inp.close()
+    data = batch.data[batch.offsets[0] : batch.offsets[-1]].copy()
+    data[36 + 4] = 0  # the first record's name: "read" NUL "0" NUL
+    nul = tmp_path / "nul.bam"
+    with open(nul, "wb") as fh:
+        w = BgzfWriter(fh)
+        w.write(header.to_bam_bytes())
+        w.write(data.tobytes())
+        w.close()
+    dest = tmp_path / "d"
+    bams3.convert(str(nul), str(dest))
+    reader = bams3.open(str(dest))._reader(0)
+    assert reader.columns[6][5] == 0 and reader.columns[6][1] > 0  # stored
+    ours = subprocess.run([shutil.which("bams3"), "query", str(dest)], check=True, capture_output=True).stdout
+    assert ours == subprocess.run(["samtools", "view", str(nul)], check=True, capture_output=True).stdout
+    assert ours.startswith(b"read\x000\t")  # (samtools 1.16 prints the whole l_read_name)
 
 
 def test_a_column_listed_twice_in_the_directory_is_refused(tmp_path):

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import Bams3Error, CorruptDatasetError, DatasetError, InputError, PluginError
 from ..layout import CHUNK_HEAD, CHUNK_MAGIC, DIR_ENTRY, MAX_CHUNK_BYTES, MAX_CHUNK_RAW_BYTES  # noqa: F401
+from ..layout import FLAG_DERIVED, L_READ_NAME_COLUMN
 from ..records import CORE, RecordBatch, join, layout, reference_span, segment_lengths, split_columns
 from .columns import (
     BY_NAME,
@@ -30,9 +31,20 @@ from .columns import (
 )
 from .slots import SLOT_HEAD, SlotLayout, decode_slots, encode_slots, slot_crc_ok
 
-READ_NAME_COLUMN = BY_NAME["read_name"].id  # its codec may read next_pos (the names codec does)
+READ_NAME_COLUMN = BY_NAME["read_name"].id  # its codec may read next_pos (the names codec does); and
+# l_read_name may be derived from it (FLAG_DERIVED)
 
 _ITEMSIZE = {c.id: c.itemsize for c in FIXED}
+
+
+def name_lengths_array(names: np.ndarray, n: int) -> np.ndarray | None:
+    """:func:`bams3.layout.name_lengths` over numpy (the writer's and the full reader's): the
+    lengths (uint8) of n names each ending in its only NUL, of at most 255 bytes; else None."""
+    ends = np.flatnonzero(names == 0)
+    if len(ends) != n or (n and ends[-1] != len(names) - 1) or (not n and len(names)):
+        return None
+    lengths = np.diff(ends, prepend=-1)
+    return lengths.astype(np.uint8) if not n or int(lengths.max()) <= 255 else None
 
 
 def chunk_key(data_prefix: str, index: int) -> str:
@@ -99,10 +111,17 @@ def encode_chunk(batch: RecordBatch, codecs, window_start: int | None = None,
     columns = stored_fixed(core, span, seg[:, 5]) + list(zip(VARIABLE, (names, cigar, seq, qual, aux)))
     entries, blobs = [], []
     fields = None
+    # l_read_name repeats what the names' NULs say: not stored where they say it exactly
+    lengths = name_lengths_array(np.asarray(names, dtype=np.uint8), len(core))
+    derived = len(core) and lengths is not None and np.array_equal(lengths, core["l_read_name"])
     for col, arr in columns:
         ci = column_codecs.get(col.id, 0)
         c, lv = codecs[ci]
         flags = 0
+        if col.id == L_READ_NAME_COLUMN and derived:
+            entries.append(DIR_ENTRY.pack(col.id, ci, FLAG_DERIVED, 0, 0, len(arr)))
+            blobs.append(b"")
+            continue
         if col.itemsize > 1 and len(arr):
             raw, flags = shuffle(arr.tobytes(), col.itemsize), FLAG_SHUFFLED
         elif _own(c):
@@ -185,6 +204,8 @@ class ChunkReader:
             cid, codec_idx, flags, crc, stored, raw = DIR_ENTRY.unpack_from(blob, CHUNK_HEAD.size + i * DIR_ENTRY.size)
             if flags & ~KNOWN_FLAGS or codec_idx >= len(codecs) or (flags & FLAG_PREDICTED and cid != TLEN_COLUMN):
                 raise DatasetError(f"{where}: column {cid} uses a feature this bams3 does not know; upgrade bams3")
+            if flags & FLAG_DERIVED and (cid != L_READ_NAME_COLUMN or flags != FLAG_DERIVED or stored or crc):
+                raise CorruptDatasetError(where, f"column {cid} is marked derived; the dataset is corrupt")
             if raw > max_raw:
                 raise CorruptDatasetError(where, f"column {cid} claims {raw:,} bytes, more than the chunk's recorded "
                                           f"{max_raw:,}; the dataset is corrupt")
@@ -253,6 +274,11 @@ class ChunkReader:
 
     def _decode(self, cid: int) -> bytes:
         o, stored, raw, crc, codec_idx, flags = self._entry(cid)
+        if flags & FLAG_DERIVED:  # l_read_name, from the names
+            out = name_lengths_array(np.frombuffer(self.raw(READ_NAME_COLUMN), np.uint8), self.n_records)
+            if out is None or len(out) != raw:
+                raise CorruptDatasetError(self.where, "the read names do not give their lengths; the dataset is corrupt")
+            return out.tobytes()
         data = self.pieces[cid] if cid in self.pieces else self.blob[o : o + stored]
         if len(data) != stored or not (self._verified and cid not in self.pieces) and zlib.crc32(data) != crc:
             raise CorruptDatasetError(self.where, f"checksum mismatch in column {cid}; the dataset is corrupt")
@@ -333,7 +359,11 @@ class ChunkReader:
         n = self.n_records
         core = np.zeros(n, dtype=CORE)
         pos = np.cumsum(self.array("pos"), dtype=np.int32)
+        derived_skipped = "read_name" in skip and self.columns.get(L_READ_NAME_COLUMN, (0,) * 6)[5] & FLAG_DERIVED
         for col in FIXED[2:]:
+            if col.id == L_READ_NAME_COLUMN and derived_skipped:  # (names unread: "*" each, below)
+                core["l_read_name"] = 2
+                continue
             a = self.array(col)
             if col.name == "next_pos":
                 core["next_pos"] = a + pos
