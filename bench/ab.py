@@ -1,6 +1,6 @@
 """Before and after: the latency of whole bams3 processes from two trees, interleaved.
 
-    python bench/ab.py OLD NEW SAMPLE_DIR [--repeat 11] [--s3]
+    python bench/ab.py OLD NEW SAMPLE_DIR [--repeat 11] [--s3] [--own-datasets]
 
 OLD and NEW are each a git revision of this repository (``HEAD~3``, ``5d4bdd2``) or the path of
 a ``bams3`` program. A revision is installed as users install it (``pip install``, compiled to
@@ -8,7 +8,9 @@ bytecode) into its own virtualenv under ``.cache/ab/<commit>/``, made once and r
 converts ``SAMPLE_DIR/sample.bam`` (bench/make-sample.sh) once; then each case runs
 ``--repeat`` times, alternating OLD, NEW and (where it has one) samtools' command, so that
 both trees meet the same machine load. It prints the minimum and median wall time of each and
-whether OLD's and NEW's outputs were identical, and exits 1 when one tree failed a case.
+whether OLD's and NEW's outputs were identical, and exits 1 when one tree failed a case. With
+``--own-datasets``, OLD converts the sample too and reads its own dataset: for a change of
+format, which OLD may refuse to read.
 With ``--s3``, the sample is also converted to moto's S3 server (started on 127.0.0.1 by this
 Python, which needs moto and boto3) and a count and ``stats`` of it are timed the same way.
 Timings are printed, never asserted."""
@@ -110,6 +112,9 @@ def main() -> int:
     ap.add_argument("sample_dir", type=pathlib.Path)
     ap.add_argument("--repeat", type=int, default=11)
     ap.add_argument("--s3", action="store_true", help="also time a count and stats of the sample on moto's S3 server")
+    ap.add_argument("--own-datasets", action="store_true",
+                    help="each tree converts the sample itself and reads its own dataset (for a change of format "
+                         "that OLD cannot read); outputs that name a dataset's size then differ")
     ap.add_argument("--cache", type=pathlib.Path, default=ROOT / ".cache" / "ab",
                     help="where revisions are installed (default: .cache/ab)")
     args = ap.parse_args()
@@ -119,18 +124,28 @@ def main() -> int:
         ds = os.path.join(tmp, "sample.bams3")
         subprocess.run([new, "convert", bam, ds], check=True, stdout=subprocess.DEVNULL)
         todo, env = cases(ds, bam), None
+        old_ds = ds
+        if args.own_datasets:
+            old_ds = os.path.join(tmp, "old.bams3")
+            subprocess.run([old, "convert", bam, old_ds], check=True, stdout=subprocess.DEVNULL)
+        old_todo = cases(old_ds, bam)
         if args.s3:
             env = {**os.environ, **stack.enter_context(s3_server())}
             subprocess.run([new, "convert", bam, "s3://bams3-ab/sample.bams3"], check=True, stdout=subprocess.DEVNULL,
                            env=env)
             todo.update(s3_cases("s3://bams3-ab/sample.bams3"))
+            old_s3 = "s3://bams3-ab/sample.bams3"
+            if args.own_datasets:
+                old_s3 = "s3://bams3-ab/old.bams3"
+                subprocess.run([old, "convert", bam, old_s3], check=True, stdout=subprocess.DEVNULL, env=env)
+            old_todo.update(s3_cases(old_s3))
         failed = False
         print(f"{'case':20s} {'OLD min / median ms':>20s} {'NEW min / median ms':>20s} {'samtools':>16s}  outputs")
         for name, (argv, anchor) in todo.items():
             walls: dict[str, list[float]] = {"old": [], "new": [], "samtools": []}
             outs: dict[str, set[bytes]] = {"old": set(), "new": set()}
             for _ in range(args.repeat):
-                for who, cmd in (("old", [old, *argv]), ("new", [new, *argv]), ("samtools", anchor)):
+                for who, cmd in (("old", [old, *old_todo[name][0]]), ("new", [new, *argv]), ("samtools", anchor)):
                     if cmd is None:
                         continue
                     wall, rc, out = timed(cmd, env)
