@@ -40,7 +40,8 @@ static uint64_t hash(const uint8_t *s, Py_ssize_t n) {
 /* Each record's predicted mate (-1: none), from positions alone: the earliest of the records at
  * most REACH before it, not yet anyone's mate nor a mate themselves, whose position is this
  * record's next_pos and whose next_pos is this record's position (mod 2^32). In a chunk sorted
- * by position (within int32) the search stops at the first record placed before the next_pos. */
+ * by position (within int32) those are the run of records placed at the next_pos, found by
+ * bisection. */
 static void predict(const int64_t *pos, const int64_t *npos, Py_ssize_t n, int32_t *pred, uint8_t *taken) {
     if (n <= 0) return;
     int sorted = 1;
@@ -51,9 +52,17 @@ static void predict(const int64_t *pos, const int64_t *npos, Py_ssize_t n, int32
         uint32_t p = (uint32_t)pos[i], q = (uint32_t)npos[i];
         int64_t target = (int64_t)(int32_t)q;
         Py_ssize_t lo = i > REACH ? i - REACH : 0, best = -1;
-        for (Py_ssize_t j = i - 1; j >= lo; j--) {
-            if (sorted && pos[j] < target) break;
-            if (!taken[j] && (uint32_t)pos[j] == q && (uint32_t)npos[j] == p) best = j;
+        if (sorted) { /* the first record placed at next_pos, by bisection; then that run of them */
+            Py_ssize_t a = lo, b = i;
+            while (a < b) {
+                Py_ssize_t mid = a + (b - a) / 2;
+                if (pos[mid] < target) a = mid + 1; else b = mid;
+            }
+            for (Py_ssize_t j = a; j < i && pos[j] == target; j++)
+                if (!taken[j] && (uint32_t)npos[j] == p) { best = j; break; }
+        } else {
+            for (Py_ssize_t j = i - 1; j >= lo; j--)
+                if (!taken[j] && (uint32_t)pos[j] == q && (uint32_t)npos[j] == p) best = j;
         }
         pred[i] = (int32_t)best;
         if (best >= 0) taken[best] = taken[i] = 1;
