@@ -210,6 +210,35 @@ def _pairs_at(n: int, seed: int):
     return b"".join(x + b"\0" for x in column), pos, next_pos
 
 
+def _predicted(pos, next_pos) -> list[int]:
+    """docs/format.md §6.7's mates, as written there (a walk back, no bisection)."""
+    n, taken, out = len(pos), set(), []
+    for i in range(n):
+        best = -1
+        for j in range(max(0, i - 255), i):
+            if j not in taken and (pos[j] - next_pos[i]) % (1 << 32) == 0 and (next_pos[j] - pos[i]) % (1 << 32) == 0:
+                best = j
+                break
+        if best >= 0:
+            taken |= {best, i}
+        out.append(best)
+    return out
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(paired_chunks())
+def test_the_mates_are_those_the_format_names(chunk):
+    """The C kernel's mates (by bisection in a sorted chunk) are the specification's: the records
+    with a mate take an ok each, in order, and a name equal to its mate's is an ok of 1."""
+    data, pos, next_pos = chunk
+    parts = _names.split_paired(data, np.array(pos, np.int64), np.array(next_pos, np.int64))
+    if parts is None:
+        return
+    mates = _predicted(pos, next_pos)
+    names = data.split(b"\0")[:-1]
+    assert list(parts[1]) == [int(names[i] == names[m]) for i, m in enumerate(mates) if m >= 0]
+
+
 def test_the_second_read_of_a_pair_costs_no_code():
     data, pos, next_pos = _pairs_at(5000, 1)
     codes, oks, shapes, numbers = _names.split_paired(data, np.array(pos, np.int64), np.array(next_pos, np.int64))

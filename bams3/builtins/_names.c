@@ -53,11 +53,15 @@ static void predict(const int64_t *pos, const int64_t *npos, Py_ssize_t n, int32
         int64_t target = (int64_t)(int32_t)q;
         Py_ssize_t lo = i > REACH ? i - REACH : 0, best = -1;
         if (sorted) { /* the first record placed at next_pos, by bisection; then that run of them */
-            Py_ssize_t a = lo, b = i;
-            while (a < b) {
-                Py_ssize_t mid = a + (b - a) / 2;
-                if (pos[mid] < target) a = mid + 1; else b = mid;
+            if (i == lo || pos[i - 1] < target || pos[lo] > target) { pred[i] = -1; continue; } /* none there */
+            const int64_t *base = pos + lo; /* (branch-free: a mispredicted branch a step cost more) */
+            Py_ssize_t len = i - lo;
+            while (len > 1) {
+                Py_ssize_t half = len / 2;
+                base = base[half] < target ? base + half : base;
+                len -= half;
             }
+            Py_ssize_t a = (base - pos) + (*base < target);
             for (Py_ssize_t j = a; j < i && pos[j] == target; j++)
                 if (!taken[j] && (uint32_t)npos[j] == p) { best = j; break; }
         } else {

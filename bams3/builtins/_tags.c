@@ -693,6 +693,7 @@ typedef struct {
     int pred;
     uint8_t tag0, tag1;
     Coder *coder; /* form 4: its numbers range-coded */
+    int base; /* the tag whose latest value its integers are relative to (-1: none; plain coded: none) */
 } Source;
 
 /* A coded tag's payload (its numbers section) into c: its head checked, its coder started. */
@@ -716,7 +717,7 @@ static const char *coder_open(Coder *c, const uint8_t *p, Py_ssize_t len, Py_ssi
 }
 
 /* A tag's next number, from its stream or its coder (in its context); NULL, or what is wrong. */
-static const char *next_number(Source *src, Source *t, uint32_t *u, int *nomem) {
+static inline const char *next_number(Source *src, Source *t, uint32_t *u, int *nomem) {
     Coder *c = t->coder;
     if (!c) {
         if (t->at_int >= t->n_ints) return "the streams run out";
@@ -790,6 +791,7 @@ static PyObject *t_join(PyObject *self, PyObject *args) {
             t->types = sb[3 * k].buf; t->n_types = sb[3 * k].len;
             t->bytes = sb[3 * k + 2].buf; t->n_bytes = sb[3 * k + 2].len;
             t->pred = preds[k] - 1;
+            t->base = t->coder && t->coder->plain ? -1 : t->pred;
             t->tag0 = tags[2 * k]; t->tag1 = tags[2 * k + 1];
         }
         for (Py_ssize_t k = 0; k < nt && implied; k++)
@@ -800,8 +802,10 @@ static PyObject *t_join(PyObject *self, PyObject *args) {
             Source *t = src + k;
             if (implied && implied[k]) { /* an integer, of the type its value implies */
                 uint32_t u;
-                if (w + 3 > n || (err = next_number(src, t, &u, &nomem))) { if (!err) err = "the streams run out"; break; }
-                uint32_t x = unzigzag(u) + (t->pred >= 0 && !(t->coder && t->coder->plain) ? src[t->pred].last : 0);
+                if (w + 3 > n) { err = "the streams run out"; break; }
+                if (!t->coder && t->at_int < t->n_ints) u = t->ints[t->at_int++]; /* (the common case) */
+                else if ((err = next_number(src, t, &u, &nomem))) break;
+                uint32_t x = unzigzag(u) + (t->base >= 0 ? src[t->base].last : 0);
                 t->last = x;
                 uint8_t ty = implied_type(x);
                 int size = int_width(ty);
@@ -820,9 +824,11 @@ static PyObject *t_join(PyObject *self, PyObject *args) {
             if (iw || ty == 'f') {
                 int size = iw ? iw : 4;
                 uint32_t x;
-                if (w + size > n || (err = next_number(src, t, &x, &nomem))) { if (!err) err = "the streams run out"; break; }
+                if (w + size > n) { err = "the streams run out"; break; }
+                if (!t->coder && t->at_int < t->n_ints) x = t->ints[t->at_int++]; /* (the common case) */
+                else if ((err = next_number(src, t, &x, &nomem))) break;
                 if (iw) {
-                    x = unzigzag(x) + (t->pred >= 0 && !(t->coder && t->coder->plain) ? src[t->pred].last : 0);
+                    x = unzigzag(x) + (t->base >= 0 ? src[t->base].last : 0);
                     t->last = x;
                 }
                 for (int b = 0; b < size; b++) o[w + b] = x >> (8 * b) & 0xff; /* little-endian on any host */
