@@ -32,7 +32,9 @@ from .layout import (
     FLAG_DERIVED,
     FLAG_PREDICTED,
     FLAG_SHUFFLED,
+    L_READ_NAME_COLUMN,
     POS_COLUMN,
+    READ_NAME_COLUMN,
     SPAN_COLUMN,
     TLEN_COLUMN,
     bam_header_bytes,
@@ -43,8 +45,7 @@ MAX_CHUNKS = 4  # a region reaching more is answered by the full command, which 
 # the BAM core's 36 bytes (block_size first), where each fixed column's values go: column id ->
 # offset (pos, next_pos and tlen are made from their columns; span and l_aux are not in it)
 _CORE = {2: 4, 0: 8, 6: 12, 4: 13, 5: 14, 7: 16, 3: 18, 8: 20, 9: 24, 10: 28, 11: 32}
-_READ_NAME, _CIGAR, _SEQ, _QUAL, _AUX = 13, 14, 15, 16, 17
-_L_READ_NAME = 6
+_READ_NAME, _CIGAR, _SEQ, _QUAL, _AUX = READ_NAME_COLUMN, 14, 15, 16, 17
 
 
 class _Fields:
@@ -140,11 +141,11 @@ def _records(blob: bytes, f: dict, t: dict, i: int, beg: int, end: int, decoders
     fields.cigar.frombytes(raw[_CIGAR])
     # the names codec reads next_pos (relative to pos as stored)
     fields.next_pos = array.array("q", map(operator.add, pos, values(10, "i")))
-    if _L_READ_NAME in columns and columns[_L_READ_NAME][5] & FLAG_DERIVED:  # from the names' NULs
+    if L_READ_NAME_COLUMN in columns and columns[L_READ_NAME_COLUMN][5] & FLAG_DERIVED:  # from the names' NULs
         lengths = name_lengths(column(_READ_NAME), n)
         if lengths is None:
             raise _Refused
-        raw[_L_READ_NAME] = lengths
+        raw[L_READ_NAME_COLUMN] = lengths
     core = bytearray(36 * n)
     for cid, at in _CORE.items():
         w = WIDTH[cid]

@@ -96,6 +96,17 @@ static Py_ssize_t value_size(const uint8_t *d, Py_ssize_t p, Py_ssize_t n) {
     }
 }
 
+/* The index of the tag of the field at p, in order of first appearance (index: tag -> index,
+ * -1 for none yet); a new tag takes the next, *nt grows; -1 past MAX_TAGS. */
+static int tag_of(int16_t *index, const uint8_t *d, Py_ssize_t p, int *nt) {
+    int key = d[p] | d[p + 1] << 8, k = index[key];
+    if (k < 0) {
+        if (*nt == MAX_TAGS) return -1;
+        k = index[key] = (int16_t)(*nt)++;
+    }
+    return k;
+}
+
 static int is_number(uint8_t t) { return int_width(t) || t == 'f'; }
 
 typedef struct {
@@ -136,13 +147,9 @@ static PyObject *t_split(PyObject *self, PyObject *args) {
     for (Py_ssize_t p = 0; p < n;) {
         Py_ssize_t s = value_size(d, p, n);
         if (s < 0) { ok = 0; break; }
-        int key = d[p] | d[p + 1] << 8, k = index[key];
-        if (k < 0) {
-            if (nt == MAX_TAGS) { ok = 0; break; }
-            k = index[key] = nt;
-            tags[2 * nt] = d[p]; tags[2 * nt + 1] = d[p + 1];
-            nt++;
-        }
+        int before = nt, k = tag_of(index, d, p, &nt);
+        if (k < 0) { ok = 0; break; }
+        if (nt > before) { tags[2 * k] = d[p]; tags[2 * k + 1] = d[p + 1]; }
         uint8_t t = d[p + 2];
         st[k].n_types++;
         if (is_number(t)) { st[k].n_ints++; has_int[k] |= int_width(t) != 0; }
@@ -534,11 +541,8 @@ static PyObject *t_code_numbers(PyObject *self, PyObject *args) {
     for (Py_ssize_t p = 0; p < n;) {
         Py_ssize_t s = value_size(d, p, n);
         if (s < 0) { ok = 0; break; }
-        int key = d[p] | d[p + 1] << 8, k = index[key];
-        if (k < 0) {
-            if (nt == MAX_TAGS || nt >= nt_pred) { ok = 0; break; }
-            k = index[key] = nt++;
-        }
+        int k = tag_of(index, d, p, &nt);
+        if (k < 0 || nt > nt_pred) { ok = 0; break; }
         uint8_t t = d[p + 2];
         if (is_number(t)) {
             if (nf >= cap) { ok = 0; break; }
@@ -887,12 +891,9 @@ static PyObject *t_implicit_types(PyObject *self, PyObject *args) {
     for (Py_ssize_t p = 0; p < n;) {
         Py_ssize_t s = value_size(d, p, n);
         if (s < 0) { ok = 0; break; }
-        int key = d[p] | d[p + 1] << 8, k = index[key];
-        if (k < 0) {
-            if (nt == MAX_TAGS) { ok = 0; break; }
-            k = index[key] = nt;
-            flags[nt++] = 1;
-        }
+        int before = nt, k = tag_of(index, d, p, &nt);
+        if (k < 0) { ok = 0; break; }
+        if (nt > before) flags[k] = 1;
         uint8_t t = d[p + 2];
         if (!int_width(t) || implied_type(read_int(d + p + 3, t)) != t) flags[k] = 0;
         p += 3 + s;

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import Bams3Error, CorruptDatasetError, DatasetError, InputError, PluginError
 from ..layout import CHUNK_HEAD, CHUNK_MAGIC, DIR_ENTRY, MAX_CHUNK_BYTES, MAX_CHUNK_RAW_BYTES  # noqa: F401
-from ..layout import FLAG_DERIVED, L_READ_NAME_COLUMN
+from ..layout import FLAG_DERIVED, L_READ_NAME_COLUMN, READ_NAME_COLUMN
 from ..records import CORE, RecordBatch, join, layout, reference_span, segment_lengths, split_columns
 from .columns import (
     BY_NAME,
@@ -30,9 +30,6 @@ from .columns import (
     wrap_i32,
 )
 from .slots import SLOT_HEAD, SlotLayout, decode_slots, encode_slots, slot_crc_ok
-
-READ_NAME_COLUMN = BY_NAME["read_name"].id  # its codec may read next_pos (the names codec does); and
-# l_read_name may be derived from it (FLAG_DERIVED)
 
 _ITEMSIZE = {c.id: c.itemsize for c in FIXED}
 
