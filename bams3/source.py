@@ -20,7 +20,7 @@ from .format import (
     directory_nbytes,
 )
 from .format.columns import ALL, BY_NAME
-from .layout import FLAG_DERIVED
+from .layout import FLAG_DERIVED, L_READ_NAME_COLUMN, READ_NAME_COLUMN
 from .metacheck import COUNT_INDEX_SPAN, count_index_groups, count_index_offsets
 from .plugins import get_registry, outside_origins
 
@@ -192,10 +192,10 @@ class ChunkSource:
         if unknown:
             raise DatasetError(f"no column named {', '.join(sorted(unknown))}")
         ids = {c.id for c in ALL if c.name in want}
-        name = BY_NAME["read_name"].id
-        if BY_NAME["l_read_name"].id in ids and reader.columns.get(BY_NAME["l_read_name"].id, (0,) * 6)[5] & FLAG_DERIVED:
-            ids.add(name)  # l_read_name derived from the names (FLAG_DERIVED)
-        if name in ids and name in reader.columns and self.codecs[reader.columns[name][4]].record_aware:
+        if L_READ_NAME_COLUMN in ids and reader.columns.get(L_READ_NAME_COLUMN, (0,) * 6)[5] & FLAG_DERIVED:
+            ids.add(READ_NAME_COLUMN)  # l_read_name derived from the names (FLAG_DERIVED)
+        if READ_NAME_COLUMN in ids and READ_NAME_COLUMN in reader.columns \
+                and self.codecs[reader.columns[READ_NAME_COLUMN][4]].record_aware:
             ids.add(BY_NAME["next_pos"].id)  # the names codec reads next_pos (and, through it, pos)
         if any(self.codecs[reader.columns[cid][4]].record_aware for cid in ids if cid in reader.columns):
             ids |= {c.id for c in ALL if c.name in ("pos", "flag", "l_seq", "n_cigar_op", "cigar")}

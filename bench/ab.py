@@ -114,7 +114,7 @@ def main() -> int:
     ap.add_argument("--s3", action="store_true", help="also time a count and stats of the sample on moto's S3 server")
     ap.add_argument("--own-datasets", action="store_true",
                     help="each tree converts the sample itself and reads its own dataset (for a change of format "
-                         "that OLD cannot read); outputs that name a dataset's size then differ")
+                         "that OLD cannot read); outputs that name the dataset (stats: its path and size) then differ")
     ap.add_argument("--cache", type=pathlib.Path, default=ROOT / ".cache" / "ab",
                     help="where revisions are installed (default: .cache/ab)")
     args = ap.parse_args()

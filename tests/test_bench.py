@@ -52,3 +52,23 @@ def test_ab_interleaves_two_programs_and_compares_their_outputs(sample_dir, tmp_
     ab = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ab)
     assert len(rows) == len(ab.cases("ds", "bam")) >= 10 and all(r.endswith("  identical") for r in rows), p.stdout
+
+
+def test_ab_with_own_datasets_lets_each_program_read_what_it_wrote(sample_dir, tmp_path):
+    """bench/ab.py --own-datasets (for a change of format OLD cannot read): OLD converts the
+    sample too, and every case of OLD's reads OLD's dataset."""
+    bams3 = pathlib.Path(sys.executable).with_name("bams3")
+    log = tmp_path / "old.log"
+    old = tmp_path / "old-bams3"
+    old.write_text(f'#!/bin/sh\necho "$@" >> "{log}"\nexec "{bams3}" "$@"\n')
+    old.chmod(0o755)
+    p = subprocess.run([sys.executable, str(ROOT / "bench" / "ab.py"), str(old), str(bams3), str(sample_dir),
+                        "--repeat", "1", "--own-datasets"], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    calls = log.read_text().splitlines()
+    assert calls[0].startswith("convert ") and calls[0].split()[2].endswith("/old.bams3")
+    runs = [c for c in calls[1:] if c != "--version"]
+    assert runs and all("/old.bams3" in c for c in runs), calls
+    # (stats names the dataset it read: two datasets, two outputs)
+    rows = [r for r in p.stdout.splitlines()[1:] if r.split("  ")[0].strip() not in ("stats", "stats --json")]
+    assert rows and all(r.endswith("  identical") for r in rows), p.stdout

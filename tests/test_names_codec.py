@@ -250,6 +250,23 @@ def test_the_second_read_of_a_pair_costs_no_code():
     assert len(paired) < len(_round_trip(data)) - 2000, (len(paired), len(_round_trip(data)))
 
 
+def test_numbers_are_framed_a_byte_plane_at_a_time():
+    """The numbers' sections (section_planes): one zstd frame that declares its size and reads
+    back, each byte plane in blocks of its own, smaller than one frame of all the planes where
+    they differ (a random low byte, a high byte of few values: an ART read's number)."""
+    from bams3.builtins import zstd
+
+    numbers = np.random.default_rng(2).integers(0, 666_661, 6000).astype("<u4")
+    data = numbers.view(np.uint8).reshape(-1, 4).T.copy().tobytes()  # shuffled by byte
+    framed, whole = zstd.section_planes(data, 15, 4), zstd.section(data, 15)
+    frame = framed[4:]
+    assert int.from_bytes(framed[:4], "little") == len(frame) and zstandard.frame_content_size(frame) == len(data)
+    assert zstandard.ZstdDecompressor().decompress(frame) == data
+    assert len(framed) < 0.97 * len(whole), (len(framed), len(whole))
+    assert zstd.section_planes(data[:4000], 15, 4) == zstd.section(data[:4000], 15)  # under 1,024 numbers
+    assert zstd.section_planes(b"", 15, 4) == zstd.section(b"", 15)
+
+
 def test_the_paired_form_needs_the_records():
     data, pos, next_pos = _pairs_at(300, 4)
     stored = _paired_round_trip(data, pos, next_pos)

@@ -311,3 +311,25 @@ def test_a_count_and_a_query_do_not_scan_the_installed_plugins(tmp_path):
             "print('importlib.metadata' in sys.modules)")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert p.stdout.strip() == "True"
+
+
+def test_zstd_from_level_9_keeps_level_3s_frame_where_that_is_smaller():
+    """A high zstd level is not always smaller: the positions' deltas of a chunk (shuffled by
+    byte) come out smaller at level 3 than at 12, and the codec keeps that frame; where 12 is
+    smaller it keeps 12's. Both read back."""
+    import numpy as np
+    import zstandard
+
+    from bams3.builtins import zstd
+    from bams3.format.columns import shuffle
+
+    deltas = shuffle(np.random.default_rng(0).geometric(1 / 7.5, 12_700).astype("<i4").tobytes(), 4)
+    qualities = np.random.default_rng(1).integers(30, 41, 200_000).astype(np.uint8).tobytes()  # 12 is smaller
+    for data in (deltas, qualities):
+        at = {lv: zstandard.ZstdCompressor(level=lv, write_content_size=True).compress(data) for lv in (3, 12)}
+        assert zstd.encode(data, 12) == min(at[12], at[3], key=len)
+        assert zstd.decode(zstd.encode(data, 12), len(data)) == data
+    z3, z12 = zstandard.ZstdCompressor(level=3), zstandard.ZstdCompressor(level=12)
+    assert len(z3.compress(deltas)) < len(z12.compress(deltas))
+    assert len(z12.compress(qualities)) < len(z3.compress(qualities))
+    assert zstd.encode(deltas, 6) == zstandard.ZstdCompressor(level=6, write_content_size=True).compress(deltas)

@@ -551,7 +551,7 @@ static PyObject *t_code_numbers(PyObject *self, PyObject *args) {
             int pk = preds[k] ? preds[k] - 1 : -1;
             if (int_width(t)) {
                 uint32_t value = read_int(d + p + 3, t);
-                us[nf] = zigzag(value - (pk >= 0 && pk < MAX_TAGS ? last[pk] : 0));
+                us[nf] = zigzag(value - (pk >= 0 ? last[pk] : 0));
                 vs[nf] = zigzag(value);
                 last[k] = value;
                 isint[nf] = 1;
@@ -589,7 +589,7 @@ static PyObject *t_code_numbers(PyObject *self, PyObject *args) {
     }
     /* the tags to code: the most numerous (of MIN_CODED or more), each with its distinct numbers */
     uint32_t gen = 0;
-    for (int round = 0; ok && round < MAX_CODED; round++) {
+    while (ok && n_coded < MAX_CODED) {
         int best = -1;
         for (int k = 0; k < nt; k++)
             if (k < DISTINCT_TAGS && coded_of[k] < 0 && !many[k] && count[k] >= MIN_CODED && n_distinct[k][0] > 1 && (best < 0 || count[k] > count[best])) best = k;
@@ -631,7 +631,7 @@ static PyObject *t_code_numbers(PyObject *self, PyObject *args) {
                 }
             }
         }
-        if (!have) { many[best] = 1; round--; continue; } /* floats of many values */
+        if (!have) { many[best] = 1; continue; } /* floats of many values */
         if (c->mode) { qsort(c->dict, c->D, sizeof(uint32_t), cmp_u32); dict_map(c); }
         coded_of[best] = n_coded++;
     }
@@ -650,7 +650,7 @@ static PyObject *t_code_numbers(PyObject *self, PyObject *args) {
             }
             if (isint[f]) {
                 int pk = preds[k] ? preds[k] - 1 : -1;
-                last[k] = unzigzag(us[f]) + (pk >= 0 && pk < MAX_TAGS ? last[pk] : 0);
+                last[k] = unzigzag(us[f]) + (pk >= 0 ? last[pk] : 0);
             }
         }
         for (int i = 0; i < n_coded && ok; i++)

@@ -53,7 +53,7 @@ _SMALL = 1 << 16  # a column of fewer bytes is stored as it is when that is smal
 
 def encode(data: bytes, level: int | None, *, records=None) -> bytes:
     paired = None
-    if records is not None and records.pos is not None and getattr(records, "next_pos", None) is not None:
+    if records is not None and records.pos is not None and records.next_pos is not None:
         paired = _names.split_paired(data, typed(records.pos, "q"), typed(records.next_pos, "q"))
     parts = _names.split(data) if paired is None else paired
     if parts is None:  # not names, each ending in a NUL (or a name holds 0x01)
