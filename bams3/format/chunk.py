@@ -9,6 +9,7 @@ from collections.abc import Mapping
 import attrs
 import numpy as np
 
+from ..builtins import zstd as _zstd
 from ..errors import Bams3Error, CorruptDatasetError, DatasetError, InputError, PluginError
 from ..layout import CHUNK_HEAD, CHUNK_MAGIC, DIR_ENTRY, MAX_CHUNK_BYTES, MAX_CHUNK_RAW_BYTES  # noqa: F401
 from ..layout import FLAG_DERIVED, L_READ_NAME_COLUMN, READ_NAME_COLUMN
@@ -130,6 +131,8 @@ def encode_chunk(batch: RecordBatch, codecs, window_start: int | None = None,
         try:
             if not len(raw):
                 stored = b""
+            elif flags & FLAG_SHUFFLED and c.encode is _zstd.encode:  # bams3's own zstd: by plane where smaller
+                stored = _zstd.encode_planes(raw, lv, col.itemsize)
             elif c.record_aware:
                 if fields is None:
                     fields = record_fields(core, cigar)
