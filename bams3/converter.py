@@ -52,6 +52,7 @@ from .storage import local_path, open_store
 AUX_COLUMN = BY_NAME["aux"].id
 DEFAULT_CHUNK_SIZE = 1 << 20
 MAX_CHUNK_RAW = 4 << 20  # a window holding more raw record bytes is stored as several chunks
+HIGH_CHUNK_RAW = 32 << 20  # the same with --compression high (PROFILES)
 _UNPLACED = np.int64((1 << 31) - 1)  # sorts after every reference index
 
 _BINARY_SUFFIX = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
@@ -113,7 +114,7 @@ class ConvertOptions:
     reference: str | None = None
     sort: bool = False
     progress: Callable[[int, int | None], None] | None = attrs.field(default=None, eq=False)
-    max_chunk_raw: int = MAX_CHUNK_RAW
+    max_chunk_raw: int | None = None  # None: the compression setting's (MAX_CHUNK_RAW, HIGH_CHUNK_RAW)
     slots: bool | None = None  # count slots (docs/format.md §4.5); None: as the compression setting says
     count_index: bool = False  # the count index (docs/format.md, "The count index")
 
@@ -124,9 +125,16 @@ class ConvertOptions:
             raise UsageError(f"unknown compression setting {compression!r} (use {' or '.join(PROFILES)})")
         opts = cls(chunk_size=parse_chunk_size(chunk_size), workers=max(1, int(workers)), compression=compression,
                    **kwargs)
-        if not 1 <= opts.max_chunk_raw <= 1 << 28:  # readers refuse chunks over 1 GiB (MAX_CHUNK_RAW_BYTES)
+        if opts.max_chunk_raw is not None and not 1 <= opts.max_chunk_raw <= 1 << 28:  # readers refuse chunks over 1 GiB
             raise UsageError(f"max_chunk_raw={opts.max_chunk_raw} is outside 1 byte to 256 MiB")
         return opts
+
+    @property
+    def chunk_raw(self) -> int:
+        """The most raw record bytes a chunk holds: ``max_chunk_raw``, or the compression setting's."""
+        if self.max_chunk_raw is not None:
+            return self.max_chunk_raw
+        return PROFILES[self.compression].get("max_chunk_raw", MAX_CHUNK_RAW)
 
     @property
     def count_slots(self) -> bool:
@@ -205,7 +213,12 @@ def removed_on_failure(dst: str):
 # codec's zstd level for its sections (None: its own, 3); 15 saves 10% of the optional fields
 # for ~1 s of CPU on the benchmark sample.
 # fixed_level: zstd's level for the fixed-width columns and the CIGARs; 3 instead of 9 costs
-# 0.2% of the dataset and a quarter of the time zstd took. level: codec 0's, for what no other
+# 0.2% of the dataset and a quarter of the time zstd took; high's 16 saves 82 KB against 12 on
+# the benchmark sample (the flags 56 KB, with their byte planes in blocks of their own) for
+# ~0.7 s of CPU (19 would save 4 KB more for 1.5 s more). max_chunk_raw: the raw record bytes of a chunk (the default's MAX_CHUNK_RAW
+# when absent); high's 32 MiB is ~100,000 reads of 150 bp, the reads a slice holds in CRAM
+# 3.1's archive profile, and stores the sample's records in 17 chunks instead of 86: a table
+# of each chunk's quality frequencies and its every section's frame fewer, 0.43 MB in all. level: codec 0's, for what no other
 # codec takes (the count slots; the read names with --name-codec none, which zstd codes nearly
 # as small at 5 as at 9, 1% larger, in 40% of the time).
 PROFILES = {
@@ -213,7 +226,8 @@ PROFILES = {
                 "aux_codec": "tags", "mate_codec": "mates", "name_codec": "names", "fixed_level": 3,
                 "count_slots": False},
     "high": {"codec": "zstd", "level": 12, "qual_codec": "qual", "seq_codec": "consensus", "seq_level": None,
-             "aux_codec": "tags", "aux_level": 15, "mate_codec": "mates", "name_codec": "names", "count_slots": False},
+             "aux_codec": "tags", "aux_level": 15, "mate_codec": "mates", "name_codec": "names", "fixed_level": 16,
+             "count_slots": False, "max_chunk_raw": HIGH_CHUNK_RAW},
 }
 
 
@@ -421,7 +435,7 @@ def _convert(job: _Job) -> Metadata:
                      count_slots=opts.count_slots, depth=DepthAccumulator(header.references),
                      ref_lengths=[int(length) for _, length in header.references], count_index=opts.count_index)
     stats = StatsAccumulator(len(header.references))
-    windows = _Windows(len(header.references), opts.chunk_size, opts.max_chunk_raw, job.source)
+    windows = _Windows(len(header.references), opts.chunk_size, opts.chunk_raw, job.source)
     reader = prefetch(inp.batches, depth=2)
     publish = _Publish()
     try:

@@ -239,7 +239,7 @@ def convert_shard(src: str, dst: str, prefix: str, shard: Shard, references, opt
                      count_slots=opts.count_slots, depth=depth, ref_lengths=[int(n) for _, n in references],
                      first_object=shard.number * OBJECT_STRIDE, count_index=opts.count_index)
     stats = StatsAccumulator(len(references))
-    windows = _Windows(len(references), opts.chunk_size, opts.max_chunk_raw, src)
+    windows = _Windows(len(references), opts.chunk_size, opts.chunk_raw, src)
     lo, hi = shard.lo, shard.hi
     # from the first record at or past the shard's start to the first past its end; records out
     # of order in between are refused by _Windows, and any record a shard missed because of

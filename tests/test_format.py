@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import pathlib
 import struct
 
@@ -197,3 +198,57 @@ def test_a_coverage_bin_of_zero_is_a_corrupt_dataset_not_a_crash(tmp_path):
     (dest / METADATA_KEY).write_bytes(encode_metadata(meta))
     with pytest.raises(DatasetError, match="bad coverage bin"):
         bams3.open(str(dest))
+
+
+def _one_window_bam(path: str, n: int) -> str:
+    """``n`` paired-looking records of 150 bp in one 1 Mbp window: ~290 bytes of BAM each."""
+    import pysam
+
+    rng = np.random.default_rng(5)
+    header = {"HD": {"VN": "1.6", "SO": "coordinate"}, "SQ": [{"SN": "chr1", "LN": 2_000_000}]}
+    starts = np.sort(rng.integers(0, 900_000, n))
+    bases = np.frombuffer(b"ACGT", np.uint8)[rng.integers(0, 4, (n, 150))]
+    quals = rng.choice(np.array([2, 12, 23, 32, 37, 41], np.uint8), (n, 150))
+    with pysam.AlignmentFile(path, "wb", header=header) as out:
+        for i in range(n):
+            r = pysam.AlignedSegment(out.header)
+            r.query_name, r.flag, r.reference_id, r.reference_start = f"p{i}", int(rng.choice([99, 147, 83, 163])), 0, int(starts[i])
+            r.mapping_quality, r.cigartuples = 60, [(0, 150)]
+            r.query_sequence, r.query_qualities = bases[i].tobytes().decode(), quals[i]
+            r.next_reference_id, r.next_reference_start = 0, int(starts[i])
+            r.set_tag("NM", int(rng.integers(0, 4)))
+            out.write(r)
+    pysam.index(path)
+    return path
+
+
+def test_high_holds_32_MiB_of_records_a_chunk_its_fixed_columns_at_16_by_plane(tmp_path):
+    """--compression high stores up to 32 MiB of raw records in a chunk (CRAM 3.1 archive's
+    slices hold 100,000 reads) where the default splits at 4 MiB, and codes the fixed columns
+    with zstd at 16, each shuffled one by plane where that is smaller: the same records either way."""
+    from bams3.builtins import zstd
+    from bams3.converter import HIGH_CHUNK_RAW, MAX_CHUNK_RAW, ConvertOptions
+    from bams3.format.columns import BY_NAME, shuffle
+
+    from .oracle import view
+
+    assert ConvertOptions.of(compression="high").chunk_raw == HIGH_CHUNK_RAW == 32 << 20
+    assert ConvertOptions.of().chunk_raw == MAX_CHUNK_RAW == 4 << 20
+    assert ConvertOptions.of(compression="high", max_chunk_raw=1 << 20).chunk_raw == 1 << 20
+    bam = _one_window_bam(str(tmp_path / "w.bam"), 16_000)
+    default, high = str(tmp_path / "default"), str(tmp_path / "high")
+    bams3.convert(bam, default)
+    bams3.convert(bam, high, compression="high")
+    ds_default, ds_high = bams3.open(default), bams3.open(high)
+    assert len(ds_default.source.table.n_records) == 2 and len(ds_high.source.table.n_records) == 1
+    assert int(ds_high.source.table.raw_nbytes[0]) > MAX_CHUNK_RAW
+    for ds in (ds_default, ds_high):
+        buf = io.BytesIO()
+        ds.write(buf, None)
+        assert buf.getvalue().decode() == view(bam)
+    reader = ds_high._reader(0)
+    flag = BY_NAME["flag"]
+    o, stored, raw, _crc, codec_idx, flags = reader.columns[flag.id]
+    assert flags == FLAG_SHUFFLED and (ds_high.meta.codecs[codec_idx].name, ds_high.meta.codecs[codec_idx].level) == ("zstd", 16)
+    data = shuffle(reader.array("flag").astype("<u2").tobytes(), 2)
+    assert reader.blob[o : o + stored] == zstd.encode_planes(data, 16, 2)

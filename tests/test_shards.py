@@ -76,6 +76,16 @@ def test_shards_write_the_single_conversions_dataset(bam, tmp_path, chunk_size, 
     assert rep.ok and rep.stats_match
 
 
+def test_shards_write_the_single_conversions_dataset_with_compression_high(bam, tmp_path):
+    """--compression high's own chunk limit (32 MiB) and levels hold in shards as in one process."""
+    one, sharded = str(tmp_path / "one.bams3"), str(tmp_path / "sharded.bams3")
+    bams3.convert(bam, one, chunk_size="16K", compression="high")
+    bams3.shards.convert(bam, sharded, engine="local", shard_bp="64K", chunk_size="16K", compression="high")
+    _same_dataset(one, sharded)
+    assert _sam(sharded) == view(bam)
+    assert [(c.name, c.level) for c in Dataset.open(sharded).meta.codecs][:2] == [("zstd", 12), ("zstd", 16)]
+
+
 def test_a_bam_of_unplaced_reads_alone(tmp_path):
     path = str(tmp_path / "unplaced.bam")
     with pysam.AlignmentFile(path, "wb", header={"HD": {"VN": "1.6", "SO": "coordinate"},
