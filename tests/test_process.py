@@ -56,3 +56,32 @@ def test_importing_bams3_changes_nothing():
             "sys.exit(len(calls))\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
     assert subprocess.run([sys.executable, "-c", code], env=env).returncode == 0
+
+
+@pytest.mark.parametrize("given, threads", [(None, "1"), ("2", "2")])
+def test_the_program_starts_no_blas_threads_unless_the_user_asks(given, threads):
+    """numpy's OpenBLAS starts a thread per core at import, which spins before it sleeps; the
+    bams3 program does no linear algebra and asks for none (a value the user set stays). The
+    threads are counted in the process after a command ran and numpy is imported."""
+    code = ("import contextlib, io, os, sys\n"
+            "sys.argv = ['bams3', 'plugins', '--json']\n"
+            "from bams3._main import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    try:\n"
+            "        main()\n"
+            "    except SystemExit:\n"
+            "        pass\n"
+            "import numpy\n"
+            "print(os.environ['OPENBLAS_NUM_THREADS'], len(os.listdir('/proc/self/task')))\n")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if given:
+        env["OPENBLAS_NUM_THREADS"] = given
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == [threads, threads]
+
+
+def test_importing_bams3_leaves_blas_alone():
+    code = "import os, bams3, bams3.cli, bams3.dataset; print(os.environ.get('OPENBLAS_NUM_THREADS'))"
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip() == "None"
