@@ -166,7 +166,8 @@ def convert(src: str, dst: str, **options) -> Metadata:
 
     Options (:class:`ConvertOptions`): ``chunk_size`` (``"1M"``), ``workers``, ``compression``
     (``"default"`` or ``"high"``), ``codec``, ``level``, ``qual_codec``, ``seq_codec``, ``aux_codec``, ``mate_codec``, ``name_codec``, ``force``,
-    ``reference`` (CRAM), ``sort``, ``progress(done, total)``, ``max_chunk_raw``, ``slots`` (count
+    ``reference`` (CRAM), ``sort``, ``progress(done, total)``, ``max_chunk_raw`` (raw record bytes
+    a chunk holds at most; default 4 MiB, 32 MiB with ``"high"``), ``slots`` (count
     slots: True or False; default: none), ``count_index`` (the count index; default: none)."""
     opts = ConvertOptions.of(**options)
     codecs, column_codecs = opts.codecs()
@@ -215,12 +216,13 @@ def removed_on_failure(dst: str):
 # fixed_level: zstd's level for the fixed-width columns and the CIGARs; 3 instead of 9 costs
 # 0.2% of the dataset and a quarter of the time zstd took; high's 16 saves 82 KB against 12 on
 # the benchmark sample (the flags 56 KB, with their byte planes in blocks of their own) for
-# ~0.7 s of CPU (19 would save 4 KB more for 1.5 s more). max_chunk_raw: the raw record bytes of a chunk (the default's MAX_CHUNK_RAW
-# when absent); high's 32 MiB is ~100,000 reads of 150 bp, the reads a slice holds in CRAM
-# 3.1's archive profile, and stores the sample's records in 17 chunks instead of 86: a table
-# of each chunk's quality frequencies and its every section's frame fewer, 0.43 MB in all. level: codec 0's, for what no other
+# ~0.7 s of CPU (19 would save 4 KB more for ~2 s more). level: codec 0's, for what no other
 # codec takes (the count slots; the read names with --name-codec none, which zstd codes nearly
 # as small at 5 as at 9, 1% larger, in 40% of the time).
+# max_chunk_raw: the raw record bytes a chunk holds at most (MAX_CHUNK_RAW when absent);
+# high's 32 MiB is ~100,000 reads of 150 bp, what a slice holds in CRAM 3.1's archive profile,
+# and stores the sample's records in 17 chunks instead of 86: each chunk's table of quality
+# frequencies and its sections' frames fewer, 0.43 MB in all.
 PROFILES = {
     "default": {"codec": "zstd", "level": 5, "qual_codec": "qual", "seq_codec": "consensus", "seq_level": 3,
                 "aux_codec": "tags", "mate_codec": "mates", "name_codec": "names", "fixed_level": 3,
