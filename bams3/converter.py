@@ -95,6 +95,18 @@ def parse_chunk_size(text: str | int) -> int:
     return value
 
 
+def parse_raw_size(text: str | int) -> int:
+    """``--max-chunk-raw``: ``512K``, ``4M``, ``32M`` (binary multiples) or a plain number of bytes."""
+    if isinstance(text, int):
+        return text
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    suffix = t[-1:] if t[-1:] in ("k", "m", "g") else ""
+    digits = t[: len(t) - len(suffix)].replace(",", "").replace("_", "")
+    if not digits.isdigit():
+        raise UsageError(f"bad size {text!r} for --max-chunk-raw (use e.g. 512K, 4M, 32M or a number of bytes)")
+    return int(digits) * _BINARY_SUFFIX[suffix]
+
+
 @attrs.frozen
 class ConvertOptions:
     """How to convert: every option of :func:`convert` but the input and the destination,
@@ -123,10 +135,13 @@ class ConvertOptions:
            **kwargs) -> ConvertOptions:
         if compression not in PROFILES:
             raise UsageError(f"unknown compression setting {compression!r} (use {' or '.join(PROFILES)})")
+        if kwargs.get("max_chunk_raw") is not None:
+            kwargs["max_chunk_raw"] = parse_raw_size(kwargs["max_chunk_raw"])
         opts = cls(chunk_size=parse_chunk_size(chunk_size), workers=max(1, int(workers)), compression=compression,
                    **kwargs)
         if opts.max_chunk_raw is not None and not 1 <= opts.max_chunk_raw <= 1 << 28:  # readers refuse chunks over 1 GiB
-            raise UsageError(f"max_chunk_raw={opts.max_chunk_raw} is outside 1 byte to 256 MiB")
+            raise UsageError(f"a chunk limit (--max-chunk-raw) of {opts.max_chunk_raw:,} bytes is outside "
+                             "1 byte to 256 MiB")
         return opts
 
     @property

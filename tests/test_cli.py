@@ -266,3 +266,25 @@ def test_version_is_answered_before_the_command_line_loads():
             "sys.exit(main())")
     p = subprocess.run([sys.executable, "-c", rest], capture_output=True, text=True)
     assert p.returncode == 0 and '"zstd"' in p.stdout
+
+
+def test_max_chunk_raw_sets_the_chunks_size_and_bad_values_are_one_line(tmp_path):
+    """--max-chunk-raw: the raw record bytes a chunk holds at most, over --compression's own
+    (4 MiB, 32 MiB with high); the records are samtools' either way."""
+    import bams3
+
+    whole, small = tmp_path / "whole.bams3", tmp_path / "small.bams3"
+    run("convert", EXAMPLE, whole, "--compression", "high", check=True)
+    run("convert", EXAMPLE, small, "--compression", "high", "--max-chunk-raw", "64K", check=True)
+    n_whole = json.loads((whole / "_metadata.json").read_text())["stats"]["n_chunks"]
+    n_small = json.loads((small / "_metadata.json").read_text())["stats"]["n_chunks"]
+    assert n_small > 3 * n_whole
+    raw = bams3.open(str(small)).source.table.raw_nbytes
+    assert max(raw) < (64 << 10) + 4096  # the record that reaches 64 KiB is a chunk's last
+    for ds in (whole, small):
+        assert run("query", ds, "chr1", check=True).stdout.decode() == view(EXAMPLE, "chr1")
+    for bad, says in (("12Q", "bad size '12Q' for --max-chunk-raw"), ("512M", "outside 1 byte to 256 MiB"),
+                      ("0", "outside 1 byte to 256 MiB")):
+        p = run("convert", EXAMPLE, tmp_path / "bad.bams3", "--max-chunk-raw", bad)
+        assert_one_line_error(p, 2, says)
+        assert not (tmp_path / "bad.bams3").exists()

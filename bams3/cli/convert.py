@@ -47,6 +47,10 @@ from .info import stats
               help="Codec for the read names (default: names; 'none' = the column codec).")
 @click.option("-T", "--reference", type=click.Path(dir_okay=False), default=None,
               help="Reference FASTA, for CRAM input.")
+@click.option("--max-chunk-raw", default=None, metavar="SIZE",
+              help="Raw BAM record bytes a chunk holds at most (512K, 4M, 32M; binary): a window holding more "
+                   "is stored as several chunks. Smaller: less read for a small region; larger: a smaller "
+                   "dataset. Default 4M, 32M with --compression high.")
 @click.option("--count-slots", "slots", is_flag=True, default=None,
               help="Also store each chunk's positions by 16K sub-window, so that a count reads less of its "
                    "edge chunks (larger dataset).")
@@ -66,7 +70,7 @@ from .info import stats
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 def convert(input_path, dest, chunk_size, workers, compression, codec, level, qual_codec, seq_codec, aux_codec,
-            mate_codec, name_codec, reference,
+            mate_codec, name_codec, reference, max_chunk_raw,
             slots, count_index, sort_input, force, engine, scheduler, dask_workers, shard_size, progress, as_json):
     """Convert a coordinate-sorted BAM, SAM or CRAM file into a dataset at DEST.
 
@@ -82,6 +86,7 @@ def convert(input_path, dest, chunk_size, workers, compression, codec, level, qu
       bams3 convert sample.cram sample.bams3 -T ref.fa --chunk-size 256K -@ 4
       bams3 convert unsorted.bam out.bams3 --sort
       bams3 convert sample.bam s3://lab/sample.bams3 --count-index
+      bams3 convert sample.bam archive.bams3 --compression high --max-chunk-raw 4M
       samtools view -u -q 20 in.bam | bams3 convert - q20.bams3
       bams3 convert s3://lab/NA12878.bam s3://lab/NA12878.bams3 --engine dask --dask-workers 8
       bams3 convert big.bam s3://lab/big.bams3 --scheduler tcp://10.0.0.5:8786 --shard-size 32M
@@ -94,7 +99,7 @@ def convert(input_path, dest, chunk_size, workers, compression, codec, level, qu
     """
     options = dict(chunk_size=chunk_size, workers=workers, compression=compression, codec=codec, level=level,
                    qual_codec=qual_codec, seq_codec=seq_codec, aux_codec=aux_codec, mate_codec=mate_codec, name_codec=name_codec, force=force, slots=slots,
-                   count_index=count_index)
+                   count_index=count_index, max_chunk_raw=max_chunk_raw)
     if engine == "dask" or scheduler:
         from ..shards import DEFAULT_SHARD_BP, convert as run_sharded
 
