@@ -79,17 +79,22 @@ def _real_cigars(batch: RecordBatch, cigar: np.ndarray) -> tuple[np.ndarray, np.
     return real, np.diff(real_off)
 
 
+def _binary_number(text: str, units: tuple[str, ...]) -> int | None:
+    """``256K``, ``4M``, ``1G`` (binary multiples) or a plain number, after any of ``units``
+    (``bp``, ``b``); None when it is not one."""
+    t = text.strip().lower()
+    for unit in units:
+        t = t.removesuffix(unit)
+    suffix = t[-1:] if t[-1:] in ("k", "m", "g") else ""
+    digits = t[: len(t) - len(suffix)].replace(",", "").replace("_", "")
+    return int(digits) * _BINARY_SUFFIX[suffix] if digits.isdigit() else None
+
+
 def parse_chunk_size(text: str | int) -> int:
     """``256K``, ``1M``, ``2M`` (binary multiples: 1M = 1,048,576 bp) or a plain number."""
-    if isinstance(text, int):
-        value = text
-    else:
-        t = text.strip().lower().removesuffix("bp").removesuffix("b")
-        suffix = t[-1:] if t[-1:] in ("k", "m", "g") else ""
-        digits = t[: len(t) - len(suffix)].replace(",", "").replace("_", "")
-        if not digits.isdigit():
-            raise UsageError(f"bad chunk size {text!r} (use e.g. 256K, 1M, 2M or a number of bp)")
-        value = int(digits) * _BINARY_SUFFIX[suffix]
+    value = text if isinstance(text, int) else _binary_number(text, ("bp", "b"))
+    if value is None:
+        raise UsageError(f"bad chunk size {text!r} (use e.g. 256K, 1M, 2M or a number of bp)")
     if not 1024 <= value <= 1 << 30:
         raise UsageError(f"chunk size {value} bp is out of range (1K to 1G)")
     return value
@@ -97,14 +102,10 @@ def parse_chunk_size(text: str | int) -> int:
 
 def parse_raw_size(text: str | int) -> int:
     """``--max-chunk-raw``: ``512K``, ``4M``, ``32M`` (binary multiples) or a plain number of bytes."""
-    if isinstance(text, int):
-        return text
-    t = text.strip().lower().removesuffix("ib").removesuffix("b")
-    suffix = t[-1:] if t[-1:] in ("k", "m", "g") else ""
-    digits = t[: len(t) - len(suffix)].replace(",", "").replace("_", "")
-    if not digits.isdigit():
+    value = text if isinstance(text, int) else _binary_number(text, ("ib", "b"))
+    if value is None:
         raise UsageError(f"bad size {text!r} for --max-chunk-raw (use e.g. 512K, 4M, 32M or a number of bytes)")
-    return int(digits) * _BINARY_SUFFIX[suffix]
+    return value
 
 
 @attrs.frozen
@@ -149,7 +150,7 @@ class ConvertOptions:
         """The most raw record bytes a chunk holds: ``max_chunk_raw``, or the compression setting's."""
         if self.max_chunk_raw is not None:
             return self.max_chunk_raw
-        return PROFILES[self.compression].get("max_chunk_raw", MAX_CHUNK_RAW)
+        return PROFILES[self.compression]["max_chunk_raw"]
 
     @property
     def count_slots(self) -> bool:
@@ -234,14 +235,14 @@ def removed_on_failure(dst: str):
 # ~0.7 s of CPU (19 would save 4 KB more for ~2 s more). level: codec 0's, for what no other
 # codec takes (the count slots; the read names with --name-codec none, which zstd codes nearly
 # as small at 5 as at 9, 1% larger, in 40% of the time).
-# max_chunk_raw: the raw record bytes a chunk holds at most (MAX_CHUNK_RAW when absent);
+# max_chunk_raw: the raw record bytes a chunk holds at most;
 # high's 32 MiB is ~100,000 reads of 150 bp, what a slice holds in CRAM 3.1's archive profile,
 # and stores the sample's records in 17 chunks instead of 86: each chunk's table of quality
 # frequencies and its sections' frames fewer, 0.43 MB in all.
 PROFILES = {
     "default": {"codec": "zstd", "level": 5, "qual_codec": "qual", "seq_codec": "consensus", "seq_level": 3,
                 "aux_codec": "tags", "mate_codec": "mates", "name_codec": "names", "fixed_level": 3,
-                "count_slots": False},
+                "count_slots": False, "max_chunk_raw": MAX_CHUNK_RAW},
     "high": {"codec": "zstd", "level": 12, "qual_codec": "qual", "seq_codec": "consensus", "seq_level": None,
              "aux_codec": "tags", "aux_level": 15, "mate_codec": "mates", "name_codec": "names", "fixed_level": 16,
              "count_slots": False, "max_chunk_raw": HIGH_CHUNK_RAW},

@@ -36,15 +36,19 @@ def section_planes(data: bytes, level: int, width: int) -> bytes:
     plane in blocks of its own. The planes of a number differ (a random low byte, a high byte of
     few values), and zstd's literals coded with one table for all of them lose to a table per
     plane: 7% of the read names' numbers. Any zstd reader reads the frame as ever."""
-    if not data:
-        return b"\0\0\0\0"
+    c = _planes_frame(data, level, width)
+    return section(data, level) if c is None else struct.pack("<I", len(c)) + c
+
+
+def _planes_frame(data: bytes, level: int, width: int) -> bytes | None:
+    """One zstd frame of ``data`` (``width`` byte planes) with each plane in blocks of its own;
+    None for data that is not whole numbers or holds fewer than 1,024 of them."""
     m = len(data) // width
     if len(data) % width or m < 1024:
-        return section(data, level)
+        return None
     co = _compressor(level).compressobj(size=len(data))
     flush = zstandard.COMPRESSOBJ_FLUSH_BLOCK
-    c = b"".join(co.compress(data[k * m : (k + 1) * m]) + co.flush(flush) for k in range(width)) + co.flush()
-    return struct.pack("<I", len(c)) + c
+    return b"".join(co.compress(data[k * m : (k + 1) * m]) + co.flush(flush) for k in range(width)) + co.flush()
 
 
 def encode(data: bytes, level: int | None) -> bytes:
@@ -64,9 +68,9 @@ def encode_planes(data: bytes, level: int | None, width: int) -> bytes:
     19 and 269 KB so on the benchmark sample (their second byte is nearly always 0); the
     positions' deltas gain 0.02%, and other columns lose a little, so the smaller is kept."""
     out = encode(data, level)
-    if level is not None and int(level) >= 9 and width > 1 and len(data) >= 1024 * width:
-        planes = section_planes(data, int(level), width)[4:]
-        if len(planes) < len(out):
+    if level is not None and int(level) >= 9 and width > 1:
+        planes = _planes_frame(data, int(level), width)
+        if planes is not None and len(planes) < len(out):
             return planes
     return out
 
