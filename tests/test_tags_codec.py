@@ -74,6 +74,19 @@ def test_well_formed_fields_come_back_exactly(data, level):
     assert tags.decode(stored, len(data)) == data
 
 
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(columns(), st.binary(max_size=64)))
+def test_the_split_finds_the_implied_types_in_its_own_walk(data):
+    """split(data, True) is split(data) and implicit_types(data), from one walk over the fields
+    (the encoder's); a column that is not a field stream is None either way."""
+    both = _tags.split(data, True)
+    if both is None:
+        assert _tags.split(data) is None and _tags.implicit_types(data) is None
+        return
+    assert both[:4] == _tags.split(data)
+    assert both[4] == _tags.implicit_types(data) and len(both[4]) == len(both[1])
+
+
 def aligner_like(n: int) -> bytes:
     """minimap2's tags: AS equal to ms, de a float of few values, a Z and an A field."""
     out = []

@@ -1,8 +1,9 @@
 /* The tags codec's transform (bams3/builtins/tags.py): a chunk's aux column, every record's
  * optional fields one after another, split by tag into streams that each hold one kind of value.
  *
- * split(data) -> None (not a well-formed field stream: the codec stores it as it is) or
- *   (tags, preds, ids, [types, ints, bytes] * T)
+ * split(data, implied=False) -> None (not a well-formed field stream: the codec stores it as it
+ *   is) or (tags, preds, ids, [types, ints, bytes] * T), with implied=True also
+ *   implicit_types(data), found in the same walk
  *     tags   2 bytes per distinct tag, in order of first appearance (T <= 255)
  *     preds  1 byte per tag: 0, or 1 + the tag whose latest integer value its integers are
  *            stored relative to (itself: its previous value), chosen per chunk from the first
@@ -126,35 +127,49 @@ static PyObject *new_bytes(Py_ssize_t n, uint8_t **buf) {
 
 static PyObject *t_split(PyObject *self, PyObject *args) {
     Py_buffer in;
-    if (!PyArg_ParseTuple(args, "y*", &in)) return NULL;
+    int want_implied = 0;
+    if (!PyArg_ParseTuple(args, "y*|p", &in, &want_implied)) return NULL;
     const uint8_t *d = in.buf;
     Py_ssize_t n = in.len, n_fields = 0, n_ints = 0;
+    Py_ssize_t max_fields = n / 4 + 1; /* a field takes at least 4 bytes */
     int16_t *index = malloc(sizeof(int16_t) * 65536);
     Stream *st = calloc(MAX_TAGS, sizeof(Stream));
     uint64_t *cost = calloc((size_t)MAX_TAGS * (COST_TAGS + 1), sizeof(uint64_t));
-    uint8_t tags[2 * MAX_TAGS], preds[MAX_TAGS], has_int[MAX_TAGS];
+    uint8_t *fk = malloc(max_fields);                        /* each field's tag index (the ids) */
+    uint32_t *fs = malloc(sizeof(uint32_t) * max_fields);    /* each field's value size */
+    uint8_t tags[2 * MAX_TAGS], preds[MAX_TAGS], has_int[MAX_TAGS], implied[MAX_TAGS];
     uint32_t *ints = NULL;
     int nt = 0, ok = 1;
-    if (!index || !st || !cost) {
-        free(index); free(st); free(cost);
+    if (!index || !st || !cost || !fk || !fs) {
+        free(index); free(st); free(cost); free(fk); free(fs);
         PyBuffer_Release(&in);
         return PyErr_NoMemory();
     }
     Py_BEGIN_ALLOW_THREADS
     memset(index, 0xff, sizeof(int16_t) * 65536);
     memset(has_int, 0, sizeof has_int); memset(preds, 0, sizeof preds);
-    /* pass 1: the tags, and every stream's size */
+    /* pass 1: the tags, each field's tag and size, every stream's size, and whether each tag's
+     * types are the ones its values imply (implicit_types, below) */
     for (Py_ssize_t p = 0; p < n;) {
         Py_ssize_t s = value_size(d, p, n);
         if (s < 0) { ok = 0; break; }
         int before = nt, k = tag_of(index, d, p, &nt);
         if (k < 0) { ok = 0; break; }
-        if (nt > before) { tags[2 * k] = d[p]; tags[2 * k + 1] = d[p + 1]; }
+        if (nt > before) { tags[2 * k] = d[p]; tags[2 * k + 1] = d[p + 1]; implied[k] = 1; }
         uint8_t t = d[p + 2];
         st[k].n_types++;
-        if (is_number(t)) { st[k].n_ints++; has_int[k] |= int_width(t) != 0; }
-        else st[k].n_bytes += s;
-        n_fields++;
+        int w = int_width(t);
+        if (w) {
+            st[k].n_ints++;
+            has_int[k] = 1;
+            if (implied[k] && implied_type(read_int(d + p + 3, t)) != t) implied[k] = 0;
+        } else {
+            implied[k] = 0;
+            if (t == 'f') st[k].n_ints++;
+            else st[k].n_bytes += s;
+        }
+        fk[n_fields] = (uint8_t)k;
+        fs[n_fields++] = (uint32_t)s;
         p += 3 + s;
     }
     /* pass 2: each integer tag's predictor, by the bits its first values would take */
@@ -162,10 +177,9 @@ static PyObject *t_split(PyObject *self, PyObject *args) {
         int nc = nt < COST_TAGS ? nt : COST_TAGS;
         uint32_t last[MAX_TAGS];
         memset(last, 0, sizeof last);
-        Py_ssize_t f = 0;
-        for (Py_ssize_t p = 0; p < n && f < COST_FIELDS; f++) {
-            Py_ssize_t s = value_size(d, p, n);
-            int k = index[d[p] | d[p + 1] << 8];
+        Py_ssize_t p = 0;
+        for (Py_ssize_t f = 0; f < n_fields && f < COST_FIELDS; f++) {
+            int k = fk[f];
             uint8_t t = d[p + 2];
             if (int_width(t)) {
                 uint32_t v = read_int(d + p + 3, t);
@@ -174,7 +188,7 @@ static PyObject *t_split(PyObject *self, PyObject *args) {
                 for (int c = 0; c < nc; c++) row[c + 1] += bitlen(zigzag(v - last[c]));
                 last[k] = v;
             }
-            p += 3 + s;
+            p += 3 + fs[f];
         }
         for (int k = 0; k < nt; k++) {
             st[k].pred = -1;
@@ -195,6 +209,7 @@ static PyObject *t_split(PyObject *self, PyObject *args) {
     if (!ints) { PyErr_NoMemory(); goto done; }
     /* the output objects, written in place */
     if (!(streams = PyList_New(3 * nt)) || !(ids_obj = new_bytes(n_fields, &ids))) goto done;
+    memcpy(ids, fk, n_fields);
     Py_ssize_t at = 0;
     for (int k = 0; k < nt; k++) {
         uint8_t *ib;
@@ -209,22 +224,21 @@ static PyObject *t_split(PyObject *self, PyObject *args) {
         st[k].cap_types = st[k].n_types; st[k].cap_ints = st[k].n_ints; st[k].cap_bytes = st[k].n_bytes;
         st[k].n_types = st[k].n_ints = st[k].n_bytes = 0;
     }
-    Py_ssize_t f = 0;
     Py_BEGIN_ALLOW_THREADS
-    /* pass 3: the streams (bounded by pass 1's sizes, should the buffer change under us) */
-    for (Py_ssize_t p = 0; p < n;) {
-        Py_ssize_t s = value_size(d, p, n);
-        int ki = s < 0 ? -1 : index[d[p] | d[p + 1] << 8];
-        if (ki < 0 || f >= n_fields) { ok = 0; break; }
+    /* pass 3: the streams, from pass 1's tags and sizes (bounded by its stream sizes, should the
+     * buffer change under us) */
+    Py_ssize_t p = 0;
+    for (Py_ssize_t f = 0; f < n_fields; f++) {
+        Py_ssize_t s = fs[f];
         uint8_t t = d[p + 2];
-        Stream *k = st + ki;
+        Stream *k = st + fk[f];
         const uint8_t *v = d + p + 3;
         int w = int_width(t);
-        if (k->n_types >= k->cap_types || (is_number(t) ? k->n_ints >= k->cap_ints : k->n_bytes + s > k->cap_bytes)) {
+        if ((w ? w : t == 'f' ? 4 : 0) > s ||
+            k->n_types >= k->cap_types || (is_number(t) ? k->n_ints >= k->cap_ints : k->n_bytes + s > k->cap_bytes)) {
             ok = 0;
             break;
         }
-        ids[f++] = (uint8_t)ki;
         k->types[k->n_types++] = t;
         if (w) {
             uint32_t value = read_int(v, t);
@@ -239,7 +253,10 @@ static PyObject *t_split(PyObject *self, PyObject *args) {
         p += 3 + s;
     }
     Py_END_ALLOW_THREADS
-    if (!ok || f != n_fields) {
+    for (int k = 0; ok && k < nt; k++)
+        if (st[k].n_types != st[k].cap_types || st[k].n_ints != st[k].cap_ints || st[k].n_bytes != st[k].cap_bytes)
+            ok = 0;
+    if (!ok) {
         PyErr_SetString(PyExc_ValueError, "the aux column changed while it was split");
         goto done;
     }
@@ -251,11 +268,15 @@ static PyObject *t_split(PyObject *self, PyObject *args) {
             o[j] = x[j] & 0xff; o[m + j] = x[j] >> 8 & 0xff; o[2 * m + j] = x[j] >> 16 & 0xff; o[3 * m + j] = x[j] >> 24;
         }
     }
-    res = Py_BuildValue("(y#y#OO)", (const char *)tags, (Py_ssize_t)(2 * nt), (const char *)preds, (Py_ssize_t)nt,
-                        ids_obj, streams);
+    if (want_implied)
+        res = Py_BuildValue("(y#y#OOy#)", (const char *)tags, (Py_ssize_t)(2 * nt), (const char *)preds, (Py_ssize_t)nt,
+                            ids_obj, streams, (const char *)implied, (Py_ssize_t)nt);
+    else
+        res = Py_BuildValue("(y#y#OO)", (const char *)tags, (Py_ssize_t)(2 * nt), (const char *)preds, (Py_ssize_t)nt,
+                            ids_obj, streams);
 done:
     Py_XDECREF(streams); Py_XDECREF(ids_obj);
-    free(index); free(st); free(ints);
+    free(index); free(st); free(ints); free(fk); free(fs);
     PyBuffer_Release(&in);
     return res;
 }
@@ -906,7 +927,8 @@ static PyObject *t_implicit_types(PyObject *self, PyObject *args) {
 }
 
 static PyMethodDef methods[] = {
-    {"split", t_split, METH_VARARGS, "split(aux) -> None or (tags, preds, ids, [types, ints, bytes] * T)"},
+    {"split", t_split, METH_VARARGS, "split(aux, implied=False) -> None or (tags, preds, ids, [types, ints, bytes] * T"
+     "[, implicit_types(aux)])"},
     {"join", t_join, METH_VARARGS, "join(n, tags, preds, ids, streams[, implied]) -> bytes: the inverse of split"},
     {"code_numbers", t_code_numbers, METH_VARARGS, "code_numbers(aux, preds) -> None or [payload or None] * T: "
      "the numbers of the most numerous tags, range-coded in a context (form 4)"},

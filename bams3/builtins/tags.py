@@ -69,13 +69,13 @@ def _as_table(numbers: bytes) -> bytes | None:
 
 def encode(data: bytes, level: int | None) -> bytes:
     level = _LEVEL if level is None else int(level)
-    parts = _tags.split(data)
+    parts = _tags.split(data, True)
     if parts is None or not parts[1]:  # not fields, or none
         return _MAGIC + bytes([_VERSION, 0]) + _compressor(level).compress(data)
-    tags, preds, ids, streams = parts
+    tags, preds, ids, streams, implicit = parts
     forms = bytearray(len(preds))
     version = _VERSION
-    for k, implied in enumerate(_tags.implicit_types(data)):
+    for k, implied in enumerate(implicit):
         if implied:  # each field's type is the one its value implies: the types go unstored
             streams[3 * k], forms[k], version = b"", 2, _IMPLIED
     for k in range(len(preds)):
