@@ -63,6 +63,33 @@ def test_the_same_payload_as_the_numpy_codec_and_back(chunk, level):
     assert reference.decode(ours, len(seq), records=fields) == seq
 
 
+@pytest.mark.parametrize("n", [65535, 65536, 70000])
+def test_deep_positions_count_every_base(n):
+    """Under 2^16 records the kernel counts the four bases in 16-bit fields (a record aligns at
+    most one base to a position); from 2^16 in 32-bit counters. Either way the consensus is the
+    reference's, at a position every record covers, where 16 bits would wrap: one base held by
+    all but a few records (65535 at most of one), a tie broken towards A, C, G, T in order."""
+    rng = np.random.default_rng(n)
+    codes = np.full((n, 4), 1, np.uint8)  # 4 bases a record, all at 100..103
+    codes[:, 0] = 8  # position 100: T everywhere (n of one base: 65536 and 70000 wrap 16 bits)
+    codes[: n // 2, 1], codes[n // 2 :, 1] = 4, 2  # 101: as many G as C (n even): C wins the tie
+    codes[:, 2] = rng.choice(np.array([1, 2, 4, 8, 15], np.uint8), n)  # 102: random, Ns among them
+    codes[:3, 3] = 2  # 103: A but for three C
+    seq = ((codes[:, 0::2] << 4) | codes[:, 1::2]).astype(np.uint8).tobytes()
+    fields = RecordFields(l_seq=np.full(n, 4, np.int64), flag=np.zeros(n, np.uint16),
+                          pos=np.full(n, 100, np.int64), n_cigar_op=np.ones(n, np.int64),
+                          cigar=np.full(n, 4 << 4, np.uint32))
+    ours = consensus.encode(seq, 1, records=fields)
+    assert ours == reference.encode(seq, 1, records=fields)
+    assert consensus.decode(ours, len(seq), records=fields) == seq
+    import struct
+    import zstandard
+
+    (size,) = struct.unpack_from("<I", ours, 4)
+    cons = zstandard.ZstdDecompressor().decompress(ours[8 : 8 + size])  # 2 bits a position: T C ? A
+    assert len(cons) == 1 and cons[0] & 0b11110011 == 0b11010000
+
+
 @settings(max_examples=200, deadline=None)
 @given(chunks(), st.data())
 def test_damaged_payloads_are_refused_or_read_within_bounds(chunk, data):

@@ -159,7 +159,8 @@ static PyObject *c_encode(PyObject *self, PyObject *args) {
     if (!err) aligned_span(&r, &lo, &hi, &n_aligned);
     int64_t span = hi >= lo ? hi - lo + 1 : 0;
     if (!err) {
-        counts = calloc(span ? span * 4 : 1, sizeof(uint32_t));
+        counts = r.n < 65536 ? calloc(span ? span * 2 : 2, sizeof(uint32_t))  /* as span u64 (below) */
+                             : calloc(span ? span * 4 : 1, sizeof(uint32_t));
         covered = calloc(span ? span : 1, 1);
         cons = malloc(span ? span : 1);
         stored = malloc((span + 3) / 4 + 1);
@@ -181,24 +182,51 @@ static PyObject *c_encode(PyObject *self, PyObject *args) {
             if (ls & 1) dst[ls - 1] = src[whole] >> 4;
         }
         static const int8_t IDX[16] = {-1, 0, 1, -1, 2, -1, -1, -1, 3, -1, -1, -1, -1, -1, -1, -1};
-        FOR_EACH_RUN(&r, if (refpos >= 0) {
-            const uint8_t *cb = codes + base;
-            uint32_t *k = counts + (refpos - lo) * 4;
-            memset(covered + (refpos - lo), 1, len);
-            for (int64_t j = 0; j < len; j++, k += 4) {
-                int8_t x = IDX[cb[j]];
-                if (x >= 0) k[x]++;
-            }
-        })
         memset(stored, 0, (span + 3) / 4 + 1);
-        for (int64_t x = 0; x < span; x++) {
-            const uint32_t *k = counts + x * 4;
-            uint8_t best = 0;
-            for (uint8_t t = 1; t < 4; t++) if (k[t] > k[best]) best = t;
-            cons[x] = ACGT[best];
-            if (covered[x]) {
-                stored[n_cov >> 2] |= best << (6 - 2 * (n_cov & 3));
-                n_cov++;
+        if (r.n < 65536) {
+            /* a record aligns at most one base to a position: fewer than 2^16 records count at
+             * most 65535 of a base there, so the four counts are 16-bit fields of one word, and
+             * a base adds its field's 1 (A C G T; 0 for any other code) without a branch */
+            static const uint64_t INC[16] = {0, 1, 1ull << 16, 0, 1ull << 32, 0, 0, 0, 1ull << 48,
+                                             0, 0, 0, 0, 0, 0, 0};
+            uint64_t *c64 = (uint64_t *)counts;  /* span * 4 u32: room for span u64 */
+            FOR_EACH_RUN(&r, if (refpos >= 0) {
+                const uint8_t *cb = codes + base;
+                uint64_t *k = c64 + (refpos - lo);
+                memset(covered + (refpos - lo), 1, len);
+                for (int64_t j = 0; j < len; j++) k[j] += INC[cb[j]];
+            })
+            for (int64_t x = 0; x < span; x++) {
+                uint64_t w = c64[x];
+                uint32_t k[4] = {(uint32_t)(w & 0xffff), (uint32_t)(w >> 16 & 0xffff), (uint32_t)(w >> 32 & 0xffff),
+                                 (uint32_t)(w >> 48)};
+                uint8_t best = 0;
+                for (uint8_t t = 1; t < 4; t++) if (k[t] > k[best]) best = t;
+                cons[x] = ACGT[best];
+                if (covered[x]) {
+                    stored[n_cov >> 2] |= best << (6 - 2 * (n_cov & 3));
+                    n_cov++;
+                }
+            }
+        } else {
+            FOR_EACH_RUN(&r, if (refpos >= 0) {
+                const uint8_t *cb = codes + base;
+                uint32_t *k = counts + (refpos - lo) * 4;
+                memset(covered + (refpos - lo), 1, len);
+                for (int64_t j = 0; j < len; j++, k += 4) {
+                    int8_t x = IDX[cb[j]];
+                    if (x >= 0) k[x]++;
+                }
+            })
+            for (int64_t x = 0; x < span; x++) {
+                const uint32_t *k = counts + x * 4;
+                uint8_t best = 0;
+                for (uint8_t t = 1; t < 4; t++) if (k[t] > k[best]) best = t;
+                cons[x] = ACGT[best];
+                if (covered[x]) {
+                    stored[n_cov >> 2] |= best << (6 - 2 * (n_cov & 3));
+                    n_cov++;
+                }
             }
         }
         /* the aligned bases that differ (as gaps between their ordinals), and the unaligned bases */
