@@ -40,7 +40,7 @@ def _block_extent(buf: bytes, o: int) -> int | None:
     raise InputError("input is gzip but not BGZF (no BC field); recompress it with `bgzip` or `samtools view -b`")
 
 
-def _inflate(block: bytes) -> bytes:
+def _inflate(block: bytes | memoryview) -> bytes:
     xlen = block[10] | (block[11] << 8)
     crc, isize = struct.unpack_from("<II", block, len(block) - 8)
     if isize == 0:
@@ -54,8 +54,9 @@ def _inflate(block: bytes) -> bytes:
     return out
 
 
-def decompress_stream(read, piece: int = 4 << 20) -> Iterator[bytes]:
-    """Decompressed data of a BGZF stream, in pieces of several blocks.
+def decompress_blocks(read, piece: int = 4 << 20) -> Iterator[list[bytes]]:
+    """Decompressed data of a BGZF stream: for each read of compressed bytes, its blocks'
+    contents (a list, no block empty), so that a reader joins them once, where it needs them.
 
     ``read(n)`` reads compressed bytes. Raises :class:`InputError` for a
     truncated stream (a partial block, or no EOF marker block at the end).
@@ -69,25 +70,33 @@ def decompress_stream(read, piece: int = 4 << 20) -> Iterator[bytes]:
         ask = min(piece, 2 * ask)
         if not more:
             eof = True
-        buf += more
+        buf = buf + more if buf else more
         o = 0
         blocks = []
+        view = memoryview(buf)  # the blocks are read where they are
         while True:
             size = _block_extent(buf, o)
             if size is None or len(buf) - o < size:
                 break
-            blocks.append(buf[o : o + size])
+            blocks.append(view[o : o + size])
             o += size
         buf = buf[o:]
         if blocks:
-            last_block = blocks[-1]
-            out = b"".join(map(_inflate, blocks))
+            last_block = bytes(blocks[-1])
+            out = [b for b in map(_inflate, blocks) if b]
             if out:
                 yield out
     if buf:
         raise TruncatedInputError("input is truncated (ends inside a BGZF block)")
     if last_block != EOF_BLOCK:
         raise TruncatedInputError("input is truncated (the BGZF end-of-file marker is missing)")
+
+
+def decompress_stream(read, piece: int = 4 << 20) -> Iterator[bytes]:
+    """Decompressed data of a BGZF stream, in pieces of several blocks (``decompress_blocks``
+    joined)."""
+    for blocks in decompress_blocks(read, piece):
+        yield b"".join(blocks)
 
 
 def _deflate_block(data: bytes, level: int) -> bytes:

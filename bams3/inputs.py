@@ -205,7 +205,7 @@ def open_input(name: str, reference: str | None = None, threads: int = 2) -> Inp
         if kind not in ("BAM", "BAM-raw", "BAM-gzip"):
             return _open_with_htslib(src, kind, reference, threads)
         if kind == "BAM":
-            pieces = bgzf.decompress_stream(src.read)
+            pieces = bgzf.decompress_blocks(src.read)
         elif kind == "BAM-gzip":
             pieces = _gunzip(src.read)
         else:

@@ -267,8 +267,11 @@ def reference_span(core: np.ndarray, cigar: np.ndarray) -> np.ndarray:
     return rlen
 
 
-def split_records(pieces: Iterable[bytes], target: int = 16 << 20) -> tuple[Header, Iterator[RecordBatch]]:
-    """Parse an uncompressed BAM stream into its header and batches of whole records.
+def split_records(pieces: Iterable[bytes | list[bytes]], target: int = 16 << 20
+                  ) -> tuple[Header, Iterator[RecordBatch]]:
+    """Parse an uncompressed BAM stream into its header and batches of whole records. The
+    stream comes in pieces: each bytes, or a list of bytes (``bgzf.decompress_blocks``: joined
+    only once, with what comes before and after them in a batch).
 
     Raises :class:`InputError` if the stream ends inside the header or a record.
     """
@@ -278,8 +281,12 @@ def split_records(pieces: Iterable[bytes], target: int = 16 << 20) -> tuple[Head
     parsed = None
     attempt = 0  # parse again only once the buffer has doubled: linear in the header's size
     for piece in it:
-        parts.append(piece)
-        size += len(piece)
+        if isinstance(piece, list):
+            parts.extend(piece)
+            size += sum(map(len, piece))
+        else:
+            parts.append(piece)
+            size += len(piece)
         if size >= attempt:
             buf = b"".join(parts)
             parts = [buf]
@@ -298,9 +305,11 @@ def split_records(pieces: Iterable[bytes], target: int = 16 << 20) -> tuple[Head
     return header, record_batches(it, buf[used:], target)
 
 
-def record_batches(it: Iterator[bytes], rest: bytes = b"", target: int = 16 << 20) -> Iterator[RecordBatch]:
+def record_batches(it: Iterator[bytes | list[bytes]], rest: bytes = b"", target: int = 16 << 20
+                   ) -> Iterator[RecordBatch]:
     """Batches of whole records from an uncompressed stream of BAM records (no header): ``rest``,
-    then the pieces of ``it``. Raises :class:`InputError` if the stream ends inside a record."""
+    then the pieces of ``it`` (bytes, or lists of bytes, as ``split_records`` takes them).
+    Raises :class:`InputError` if the stream ends inside a record."""
     it = iter(it)
     pending = [rest] if rest else []
     size = len(rest)
@@ -315,9 +324,13 @@ def record_batches(it: Iterator[bytes], rest: bytes = b"", target: int = 16 << 2
             except StopIteration:
                 exhausted = True
                 break
-            pending.append(p)
-            size += len(p)
-        data = b"".join(pending) if len(pending) != 1 else pending[0]
+            if isinstance(p, list):
+                pending.extend(p)
+                size += sum(map(len, p))
+            else:
+                pending.append(p)
+                size += len(p)
+        data = pending[0] if len(pending) == 1 and type(pending[0]) is bytes else b"".join(pending)
         pending = []
         n = len(data)
         offs = np.empty(n // CORE_SIZE + 1, dtype=np.int64)

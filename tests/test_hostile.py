@@ -239,6 +239,27 @@ def test_a_record_far_larger_than_a_batch_in_small_pieces():
     assert got == big + RAW[len(FIRST):]
 
 
+def test_blocks_in_lists_make_the_same_batches_as_joined_pieces():
+    """The converter's reader takes each read's inflated BGZF blocks as a list (joined once, in
+    the batch: bgzf.decompress_blocks); the batches are those of the joined pieces, to the byte
+    and the record boundary, whatever the reads' sizes."""
+    from bams3.records import split_records
+
+    stream = HEAD + RAW * 40
+    packed = _bgzf(stream)
+    blocks = list(bgzf.decompress_blocks(io.BytesIO(packed).read, piece=1 << 16))
+    assert len(blocks) > 3 and all(isinstance(b, list) and all(b) for b in blocks)
+    assert b"".join(b"".join(b) for b in blocks) == stream
+    assert b"".join(bgzf.decompress_stream(io.BytesIO(packed).read, piece=1 << 16)) == stream
+
+    def batches(pieces):
+        _, it = split_records(pieces, target=1 << 16)
+        return [(b.tobytes(), (b.offsets - b.offsets[0]).tolist()) for b in it]
+
+    assert batches(iter(blocks)) == batches(b"".join(b) for b in blocks)
+    assert b"".join(data for data, _ in batches(iter(blocks))) == RAW * 40
+
+
 def test_sorting_does_not_hide_an_unknown_reference(tmp_path):
     data, _ = HOSTILE_INPUTS["unknown-reference.sam"]
     src = tmp_path / "u.sam"
