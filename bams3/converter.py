@@ -69,7 +69,10 @@ def _real_cigars(batch: RecordBatch, cigar: np.ndarray) -> tuple[np.ndarray, np.
     off = np.zeros(len(core) + 1, dtype=np.int64)
     np.cumsum(n, out=off[1:])
     two = np.flatnonzero(n == 2)
-    if not ((ops[off[two]] & 0xF) == 4).any():
+    # htslib's placeholder, as Fields._long_cigars finds it: <l_seq>S<span>N (a soft clip and a
+    # match, common, is not one: the records' fields are parsed only for a placeholder)
+    if not ((ops[off[two]] == ((core["l_seq"][two].astype(np.int64) << 4) | 4))
+            & ((ops[off[two] + 1] & 0xF) == 3)).any():
         return cigar, None
     from .fields import Fields
 
