@@ -15,14 +15,14 @@ from collections.abc import Callable, Iterator
 
 import attrs
 
-from . import bgzf
+from . import bgzf, early
+from .early import STDIN  # input names meaning standard input (converter and shards import it from here)
 from ._child import Child
 from .errors import InputError, StorageError, TruncatedInputError
 from .records import Header, RecordBatch, split_records
 from .storage import open_store, refuse_query, url_scheme
 
 _HEAD = 64 * 1024
-STDIN = ("-", "/dev/stdin", "/dev/fd/0", "/proc/self/fd/0")  # input names meaning standard input
 
 
 @attrs.define
@@ -118,6 +118,11 @@ class _Source:
         self.consumed += len(b)
         return b
 
+    def skip(self, n: int) -> None:
+        """Past the first ``n`` bytes of a local file (read already by bams3.early)."""
+        self._f.seek(n)
+        self.consumed = n
+
     def close(self) -> None:
         if self._f is not None:
             self._f.close()
@@ -202,9 +207,14 @@ def open_input(name: str, reference: str | None = None, threads: int = 2) -> Inp
     src = _Source(name)
     try:
         kind = _sniff(src.head, name)
+        inflated = early.claim(src.local_path, src._f)  # the first blocks, if the program inflated them
+        if inflated is not None and kind != "BAM":
+            inflated.stop()
         if kind not in ("BAM", "BAM-raw", "BAM-gzip"):
             return _open_with_htslib(src, kind, reference, threads)
-        if kind == "BAM":
+        if kind == "BAM" and inflated is not None:
+            pieces = inflated.take(src.read, src.skip)
+        elif kind == "BAM":
             pieces = bgzf.decompress_blocks(src.read)
         elif kind == "BAM-gzip":
             pieces = _gunzip(src.read)

@@ -109,12 +109,19 @@ def convert(input_path, dest, chunk_size, workers, compression, codec, level, qu
             meta = run_sharded(input_path, dest, shard_bp=shard_size or DEFAULT_SHARD_BP, engine="dask",
                                scheduler=scheduler, n_workers=dask_workers, progress=report, **options)
     else:
-        from ..converter import convert as run
-
         if shard_size is not None:
             raise UsageError("--shard-size applies to a sharded conversion: add --engine dask")
-        with _progress("converting", progress) as report:
-            meta = run(input_path, dest, reference=reference, sort=sort_input, progress=report, **options)
+        from .. import early
+
+        if not sort_input:  # the first blocks inflate on the other core while the converter loads
+            early.start(input_path[len("file://"):] if input_path.startswith("file://") else input_path)
+        try:
+            from ..converter import convert as run
+
+            with _progress("converting", progress) as report:
+                meta = run(input_path, dest, reference=reference, sort=sort_input, progress=report, **options)
+        finally:
+            early.drop()
     s = meta.stats
     if as_json:
         click.echo(json.dumps({"dataset": dest, "records": s["n_records"], "chunks": s["n_chunks"],
