@@ -13,6 +13,10 @@ whether OLD's and NEW's outputs were identical, and exits 1 when one tree failed
 format, which OLD may refuse to read.
 With ``--s3``, the sample is also converted to moto's S3 server (started on 127.0.0.1 by this
 Python, which needs moto and boto3) and a count and ``stats`` of it are timed the same way.
+With ``--convert``, the cases are conversions instead: the default setting against samtools'
+CRAM 3.0 (``view -@2 -C -T ref.fa``) and ``--compression high`` against CRAM 3.1 ``small``,
+each output a new directory; OLD's and NEW's datasets are "identical" when their chunk objects
+are, byte for byte.
 Timings are printed, never asserted."""
 
 from __future__ import annotations
@@ -48,6 +52,25 @@ def cases(ds: str, bam: str) -> dict[str, tuple[list[str], list[str] | None]]:
         "stats --flagstat": (["stats", ds, "--flagstat"], ["samtools", "flagstat", bam]),
         "SAM of 1 kb": (["query", ds, "chr1:1,000,001-1,001,000"], ["samtools", "view", bam, "chr1:1,000,001-1,001,000"]),
     }
+
+
+def convert_cases(sample_dir: pathlib.Path) -> dict[str, tuple[list[str], list[str] | None]]:
+    """name: (bams3's arguments, samtools' command), each writing to the path "{out}"."""
+    bam, ref = str(sample_dir / "sample.bam"), str(sample_dir / "ref.fa")
+    return {
+        "convert": (["convert", bam, "{out}"], ["samtools", "view", "-@2", "-C", "-T", ref, "-o", "{out}", bam]),
+        "convert high": (["convert", bam, "{out}", "--compression", "high"],
+                         ["samtools", "view", "-@2", "-O", "cram,version=3.1,small", "-T", ref, "-o", "{out}", bam]),
+    }
+
+
+def chunk_objects(ds: str) -> bytes:
+    """A dataset's chunk objects (the files under data/ but the run marker), in order."""
+    out = []
+    for root, dirs, files in os.walk(os.path.join(ds, "data")):
+        dirs.sort()
+        out += [pathlib.Path(root, f).read_bytes() for f in sorted(files) if f != "_run"]
+    return b"".join(out)
 
 
 def s3_cases(url: str) -> dict[str, tuple[list[str], None]]:
@@ -115,11 +138,15 @@ def main() -> int:
     ap.add_argument("--own-datasets", action="store_true",
                     help="each tree converts the sample itself and reads its own dataset (for a change of format "
                          "that OLD cannot read); outputs that name the dataset (stats: its path and size) then differ")
+    ap.add_argument("--convert", action="store_true",
+                    help="time conversions (default and high, against CRAM 3.0 and CRAM 3.1 small) instead")
     ap.add_argument("--cache", type=pathlib.Path, default=ROOT / ".cache" / "ab",
                     help="where revisions are installed (default: .cache/ab)")
     args = ap.parse_args()
     old, new = program(args.old, args.cache), program(args.new, args.cache)
     bam = str(args.sample_dir.resolve() / "sample.bam")
+    if args.convert:
+        return compare_conversions(old, new, args.sample_dir.resolve(), args.repeat)
     with tempfile.TemporaryDirectory(prefix="bams3-ab-") as tmp, contextlib.ExitStack() as stack:
         ds = os.path.join(tmp, "sample.bams3")
         subprocess.run([new, "convert", bam, ds], check=True, stdout=subprocess.DEVNULL)
@@ -159,6 +186,33 @@ def main() -> int:
 
             same = "identical" if outs["old"] == outs["new"] and len(outs["new"]) == 1 else "DIFFER"
             print(f"{name:20s} {cell(walls['old']):>20s} {cell(walls['new']):>20s} {cell(walls['samtools']):>16s}  {same}")
+    return 1 if failed else 0
+
+
+def compare_conversions(old: str, new: str, sample_dir: pathlib.Path, repeat: int) -> int:
+    """``--convert``: each conversion case ``repeat`` times, OLD, NEW and samtools in turn."""
+    failed = False
+    print(f"{'case':14s} {'OLD min / median s':>20s} {'NEW min / median s':>20s} {'samtools':>16s}  NEW/samtools  datasets")
+    for name, (argv, anchor) in convert_cases(sample_dir).items():
+        walls: dict[str, list[float]] = {"old": [], "new": [], "samtools": []}
+        outs: dict[str, set[bytes]] = {"old": set(), "new": set()}
+        for _ in range(repeat):
+            for who, cmd in (("old", [old, *argv]), ("new", [new, *argv]), ("samtools", anchor)):
+                with tempfile.TemporaryDirectory(prefix="bams3-ab-") as tmp:
+                    out = os.path.join(tmp, "out")
+                    wall, rc, _ = timed([a.replace("{out}", out) for a in cmd])
+                    walls[who].append(wall)
+                    if who != "samtools":
+                        outs[who].add(chunk_objects(out) if rc == 0 else b"exit %d" % rc)
+                        failed |= rc != 0
+
+        def cell(v: list[float]) -> str:
+            return f"{min(v):.2f} / {statistics.median(v):.2f}"
+
+        ratio = statistics.median(walls["new"]) / statistics.median(walls["samtools"])
+        same = "identical" if outs["old"] == outs["new"] and len(outs["new"]) == 1 else "DIFFER"
+        print(f"{name:14s} {cell(walls['old']):>20s} {cell(walls['new']):>20s} {cell(walls['samtools']):>16s}  "
+              f"{ratio:11.2f}x  {same}")
     return 1 if failed else 0
 
 

@@ -72,3 +72,21 @@ def test_ab_with_own_datasets_lets_each_program_read_what_it_wrote(sample_dir, t
     # (stats names the dataset it read: two datasets, two outputs)
     rows = [r for r in p.stdout.splitlines()[1:] if r.split("  ")[0].strip() not in ("stats", "stats --json")]
     assert rows and all(r.endswith("  identical") for r in rows), p.stdout
+
+
+def test_ab_convert_times_conversions_and_compares_their_datasets(sample_dir, tmp_path):
+    """bench/ab.py --convert: the default and high conversions of two programs and samtools'
+    CRAMs, interleaved; the datasets are identical when the chunk objects are (the same
+    program), and differ when one program cuts other chunks."""
+    bams3 = pathlib.Path(sys.executable).with_name("bams3")
+    small = tmp_path / "small-chunks-bams3"
+    small.write_text(f'#!/bin/sh\nexec "{bams3}" "$@" --max-chunk-raw 64K\n')
+    small.chmod(0o755)
+    for old, verdict in ((bams3, "identical"), (small, "DIFFER")):
+        p = subprocess.run([sys.executable, str(ROOT / "bench" / "ab.py"), str(old), str(bams3), str(sample_dir),
+                            "--repeat", "1", "--convert"], capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stderr[-2000:]
+        rows = p.stdout.splitlines()[1:]
+        assert len(rows) == 2 and rows[0].startswith("convert ") and rows[1].startswith("convert high ")
+        assert len(rows) == 2 and all(r.endswith("  " + verdict) for r in rows), p.stdout
+        assert all(r.split()[-2].endswith("x") for r in rows), p.stdout
