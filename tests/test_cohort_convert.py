@@ -99,11 +99,27 @@ def test_a_second_run_skips_what_the_first_finished(bams, tmp_path):
     assert _sam(f"{out}/p0.bams3") == view(bams["paths"][3])
 
 
+def test_the_chunk_limit_applies_to_every_sample(bams, tmp_path):
+    """--max-chunk-raw as for convert: each sample's windows are cut into chunks of at most that
+    many raw record bytes (more chunks than the default's 4 MiB), the records exact."""
+    p = _cli(*bams["paths"][:2], "--to", str(tmp_path / "small"), "--max-chunk-raw", "16K", "--compression", "high")
+    assert p.returncode == 0, p.stderr
+    q = _cli(*bams["paths"][:2], "--to", str(tmp_path / "plain"), "--compression", "high")
+    assert q.returncode == 0, q.stderr
+    for name, bam in (("p0", bams["paths"][0]), ("p1", bams["paths"][1])):
+        small, plain = Dataset.open(f"{tmp_path}/small/{name}.bams3"), Dataset.open(f"{tmp_path}/plain/{name}.bams3")
+        assert small.stats["n_chunks"] > 2 * plain.stats["n_chunks"]
+        assert max(small.source.table.raw_nbytes) < (16 << 10) + 4096  # the record reaching 16 KiB ends a chunk
+        assert _sam(f"{tmp_path}/small/{name}.bams3") == view(bam)
+
+
 @pytest.mark.parametrize("args, words", [
     (["--to", "x"], "IN... or with --from"),
     (["a/s.bam", "b/s.bam", "--to", "x"], "two samples are named 's'"),
     (["a.bam", "--to", "x", "--chunk-size", "12Q"], "bad chunk size"),
     (["a.bam", "--to", "x", "-o", "t.xlsx"], "unknown table format"),
+    (["a.bam", "--to", "x", "--max-chunk-raw", "12Q"], "bad size '12Q' for --max-chunk-raw"),
+    (["a.bam", "--to", "x", "--max-chunk-raw", "0"], "outside 1 byte to 256 MiB"),
 ])
 def test_usage_errors_stop_before_any_sample_runs(tmp_path, args, words):
     p = _cli(*args, cwd=tmp_path)

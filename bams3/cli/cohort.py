@@ -195,6 +195,9 @@ def cohort_coverage(bin_size, plot, region, exact, min_mapq, min_bq, excl, from_
               help="Where the datasets go: PREFIX/NAME.bams3 (a directory, s3://, gs://, az://, ...).")
 @click.option("--chunk-size", default="1M", show_default=True, help="Genomic window per chunk (as for convert).")
 @click.option("--compression", type=click.Choice(["default", "high"]), default="default", show_default=True)
+@click.option("--max-chunk-raw", default=None, metavar="SIZE",
+              help="Raw BAM record bytes a chunk holds at most (as for convert: 512K, 4M, 32M; default 4M, "
+                   "32M with --compression high).")
 @click.option("-T", "--reference", default=None, help="Reference FASTA, for CRAM inputs.")
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(1, 256),
               help="Threads of each conversion.")
@@ -212,8 +215,8 @@ def cohort_coverage(bin_size, plot, region, exact, min_mapq, min_bq, excl, from_
               help="Write the table as .tsv, .csv or .parquet instead of TSV on stdout (- is stdout).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
 @storage_options
-def cohort_convert(inputs, from_file, to, chunk_size, compression, reference, threads, count_index, force,
-                   skip_existing, engine, scheduler, workers, output, progress):
+def cohort_convert(inputs, from_file, to, chunk_size, compression, max_chunk_raw, reference, threads, count_index,
+                   force, skip_existing, engine, scheduler, workers, output, progress):
     """Convert many BAM, SAM or CRAM files, one task per sample, each into PREFIX/NAME.bams3
     (NAME: the file name without .bam/.cram/.sam, or the NAME of --from). Runs in this process
     (--engine local) or on Dask (--engine dask: a LocalCluster of --workers processes, or the
@@ -228,6 +231,7 @@ def cohort_convert(inputs, from_file, to, chunk_size, compression, reference, th
       bams3 cohort convert bams/*.bam --to s3://lab/cohort/
       bams3 cohort convert --from samples.tsv --to s3://lab/cohort/ --engine dask --workers 8
       bams3 cohort convert bams/*.bam --to s3://lab/cohort/ --count-index
+      bams3 cohort convert bams/*.bam --to s3://lab/archive/ --compression high --max-chunk-raw 4M
       bams3 cohort convert --from samples.tsv --to s3://lab/cohort/ --scheduler tcp://10.0.0.5:8786 \\
           --skip-existing -o runs.tsv
     """
@@ -239,7 +243,7 @@ def cohort_convert(inputs, from_file, to, chunk_size, compression, reference, th
                else [(c.input_name(u), u) for u in inputs])
     c.table_format(output)
     options = {"chunk_size": chunk_size, "compression": compression, "reference": reference, "threads": threads,
-               "force": force, "count_index": count_index}
+               "force": force, "count_index": count_index, "max_chunk_raw": max_chunk_raw}
     jobs = c.convert_plan(samples, to, options, c.RETRIES, skip_existing)
     dask = engine == "dask" or bool(scheduler)
     n = workers or (2 if dask else c.default_convert_workers(threads))
