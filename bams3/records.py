@@ -267,6 +267,15 @@ def reference_span(core: np.ndarray, cigar: np.ndarray) -> np.ndarray:
     return rlen
 
 
+def _add(parts: list, piece: bytes | list[bytes]) -> int:
+    """A piece of the stream (bytes, or a list of bytes) put at the end of ``parts``; its size."""
+    if isinstance(piece, list):
+        parts.extend(piece)
+        return sum(map(len, piece))
+    parts.append(piece)
+    return len(piece)
+
+
 def split_records(pieces: Iterable[bytes | list[bytes]], target: int = 16 << 20
                   ) -> tuple[Header, Iterator[RecordBatch]]:
     """Parse an uncompressed BAM stream into its header and batches of whole records. The
@@ -281,12 +290,7 @@ def split_records(pieces: Iterable[bytes | list[bytes]], target: int = 16 << 20
     parsed = None
     attempt = 0  # parse again only once the buffer has doubled: linear in the header's size
     for piece in it:
-        if isinstance(piece, list):
-            parts.extend(piece)
-            size += sum(map(len, piece))
-        else:
-            parts.append(piece)
-            size += len(piece)
+        size += _add(parts, piece)
         if size >= attempt:
             buf = b"".join(parts)
             parts = [buf]
@@ -324,12 +328,7 @@ def record_batches(it: Iterator[bytes | list[bytes]], rest: bytes = b"", target:
             except StopIteration:
                 exhausted = True
                 break
-            if isinstance(p, list):
-                pending.extend(p)
-                size += sum(map(len, p))
-            else:
-                pending.append(p)
-                size += len(p)
+            size += _add(pending, p)
         data = pending[0] if len(pending) == 1 and type(pending[0]) is bytes else b"".join(pending)
         pending = []
         n = len(data)

@@ -196,18 +196,6 @@ static PyObject *c_encode(PyObject *self, PyObject *args) {
                 memset(covered + (refpos - lo), 1, len);
                 for (int64_t j = 0; j < len; j++) k[j] += INC[cb[j]];
             })
-            for (int64_t x = 0; x < span; x++) {
-                uint64_t w = c64[x];
-                uint32_t k[4] = {(uint32_t)(w & 0xffff), (uint32_t)(w >> 16 & 0xffff), (uint32_t)(w >> 32 & 0xffff),
-                                 (uint32_t)(w >> 48)};
-                uint8_t best = 0;
-                for (uint8_t t = 1; t < 4; t++) if (k[t] > k[best]) best = t;
-                cons[x] = ACGT[best];
-                if (covered[x]) {
-                    stored[n_cov >> 2] |= best << (6 - 2 * (n_cov & 3));
-                    n_cov++;
-                }
-            }
         } else {
             FOR_EACH_RUN(&r, if (refpos >= 0) {
                 const uint8_t *cb = codes + base;
@@ -218,15 +206,24 @@ static PyObject *c_encode(PyObject *self, PyObject *args) {
                     if (x >= 0) k[x]++;
                 }
             })
-            for (int64_t x = 0; x < span; x++) {
-                const uint32_t *k = counts + x * 4;
-                uint8_t best = 0;
-                for (uint8_t t = 1; t < 4; t++) if (k[t] > k[best]) best = t;
-                cons[x] = ACGT[best];
-                if (covered[x]) {
-                    stored[n_cov >> 2] |= best << (6 - 2 * (n_cov & 3));
-                    n_cov++;
-                }
+        }
+        /* each position's consensus: the most counted base, the first of A C G T on a tie */
+        const uint64_t *c64 = (const uint64_t *)counts;
+        for (int64_t x = 0; x < span; x++) {
+            uint32_t k[4];
+            if (r.n < 65536) {
+                uint64_t w = c64[x];
+                k[0] = (uint32_t)(w & 0xffff); k[1] = (uint32_t)(w >> 16 & 0xffff);
+                k[2] = (uint32_t)(w >> 32 & 0xffff); k[3] = (uint32_t)(w >> 48);
+            } else {
+                memcpy(k, counts + x * 4, sizeof k);
+            }
+            uint8_t best = 0;
+            for (uint8_t t = 1; t < 4; t++) if (k[t] > k[best]) best = t;
+            cons[x] = ACGT[best];
+            if (covered[x]) {
+                stored[n_cov >> 2] |= best << (6 - 2 * (n_cov & 3));
+                n_cov++;
             }
         }
         /* the aligned bases that differ (as gaps between their ordinals), and the unaligned bases */
