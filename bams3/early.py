@@ -45,9 +45,12 @@ class EarlyRead:
         self._gen = bgzf.decompress_blocks(lambda n: self._read(n), piece=1 << 20)
         self._stop = threading.Event()
         self._switch = sys.getswitchinterval()
-        sys.setswitchinterval(_SWITCH)
         self._thread = threading.Thread(target=self._run, name="bams3-early-inflate", daemon=True)
-        self._thread.start()
+        try:
+            self._thread.start()
+        except BaseException:
+            self.f.close()
+            raise
 
     def _read_early(self, n: int) -> bytes:
         b = self.f.read(n)
@@ -56,6 +59,7 @@ class EarlyRead:
 
     def _run(self) -> None:
         held = 0
+        sys.setswitchinterval(_SWITCH)  # (for the whole process: put back when the thread ends, however it ends)
         try:
             for piece in self._gen:
                 self.pieces.append(piece)
@@ -99,7 +103,7 @@ def start(path: str) -> None:
             if f.read(4) != b"\x1f\x8b\x08\x04":
                 return
         _pending = EarlyRead(path)
-    except OSError:
+    except (OSError, RuntimeError):  # unreadable, or no thread to be had: the reader reads it all
         return
 
 

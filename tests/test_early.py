@@ -170,3 +170,29 @@ def test_only_a_local_bgzf_file_is_read_early(tmp_path):
     for name in ("-", "/dev/stdin", str(tmp_path / "missing.bam"), str(tmp_path), str(plain)):
         early.start(name)
         assert early._pending is None, name
+
+
+def test_no_thread_to_be_had_leaves_the_reading_to_the_reader(bam, tmp_path, monkeypatch, capfd):
+    """A process that cannot start another thread converts as it would without the early read,
+    its file closed and the switch interval as it was."""
+    opened = []
+    real_open = open
+
+    def tracking_open(*a, **k):
+        f = real_open(*a, **k)
+        opened.append(f)
+        return f
+
+    def no_thread(self):
+        raise RuntimeError("can't start new thread")
+
+    switch = sys.getswitchinterval()
+    monkeypatch.setattr(early, "open", tracking_open, raising=False)
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+    early.start(bam)
+    assert early._pending is None and opened and all(f.closed for f in opened)
+    assert sys.getswitchinterval() == switch
+    monkeypatch.undo()
+    assert main(["convert", bam, str(tmp_path / "o.bams3")]) == 0, capfd.readouterr().err
+    bams3.open(str(tmp_path / "o.bams3")).to_bam(str(tmp_path / "back.bam"))
+    assert oracle.raw_bam(str(tmp_path / "back.bam"))[1] == oracle.raw_bam(bam)[1]
