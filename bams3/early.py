@@ -33,7 +33,6 @@ class EarlyRead:
     """The thread, its file and what it inflated (``pieces``: ``bgzf.decompress_blocks`` lists)."""
 
     def __init__(self, path: str, budget: int | None = None):
-        self.path = path
         self.f = open(path, "rb")
         self.identity = _identity(os.fstat(self.f.fileno()))
         self.pieces: list[list] = []
@@ -92,10 +91,11 @@ class EarlyRead:
 _pending: EarlyRead | None = None
 
 
-def start(path: str) -> None:
-    """Inflate ``path``'s first blocks on a thread, if it is a regular local file that starts
-    as BGZF (else nothing)."""
+def start(name: str) -> None:
+    """Inflate the first blocks of the input ``name`` (a path or ``file://`` URL) on a thread, if
+    it is a regular local file that starts as BGZF (else nothing)."""
     global _pending
+    path = name[len("file://"):] if name.startswith("file://") else name  # as inputs._Source opens it
     try:
         if path in STDIN or not os.path.isfile(path):
             return

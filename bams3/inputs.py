@@ -207,15 +207,12 @@ def open_input(name: str, reference: str | None = None, threads: int = 2) -> Inp
     src = _Source(name)
     try:
         kind = _sniff(src.head, name)
-        inflated = early.claim(src.local_path, src._f)  # the first blocks, if the program inflated them
-        if inflated is not None and kind != "BAM":
-            inflated.stop()
+        # the first blocks, if the program inflated them (of anything but a BAM: stopped, unused)
+        inflated = early.claim(src.local_path if kind == "BAM" else None, src._f)
         if kind not in ("BAM", "BAM-raw", "BAM-gzip"):
             return _open_with_htslib(src, kind, reference, threads)
-        if kind == "BAM" and inflated is not None:
-            pieces = inflated.take(src.read, src.skip)
-        elif kind == "BAM":
-            pieces = bgzf.decompress_blocks(src.read)
+        if kind == "BAM":
+            pieces = inflated.take(src.read, src.skip) if inflated else bgzf.decompress_blocks(src.read)
         elif kind == "BAM-gzip":
             pieces = _gunzip(src.read)
         else:

@@ -158,9 +158,12 @@ static PyObject *c_encode(PyObject *self, PyObject *args) {
     int64_t lo = 0, hi = -1, n_aligned = 0;
     if (!err) aligned_span(&r, &lo, &hi, &n_aligned);
     int64_t span = hi >= lo ? hi - lo + 1 : 0;
+    /* a record aligns at most one base to a position: under 2^16 records no count exceeds 65535,
+     * and a position's four counts are the 16-bit fields of one word */
+    const int packed = r.n < 65536;
     if (!err) {
-        counts = r.n < 65536 ? calloc(span ? span * 2 : 2, sizeof(uint32_t))  /* as span u64 (below) */
-                             : calloc(span ? span * 4 : 1, sizeof(uint32_t));
+        counts = packed ? calloc(span ? span * 2 : 2, sizeof(uint32_t))  /* as span u64 (below) */
+                        : calloc(span ? span * 4 : 1, sizeof(uint32_t));
         covered = calloc(span ? span : 1, 1);
         cons = malloc(span ? span : 1);
         stored = malloc((span + 3) / 4 + 1);
@@ -183,10 +186,7 @@ static PyObject *c_encode(PyObject *self, PyObject *args) {
         }
         static const int8_t IDX[16] = {-1, 0, 1, -1, 2, -1, -1, -1, 3, -1, -1, -1, -1, -1, -1, -1};
         memset(stored, 0, (span + 3) / 4 + 1);
-        if (r.n < 65536) {
-            /* a record aligns at most one base to a position: fewer than 2^16 records count at
-             * most 65535 of a base there, so the four counts are 16-bit fields of one word, and
-             * a base adds its field's 1 (A C G T; 0 for any other code) without a branch */
+        if (packed) {  /* a base adds its field's 1 (A C G T; 0 for any other code) without a branch */
             static const uint64_t INC[16] = {0, 1, 1ull << 16, 0, 1ull << 32, 0, 0, 0, 1ull << 48,
                                              0, 0, 0, 0, 0, 0, 0};
             uint64_t *c64 = (uint64_t *)counts;  /* span * 4 u32: room for span u64 */
@@ -211,7 +211,7 @@ static PyObject *c_encode(PyObject *self, PyObject *args) {
         const uint64_t *c64 = (const uint64_t *)counts;
         for (int64_t x = 0; x < span; x++) {
             uint32_t k[4];
-            if (r.n < 65536) {
+            if (packed) {
                 uint64_t w = c64[x];
                 k[0] = (uint32_t)(w & 0xffff); k[1] = (uint32_t)(w >> 16 & 0xffff);
                 k[2] = (uint32_t)(w >> 32 & 0xffff); k[3] = (uint32_t)(w >> 48);

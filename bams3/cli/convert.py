@@ -114,7 +114,7 @@ def convert(input_path, dest, chunk_size, workers, compression, codec, level, qu
         from .. import early
 
         if not sort_input:  # the first blocks inflate on the other core while the converter loads
-            early.start(input_path[len("file://"):] if input_path.startswith("file://") else input_path)
+            early.start(input_path)
         try:
             from ..converter import convert as run
 
