@@ -69,7 +69,12 @@ def ordered_map(fn: Callable, items: Iterable, workers: int, ahead: int | None =
                 writes: bool = False) -> Iterator:
     """``map(fn, items)`` on ``workers`` threads, in order, at most ``ahead`` results in flight.
     When the program is ending (``ending``), it does not wait for the calls in flight, unless
-    they ``writes``: then the cleanup that follows must come after them."""
+    they ``writes``: then the cleanup that follows must come after them. A list of one item (a
+    count's one group of count prefixes, for each sample of a cohort) is mapped on the calling
+    thread: there is nothing to overlap, and no pool to start and stop."""
+    if isinstance(items, (list, tuple)) and len(items) <= 1:
+        yield from map(fn, items)
+        return
     ahead = ahead or 2 * workers
     ex = ThreadPoolExecutor(max(1, workers), thread_name_prefix="bams3")
     futures: deque = deque()

@@ -102,6 +102,32 @@ def test_counts_equal_samtools_with_and_without_the_index(bam, indexed, tmp_path
             assert (p.returncode, p.stdout, p.stderr) == (0, f"{view_count(bam, *regions)}\n", ""), (regions, quick)
 
 
+def test_one_group_of_prefixes_is_read_on_the_calling_thread(bam, indexed, monkeypatch):
+    """A count whose cut chunks' prefixes are one group (one ranged read: what a cohort count
+    does once a sample) reads it on the calling thread, with no pool started; groups far apart
+    are still read on the pool's threads. Both counts equal samtools'."""
+    import threading
+
+    from bams3.source import ChunkSource
+
+    seen = []
+    real = ChunkSource.prefixes
+
+    def prefixes(self, group):
+        seen.append(threading.current_thread())
+        return real(self, group)
+
+    monkeypatch.setattr(ChunkSource, "prefixes", prefixes)
+    ds = Dataset.open(indexed[0])
+    assert len(ds.source.prefix_groups([i for i in range(len(ds.chunks)) if ds.chunks.ref_id[i] == 0][:3])) == 1
+    assert ds.count("chrA:9,000-9,100") == view_count(bam, "chrA:9,000-9,100")
+    assert seen == [threading.current_thread()]
+    seen.clear()
+    far = ["chrA:9,000-9,100", "chrC:190,000-190,100"]  # in the index's first part and its last
+    assert ds.count(far) == view_count(bam, *far)
+    assert len(seen) == 2 and threading.current_thread() not in seen
+
+
 @pytest.fixture(scope="module")
 def remote(bam, s3_server):
     bucket = s3_server["bucket"]
