@@ -1,9 +1,9 @@
 """The ``bams3`` program's entry point. ``bams3 --version`` is answered here, before the
 command line (click and every command's module) is loaded: scripts run it to check an
 install, and it should cost no more than starting Python. A count or the statistics of a
-dataset, local or remote, and the records of a region of a local one, are tried first by the
-quick path (:mod:`bams3._quick`, no numpy or click), which answers exactly as the full command
-would or leaves it to the full command."""
+dataset, local or remote, the records of a region of a local one, and a cohort's counts are
+tried first by the quick path (:mod:`bams3._quick`, :mod:`bams3._quickcohort`: no numpy or
+click), which answers exactly as the full command would or leaves it to the full command."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def main() -> int:
 
         print(f"bams3, version {__version__}")  # as click's version option prints it
         return 0
-    if sys.argv[1:2] in (["stats"], ["query"]):
+    if sys.argv[1:2] in (["stats"], ["query"]) or sys.argv[1:3] == ["cohort", "count"]:
         code = _quick(sys.argv[1:])
         if code is not None:
             return code
@@ -52,6 +52,10 @@ def _quick(args: list[str]) -> int | None:
     except KeyboardInterrupt as exc:
         term = isinstance(exc, _Terminated)
         sys.stderr.write(f"bams3: {'terminated' if term else 'interrupted'}\n")
+        if args[0] == "cohort":  # samples' requests in flight on the pool's threads: not waited for
+            from ._quickcohort import leave
+
+            leave(143 if term else 130)
         return 143 if term else 130
     finally:
         signal.signal(signal.SIGTERM, previous)

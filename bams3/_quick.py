@@ -195,6 +195,10 @@ def run(args: list[str]) -> int | None:
     if os.environ.get("BAMS3_QUICK", "1") == "0" or sys.byteorder != "little":
         return None
     verb, rest = args[0], args[1:]
+    if verb == "cohort":  # `cohort count`
+        from ._quickcohort import run as cohort_count
+
+        return cohort_count(rest[1:])
     if verb == "query":
         split = _filter_options(rest)
         if split is None:
@@ -388,6 +392,24 @@ def count(dest: str, regions: list[str], given: dict[str, list[str]] | None = No
         if not spans:
             return int(f["stats"]["n_records"])  # (a JSON true is 1, as the full reader prints it)
         return _count(src, f, t, spans)
+    finally:
+        src.close()
+
+
+def counts(dest: str, regions: list[str]) -> list[int]:
+    """``samtools view -c`` of each region alone in the dataset ``dest`` (a cohort count's row
+    for each: bams3/_quickcohort.py), read as the full reader reads them: the metadata (and an
+    external chunk table) once, then each region's count prefixes."""
+    from .regiontext import resolve_region
+
+    src, f, version = _open(dest)
+    try:
+        if f["count_slot_bp"] or any(name not in OWN_CODECS for name, _, _ in f["codecs"]):
+            raise _Refused
+        names = {name: i for i, (name, _) in enumerate(f["references"])}
+        spans = [resolve_region(r, names) for r in regions]
+        t = _table(src, f, version)
+        return [_count(src, f, t, [span]) for span in spans]
     finally:
         src.close()
 

@@ -142,9 +142,11 @@ class NotADataset(str):
     that knows what it is, never matched by its words)."""
 
 
-def _with_retries(fn: Callable, retries: int):
+def _with_retries(fn: Callable, retries: int, first: int = 0):
+    """``(fn(), None)``, or ``(None, the last error)`` after ``retries`` more attempts; ``first``:
+    attempts already made (the quick path's: bams3/_quickcohort.py)."""
     last = None
-    for attempt in range(retries + 1):
+    for attempt in range(first, retries + 1):
         check_interrupted()
         try:
             return fn(), None
@@ -162,11 +164,12 @@ def _with_retries(fn: Callable, retries: int):
 
 
 def count_sample(name: str, url: str, regions: Sequence, retries: int = RETRIES,
-                 sample_names: str = "path", filters=None) -> list[tuple]:
+                 sample_names: str = "path", filters=None, attempt: int = 0) -> list[tuple]:
     """Rows ``(sample, region, count, note, error)`` for one sample. ``regions``: region texts
     or BED intervals ``(reference, start, end)``. A region on a reference the sample lacks
     counts 0 with the note ``missing_reference``: the others are counted as usual. ``filters``:
-    samtools view's read filters (:class:`bams3.filters.ReadFilter`)."""
+    samtools view's read filters (:class:`bams3.filters.ReadFilter`). ``attempt``: the attempts
+    already made (by the quick path) of the ``1 + retries``."""
     from .dataset import Dataset
 
     def work():
@@ -182,7 +185,7 @@ def count_sample(name: str, url: str, regions: Sequence, retries: int = RETRIES,
             out.append((ds.count(region, filters=filters), ""))
         return ds.header.text, out
 
-    result, error = _with_retries(work, retries)
+    result, error = _with_retries(work, retries, attempt)
     labels = [region_label(r) for r in regions]
     if result is None:
         return [(name, label, None, "", error) for label in labels]
