@@ -131,7 +131,9 @@ class _Remote:
         Not ``_threads.ordered_map``, which would do the same: its pool's threads are joined when
         the interpreter exits, so a Ctrl-C here would wait out the stalled requests (the full
         command leaves by ``os._exit``; this returns to ``_main``), and it imports
-        ``concurrent.futures`` (~7 ms). These threads are daemons."""
+        ``concurrent.futures`` (~7 ms). These threads are daemons. One read asked on a thread
+        other than the main one (a cohort count's sample: bams3/_quickcohort.py) is made on that
+        thread: nothing runs beside it, and Ctrl-C reaches the main thread, not this one."""
         import threading
 
         from .errors import Bams3Error
@@ -143,6 +145,18 @@ class _Remote:
         cond = threading.Condition()
         state = {"next": 0, "oldest": 0, "failed": False}
 
+        def fetch(k: int) -> bool:
+            """Read ask ``k`` into ``out[k]`` (or the error), handed over; whether it failed."""
+            try:
+                out[k] = self.store.get_range(*asks[k])
+                hand_over(self.url, *asks[k], out[k])
+                return False
+            except BaseException as exc:  # noqa: BLE001 (reported in order below)
+                out[k] = exc
+                if isinstance(exc, FileNotFoundError):
+                    hand_over(self.url, *asks[k], None)
+                return True
+
         def work() -> None:
             while True:
                 with cond:
@@ -152,14 +166,7 @@ class _Remote:
                     if state["failed"] or k >= n:
                         return
                     state["next"] = k + 1
-                try:
-                    out[k] = self.store.get_range(*asks[k])
-                    hand_over(self.url, *asks[k], out[k])
-                    failed = False
-                except BaseException as exc:  # noqa: BLE001 (handed to the waiting thread)
-                    out[k], failed = exc, True
-                    if isinstance(exc, FileNotFoundError):
-                        hand_over(self.url, *asks[k], None)
+                failed = fetch(k)
                 with cond:
                     done[k] = True
                     state["failed"] = state["failed"] or failed
@@ -167,15 +174,18 @@ class _Remote:
                         state["oldest"] += 1
                     cond.notify_all()
 
-        threads = [threading.Thread(target=work, daemon=True) for _ in range(min(REMOTE_WORKERS, len(asks)))]
-        for th in threads:
-            th.start()
-        try:
+        if n == 1 and threading.current_thread() is not threading.main_thread():
+            fetch(0)
+        else:
+            threads = [threading.Thread(target=work, daemon=True) for _ in range(min(REMOTE_WORKERS, n))]
             for th in threads:
-                th.join()
-        except BaseException:
-            interrupted.set()  # the requests still running stop retrying
-            raise
+                th.start()
+            try:
+                for th in threads:
+                    th.join()
+            except BaseException:
+                interrupted.set()  # the requests still running stop retrying
+                raise
         for got in out:  # the first failure in order, as the full command reports it
             if isinstance(got, FileNotFoundError):
                 raise _Missing  # the full command says what is missing

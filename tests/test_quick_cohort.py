@@ -146,3 +146,28 @@ def test_ctrl_c_ends_it_at_once(cohort):
         proxy.stall_seconds = 10.0
     assert (code, err, out) == (130, "bams3: interrupted\n", "")
     assert took < 3, took
+
+
+def test_a_samples_single_reads_are_made_on_its_own_thread(cohort, monkeypatch):
+    """On a cohort's thread, a read asked alone (the metadata, one group of count prefixes) is
+    made on that thread, with no thread started for it; the rows are the full command's."""
+    import threading
+
+    from bams3 import _quickcohort, cohort as full
+
+    started = []
+    real_start = threading.Thread.start
+
+    def start(self):
+        started.append(self.name)
+        return real_start(self)
+
+    url = cohort["urls"]["index"]
+    rows = []
+    worker = threading.Thread(target=lambda: rows.append(_quickcohort.count_sample("s", url, REGIONS)))
+    monkeypatch.setattr(threading.Thread, "start", start)
+    real_start(worker)
+    worker.join()
+    assert started == []
+    assert rows == [full.count_sample("s", url, REGIONS)]
+    assert [r[2] for r in rows[0]] == [view_count(cohort["bam"], r) for r in REGIONS]
