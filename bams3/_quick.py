@@ -199,6 +199,11 @@ class _Remote:
         pass
 
 
+def reads_url(dest: str) -> bool:
+    """Whether the quick path reads ``dest``: a path, or a URL of bams3's own cloud store."""
+    return not (("://" in dest and dest.split("://", 1)[0] not in REMOTE_SCHEMES) or dest.startswith("file:"))
+
+
 def run(args: list[str]) -> int | None:
     """Answer ``bams3 ARGS`` when it is a count or a statistics text this module answers (exit
     status 0), or None: the full command must run."""
@@ -235,7 +240,7 @@ def run(args: list[str]) -> int | None:
     if len(positional) < 1 or any(a.startswith("-") for a in positional) or (verb == "stats" and len(positional) > 1):
         return None  # an option (or `-`, `--`) the full command reads, or a usage error it reports
     dest = positional[0]
-    if ("://" in dest and dest.split("://", 1)[0] not in REMOTE_SCHEMES) or dest.startswith("file:"):
+    if not reads_url(dest):
         return None
     if sys.stdout is None or _encoding(sys.stdout) != "utf8":
         return None  # a closed stdout, or another encoding: the full command says so, or prints it

@@ -29,7 +29,7 @@ import os
 import sys
 import time
 
-from ._quick import REMOTE_SCHEMES, _encoding, _Failed, _write
+from ._quick import _encoding, _Failed, _write
 
 
 def _arguments(args: list[str]) -> tuple[list[str], str, int] | None:
@@ -72,30 +72,24 @@ def _arguments(args: list[str]) -> tuple[list[str], str, int] | None:
     return regions, given["from"], int(workers)
 
 
-def _quick_url(url: str) -> bool:
-    """Whether the quick count reads this URL (as bams3/_quick.py's run decides for a query)."""
-    return not (("://" in url and url.split("://", 1)[0] not in REMOTE_SCHEMES) or url.startswith("file:")
-                or url.startswith("-"))
-
-
 def count_sample(name: str, url: str, regions: list[str]) -> list[tuple]:
     """The full command's rows for one sample (:func:`bams3.cohort.count_sample`'s), by the
     quick count where it answers."""
     from . import _quick, cohort, storage
 
-    if not _quick_url(url):
+    if not _quick.reads_url(url) or url.startswith("-"):
         return cohort.count_sample(name, url, regions)
     try:
         counts = _quick.counts(url, regions)
     except _Failed:  # its first attempt failed (after the store's retries): the full command's retries follow
         if cohort.RETRIES < 1:
             return cohort.count_sample(name, url, regions)
-        storage._handed_over.pop(url, None)  # a retry reads the sample afresh, as the full command's does
+        storage.drop_handed_over(url)  # a retry reads the sample afresh, as the full command's does
         time.sleep(0.2)  # as bams3.cohort._with_retries waits after a first attempt
         return cohort.count_sample(name, url, regions, attempt=1)
     except Exception:  # noqa: BLE001 - whatever it is, the full command answers (or reports it)
         return cohort.count_sample(name, url, regions)
-    storage._handed_over.pop(url, None)  # nothing left for the full command to take over
+    storage.drop_handed_over(url)  # nothing left for the full command to take over
     return [(name, region, n, "", "") for region, n in zip(regions, counts)]
 
 
@@ -117,11 +111,10 @@ def run(args: list[str]) -> int | None:
     rows = [row for rows in results for row in rows]
     text = io.StringIO()
     cohort.write_rows(rows, cohort.COUNT_COLUMNS, None, text)
-    failed = list(dict.fromkeys(r[0] for r in rows if r[4]))
+    note = cohort.failure_note(rows, cohort.COUNT_COLUMNS)
     message = ""
-    if failed:  # as bams3/cli/cohort.py's _cohort_write says it
-        message = redact(f"bams3: {len(failed)} sample(s) failed (see the error column): "
-                         f"{', '.join(map(str, failed[:5]))}" + (" ..." if len(failed) > 5 else "")) + "\n"
+    if note:  # as bams3/cli/cohort.py's _cohort_write says it
+        message = redact(f"bams3: {note}") + "\n"
         if "\x1b" in message or not (message.isascii() or _encoding(sys.stderr) == "utf8"):
             return None  # escapes click would strip, or text click re-encodes: the full command says it
     code = _write(text.getvalue().encode("utf-8"))

@@ -585,6 +585,16 @@ def write_rows(rows: list[tuple], columns: Sequence[str], path: str | None, out=
         f.write(buf.getvalue().encode())
 
 
+def failure_note(rows: list[tuple], columns: Sequence[str]) -> str | None:
+    """What a cohort command says on stderr when samples failed (their rows' error set), or None."""
+    e, n = list(columns).index("error"), list(columns).index("sample")
+    failed = list(dict.fromkeys(r[n] for r in rows if r[e]))
+    if not failed:
+        return None
+    return (f"{len(failed)} sample(s) failed (see the error column): {', '.join(map(str, failed[:5]))}"
+            + (" ..." if len(failed) > 5 else ""))
+
+
 def drop_non_dataset_rows(rows: list[tuple], columns: Sequence[str]) -> list[tuple]:
     """The rows of a prefix's listing that are datasets (an entry without _metadata.json is not one)."""
     e = list(columns).index("error")

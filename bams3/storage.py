@@ -456,6 +456,11 @@ def hand_over(url: str, key: str, start: int, end: int, data: bytes | None) -> N
     _handed_over.setdefault(url, {})[(key, start, end)] = data
 
 
+def drop_handed_over(url: str) -> None:
+    """Forget the reads handed over for ``url`` (nothing will open it after them)."""
+    _handed_over.pop(url, None)
+
+
 class HandedOverStore:
     """A store that answers the reads handed over to it (:func:`hand_over`) once each, without
     a request, and passes everything else to the store it wraps."""

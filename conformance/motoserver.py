@@ -20,7 +20,6 @@ import sys
 import threading
 
 _SERVE = """
-import sys
 from moto.moto_server.werkzeug_app import create_backend_app
 from werkzeug.serving import WSGIRequestHandler, make_server
 

@@ -69,11 +69,9 @@ def _cohort_write(rows, columns, output, prefix_mode=False):
     if prefix_mode:
         rows = c.drop_non_dataset_rows(rows, columns)
     c.write_rows(rows, columns, output, sys.stdout)
-    e, n = list(columns).index("error"), list(columns).index("sample")
-    failed = list(dict.fromkeys(r[n] for r in rows if r[e]))
-    if failed:
-        _err(f"{len(failed)} sample(s) failed (see the error column): {', '.join(map(str, failed[:5]))}"
-             + (" ..." if len(failed) > 5 else ""))
+    note = c.failure_note(rows, columns)
+    if note:
+        _err(note)
 
 
 @cohort.command("count", context_settings=CONTEXT)
