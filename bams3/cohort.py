@@ -561,12 +561,14 @@ def write_rows(rows: list[tuple], columns: Sequence[str], path: str | None, out=
     import csv
     import io
 
-    from .output import Output, is_stdout
-
     def cell(v):
         return "NA" if v is None else v
 
-    fmt = table_format(path)
+    to_out = out is not None and (path is None or path == "-")  # TSV on ``out``: bams3.output is not needed
+    if not to_out:
+        from .output import Output
+
+    fmt = "tsv" if to_out else table_format(path)
     if fmt == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -578,7 +580,7 @@ def write_rows(rows: list[tuple], columns: Sequence[str], path: str | None, out=
     w = csv.writer(buf, delimiter="," if fmt == "csv" else "\t", lineterminator="\n")
     w.writerow(columns)
     w.writerows([cell(v) for v in r] for r in rows)
-    if is_stdout(path) and out is not None:
+    if to_out:
         out.write(buf.getvalue())
         return
     with Output(path) as f:

@@ -80,18 +80,21 @@ def test_the_table_equals_the_full_commands_and_samtools_in_as_many_requests(coh
 
 
 def test_it_imports_no_numpy_or_click(cohort, tmp_path):
-    """Samples the quick count answers: neither numpy nor click is imported; one it leaves to
-    the full command's count of the sample (count slots) imports numpy for that sample."""
+    """Samples the quick count answers: neither numpy nor click is imported, nor what writing a
+    file (bams3.output) or reading an AWS profile (configparser) needs, and one S3 client is
+    made (none for streaming); one it leaves to the full command's count of the sample (count
+    slots) imports numpy for that sample."""
     probe = ("import sys; sys.argv = ['bams3', 'cohort', 'count', 'chrA:1-90000', '--from', sys.argv[1]]; "
-             "from bams3._main import main; code = main(); "
-             "print(sorted(m for m in ('numpy', 'click', 'pysam') if m in sys.modules), code, file=sys.stderr)")
-    for names, imported in ((("index", "plain", "local"), "[]"), (("index", "slots"), "['numpy']")):
+             "from bams3._main import main; code = main(); from bams3.builtins.cloud import _CLIENTS; "
+             "print(sorted(m for m in ('numpy', 'click', 'pysam', 'bams3.output', 'configparser') if m in sys.modules),"
+             " code, len(_CLIENTS), file=sys.stderr)")
+    for names, imported in ((("index", "plain", "local"), "[] 0 1"), (("index", "slots"), "['numpy'] 0 1")):
         samples = tmp_path / "s.txt"
         samples.write_text("".join(f"{n}\t{cohort['urls'][n]}\n" for n in names))
         r = subprocess.run([sys.executable, "-c", probe, str(samples)], capture_output=True, text=True, timeout=60,
                            env=cohort["env"])
         want = "".join(f"{n}\tchrA:1-90000\t{view_count(cohort['bam'], 'chrA:1-90000')}\t\t\n" for n in names)
-        assert (r.stdout, r.stderr.strip()) == ("sample\tregion\tcount\tnote\terror\n" + want, f"{imported} 0"), names
+        assert (r.stdout, r.stderr.strip()) == ("sample\tregion\tcount\tnote\terror\n" + want, imported), names
 
 
 def test_a_command_line_it_does_not_take_is_the_full_commands(cohort, tmp_path):

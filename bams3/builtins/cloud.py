@@ -17,7 +17,6 @@ request that still fails is one line naming the object and what to change.
 
 from __future__ import annotations
 
-import configparser
 import os
 import re
 import threading
@@ -261,7 +260,9 @@ class CloudStore(ObstoreStore):
         super().__init__(store, url, prefix)
         self.endpoint = endpoint  # S3's, when one was given
         self.read_only = read_only
-        self._stream_store = stream_store  # the same store with obstore's own retries, for stream()
+        # the same store with obstore's own retries, for stream(): made on first use (its own
+        # client, ~5 ms of the GIL, which a process that never streams need not make)
+        self._stream_store = stream_store
         self._conf = settings()
 
     def _guard(self, fn, key, *args, **kwargs):
@@ -312,7 +313,8 @@ class CloudStore(ObstoreStore):
         return self._guard(lambda k: super(CloudStore, self).put_if(k, data, expect=expect), key)
 
     def _streamed(self, key, piece):
-        store = self._stream_store or self._store  # a whole object: obstore's own retries resume it
+        store = self._stream_store  # a whole object: obstore's own retries resume it
+        store = self._store if store is None else store() if callable(store) else store
         with self.counter.request("GET", key) as moved:
             for b in self._obs.get(store, self._path(key)).stream(min_chunk_size=piece):
                 b = bytes(b)
@@ -363,6 +365,8 @@ def _profile_config(unsigned: bool = False) -> dict:
     profile = os.environ.get("AWS_PROFILE") or os.environ.get("AWS_DEFAULT_PROFILE")
     cred_file = os.path.expanduser(os.environ.get("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials"))
     conf_file = os.path.expanduser(os.environ.get("AWS_CONFIG_FILE", "~/.aws/config"))
+    import configparser  # here: most runs have keys in the environment, and never read a profile
+
     creds, conf = configparser.RawConfigParser(), configparser.RawConfigParser()
     creds.read(cred_file)
     conf.read(conf_file)
@@ -454,21 +458,23 @@ def open_cloud(url: str, create: bool = False, endpoint_url: str | None = None, 
     elif scheme == "http":
         options["allow_http"] = True
     prefix = ""
-    try:
-        stores = []
-        for retry in (conf["no_retry"], conf["retry"]):
+    if scheme in ("s3", "gs", "az"):
+        _, bucket, prefix = split_url(url)
+    env = _client_env()
+
+    def store(retry: dict):
+        try:
             if scheme in ("s3", "gs", "az"):
-                _, bucket, prefix = split_url(url)
                 cls = {"s3": S3Store, "gs": GCSStore, "az": AzureStore}[scheme]
-                stores.append(_bucket_store(cls, bucket, options, retry, kwargs))
-            else:
-                stores.append(from_url(url.rstrip("/"), client_options=options, retry_config=retry, **kwargs))
-    except UsageError:
-        raise
-    except Exception as exc:
-        raise DatasetError(f"cannot use {redact(url)}: {_clean(str(exc))}") from None
-    return CloudStore(stores[0], url, read_only=scheme in ("http", "https"), stream_store=stores[1],
-                      endpoint=endpoint or None, prefix=prefix)
+                return _bucket_store(cls, bucket, options, retry, kwargs, env)
+            return from_url(url.rstrip("/"), client_options=options, retry_config=retry, **kwargs)
+        except UsageError:
+            raise
+        except Exception as exc:
+            raise DatasetError(f"cannot use {redact(url)}: {_clean(str(exc))}") from None
+
+    return CloudStore(store(conf["no_retry"]), url, read_only=scheme in ("http", "https"),
+                      stream_store=lambda: store(conf["retry"]), endpoint=endpoint or None, prefix=prefix)
 
 
 # One client per bucket and configuration, shared by the stores of every dataset in it: making
@@ -482,8 +488,25 @@ _MAX_CLIENTS = 64
 _CLIENT_ENV = ("AWS_", "GOOGLE_", "AZURE_", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "SSL_CERT_")
 
 
-def _bucket_store(cls, bucket: str, options: dict, retry: dict, kwargs: dict):
+_ENV_SEEN: tuple = (None, ())  # (a copy of os.environ's own mapping, _client_env() of it)
+
+
+def _client_env() -> tuple:
+    """The variables of the environment obstore reads itself, as part of a client's key: read
+    again only when the environment has changed since (a scan of it all took ~35 us, twice a
+    dataset; comparing os.environ's own mapping with a copy of it takes well under 1 us)."""
+    global _ENV_SEEN
+    data = getattr(os.environ, "_data", None)  # CPython's: every change through os.environ lands there
+    seen, env = _ENV_SEEN
+    if data is not None and seen == data:
+        return env
+    copy = dict(data) if data is not None else None  # before the scan: a change during it is seen next time
     env = tuple(sorted((k, v) for k, v in os.environ.items() if k.upper().startswith(_CLIENT_ENV)))
+    _ENV_SEEN = (copy, env)
+    return env
+
+
+def _bucket_store(cls, bucket: str, options: dict, retry: dict, kwargs: dict, env: tuple):
     key = (cls.__name__, bucket, repr(sorted(options.items())), repr(sorted(retry.items())),
            repr(sorted(kwargs.items())), env, os.getpid())
     with _CLIENTS_LOCK:
