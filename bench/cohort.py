@@ -10,7 +10,8 @@ uploaded once per sample as BAM+BAI, as a bams3 dataset with a count index (`con
 --count-index`) and as one without. samtools runs as a pool of
 --concurrency child processes (as GNU parallel -j would), each in an empty directory
 so that it fetches the index as a first query does; bams3 runs one `cohort count`
-process with -@ --concurrency. Prints a table; median of --repeat runs.
+process with -@ --concurrency. Prints a table; median of --repeat runs, taken in turn (one run
+of each tool, then the next round).
 """
 
 from __future__ import annotations
@@ -120,15 +121,17 @@ def measure(sample_dir: str, bams3_cmd: str, samples: int = 200, concurrency: in
     result = {"samples": samples, "concurrency": concurrency, "repeat": repeat, "region": REGION,
               "reads_per_sample": expected}
     runners = [(who, lambda who=who: run_bams3(who)) for who in datasets] + [("samtools", run_samtools)]
-    for who, fn in runners:
-        runs = []
-        for _ in range(repeat):
+    measured: dict[str, list[dict]] = {who: [] for who, _ in runners}
+    for _ in range(repeat):
+        for who, fn in runners:  # in turn, so that every tool meets the machine's same minute
             proxy.reset()
             t = time.perf_counter()
             counts = fn()
             wall = time.perf_counter() - t
-            runs.append({"seconds": wall, "requests": len(proxy.log), "bytes": proxy.bytes_out(),
-                         "correct": sum(c == expected for c in counts), "failed": sum(c is None for c in counts)})
+            measured[who].append({"seconds": wall, "requests": len(proxy.log), "bytes": proxy.bytes_out(),
+                                  "correct": sum(c == expected for c in counts),
+                                  "failed": sum(c is None for c in counts)})
+    for who, runs in measured.items():
         result[who] = {"seconds": statistics.median(r["seconds"] for r in runs),
                        "requests": int(statistics.median(r["requests"] for r in runs)),
                        "bytes": int(statistics.median(r["bytes"] for r in runs)),
