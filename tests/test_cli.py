@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shlex
 import shutil
 import subprocess
 import sys
@@ -255,7 +256,7 @@ def test_version_is_answered_before_the_command_line_loads():
     from importlib.metadata import entry_points
 
     (script,) = [ep for ep in entry_points(group="console_scripts") if ep.name == "bams3"]
-    assert script.value == "bams3._main:main"
+    assert script.value == "bams3._main:program"
     code = ("import sys\nsys.argv = ['bams3', '--version']\nfrom bams3._main import main\ncode = main()\n"
             "print(code, 'click' in sys.modules, 'numpy' in sys.modules)")
     fast = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -266,6 +267,31 @@ def test_version_is_answered_before_the_command_line_loads():
             "sys.exit(main())")
     p = subprocess.run([sys.executable, "-c", rest], capture_output=True, text=True)
     assert p.returncode == 0 and '"zstd"' in p.stdout
+
+
+def test_the_program_ends_without_teardown_only_after_a_quick_answer(tmp_path):
+    """The installed program (bams3._main.program): a command answered before the command line
+    loads ends the process at once (no atexit handler runs), its output whole and its status
+    kept; the full command line ends as Python ends."""
+    ds = tmp_path / "x.bams3"
+    run("convert", EXAMPLE, ds, check=True)
+    code = ("import atexit, sys\natexit.register(lambda: sys.stderr.write('teardown\\n'))\n"
+            "sys.argv = ['bams3'] + sys.argv[1:]\nfrom bams3._main import program\nsys.exit(program())")
+    cases = [(["--version"], 0, False), (["query", "-c", str(ds), "chr1"], 0, False),
+             (["stats", "--flagstat", str(ds)], 0, False), (["query", str(ds), "chr1:1-1000"], 0, False),
+             (["query", "-c", str(tmp_path / "missing.bams3"), "chr1"], 1, True),  # the full command says it
+             (["plugins", "--json"], 0, True)]
+    for args, status, teardown in cases:
+        p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+        assert (p.returncode, p.stderr.endswith("teardown\n")) == (status, teardown), (args, p.stderr)
+        if args[0] == "query" and status == 0:
+            want = view(EXAMPLE, *args[2:]) if "-c" not in args else f"{view_count(EXAMPLE, 'chr1')}\n"
+            assert p.stdout == want, args
+    # a reader that stops reading: the answer ends as before (status 0, no message), whether the
+    # pipe closed before it was written or after
+    r = subprocess.run(["bash", "-c", f"set -o pipefail; {shlex.quote(sys.executable)} -c {shlex.quote(code)} "
+                        f"query {shlex.quote(str(ds))} chr1 | head -c 1"], capture_output=True, text=True)
+    assert (r.returncode, r.stdout, r.stderr) == (0, view(EXAMPLE, "chr1")[0], "")
 
 
 def test_max_chunk_raw_sets_the_chunks_size_and_bad_values_are_one_line(tmp_path):
