@@ -65,14 +65,20 @@ def median_run(cmd, repeat, *, env=None, prepare=None, stdout_path=None) -> dict
     return _summary(results)
 
 
-def interleaved_runs(cmds: dict[str, list[str]], repeat: int) -> dict[str, dict]:
+def interleaved_runs(cmds: dict[str, list[str]], repeat: int, stdout_paths: dict[str, str] | None = None
+                     ) -> dict[str, dict]:
     """median_run of each command, their runs taken in turn (a round: one run of each), so that
     the commands compared meet the same load: on this machine the time of one command moves by
-    up to 30% from one minute to the next."""
+    up to 30% from one minute to the next. ``stdout_paths``: where a command's output goes."""
     results: dict[str, list[dict]] = {k: [] for k in cmds}
     for _ in range(repeat):
         for k, cmd in cmds.items():
-            results[k].append(run(cmd))
+            path = (stdout_paths or {}).get(k)
+            if path is None:
+                results[k].append(run(cmd))
+                continue
+            with open(path, "wb") as f:
+                results[k].append(run(cmd, stdout=f))
     return {k: _summary(rs) for k, rs in results.items()}
 
 
@@ -281,8 +287,8 @@ class Bench:
         out = {}
 
         def case(label, ours_cmd, st_cmd, compare=True):
-            st = median_run(st_cmd, self.repeat, stdout_path=a)
-            ours = median_run(ours_cmd, self.repeat, stdout_path=b)
+            got = interleaved_runs({"st": st_cmd, "ours": ours_cmd}, self.repeat, {"st": a, "ours": b})
+            st, ours = got["st"], got["ours"]
             same = md5(a) == md5(b) if compare else None
             out[label] = {"samtools": st, "bams3": ours, **({"identical": same} if compare else {})}
             self.row("latency", label, ours, st, f"CPU {ours['cpu']:.3f}s vs {st['cpu']:.3f}s "
