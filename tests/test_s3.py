@@ -175,7 +175,14 @@ def test_datasets_in_one_bucket_share_a_client_made_from_the_same_configuration(
     cloud._CLIENTS.clear()
     a, b = open_store(f"{root}one/a.bams3"), open_store(f"{root}two/b.bams3")
     assert a._store is b._store and len(cloud._CLIENTS) == 1  # the streaming client: on first use
-    assert a._stream_store() is b._stream_store() is not a._store and len(cloud._CLIENTS) == 2
+
+    def streamed(store):
+        store.put("whole", b"x" * 100)
+        assert b"".join(store.stream("whole", piece=16)) == b"x" * 100
+        store.delete("whole")
+        return store._stream_store
+
+    assert streamed(a) is streamed(b) is not a._store and len(cloud._CLIENTS) == 2
     a.put("data/r/x", b"1")
     b.put("data/r/x", b"22")
     assert (a.get("data/r/x"), b.get_range("data/r/x", 1, 2), b.size("data/r/x")) == (b"1", b"2", 2)
@@ -183,10 +190,12 @@ def test_datasets_in_one_bucket_share_a_client_made_from_the_same_configuration(
     assert list(open_store(f"{root}one").list("")) == [("a.bams3/data/r/x", 1)]
     a.delete("data/r/x")
     assert a.head("data/r/x") is None and b.head("data/r/x")["size"] == 2
-    b.put("whole", b"x" * 100)
-    assert b"".join(b.stream("whole", piece=16)) == b"x" * 100  # read by the streaming client
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "another")
     c = open_store(f"{root}one/a.bams3")
-    assert c._store is not a._store and c._stream_store() is not a._stream_store()
+    assert c._store is not a._store and streamed(c) is not a._stream_store
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server["env"]["AWS_SECRET_ACCESS_KEY"])  # and back
-    assert open_store(f"{root}one/a.bams3")._store is a._store
+    d = open_store(f"{root}one/a.bams3")
+    assert d._store is a._store and streamed(d) is a._stream_store
+    e = open_store(f"{root}one/a.bams3")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "another")  # changed between opening and a first stream:
+    assert e._store is a._store and streamed(e) is c._stream_store  # made in (and of) the environment then

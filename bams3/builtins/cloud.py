@@ -261,7 +261,8 @@ class CloudStore(ObstoreStore):
         self.endpoint = endpoint  # S3's, when one was given
         self.read_only = read_only
         # the same store with obstore's own retries, for stream(): made on first use (its own
-        # client, ~5 ms of the GIL, which a process that never streams need not make)
+        # client, ~5 ms of the GIL, which a process that never streams need not make), from
+        # the environment of that moment, and kept
         self._stream_store = stream_store
         self._conf = settings()
 
@@ -314,7 +315,9 @@ class CloudStore(ObstoreStore):
 
     def _streamed(self, key, piece):
         store = self._stream_store  # a whole object: obstore's own retries resume it
-        store = self._store if store is None else store() if callable(store) else store
+        if callable(store):
+            store = self._stream_store = store()
+        store = self._store if store is None else store
         with self.counter.request("GET", key) as moved:
             for b in self._obs.get(store, self._path(key)).stream(min_chunk_size=piece):
                 b = bytes(b)
@@ -460,13 +463,13 @@ def open_cloud(url: str, create: bool = False, endpoint_url: str | None = None, 
     prefix = ""
     if scheme in ("s3", "gs", "az"):
         _, bucket, prefix = split_url(url)
-    env = _client_env()
 
     def store(retry: dict):
+        """A client as obstore makes it now, from the environment as it is now (so is its key)."""
         try:
             if scheme in ("s3", "gs", "az"):
                 cls = {"s3": S3Store, "gs": GCSStore, "az": AzureStore}[scheme]
-                return _bucket_store(cls, bucket, options, retry, kwargs, env)
+                return _bucket_store(cls, bucket, options, retry, kwargs, _client_env())
             return from_url(url.rstrip("/"), client_options=options, retry_config=retry, **kwargs)
         except UsageError:
             raise
