@@ -22,7 +22,7 @@ def program() -> int:
     """The installed ``bams3`` program: :func:`main`, except that a command answered before the
     command line loads (``--version``, the quick path) ends the process there, without the
     interpreter's teardown (every module unloaded, the storage client's runtime stopped): ~4 ms
-    of a 25 ms count, ~15 ms of a cohort count over S3, in which the server waits. What it had to
+    of a 25 ms count, 15-20 ms of a cohort count over S3, in which the server waits. What it had to
     say is out by then: the quick path writes stdout with os.write, and both streams are flushed
     first; should a flush fail, the process ends as it always did, by returning."""
     code = _answer()

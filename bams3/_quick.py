@@ -390,8 +390,6 @@ def stats(dest: str, which: str | None) -> str:
 def count(dest: str, regions: list[str], given: dict[str, list[str]] | None = None) -> int:
     """``samtools view -c`` of the regions (none: every record) in the dataset ``dest``, with
     samtools view's flag and MAPQ filters (``given``: their values by ``FILTER_OPTIONS``' names)."""
-    from .regiontext import resolve_region
-
     flt = _read_filter(given or {})
     src, f, version = _open(dest)
     try:
@@ -399,8 +397,7 @@ def count(dest: str, regions: list[str], given: dict[str, list[str]] | None = No
             raise _Refused  # the full command reads a remote chunk's columns by coalesced ranges
         if f["count_slot_bp"] and flt is None or any(name not in OWN_CODECS for name, _, _ in f["codecs"]):
             raise _Refused
-        names = {name: i for i, (name, _) in enumerate(f["references"])}
-        spans = [resolve_region(r, names) for r in regions]
+        spans = resolve_spans(f, regions)
         t = _table(src, f, version)
         if flt is not None:
             return _count_filtered(src, f, t, spans, flt)
@@ -415,18 +412,24 @@ def counts(dest: str, regions: list[str]) -> list[int]:
     """``samtools view -c`` of each region alone in the dataset ``dest`` (a cohort count's row
     for each: bams3/_quickcohort.py), read as the full reader reads them: the metadata (and an
     external chunk table) once, then each region's count prefixes."""
-    from .regiontext import resolve_region
-
     src, f, version = _open(dest)
     try:
         if f["count_slot_bp"] or any(name not in OWN_CODECS for name, _, _ in f["codecs"]):
             raise _Refused
-        names = {name: i for i, (name, _) in enumerate(f["references"])}
-        spans = [resolve_region(r, names) for r in regions]
+        spans = resolve_spans(f, regions)
         t = _table(src, f, version)
         return [_count(src, f, t, [span]) for span in spans]
     finally:
         src.close()
+
+
+def resolve_spans(f: dict, regions: list[str]) -> list[tuple[int, int, int]]:
+    """Each region's (reference id, 0-based start, end) in the dataset of metadata fields ``f``,
+    resolved as the full reader resolves it."""
+    from .regiontext import resolve_region
+
+    names = {name: i for i, (name, _) in enumerate(f["references"])}
+    return [resolve_region(r, names) for r in regions]
 
 
 def _table(src: _Local | _Remote, f: dict, version: int) -> dict[str, list[int]]:

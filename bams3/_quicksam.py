@@ -25,7 +25,7 @@ import struct
 import zlib
 
 from ._kernels import join, layout, overlap_mask, unshuffle
-from ._quick import WIDTH, _chunk_key, _directory, _open, _Refused, _table
+from ._quick import WIDTH, _chunk_key, _directory, _open, _Refused, _table, resolve_spans
 from .layout import (
     CHUNK_HEAD,
     DIR_ENTRY,
@@ -57,8 +57,6 @@ class _Fields:
 
 def sam(dest: str, regions: list[str]) -> bytes:
     """The SAM lines ``bams3 query DEST REGION`` writes."""
-    from .regiontext import resolve_region
-
     if len(regions) != 1:
         raise _Refused
     src, f, version = _open(dest)
@@ -67,8 +65,7 @@ def sam(dest: str, regions: list[str]) -> bytes:
             raise _Refused
         decoders = [_decoder(name) for name, _, _ in f["codecs"]]
         t = _table(src, f, version)
-        names = {name: i for i, (name, _) in enumerate(f["references"])}
-        tid, beg, end = resolve_region(regions[0], names)
+        ((tid, beg, end),) = resolve_spans(f, regions)
         if tid < 0:
             raise _Refused
         chunks = [i for i, r in enumerate(t["ref_id"]) if r == tid and t["min_pos"][i] < end and t["max_end"][i] > beg]

@@ -564,14 +564,13 @@ def write_rows(rows: list[tuple], columns: Sequence[str], path: str | None, out=
     def cell(v):
         return "NA" if v is None else v
 
-    to_out = out is not None and (path is None or path == "-")  # TSV on ``out``: bams3.output is not needed
-    if not to_out:
-        from .output import Output
-
+    to_out = out is not None and (path is None or path == "-")  # TSV on ``out``: no need of bams3.output
     fmt = "tsv" if to_out else table_format(path)
     if fmt == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
+
+        from .output import Output
 
         with Output(path) as f:
             pq.write_table(pa.table({c: [r[i] for r in rows] for i, c in enumerate(columns)}), f)
@@ -583,6 +582,8 @@ def write_rows(rows: list[tuple], columns: Sequence[str], path: str | None, out=
     if to_out:
         out.write(buf.getvalue())
         return
+    from .output import Output
+
     with Output(path) as f:
         f.write(buf.getvalue().encode())
 

@@ -57,11 +57,7 @@ def median_run(cmd, repeat, *, env=None, prepare=None, stdout_path=None) -> dict
     for _ in range(repeat):
         if prepare:
             prepare()
-        if stdout_path:
-            with open(stdout_path, "wb") as f:
-                results.append(run(cmd, env=env, stdout=f))
-        else:
-            results.append(run(cmd, env=env))
+        results.append(_run_to(cmd, stdout_path, env=env))
     return _summary(results)
 
 
@@ -73,13 +69,16 @@ def interleaved_runs(cmds: dict[str, list[str]], repeat: int, stdout_paths: dict
     results: dict[str, list[dict]] = {k: [] for k in cmds}
     for _ in range(repeat):
         for k, cmd in cmds.items():
-            path = (stdout_paths or {}).get(k)
-            if path is None:
-                results[k].append(run(cmd))
-                continue
-            with open(path, "wb") as f:
-                results[k].append(run(cmd, stdout=f))
+            results[k].append(_run_to(cmd, (stdout_paths or {}).get(k)))
     return {k: _summary(rs) for k, rs in results.items()}
+
+
+def _run_to(cmd: list[str], stdout_path: str | None, env=None) -> dict:
+    """run(cmd), its output written to ``stdout_path`` (None: discarded)."""
+    if not stdout_path:
+        return run(cmd, env=env)
+    with open(stdout_path, "wb") as f:
+        return run(cmd, env=env, stdout=f)
 
 
 def _summary(results: list[dict]) -> dict:
