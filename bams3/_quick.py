@@ -126,7 +126,11 @@ class _Remote:
         REMOTE_WORKERS places or more past the first one not yet answered, and none started once
         one has failed (so never a request the full command's pool would not have made: it has
         REMOTE_WORKERS in flight from the start). Each read is handed over to the full command
-        (``storage.hand_over``), in case it runs after this.
+        (``storage.hand_over``), in case it runs after this. On the main thread, a failure the
+        command reports itself (a Bams3Error) is raised once it is the first in order, as the
+        full command's ordered reads raise it and its process ends: the reads behind it are not
+        waited for (they are daemons; the process ends). Any other failure waits for every read,
+        since the full command follows and takes the reads over.
 
         Not ``_threads.ordered_map``, which would do the same: its pool's threads are joined when
         the interpreter exits, so a Ctrl-C here would wait out the stalled requests (the full
@@ -143,7 +147,7 @@ class _Remote:
         out: list = [None] * n
         done = [False] * n
         cond = threading.Condition()
-        state = {"next": 0, "oldest": 0, "failed": False}
+        state = {"next": 0, "oldest": 0, "failed": n}  # failed: the first read in order that failed (n: none)
 
         def fetch(k: int) -> bool:
             """Read ask ``k`` into ``out[k]`` (or the error), handed over; whether it failed."""
@@ -160,16 +164,17 @@ class _Remote:
         def work() -> None:
             while True:
                 with cond:
-                    while not state["failed"] and state["next"] < n and state["next"] >= state["oldest"] + ahead:
+                    while state["failed"] == n and state["next"] < n and state["next"] >= state["oldest"] + ahead:
                         cond.wait()
                     k = state["next"]
-                    if state["failed"] or k >= n:
+                    if state["failed"] < n or k >= n:
                         return
                     state["next"] = k + 1
                 failed = fetch(k)
                 with cond:
                     done[k] = True
-                    state["failed"] = state["failed"] or failed
+                    if failed:
+                        state["failed"] = min(state["failed"], k)
                     while state["oldest"] < n and done[state["oldest"]]:
                         state["oldest"] += 1
                     cond.notify_all()
@@ -181,8 +186,17 @@ class _Remote:
             for th in threads:
                 th.start()
             try:
+                if threading.current_thread() is threading.main_thread():
+                    with cond:  # until every read is in, or the first failure in order is known
+                        while state["oldest"] < n and state["oldest"] <= state["failed"]:
+                            cond.wait()
+                    first = out[state["failed"]] if state["failed"] < n else None
+                    if isinstance(first, Bams3Error) and not isinstance(first, FileNotFoundError):
+                        raise _Failed(first)  # reported, and the process ends: the reads behind it not waited for
                 for th in threads:
                     th.join()
+            except _Failed:
+                raise
             except BaseException:
                 interrupted.set()  # the requests still running stop retrying
                 raise
