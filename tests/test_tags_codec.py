@@ -370,3 +370,23 @@ def test_a_dataset_of_every_kind_of_tag_reads_as_samtools_does(tmp_path):
                           text=True).stdout
     assert ours == pysam.view(path, "c")
     assert ours.count("\tXS:i:") == 500 and ours.count("\tSA:Z:") == 56
+
+
+@given(st.lists(st.integers(0, (1 << 32) - 1), min_size=1, max_size=40).flatmap(
+    lambda values: st.lists(st.sampled_from(values), min_size=1, max_size=300)))
+def test_a_value_table_comes_back_and_an_index_outside_it_is_refused(numbers):
+    """Numbers of few distinct values stored as a table (``_as_table``) read back byte plane by
+    byte plane (``_from_table``); an index past the table's last value is refused (ValueError)."""
+    import numpy as np
+
+    from bams3.builtins._decode import _from_table
+
+    planes = np.array(numbers, dtype="<u4").view(np.uint8).reshape(-1, 4).T.tobytes()  # as the codec shuffles them
+    table = tags._as_table(planes)
+    assert _from_table(table, len(numbers)) == planes
+    d = table[0] + 1
+    if d < 256:
+        bad = bytearray(table)
+        bad[1 + 4 * d + len(numbers) // 2] = d
+        with pytest.raises(ValueError, match="outside its table"):
+            _from_table(bytes(bad), len(numbers))

@@ -147,7 +147,7 @@ def _from_table(table: bytes, n_numbers: int) -> bytes:
         raise ValueError("a tags-codec value table has the wrong size")
     d = table[0] + 1
     values, index = table[1 : 1 + 4 * d], table[1 + 4 * d :]
-    if n_numbers and max(index) >= d:
+    if d < 256 and index.translate(None, bytes(range(d))):  # (an index d or over is left: max() took 0.2 ms a chunk)
         raise ValueError("a tags-codec value index is outside its table")
     pad = bytes(256 - d)
     return b"".join(index.translate(values[k::4] + pad) for k in range(4))
