@@ -252,3 +252,103 @@ def test_high_holds_32_MiB_of_records_a_chunk_its_fixed_columns_at_16_by_plane(t
     assert flags == FLAG_SHUFFLED and (ds_high.meta.codecs[codec_idx].name, ds_high.meta.codecs[codec_idx].level) == ("zstd", 16)
     data = shuffle(reader.array("flag").astype("<u2").tobytes(), 2)
     assert reader.blob[o : o + stored] == zstd.encode_planes(data, 16, 2)
+
+
+def _fixed_length_bam(path: str, n: int = 1500, length: int = 100, seed: int = 3) -> str:
+    """Reads of one length off a random genome (so the chunks' consensus is a real one), with
+    mismatches, soft clips, insertions and deletions, both strands, first and second reads,
+    unmapped mates placed beside theirs, and unplaced reads at the end."""
+    import random
+
+    import pysam
+
+    rng = random.Random(seed)
+    genome = "".join(rng.choice("ACGT") for _ in range(60_000))
+    header = {"HD": {"VN": "1.6", "SO": "coordinate"}, "SQ": [{"SN": "g", "LN": len(genome)}]}
+    recs = []
+    for i in range(n):
+        r = pysam.AlignedSegment()
+        r.query_name = f"q{i // 2}"
+        start = rng.randrange(len(genome) - 2 * length)
+        shape = rng.random()
+        cigar = [(0, length)] if shape < 0.6 else [(4, 7), (0, length - 7)] if shape < 0.7 else \
+            [(0, 40), (1, 3), (0, length - 43)] if shape < 0.85 else [(0, 50), (2, 4), (0, length - 50)]
+        ref = iter(genome[start:])
+        seq = []
+        for op, n_op in cigar:
+            if op == 0:
+                seq += [next(ref) if rng.random() > 0.02 else rng.choice("ACGTN") for _ in range(n_op)]
+            elif op == 2:
+                for _ in range(n_op):
+                    next(ref)
+            else:
+                seq += [rng.choice("ACGT") for _ in range(n_op)]
+        unmapped = rng.random() < 0.03
+        r.query_sequence = "".join(seq)
+        r.query_qualities = pysam.qualitystring_to_array("".join(chr(33 + rng.choice((2, 11, 25, 37, 40)))
+                                                                 for _ in range(length)))
+        r.reference_id, r.reference_start = 0, start
+        r.flag = (1 | 8 | 4 | rng.choice((0x40, 0x80))) if unmapped else 1 | 2 | rng.choice((0x40, 0x80)) | rng.choice((0, 16))
+        r.cigartuples = None if unmapped else cigar
+        r.mapping_quality = 0 if unmapped else rng.randint(0, 60)
+        r.next_reference_id, r.next_reference_start = 0, start + rng.randint(-300, 300) if start > 300 else start
+        r.template_length = 0 if unmapped else rng.randint(-400, 400)
+        r.set_tag("NM", rng.randint(0, 4))
+        recs.append(r)
+    for i in range(30):
+        r = pysam.AlignedSegment()
+        r.query_name, r.query_sequence, r.flag = f"u{i}", "ACGT" * (length // 4), 4
+        r.query_qualities = pysam.qualitystring_to_array("I" * length)
+        r.reference_id = r.reference_start = r.next_reference_id = r.next_reference_start = -1
+        recs.append(r)
+    recs.sort(key=lambda r: (r.reference_id < 0, r.reference_start))
+    with pysam.AlignmentFile(path, "wb", header=header) as out:
+        for r in recs:
+            out.write(r)
+    return path
+
+
+@pytest.fixture(scope="module")
+def keep_datasets(tmp_path_factory):
+    """Datasets of small chunks: reads of one length (the qualities' fixed-length path), of many
+    lengths (tests/synth.py), and the example BAM's."""
+    from .synth import write_bam
+
+    root = tmp_path_factory.mktemp("keep")
+    out = []
+    for name, bam in (("fixed", _fixed_length_bam(str(root / "fixed.bam"))),
+                      ("varied", write_bam(str(root / "varied.bam"), n=1500, seed=8)), ("example", EXAMPLE)):
+        bams3.convert(bam, str(root / f"{name}.bams3"), chunk_size="8K")
+        out.append(bams3.open(str(root / f"{name}.bams3")))
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_a_chunks_few_records_are_assembled_as_they_are_among_all(keep_datasets, data):
+    """ChunkReader.records(keep=mask), which fills in and decodes only what the kept records need
+    when they are fewer than half (the sequences and, for reads of one length, the qualities:
+    only the kept records' are written out), gives the records records() gives, selected by the
+    mask: byte for byte, for masks of any density, runs or scattered."""
+    ds = data.draw(st.sampled_from(keep_datasets))
+    index = data.draw(st.integers(0, len(ds.chunks) - 1))
+    n = int(ds.chunks.n_records[index])
+    kind = data.draw(st.sampled_from(["scattered", "run", "one", "dense"]))
+    if kind == "run":
+        a = data.draw(st.integers(0, n - 1))
+        mask = np.zeros(n, bool)
+        mask[a : a + data.draw(st.integers(1, max(1, n // 3)))] = True
+    elif kind == "one":
+        mask = np.zeros(n, bool)
+        mask[data.draw(st.integers(0, n - 1))] = True
+    else:
+        rng = np.random.default_rng(data.draw(st.integers(0, 1 << 30)))
+        mask = rng.random(n) < (0.08 if kind == "scattered" else 0.8)
+    whole = ds._reader(index).records().select(mask)
+    reader = ds._reader(index)
+    part = reader.records(keep=mask)
+    assert bytes(part.data) == bytes(whole.data) and list(part.offsets) == list(whole.offsets)
+    assert part.core.tobytes() == whole.core.tobytes()
+    if np.count_nonzero(mask) < n // 2:  # the sequences (and qualities) were decoded for the kept records only
+        own = {c.name for c in ds.codecs}
+        assert ("consensus" not in own or 15 not in reader._raw) and 13 in reader._raw

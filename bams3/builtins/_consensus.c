@@ -311,19 +311,23 @@ out:
     return result;
 }
 
-/* decode(out, cons_packed, gaps_u32, mism, unal, pads, l_seq, pos, flag, n_ops, cigar): the packed
- * sequences written into out (sized by the caller: sum((l_seq + 1) // 2)); the sections' sizes
- * were checked against layout() by the caller. Raises ValueError for values no writer makes. */
+/* decode(out, cons_packed, gaps_u32, mism, unal, pads, l_seq, pos, flag, n_ops, cigar[, keep_u8]): the
+ * packed sequences written into out (sized by the caller: sum((l_seq + 1) // 2)); the sections' sizes
+ * were checked against layout() by the caller. With keep (a byte a record), only the records whose
+ * byte is not 0 are written (the others' bytes are left as they are); every section is read and
+ * checked all the same. Raises ValueError for values no writer makes. */
 static PyObject *c_decode(PyObject *self, PyObject *args) {
-    Py_buffer out, consb, gapsb, mismb, unalb, padsb, l_seq, pos, flag, n_ops, cigar;
-    if (!PyArg_ParseTuple(args, "w*y*y*y*y*y*y*y*y*y*y*", &out, &consb, &gapsb, &mismb, &unalb, &padsb, &l_seq, &pos,
-                          &flag, &n_ops, &cigar))
+    Py_buffer out, consb, gapsb, mismb, unalb, padsb, l_seq, pos, flag, n_ops, cigar, keepb = {0};
+    if (!PyArg_ParseTuple(args, "w*y*y*y*y*y*y*y*y*y*y*|y*", &out, &consb, &gapsb, &mismb, &unalb, &padsb, &l_seq,
+                          &pos, &flag, &n_ops, &cigar, &keepb))
         return NULL;
+    const uint8_t *kp = keepb.obj ? keepb.buf : NULL;
     Records r = {0};
     uint8_t *full = NULL;
     const char *why = NULL;
     int nomem = 0;
     if (get_records(&l_seq, &pos, &flag, &n_ops, &cigar, &r) < 0) { why = "record lengths do not match"; goto out; }
+    if (kp && keepb.len != r.n) { why = "the keep mask does not match the records"; goto out; }
     Py_BEGIN_ALLOW_THREADS
     if (records_init(&r) < 0) why = "record lengths do not match the sequence column";
     int64_t lo = 0, hi = -1, n_aligned = 0;
@@ -366,6 +370,7 @@ static PyObject *c_decode(PyObject *self, PyObject *args) {
 #define FLUSH_UNTIL(LAST)                                                                           \
             for (; cur < (LAST); cur++) {                                                           \
                 int64_t ls = r.l_seq[cur], t;                                                       \
+                if (kp && !kp[cur]) { pd += ls & 1; rec_byte += (ls + 1) / 2; continue; }           \
                 for (t = 0; t + 1 < ls; t += 2) o[rec_byte + t / 2] = scratch[t] << 4 | scratch[t + 1]; \
                 if (ls & 1) o[rec_byte + ls / 2] = scratch[ls - 1] << 4 | pc[pd++];                 \
                 rec_byte += (ls + 1) / 2;                                                           \
@@ -373,7 +378,18 @@ static PyObject *c_decode(PyObject *self, PyObject *args) {
             FOR_EACH_RUN(&r, {
                 FLUSH_UNTIL(i_)
                 uint8_t *sc = scratch + (base - r.base_start[i_]);
-                if (refpos >= 0) {
+                if (kp && !kp[i_]) {  /* not written: the mismatches and unaligned bases it holds are passed */
+                    if (refpos >= 0) {
+                        while (next < k_al + len) {
+                            m++;
+                            if (m < n_mism) {
+                                if (g[m] == 0) { why = "mismatch positions out of range"; next = INT64_MAX; break; }
+                                next += g[m];
+                            } else next = INT64_MAX;
+                        }
+                        k_al += len;
+                    } else u += len;
+                } else if (refpos >= 0) {
                     memcpy(sc, full + (refpos - lo), len);
                     while (next < k_al + len) {
                         sc[next - k_al] = mc[m++];
@@ -402,6 +418,7 @@ out:
     PyBuffer_Release(&out); PyBuffer_Release(&consb); PyBuffer_Release(&gapsb); PyBuffer_Release(&mismb);
     PyBuffer_Release(&unalb); PyBuffer_Release(&padsb); PyBuffer_Release(&l_seq); PyBuffer_Release(&pos);
     PyBuffer_Release(&flag); PyBuffer_Release(&n_ops); PyBuffer_Release(&cigar);
+    if (keepb.obj) PyBuffer_Release(&keepb);
     if (nomem) return PyErr_NoMemory();
     if (why) { PyErr_SetString(PyExc_ValueError, why); return NULL; }
     Py_RETURN_NONE;

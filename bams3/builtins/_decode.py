@@ -211,7 +211,10 @@ def consensus_arrays(records) -> tuple:
             typed(records.n_cigar_op, "q"), typed(records.cigar, "I"))
 
 
-def consensus(data: bytes, raw_size: int, *, records) -> bytes:
+def consensus(data: bytes, raw_size: int, *, records, keep=None) -> bytes:
+    """The sequence column. ``keep`` (a byte a record, as many as records): only the records it
+    keeps are written, the others' bytes left 0 (a region's few records of a chunk: their
+    bases are not copied out and packed); every section is read and checked all the same."""
     _head(data, CONSENSUS_MAGIC, CONSENSUS_VERSION, "consensus")
     arrays = consensus_arrays(records)
     if _packed_size(arrays[0]) != raw_size:
@@ -222,8 +225,11 @@ def consensus(data: bytes, raw_size: int, *, records) -> bytes:
     if len(gaps) % 4 or len(mism) != len(gaps) // 4 or len(unal) != n_bases - n_aligned or len(pads) != n_odd:
         raise ValueError("a consensus payload section has the wrong size")
     out = bytearray(raw_size)
-    _consensus.decode(out, cons, unshuffle(gaps, 4), mism, unal, pads, *arrays)
+    _consensus.decode(out, cons, unshuffle(gaps, 4), mism, unal, pads, *arrays, *(() if keep is None else (keep,)))
     return bytes(out)
+
+
+consensus.keeps = True  # (ChunkReader.records asks it for a region's records only)
 
 
 # ---------------------------------------------------------------------------- qual
@@ -235,7 +241,10 @@ QUAL_MAX_CYCLE = 511
 QUAL_N_CTX = (QUAL_MAX_CYCLE + 1) * 2
 
 
-def qual(data: bytes, raw_size: int, *, records, simd: bool = True) -> bytes:
+def qual(data: bytes, raw_size: int, *, records, simd: bool = True, keep=None) -> bytes:
+    """The quality column. ``keep`` (a byte a record): with reads of one length, only the records
+    it keeps are placed, the others' bytes left 0 (every quality is decoded and checked all the
+    same); otherwise every record."""
     if data[:2] != QUAL_MAGIC or len(data) < 6:
         raise ValueError("not a qual-codec payload")
     version, scheme, a = struct.unpack_from("<BBH", data, 2)
@@ -293,7 +302,7 @@ def qual(data: bytes, raw_size: int, *, records, simd: bool = True) -> bytes:
         for c in used:
             bounds.append(bounds[-1] + sizes[c])
         return _rans.decode(memoryview(data)[o:], struct.pack(f"<{k + 1}q", *bounds), freqs, vals, used_bytes,
-                            length, g0, g1, b"", raw_size, scheme, int(simd))
+                            length, g0, g1, b"", raw_size, scheme, int(simd), *(() if keep is None else (keep,)))
     sizes_bytes, dst = _rans.variable_layout(l_seq, flag, raw_size)  # reads of many lengths
     sizes = memoryview(sizes_bytes).cast("q")
     if [c for c in range(QUAL_N_CTX) if sizes[c]] != list(used):
@@ -303,6 +312,9 @@ def qual(data: bytes, raw_size: int, *, records, simd: bool = True) -> bytes:
         bounds.append(bounds[-1] + sizes[c])
     return _rans.decode(memoryview(data)[o:], struct.pack(f"<{k + 1}q", *bounds), freqs, vals, used_bytes, 0, b"",
                         b"", dst, raw_size, scheme, int(simd))
+
+
+qual.keeps = True  # (ChunkReader.records asks it for a region's records only)
 
 
 # each codec's decoder, and whether it reads the chunk's records (the plugins register it so)

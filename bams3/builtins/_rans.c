@@ -498,13 +498,18 @@ static inline __m128i reverse16(__m128i x) {
 }
 #endif
 
-/* Group gi's qualities (cycle cy of its record j at grouped[rs[2 * cy] + j]) into their records. */
+/* Group gi's qualities (cycle cy of its record j at grouped[rs[2 * cy] + j]) into their records;
+ * with keep (a byte a record), only the records it keeps (and those beside them, 16 at a time). */
 static void place_fixed(uint8_t *o, const uint8_t *grouped, const int64_t *rs, const int64_t *g, Py_ssize_t ng,
-                        Py_ssize_t len, int simd) {
+                        Py_ssize_t len, int simd, const uint8_t *keep) {
     Py_ssize_t j = 0;
+#define KEPT(J) (!keep || keep[(g[J] >> 1) / len])
 #if defined(__SSE2__)
     Py_ssize_t cfull = len & ~(Py_ssize_t)15;
     for (; simd && j + 16 <= ng; j += 16) {
+        int any = !keep;
+        for (int t = 0; t < 16 && !any; t++) any = KEPT(j + t);
+        if (!any) continue;
         for (Py_ssize_t c0 = 0; c0 < cfull; c0 += 16) {
             __m128i v[16];
             for (int t = 0; t < 16; t++) v[t] = _mm_loadu_si128((const __m128i *)(grouped + rs[2 * (c0 + t)] + j));
@@ -530,6 +535,7 @@ static void place_fixed(uint8_t *o, const uint8_t *grouped, const int64_t *rs, c
     /* record by record, its bases in order: the writes are sequential and the reads, one per row
      * of the group's cycles, stay in the rows' cache lines for 64 records */
     for (; j < ng; j++) {
+        if (!KEPT(j)) continue;
         uint8_t *dst = o + (g[j] >> 1);
         const uint8_t *src = grouped + j;
         if (g[j] & 1)
@@ -537,6 +543,7 @@ static void place_fixed(uint8_t *o, const uint8_t *grouped, const int64_t *rs, c
         else
             for (Py_ssize_t cy = 0; cy < len; cy++) dst[cy] = src[rs[2 * cy]];
     }
+#undef KEPT
 }
 
 /* The grouped symbols of a decode go to a buffer each thread keeps (freed when the thread ends):
@@ -575,12 +582,15 @@ static uint8_t *scratch_get(size_t n) {
 #endif
 
 static PyObject *rans_decode(PyObject *self, PyObject *args) {
-    Py_buffer dat, bnd, frq, val, usd, g0, g1, dst;
+    Py_buffer dat, bnd, frq, val, usd, g0, g1, dst, kpb = {0};
     Py_ssize_t n, len;
     int scheme = 1, simd = 1;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*y*ny*y*y*n|ii", &dat, &bnd, &frq, &val, &usd, &len, &g0, &g1, &dst, &n,
-                          &scheme, &simd))
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*ny*y*y*n|iiy*", &dat, &bnd, &frq, &val, &usd, &len, &g0, &g1, &dst, &n,
+                          &scheme, &simd, &kpb))
         return NULL;
+    /* keep (fixed-length reads; a byte a record): only the kept records' qualities are placed, the
+     * others' bytes are 0 (every symbol is decoded and checked all the same) */
+    const uint8_t *keep = kpb.obj && len > 0 && kpb.len * len == n ? kpb.buf : NULL;
     PyObject *result = NULL;
     Py_ssize_t k = bnd.len / 8 - 1, a = val.len;
     const int64_t *bounds = bnd.buf;
@@ -639,7 +649,8 @@ static PyObject *rans_decode(PyObject *self, PyObject *args) {
         bad = scheme == 2 ? decode_wordwise(&ptr, end, x, grouped, bounds, k, freq, cum, vals, a, tab, simd)
                           : decode_bytewise(&ptr, end, x, grouped, bounds, k, freq, cum, vals, a, tab);
     if (!bad && fixed) {
-        for (int gi = 0; gi < 2; gi++) place_fixed(o, grouped, rowstart + gi, grp[gi], ng[gi], len, simd);
+        if (keep) memset(o, 0, (size_t)n);
+        for (int gi = 0; gi < 2; gi++) place_fixed(o, grouped, rowstart + gi, grp[gi], ng[gi], len, simd, keep);
     } else if (!bad) {
         for (Py_ssize_t i = 0; i < n; i++) o[dest[i]] = grouped[i];
     }
@@ -657,6 +668,7 @@ done:
     free(cum); free(tab); free(owned); free(rowstart);
     PyBuffer_Release(&dat); PyBuffer_Release(&bnd); PyBuffer_Release(&frq); PyBuffer_Release(&val);
     PyBuffer_Release(&usd); PyBuffer_Release(&g0); PyBuffer_Release(&g1); PyBuffer_Release(&dst);
+    if (kpb.obj) PyBuffer_Release(&kpb);
     return result;
 }
 

@@ -35,6 +35,9 @@ from .slots import SLOT_HEAD, SlotLayout, decode_slots, encode_slots, slot_crc_o
 _ITEMSIZE = {c.id: c.itemsize for c in FIXED}
 
 
+_LAYOUT_FIELDS = frozenset({"l_read_name", "n_cigar_op", "l_seq"})  # the core fields records.layout reads
+
+
 def name_lengths_array(names: np.ndarray, n: int) -> np.ndarray | None:
     """:func:`bams3.layout.name_lengths` over numpy (the writer's and the full reader's): the
     lengths (uint8) of n names each ending in its only NUL, of at most 255 bytes; else None."""
@@ -187,6 +190,7 @@ class ChunkReader:
         self.codecs = codecs
         self.pieces = dict(pieces or {})
         self._fields = None
+        self._positions = None
         self._raw: dict[int, bytes] = {}
         self._verified = False  # every checksum checked already (verify_checksums)
         if len(blob) < CHUNK_HEAD.size or blob[:8] != CHUNK_MAGIC:
@@ -272,7 +276,10 @@ class ChunkReader:
             out = self._raw[cid] = self._decode(cid)
         return out
 
-    def _decode(self, cid: int) -> bytes:
+    def _decode(self, cid: int, keep: bytes | None = None) -> bytes:
+        """Column ``cid`` decoded, checked; ``keep`` (a byte a record), for a codec of bams3's
+        own that can (``decode.keeps``): only those records' bytes are decoded, the others'
+        left 0 (not kept by raw())."""
         o, stored, raw, crc, codec_idx, flags = self._entry(cid)
         if flags & FLAG_DERIVED:  # l_read_name, from the names
             out = name_lengths_array(np.frombuffer(self.raw(READ_NAME_COLUMN), np.uint8), self.n_records)
@@ -286,7 +293,9 @@ class ChunkReader:
             return b""
         codec = self.codecs[codec_idx]
         try:
-            if codec.record_aware:
+            if keep is not None:
+                out = codec.decode(data, raw, records=self._record_fields(), keep=keep)
+            elif codec.record_aware:
                 out = codec.decode(data, raw, records=self._record_fields(with_next_pos=cid == READ_NAME_COLUMN))
             else:
                 out = codec.decode(data, raw)
@@ -308,14 +317,28 @@ class ChunkReader:
             out = unshuffle(out, size)
         return out
 
+    def _part(self, cid: int, sub, keep) -> bytes:
+        """A variable column for records(): only the kept records' bytes where ``sub`` (the
+        records records() fills in) is a few of them and the column's codec can decode only
+        those (a BED's intervals keep ~6% of each chunk's records); else raw()."""
+        if isinstance(sub, slice) or cid in self._raw:
+            return self.raw(cid)
+        entry = self.columns.get(cid)
+        codec = self.codecs[entry[4]] if entry is not None and entry[4] < len(self.codecs) else None
+        if codec is None or entry[2] == 0 or entry[5] & (FLAG_DERIVED | FLAG_SHUFFLED) or not (
+                codec.record_aware and _own(codec) and getattr(codec.decode, "keeps", False)):
+            return self.raw(cid)
+        return self._decode(cid, np.ascontiguousarray(keep, dtype=np.bool_).view(np.uint8))
+
     def _record_fields(self, with_next_pos: bool = False):
         """What a record-aware codec is told; ``with_next_pos``: next_pos too (for the codec of
         the read names, which is decoded after next_pos)."""
         from ..plugins import RecordFields
 
         if with_next_pos:
-            next_pos = self.pos() + self.array("next_pos").astype(np.int64)  # (stored relative to pos)
-            return attrs.evolve(self._record_fields(), next_pos=next_pos)
+            fields = self._record_fields()
+            next_pos = fields.pos + self.array("next_pos").astype(np.int64)  # (stored relative to pos)
+            return attrs.evolve(fields, next_pos=next_pos)
         if self._fields is None:
             n_ops = self.array("n_cigar_op").astype(np.int64)
             raw = self.raw("cigar")
@@ -344,7 +367,14 @@ class ChunkReader:
 
     def pos(self) -> np.ndarray:
         """Every record's 0-based position (int64)."""
-        return np.cumsum(self.array("pos"), dtype=np.int32).astype(np.int64)
+        return self._pos32().astype(np.int64)
+
+    def _pos32(self) -> np.ndarray:
+        """The positions as BAM stores them (int32: the running sum of the deltas, modulo 2**32),
+        summed once (a chunk's reading asked for them three or four times)."""
+        if self._positions is None:
+            self._positions = np.cumsum(self.array("pos"), dtype=np.int32)
+        return self._positions
 
     def positions(self) -> tuple[np.ndarray, np.ndarray]:
         """(pos, span) of every record: all a count or a region filter needs."""
@@ -355,10 +385,16 @@ class ChunkReader:
         unread (``read_name``, ``cigar``, ``seq``, ``qual``, ``aux``), filled as SAM's defaults
         (htsget's ``fields``): the name ``*``, no CIGAR, no sequence (so no qualities), qualities
         ``*`` (0xFF) under a sequence, no tags. ``keep`` (a boolean mask): only those records
-        are assembled (the columns are decoded whole)."""
+        are assembled. When it keeps fewer than half, the others' core fields are not filled in
+        (but for the sizes that place every record), and bams3's own sequence and quality codecs
+        write out only the kept records' bases and qualities (every column is still decoded and
+        checked whole: its stream runs through every record)."""
         n = self.n_records
         core = np.zeros(n, dtype=CORE)
-        pos = np.cumsum(self.array("pos"), dtype=np.int32)
+        pos = self._pos32()
+        sub = slice(None)  # the records whose core is filled in
+        if keep is not None and len(keep) == n and np.count_nonzero(keep) < n // 2:
+            sub = np.flatnonzero(keep)  # (a BED's intervals keep a few records of each chunk)
         derived_skipped = "read_name" in skip and self.columns.get(L_READ_NAME_COLUMN, (0,) * 6)[5] & FLAG_DERIVED
         for col in FIXED[2:]:
             if col.id == L_READ_NAME_COLUMN and derived_skipped:  # (names unread: "*" each, below)
@@ -366,14 +402,16 @@ class ChunkReader:
                 continue
             a = self.array(col)
             if col.name == "next_pos":
-                core["next_pos"] = a + pos
-            elif col.name != "l_aux":
+                core["next_pos"][sub] = a[sub] + pos[sub]
+            elif col.name in _LAYOUT_FIELDS:  # every record's: they place the records in the columns
                 core[col.name] = a
-        core["pos"] = pos
+            elif col.name != "l_aux":
+                core[col.name][sub] = a[sub]
+        core["pos"][sub] = pos[sub]
         if self.columns.get(TLEN_COLUMN, (0,) * 6)[5] & FLAG_PREDICTED:
             span = self.array("span")
-            core["tlen"] = wrap_i32(core["tlen"].astype(np.int64) + tlen_prediction(
-                pos, core["next_pos"], span, core["refid"], core["next_refid"]))
+            core["tlen"][sub] = wrap_i32(core["tlen"][sub].astype(np.int64) + tlen_prediction(
+                pos[sub], core["next_pos"][sub], span[sub], core["refid"][sub], core["next_refid"][sub]))
         l_aux = self.array("l_aux").astype(np.int64)
         offsets, totals = layout(core, l_aux)  # name, CIGAR, sequence, quality and aux sizes as stored
         if totals is None:
@@ -399,7 +437,7 @@ class ChunkReader:
             if col.name in fill:
                 cols.append(fill[col.name])
                 continue
-            c = np.frombuffer(self.raw(col.id), dtype=np.uint8)
+            c = np.frombuffer(self._part(col.id, sub, keep), dtype=np.uint8)
             if len(c) != expect[col.name]:
                 raise CorruptDatasetError(self.where, "columns disagree on record sizes; the dataset is corrupt")
             cols.append(c)
