@@ -93,6 +93,30 @@ def test_region_lists(regions, cs, multi):
 
 
 @CHECK
+@given(bed=intervals(40), cs=st.sampled_from(sorted(DATASETS)))
+def test_each_chunk_of_a_bed_is_given_the_intervals_that_reach_it(bed, cs):
+    """A BED's plan (-L, or -M): each chunk once, with exactly the merged intervals of its
+    reference that reach [min_pos, max_end), where its records lie: every chunk any of them
+    reaches, and none other (so a chunk of a thousand targets' BED tests a dozen)."""
+    from bams3.format.table import merge_intervals
+
+    ds = DATASETS[cs]
+    t = ds.chunks
+    sel = ds.selection(bed=_bed(_DIR / f"p-{os.getpid()}.bed", bed), multi=True)
+    merged = merge_intervals([(r.tid, r.beg, r.end) for r in sel.bed if r.tid >= 0])
+    plan = ds._plan(sel)
+    assert len({index for index, _, _ in plan}) == len(plan)
+    want = {}
+    for tid, ivs in merged.items():
+        for i in range(len(t)):
+            if t.ref_id[i] == tid:
+                reach = tuple(iv for iv in ivs if iv[0] < t.max_end[i] and iv[1] > t.min_pos[i])
+                if reach:
+                    want[i] = reach
+    assert {index: tuple(ivs) for index, ivs, _ in plan} == want
+
+
+@CHECK
 @given(bed=intervals(12), regions=st.one_of(st.just([]), region_lists()), cs=st.sampled_from(sorted(DATASETS)),
        multi=st.booleans())
 def test_bed_files_with_and_without_regions(bed, regions, cs, multi):
