@@ -1,14 +1,16 @@
 """Before and after: the latency of whole bams3 processes from two trees, interleaved.
 
-    python bench/ab.py OLD NEW SAMPLE_DIR [--repeat 11] [--s3] [--own-datasets]
+    python bench/ab.py OLD NEW SAMPLE_DIR [--repeat 11] [--s3] [--bed] [--own-datasets]
 
 OLD and NEW are each a git revision of this repository (``HEAD~3``, ``5d4bdd2``) or the path of
 a ``bams3`` program. A revision is installed as users install it (``pip install``, compiled to
 bytecode) into its own virtualenv under ``.cache/ab/<commit>/``, made once and reused. NEW
 converts ``SAMPLE_DIR/sample.bam`` (bench/make-sample.sh) once; then each case runs
 ``--repeat`` times, alternating OLD, NEW and (where it has one) samtools' command, so that
-both trees meet the same machine load. It prints the minimum and median wall time of each and
-whether OLD's and NEW's outputs were identical, and exits 1 when one tree failed a case. With
+both trees meet the same machine load. It prints the minimum and median wall time of each, the
+median CPU (user and system, threads and children included) and whether OLD's and NEW's outputs
+were identical, and exits 1 when one tree failed a case. ``--bed`` adds bench.py's
+1,000-interval BED (``-L``), its records and its count. With
 ``--own-datasets``, OLD converts the sample too and reads its own dataset: for a change of
 format, which OLD may refuse to read.
 With ``--s3``, the sample is also converted to moto's S3 server (started on 127.0.0.1 by this
@@ -25,6 +27,7 @@ import argparse
 import contextlib
 import os
 import pathlib
+import resource
 import shutil
 import statistics
 import subprocess
@@ -122,10 +125,21 @@ def program(tree: str, cache: pathlib.Path) -> str:
     return str(exe)
 
 
-def timed(cmd: list[str], env: dict | None = None) -> tuple[float, int, bytes]:
+def bed_cases(ds: str, bam: str, bed: str) -> dict[str, tuple[list[str], list[str]]]:
+    """--bed's cases: bench.py's 1,000-interval BED (``bed``), its records and its count."""
+    return {"BED, records": (["query", ds, "-L", bed], ["samtools", "view", "-L", bed, bam]),
+            "BED, -c": (["query", ds, "-c", "-L", bed], ["samtools", "view", "-c", "-L", bed, bam])}
+
+
+def timed(cmd: list[str], env: dict | None = None) -> tuple[float, float, int, bytes]:
+    """(wall, CPU of the process and its children, exit status, stdout)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=tempfile.gettempdir(), env=env)
-    return time.perf_counter() - t, p.returncode, p.stdout
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return wall, cpu, p.returncode, p.stdout
 
 
 def main() -> int:
@@ -138,6 +152,8 @@ def main() -> int:
     ap.add_argument("--own-datasets", action="store_true",
                     help="each tree converts the sample itself and reads its own dataset (for a change of format "
                          "that OLD cannot read); outputs that name the dataset (stats: its path and size) then differ")
+    ap.add_argument("--bed", action="store_true",
+                    help="also time bench.py's 1,000-interval BED (-L), its records and its count")
     ap.add_argument("--convert", action="store_true",
                     help="time conversions (default and high, against CRAM 3.0 and CRAM 3.1 small) instead")
     ap.add_argument("--cache", type=pathlib.Path, default=ROOT / ".cache" / "ab",
@@ -156,6 +172,13 @@ def main() -> int:
             old_ds = os.path.join(tmp, "old.bams3")
             subprocess.run([old, "convert", bam, old_ds], check=True, stdout=subprocess.DEVNULL)
         old_todo = cases(old_ds, bam)
+        if args.bed:
+            sys.path.insert(0, str(ROOT / "bench"))
+            from bench import thousand_interval_bed  # bench/bench.py, beside this script
+
+            bed = thousand_interval_bed(bam, os.path.join(tmp, "targets.bed"))
+            todo.update(bed_cases(ds, bam, bed))
+            old_todo.update(bed_cases(old_ds, bam, bed))
         if args.s3:
             env = {**os.environ, **stack.enter_context(s3_server())}
             subprocess.run([new, "convert", bam, "s3://bams3-ab/sample.bams3"], check=True, stdout=subprocess.DEVNULL,
@@ -167,16 +190,19 @@ def main() -> int:
                 subprocess.run([old, "convert", bam, old_s3], check=True, stdout=subprocess.DEVNULL, env=env)
             old_todo.update(s3_cases(old_s3))
         failed = False
-        print(f"{'case':20s} {'OLD min / median ms':>20s} {'NEW min / median ms':>20s} {'samtools':>16s}  outputs")
+        print(f"{'case':20s} {'OLD min / median ms':>20s} {'NEW min / median ms':>20s} {'samtools':>16s} "
+              f"{'CPU median ms: OLD NEW samtools':>32s}  outputs")
         for name, (argv, anchor) in todo.items():
             walls: dict[str, list[float]] = {"old": [], "new": [], "samtools": []}
+            cpus: dict[str, list[float]] = {"old": [], "new": [], "samtools": []}
             outs: dict[str, set[bytes]] = {"old": set(), "new": set()}
             for _ in range(args.repeat):
                 for who, cmd in (("old", [old, *old_todo[name][0]]), ("new", [new, *argv]), ("samtools", anchor)):
                     if cmd is None:
                         continue
-                    wall, rc, out = timed(cmd, env)
+                    wall, cpu, rc, out = timed(cmd, env)
                     walls[who].append(wall)
+                    cpus[who].append(cpu)
                     if who != "samtools":
                         outs[who].add(out if rc == 0 else b"exit %d" % rc)
                         failed |= rc != 0
@@ -184,8 +210,10 @@ def main() -> int:
             def cell(v: list[float]) -> str:
                 return f"{1e3 * min(v):.0f} / {1e3 * statistics.median(v):.0f}" if v else "-"
 
+            cpu = " ".join(f"{1e3 * statistics.median(cpus[w]):.0f}" if cpus[w] else "-" for w in cpus)
             same = "identical" if outs["old"] == outs["new"] and len(outs["new"]) == 1 else "DIFFER"
-            print(f"{name:20s} {cell(walls['old']):>20s} {cell(walls['new']):>20s} {cell(walls['samtools']):>16s}  {same}")
+            print(f"{name:20s} {cell(walls['old']):>20s} {cell(walls['new']):>20s} {cell(walls['samtools']):>16s} "
+                  f"{cpu:>32s}  {same}")
     return 1 if failed else 0
 
 
@@ -200,7 +228,7 @@ def compare_conversions(old: str, new: str, sample_dir: pathlib.Path, repeat: in
             for who, cmd in (("old", [old, *argv]), ("new", [new, *argv]), ("samtools", anchor)):
                 with tempfile.TemporaryDirectory(prefix="bams3-ab-") as tmp:
                     out = os.path.join(tmp, "out")
-                    wall, rc, _ = timed([a.replace("{out}", out) for a in cmd])
+                    wall, _cpu, rc, _ = timed([a.replace("{out}", out) for a in cmd])
                     walls[who].append(wall)
                     if who != "samtools":
                         outs[who].add(chunk_objects(out) if rc == 0 else b"exit %d" % rc)

@@ -104,6 +104,24 @@ def md5(path: str) -> str:
     return h.hexdigest()
 
 
+def thousand_interval_bed(bam: str, path: str) -> str:
+    """The latency rows' BED (written to ``path``): 1,000 intervals of 50-1,000 bp at random
+    (seed 11) on the references of more than 10 kbp, in no order."""
+    import random
+
+    import pysam
+
+    with pysam.AlignmentFile(bam) as f:
+        refs = [(n, length) for n, length in zip(f.references, f.lengths) if length > 10_000]
+    rng = random.Random(11)
+    with open(path, "w") as f:
+        for _ in range(1000):
+            name, length = rng.choice(refs)
+            beg = rng.randrange(0, length - 1000)
+            f.write(f"{name}\t{beg}\t{beg + rng.randint(50, 1000)}\n")
+    return path
+
+
 def regions_for(bam: str) -> dict[str, str]:
     """1 kb, 100 kb and 1 Mbp inside the longest reference, and the shortest reference
     longer than 1 Mbp as the whole contig."""
@@ -277,10 +295,6 @@ class Bench:
         of 1 kb, statistics, and a 1,000-interval BED (records and -c), each against samtools; and
         the interpreter alone (``python -c pass``, with this environment's site-packages), the
         floor under every bams3 process here."""
-        import random
-
-        import pysam
-
         regions = regions_for(self.bam)
         a, b = os.path.join(self.tmp, "a.txt"), os.path.join(self.tmp, "b.txt")
         out = {}
@@ -301,15 +315,7 @@ class Bench:
         case(f"SAM {regions['1 kb']}", [self.bams3, "query", self.ds, regions["1 kb"]],
              [self.samtools, "view", self.bam, regions["1 kb"]])
         case("stats --flagstat", [self.bams3, "stats", self.ds, "--flagstat"], [self.samtools, "flagstat", self.bam])
-        with pysam.AlignmentFile(self.bam) as f:
-            refs = [(n, length) for n, length in zip(f.references, f.lengths) if length > 10_000]
-        rng = random.Random(11)
-        bed = os.path.join(self.tmp, "targets.bed")
-        with open(bed, "w") as f:
-            for _ in range(1000):
-                name, length = rng.choice(refs)
-                beg = rng.randrange(0, length - 1000)
-                f.write(f"{name}\t{beg}\t{beg + rng.randint(50, 1000)}\n")
+        bed = thousand_interval_bed(self.bam, os.path.join(self.tmp, "targets.bed"))
         case("1,000-interval BED, records", [self.bams3, "query", self.ds, "-L", bed],
              [self.samtools, "view", "-L", bed, self.bam])
         case("1,000-interval BED, -c", [self.bams3, "query", self.ds, "-c", "-L", bed],

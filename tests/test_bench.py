@@ -39,19 +39,21 @@ def test_bench_runs_and_every_output_is_identical(sample_dir, tmp_path):
 
 def test_ab_interleaves_two_programs_and_compares_their_outputs(sample_dir, tmp_path):
     """bench/ab.py with two programs: this checkout's bams3 with the quick path off (OLD) and on
-    (NEW). Every case runs, and each prints what the other prints."""
+    (NEW), with --bed. Every case runs (the BED's two too), and each prints what the other prints."""
     bams3 = pathlib.Path(sys.executable).with_name("bams3")
     full = tmp_path / "full-bams3"
     full.write_text(f'#!/bin/sh\nBAMS3_QUICK=0 exec "{bams3}" "$@"\n')
     full.chmod(0o755)
     p = subprocess.run([sys.executable, str(ROOT / "bench" / "ab.py"), str(full), str(bams3), str(sample_dir),
-                        "--repeat", "1"], capture_output=True, text=True, timeout=600)
+                        "--repeat", "1", "--bed"], capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     rows = p.stdout.splitlines()[1:]
     spec = importlib.util.spec_from_file_location("ab", ROOT / "bench" / "ab.py")
     ab = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ab)
-    assert len(rows) == len(ab.cases("ds", "bam")) >= 10 and all(r.endswith("  identical") for r in rows), p.stdout
+    assert len(rows) == len(ab.cases("ds", "bam")) + 2 >= 12 and all(r.endswith("  identical") for r in rows), p.stdout
+    assert [r.split()[:2] for r in rows[-2:]] == [["BED,", "records"], ["BED,", "-c"]]
+    assert all(len(r.split("  identical")[0].split()[-3:]) == 3 for r in rows)  # and the CPU of each (ms)
 
 
 def test_ab_with_own_datasets_lets_each_program_read_what_it_wrote(sample_dir, tmp_path):
