@@ -173,7 +173,6 @@ def main() -> int:
             subprocess.run([old, "convert", bam, old_ds], check=True, stdout=subprocess.DEVNULL)
         old_todo = cases(old_ds, bam)
         if args.bed:
-            sys.path.insert(0, str(ROOT / "bench"))
             from bench import thousand_interval_bed  # bench/bench.py, beside this script
 
             bed = thousand_interval_bed(bam, os.path.join(tmp, "targets.bed"))

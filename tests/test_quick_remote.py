@@ -184,6 +184,41 @@ def test_failures_are_reported_as_the_full_command_reports_them_in_as_many_reque
         assert results[0][0] != 0 and results[0][1].startswith("bams3: error: ") and results[0][1].count("\n") == 1
 
 
+def test_a_failure_first_in_order_is_reported_without_waiting_for_the_reads_behind_it():
+    """_Remote.reads on the main thread: the first read fails (a Bams3Error, after its store's
+    retries) while the three beside it stall; the failure is raised then, as the full command's
+    ordered reads raise it, not once the stalled reads have run out of their retries. (The
+    scheduler alone: a store object that fails and stalls on cue, no server.)"""
+    import threading
+
+    from bams3 import storage
+    from bams3._quick import _Failed, _Remote
+    from bams3.errors import StorageError
+
+    release, finished, stalling = threading.Event(), [], threading.Semaphore(0)
+
+    class FailsThenStalls:
+        def get_range(self, key, start, end):
+            if key == "c0":  # fails once the three beside it have started
+                for _ in range(3):
+                    stalling.acquire(timeout=10)
+                raise StorageError("no answer for c0", kind="timeout", key=key)
+            stalling.release()
+            release.wait(10)
+            finished.append(key)
+            return bytes(end - start)
+
+    remote = _Remote.__new__(_Remote)  # (not opened: its store is the one above)
+    remote.url, remote.store = "s3://nowhere/stalls.bams3", FailsThenStalls()
+    try:
+        with pytest.raises(_Failed) as got:
+            remote.reads([(f"c{k}", 0, 4) for k in range(8)])
+        assert finished == [] and got.value.error.key == "c0"  # (waiting for them, it would see 3)
+    finally:
+        release.set()
+        storage.drop_handed_over(remote.url)
+
+
 @pytest.mark.parametrize("quick", [True, False])
 @pytest.mark.parametrize(("match", "args"), [(None, ["-c"]), ("/data/", ["-c"]), ("/data/", [])])
 def test_ctrl_c_ends_a_query_whose_requests_stall(remote, quick, match, args):

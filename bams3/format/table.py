@@ -106,9 +106,9 @@ class ChunkTable:
                 # each chunk with the intervals that reach [min_pos, max_end), where its records
                 # lie (merged intervals are disjoint, so their ends rise with their starts): a
                 # chunk of a BED's thousand targets is given its dozen, not the thousand
-                starts, ends = (np.fromiter((iv[k] for iv in ivs), np.int64, len(ivs)) for k in (0, 1))
-                first = np.searchsorted(ends, self.columns["min_pos"][idx], "right")
-                last = np.searchsorted(starts, self.columns["max_end"][idx], "left")
+                iv = np.asarray(ivs, dtype=np.int64)
+                first = np.searchsorted(iv[:, 1], self.columns["min_pos"][idx], "right")
+                last = np.searchsorted(iv[:, 0], self.columns["max_end"][idx], "left")
                 plan += [(int(i), ivs[a:b], None) for i, a, b in zip(idx.tolist(), first.tolist(), last.tolist())]
             return plan
         bed = merge_intervals([(r.tid, r.beg, r.end) for r in sel.bed if r.tid >= 0]) if sel.bed is not None else None
